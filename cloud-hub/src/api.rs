@@ -1,0 +1,226 @@
+//! REST API for central operations (JSON). Errors are JSON too:
+//! `{"error": "<kind>", "message": "<what to change>"}`.
+
+use crate::storage::{ReadingQuery, StorageTier, Store};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub max_page_size: u32,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/readings", get(readings))
+        .route("/api/v1/devices", get(devices))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An API error: status, machine-readable kind, human message.
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_request",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("hub_api_errors_total", "kind" => self.kind).increment(1);
+        (
+            self.status,
+            Json(json!({"error": self.kind, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+impl From<crate::storage::StoreError> for ApiError {
+    fn from(e: crate::storage::StoreError) -> ApiError {
+        tracing::error!(error = %e, "API query failed");
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "storage_unavailable",
+            message: "the database did not answer; retry later".into(),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::bad_request(e.body_text())
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "not_found",
+        message: "no such endpoint; see /api/v1/readings and /api/v1/devices".into(),
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn ready(State(s): State<ApiState>) -> Response {
+    let tier: StorageTier = s.store.tier();
+    match s.store.ping().await {
+        Ok(()) => {
+            Json(json!({"status": "ready", "database": "ok", "storage_tier": tier})).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "database": e.to_string(), "storage_tier": tier})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(s): State<ApiState>) -> String {
+    s.metrics.as_ref().map(|h| h.render()).unwrap_or_default()
+}
+
+/// Every parameter arrives as text so that a bad value gets our message, not serde's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingsParams {
+    gateway: Option<String>,
+    device: Option<String>,
+    metric: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+    order: Option<String>,
+}
+
+fn parse_time(name: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match v.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "`{name}` must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z ({e}); got {s:?}"
+                ))
+            }),
+    }
+}
+
+fn parse_limit(v: &Option<String>, default: u32, max: u32) -> Result<i64, ApiError> {
+    match v.as_deref() {
+        None | Some("") => Ok(i64::from(default.min(max))),
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if n >= 1 && n <= max => Ok(i64::from(n)),
+            _ => Err(ApiError::bad_request(format!(
+                "`limit` must be an integer from 1 to {max}; got {s:?}"
+            ))),
+        },
+    }
+}
+
+fn filter(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) if s.len() > 128 || s.chars().any(char::is_control) => Err(ApiError::bad_request(
+            format!("`{name}` must be at most 128 printable characters"),
+        )),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+async fn readings(
+    State(s): State<ApiState>,
+    params: Result<Query<ReadingsParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(p) = params?;
+    let from = parse_time("from", &p.from)?;
+    let to = parse_time("to", &p.to)?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        return Err(ApiError::bad_request(format!(
+            "`from` ({f}) must be before `to` ({t})"
+        )));
+    }
+    let ascending = match p.order.as_deref() {
+        None | Some("") | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "`order` must be asc or desc; got {o:?}"
+            )));
+        }
+    };
+    let q = ReadingQuery {
+        gateway: filter("gateway", p.gateway)?,
+        device: filter("device", p.device)?,
+        metric: filter("metric", p.metric)?,
+        from,
+        to,
+        limit: parse_limit(&p.limit, 100, s.max_page_size)?,
+        ascending,
+    };
+    let rows = s.store.query_readings(&q).await?;
+    Ok(Json(
+        json!({"count": rows.len(), "limit": q.limit, "readings": rows}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesParams {
+    gateway: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+async fn devices(
+    State(s): State<ApiState>,
+    params: Result<Query<DevicesParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(p) = params?;
+    let limit = parse_limit(&p.limit, 1000, s.max_page_size)?;
+    let offset = match p.offset.as_deref() {
+        None | Some("") => 0,
+        Some(o) => o.parse::<u32>().map(i64::from).map_err(|_| {
+            ApiError::bad_request(format!(
+                "`offset` must be a non-negative integer; got {o:?}"
+            ))
+        })?,
+    };
+    let gateway = filter("gateway", p.gateway)?;
+    let rows = s
+        .store
+        .list_devices(gateway.as_deref(), limit, offset)
+        .await?;
+    Ok(Json(
+        json!({"count": rows.len(), "limit": limit, "offset": offset, "devices": rows}),
+    ))
+}

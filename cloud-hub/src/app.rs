@@ -1,0 +1,69 @@
+//! Wires the hub together and owns its lifecycle.
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::ingest::IngestService;
+use crate::storage::Store;
+use anyhow::{Context, Result};
+use qi_proto::v1::uplink_server::UplinkServer;
+use std::time::Duration;
+
+pub async fn run(
+    cfg: Config,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    if cfg.database.url.is_empty() {
+        anyhow::bail!(
+            "no database URL: set database.url in the config file, QI_HUB_DATABASE_URL, or --database-url"
+        );
+    }
+    let store = Store::open(
+        &cfg.database.url,
+        cfg.database.max_connections,
+        Duration::from_secs(cfg.database.connect_timeout_s),
+    )
+    .await
+    .context("cannot open the database (is PostgreSQL running and the URL right?)")?;
+    tracing::info!(tier = %store.tier(), "database ready, migrations applied");
+
+    let (stop_trigger, stop) = qi_common::shutdown::channel();
+
+    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc.listen)
+        .await
+        .with_context(|| format!("cannot listen on grpc.listen = {}", cfg.grpc.listen))?;
+    tracing::info!(listen = %grpc_listener.local_addr()?, "gRPC ingest listening");
+    let mut grpc_stop = stop.clone();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(UplinkServer::new(IngestService::new(store.clone())))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move { grpc_stop.wait().await },
+            ),
+    );
+
+    let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
+    tracing::info!(listen = %http_listener.local_addr()?, "REST API listening");
+    let app = api::router(ApiState {
+        store,
+        max_page_size: cfg.http.max_page_size,
+        metrics,
+    });
+    let mut http_stop = stop.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_stop.wait().await })
+            .await
+    });
+
+    shutdown.await;
+    stop_trigger.fire();
+    // Streams end when their gateways notice; don't wait for them forever.
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    tracing::info!("cloud-hub stopped");
+    Ok(())
+}

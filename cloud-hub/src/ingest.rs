@@ -1,0 +1,244 @@
+//! gRPC ingest: one task per gateway stream; commit each batch, then ack it.
+
+use crate::storage::Store;
+use qi_proto::v1::uplink_server::Uplink;
+use qi_proto::v1::{Ack, EdgeMessage, HubMessage, Reading, Welcome, edge_message, hub_message};
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+const MAX_ID_LEN: usize = 128;
+const MAX_UNIT_LEN: usize = 32;
+
+pub struct IngestService {
+    store: Store,
+}
+
+impl IngestService {
+    pub fn new(store: Store) -> IngestService {
+        IngestService { store }
+    }
+}
+
+fn rejected(reason: &'static str, message: String) -> Status {
+    metrics::counter!("hub_ingest_rejected_total", "reason" => reason).increment(1);
+    tracing::warn!(reason, %message, "rejecting uplink stream");
+    Status::invalid_argument(message)
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
+}
+
+/// Checks a batch before anything is written: a bad batch is refused as a
+/// whole, so nothing half-valid is stored.
+pub fn validate_batch(readings: &[Reading]) -> Result<(), String> {
+    if readings.is_empty() {
+        return Err("empty batch".into());
+    }
+    let mut prev = 0u64;
+    for (i, r) in readings.iter().enumerate() {
+        if r.seq == 0 || r.seq > i64::MAX as u64 {
+            return Err(format!(
+                "reading {i}: seq {} out of range 1..=2^63-1",
+                r.seq
+            ));
+        }
+        if r.seq <= prev {
+            return Err(format!(
+                "reading {i}: seq {} not above the previous {prev}",
+                r.seq
+            ));
+        }
+        prev = r.seq;
+        if !valid_id(&r.device_id) {
+            return Err(format!("reading {i} (seq {}): invalid device_id", r.seq));
+        }
+        if !valid_id(&r.metric) {
+            return Err(format!("reading {i} (seq {}): invalid metric", r.seq));
+        }
+        if r.unit.len() > MAX_UNIT_LEN || r.unit.chars().any(char::is_control) {
+            return Err(format!("reading {i} (seq {}): invalid unit", r.seq));
+        }
+        if !r.value.is_finite() {
+            return Err(format!("reading {i} (seq {}): value is not finite", r.seq));
+        }
+        if chrono::DateTime::from_timestamp_micros(r.timestamp_us).is_none() {
+            return Err(format!(
+                "reading {i} (seq {}): timestamp out of range",
+                r.seq
+            ));
+        }
+        if !(0..=3).contains(&r.quality) {
+            return Err(format!(
+                "reading {i} (seq {}): unknown quality {}",
+                r.seq, r.quality
+            ));
+        }
+    }
+    Ok(())
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Uplink for IngestService {
+    type StreamStream = HubStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<EdgeMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<HubMessage, Status>>(16);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(status) = serve_stream(&store, &mut inbound, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+            tracing::debug!(?peer, "uplink stream ended");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn serve_stream(
+    store: &Store,
+    inbound: &mut Streaming<EdgeMessage>,
+    tx: &mpsc::Sender<Result<HubMessage, Status>>,
+) -> Result<(), Status> {
+    let hello = match inbound.message().await? {
+        Some(EdgeMessage {
+            kind: Some(edge_message::Kind::Hello(h)),
+        }) => h,
+        Some(_) => {
+            return Err(rejected(
+                "no_hello",
+                "the first message must be Hello".into(),
+            ));
+        }
+        None => return Ok(()),
+    };
+    if !valid_id(&hello.gateway_id) {
+        return Err(rejected(
+            "bad_gateway_id",
+            format!("gateway_id must be 1..={MAX_ID_LEN} printable characters"),
+        ));
+    }
+    let gw = hello.gateway_id;
+    let highest = store
+        .gateway_connected(&gw, &hello.agent_version)
+        .await
+        .map_err(|e| unavailable(&gw, e))?;
+    tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
+    metrics::gauge!("hub_gateways_connected").increment(1.0);
+    let _connected = ConnectedGuard;
+    send(
+        tx,
+        hub_message::Kind::Welcome(Welcome {
+            highest_committed_seq: highest,
+        }),
+    )
+    .await?;
+
+    while let Some(msg) = inbound.message().await? {
+        let batch = match msg.kind {
+            Some(edge_message::Kind::Batch(b)) => b,
+            _ => {
+                return Err(rejected(
+                    "unexpected_message",
+                    "expected ReadingBatch".into(),
+                ));
+            }
+        };
+        validate_batch(&batch.readings)
+            .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
+        let last = batch.readings.last().map(|r| r.seq).unwrap_or(0);
+        let started = std::time::Instant::now();
+        let inserted = store
+            .insert_batch(&gw, &batch.readings)
+            .await
+            .map_err(|e| unavailable(&gw, e))?;
+        let dupes = batch.readings.len() as u64 - inserted;
+        metrics::histogram!("hub_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("hub_ingest_readings_total").increment(inserted);
+        metrics::counter!("hub_ingest_duplicates_total").increment(dupes);
+        metrics::counter!("hub_ingest_batches_total").increment(1);
+        if dupes > 0 {
+            tracing::info!(gateway = %gw, duplicates = dupes, up_to = last, "redelivered readings ignored");
+        }
+        send(
+            tx,
+            hub_message::Kind::Ack(Ack {
+                committed_up_to: last,
+                inserted: inserted as u32,
+            }),
+        )
+        .await?;
+    }
+    tracing::info!(gateway = %gw, "gateway disconnected");
+    Ok(())
+}
+
+struct ConnectedGuard;
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("hub_gateways_connected").decrement(1.0);
+    }
+}
+
+fn unavailable(gw: &str, e: crate::storage::StoreError) -> Status {
+    metrics::counter!("hub_ingest_db_errors_total").increment(1);
+    tracing::error!(gateway = %gw, error = %e, "database write failed; the gateway will resend");
+    Status::unavailable("storage unavailable, retry later")
+}
+
+async fn send(
+    tx: &mpsc::Sender<Result<HubMessage, Status>>,
+    kind: hub_message::Kind,
+) -> Result<(), Status> {
+    tx.send(Ok(HubMessage { kind: Some(kind) }))
+        .await
+        .map_err(|_| Status::cancelled("gateway went away"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(seq: u64) -> Reading {
+        Reading {
+            seq,
+            device_id: "d".into(),
+            metric: "m".into(),
+            timestamp_us: 1_700_000_000_000_000,
+            value: 1.0,
+            unit: "V".into(),
+            quality: 1,
+        }
+    }
+
+    #[test]
+    fn accepts_good_and_refuses_bad_batches() {
+        assert!(validate_batch(&[r(1), r(2)]).is_ok());
+        assert!(validate_batch(&[]).is_err());
+        assert!(
+            validate_batch(&[r(2), r(2)])
+                .unwrap_err()
+                .contains("not above")
+        );
+        assert!(validate_batch(&[r(0)]).is_err());
+        let mut nan = r(1);
+        nan.value = f64::NAN;
+        assert!(validate_batch(&[nan]).unwrap_err().contains("finite"));
+        let mut empty = r(1);
+        empty.device_id.clear();
+        assert!(validate_batch(&[empty]).is_err());
+        let mut q = r(1);
+        q.quality = 9;
+        assert!(validate_batch(&[q]).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! cloud-hub: the central service.
+//!
+//! Data path: `ingest` (gRPC streams from gateways) -> `storage` (PostgreSQL /
+//! TimescaleDB, the only module with SQL) -> `api` (REST for central ops).
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod ingest;
+pub mod storage;

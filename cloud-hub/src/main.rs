@@ -1,0 +1,53 @@
+use anyhow::{Context, Result};
+use clap::Parser;
+use cloud_hub::config::Config;
+use qi_common::logging::{self, LogFormat};
+use std::path::PathBuf;
+
+/// Central QI service: gRPC ingest from gateways, PostgreSQL/TimescaleDB storage, REST API.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML); keys are documented in docs/configuration.md.
+    #[arg(
+        long,
+        short,
+        env = "CLOUD_HUB_CONFIG",
+        default_value = "/etc/cloud-hub/config.toml"
+    )]
+    config: PathBuf,
+    /// PostgreSQL URL; overrides `database.url`.
+    #[arg(long, env = "QI_HUB_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log format (human or json); overrides `log.format`.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match real_main(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cloud-hub: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> Result<()> {
+    let mut cfg = Config::load(&args.config)?;
+    if let Some(url) = args.database_url {
+        cfg.database.url = url;
+    }
+    logging::init(args.log_format.unwrap_or(cfg.log.format), "info,sqlx=warn");
+    let metrics = qi_common::install_metrics()
+        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+        .ok();
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(cloud_hub::app::run(
+        cfg,
+        metrics,
+        qi_common::shutdown::signal(),
+    ))
+}

@@ -1,0 +1,231 @@
+//! Storage: the only module that speaks SQL. Ingest and the API go through [`Store`].
+
+mod tier;
+
+pub use tier::StorageTier;
+
+use chrono::{DateTime, Utc};
+use qi_proto::v1::Reading;
+use serde::Serialize;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    tier: StorageTier,
+}
+
+/// One stored reading, as the API returns it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StoredReading {
+    pub gateway_id: String,
+    pub device_id: String,
+    pub metric: String,
+    pub ts: DateTime<Utc>,
+    pub value: f64,
+    pub unit: String,
+    #[serde(serialize_with = "quality_name")]
+    pub quality: i16,
+    pub seq: i64,
+}
+
+fn quality_name<S: serde::Serializer>(q: &i16, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match *q {
+        1 => "good",
+        2 => "uncertain",
+        3 => "bad",
+        _ => "unspecified",
+    })
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeviceRow {
+    pub gateway_id: String,
+    pub device_id: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// Filters of `GET /api/v1/readings`, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct ReadingQuery {
+    pub gateway: Option<String>,
+    pub device: Option<String>,
+    pub metric: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: i64,
+    pub ascending: bool,
+}
+
+impl Store {
+    /// Connects, applies migrations and sets up the best storage tier available.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(connect_timeout)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let tier = tier::setup(&pool).await?;
+        Ok(Store { pool, tier })
+    }
+
+    pub fn tier(&self) -> StorageTier {
+        self.tier
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Registers a gateway's connection; returns the highest sequence already stored for it.
+    pub async fn gateway_connected(
+        &self,
+        gateway_id: &str,
+        agent_version: &str,
+    ) -> Result<u64, StoreError> {
+        let highest: i64 = sqlx::query_scalar(
+            "INSERT INTO gateways (gateway_id, agent_version) VALUES ($1, $2)
+             ON CONFLICT (gateway_id) DO UPDATE SET agent_version = EXCLUDED.agent_version, last_seen = now()
+             RETURNING highest_seq",
+        )
+        .bind(gateway_id)
+        .bind(agent_version)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(highest).unwrap_or(0))
+    }
+
+    /// Writes one batch in one transaction; readings already stored (same
+    /// gateway, seq and ts) are skipped. Returns how many were new. When this
+    /// returns `Ok`, the batch is committed and may be acknowledged.
+    pub async fn insert_batch(
+        &self,
+        gateway_id: &str,
+        readings: &[Reading],
+    ) -> Result<u64, StoreError> {
+        let n = readings.len();
+        let mut seq = Vec::with_capacity(n);
+        let mut device = Vec::with_capacity(n);
+        let mut metric = Vec::with_capacity(n);
+        let mut ts = Vec::with_capacity(n);
+        let mut value = Vec::with_capacity(n);
+        let mut unit = Vec::with_capacity(n);
+        let mut quality = Vec::with_capacity(n);
+        for r in readings {
+            // Callers validate ranges first (see ingest::validate_batch).
+            seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
+            device.push(r.device_id.as_str());
+            metric.push(r.metric.as_str());
+            ts.push(DateTime::<Utc>::from_timestamp_micros(r.timestamp_us).unwrap_or_default());
+            value.push(r.value);
+            unit.push(r.unit.as_str());
+            quality.push(i16::try_from(r.quality).unwrap_or(0));
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH ins AS (
+                INSERT INTO readings (ts, gateway_id, seq, device_id, metric, value, unit, quality)
+                SELECT t.ts, $1, t.seq, t.device_id, t.metric, t.value, t.unit, t.quality
+                FROM UNNEST($2::int8[], $3::text[], $4::text[], $5::timestamptz[], $6::float8[], $7::text[], $8::int2[])
+                    AS t(seq, device_id, metric, ts, value, unit, quality)
+                ON CONFLICT DO NOTHING
+                RETURNING 1)
+             SELECT count(*) FROM ins",
+        )
+        .bind(gateway_id)
+        .bind(&seq)
+        .bind(&device)
+        .bind(&metric)
+        .bind(&ts)
+        .bind(&value)
+        .bind(&unit)
+        .bind(&quality)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO devices (gateway_id, device_id, first_seen, last_seen)
+             SELECT $1, t.device_id, min(t.ts), max(t.ts)
+             FROM UNNEST($2::text[], $3::timestamptz[]) AS t(device_id, ts)
+             GROUP BY t.device_id
+             ON CONFLICT (gateway_id, device_id) DO UPDATE
+                SET first_seen = LEAST(devices.first_seen, EXCLUDED.first_seen),
+                    last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen)",
+        )
+        .bind(gateway_id)
+        .bind(&device)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        let max_seq = seq.iter().copied().max().unwrap_or(0);
+        sqlx::query(
+            "UPDATE gateways SET highest_seq = GREATEST(highest_seq, $2), last_seen = now() WHERE gateway_id = $1",
+        )
+        .bind(gateway_id)
+        .bind(max_seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(inserted).unwrap_or(0))
+    }
+
+    pub async fn query_readings(&self, q: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        // Constant SQL text with nullable parameters: no string building, so no injection path.
+        let sql = if q.ascending {
+            "SELECT gateway_id, device_id, metric, ts, value, unit, quality, seq FROM readings
+             WHERE ($1::text IS NULL OR gateway_id = $1) AND ($2::text IS NULL OR device_id = $2)
+               AND ($3::text IS NULL OR metric = $3) AND ($4::timestamptz IS NULL OR ts >= $4)
+               AND ($5::timestamptz IS NULL OR ts < $5)
+             ORDER BY ts ASC, gateway_id, seq LIMIT $6"
+        } else {
+            "SELECT gateway_id, device_id, metric, ts, value, unit, quality, seq FROM readings
+             WHERE ($1::text IS NULL OR gateway_id = $1) AND ($2::text IS NULL OR device_id = $2)
+               AND ($3::text IS NULL OR metric = $3) AND ($4::timestamptz IS NULL OR ts >= $4)
+               AND ($5::timestamptz IS NULL OR ts < $5)
+             ORDER BY ts DESC, gateway_id, seq DESC LIMIT $6"
+        };
+        Ok(sqlx::query_as::<_, StoredReading>(sql)
+            .bind(&q.gateway)
+            .bind(&q.device)
+            .bind(&q.metric)
+            .bind(q.from)
+            .bind(q.to)
+            .bind(q.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn list_devices(
+        &self,
+        gateway: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DeviceRow>, StoreError> {
+        Ok(sqlx::query_as::<_, DeviceRow>(
+            "SELECT gateway_id, device_id, first_seen, last_seen FROM devices
+             WHERE ($1::text IS NULL OR gateway_id = $1)
+             ORDER BY gateway_id, device_id LIMIT $2 OFFSET $3",
+        )
+        .bind(gateway)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

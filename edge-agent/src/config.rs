@@ -1,0 +1,234 @@
+//! The agent's configuration file (TOML). Every key is documented in
+//! `docs/configuration.md`; keep the two in step.
+
+use qi_common::config::{ConfigError, load_toml_validated};
+use qi_common::logging::LogFormat;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity of this gateway at the hub; unique per site installation.
+    pub gateway_id: String,
+    /// Folder holding the firmware profiles (`<id>.toml`).
+    #[serde(default = "default_profiles_dir")]
+    pub profiles_dir: PathBuf,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub buffer: BufferConfig,
+    pub uplink: UplinkConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+}
+
+fn default_profiles_dir() -> PathBuf {
+    PathBuf::from("/usr/share/edge-agent/firmware-profiles")
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Directory of the sled database.
+    pub path: PathBuf,
+    /// sled page cache, in MiB (sled's own default of 1 GiB is far too much for a gateway).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
+}
+
+fn default_cache_mib() -> u64 {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// gRPC endpoint of the hub, e.g. `http://hub.example:50051`.
+    pub hub_url: String,
+    /// Most readings in one batch.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// Batches sent but not yet acknowledged, at most.
+    #[serde(default = "default_window")]
+    pub max_in_flight: usize,
+    /// A stream with unacknowledged batches and no ack for this long is torn down and reopened.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// Reconnect backoff starts here and doubles up to `reconnect_max_ms` (with jitter).
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// On shutdown, keep sending the backlog for at most this long before exiting.
+    #[serde(default = "default_drain_ms")]
+    pub shutdown_drain_ms: u64,
+}
+
+fn default_batch_max() -> usize {
+    1000
+}
+fn default_window() -> usize {
+    4
+}
+fn default_ack_timeout_ms() -> u64 {
+    30_000
+}
+fn default_reconnect_min_ms() -> u64 {
+    250
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_drain_ms() -> u64 {
+    2_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the local status server (`/health`, `/metrics`).
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Unique within this gateway; becomes the reading's `device_id`.
+    pub id: String,
+    /// Firmware profile id (file `<profiles_dir>/<profile>.toml`).
+    pub profile: String,
+    /// How to reach the device.
+    pub transport: Transport,
+    /// Overrides the profile's `modbus.unit_id`.
+    pub unit_id: Option<u8>,
+    /// Time between the starts of two polls.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Overrides the profile's `modbus.timeout_ms`.
+    pub timeout_ms: Option<u64>,
+    /// After a failure, wait this long before the first retry; doubles up to `retry_max_ms`.
+    #[serde(default = "default_retry_min_ms")]
+    pub retry_min_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_retry_min_ms() -> u64 {
+    500
+}
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum Transport {
+    /// Modbus TCP, `host:port`.
+    Tcp(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        load_toml_validated(path, Config::validate)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.gateway_id.trim().is_empty() {
+            return Err(("gateway_id".into(), "must not be empty".into()));
+        }
+        if !(self.uplink.hub_url.starts_with("http://")
+            || self.uplink.hub_url.starts_with("https://"))
+        {
+            return Err((
+                "uplink.hub_url".into(),
+                format!(
+                    "{:?} must start with http:// or https://",
+                    self.uplink.hub_url
+                ),
+            ));
+        }
+        if self.uplink.batch_max == 0 || self.uplink.batch_max > 50_000 {
+            return Err(("uplink.batch_max".into(), "must be 1..=50000".into()));
+        }
+        if self.uplink.max_in_flight == 0 {
+            return Err(("uplink.max_in_flight".into(), "must be >= 1".into()));
+        }
+        if self.uplink.reconnect_min_ms == 0
+            || self.uplink.reconnect_min_ms > self.uplink.reconnect_max_ms
+        {
+            return Err((
+                "uplink.reconnect_min_ms".into(),
+                "must be > 0 and <= uplink.reconnect_max_ms".into(),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.id.trim().is_empty() {
+                return Err((format!("devices[{i}].id"), "must not be empty".into()));
+            }
+            if !ids.insert(d.id.as_str()) {
+                return Err((
+                    format!("devices[{i}].id"),
+                    format!("{:?} is used by another device", d.id),
+                ));
+            }
+            if d.poll_interval_ms == 0 {
+                return Err((
+                    format!("devices[{i}].poll_interval_ms"),
+                    "must be > 0".into(),
+                ));
+            }
+            if d.retry_min_ms == 0 || d.retry_min_ms > d.retry_max_ms {
+                return Err((
+                    format!("devices[{i}].retry_min_ms"),
+                    "must be > 0 and <= retry_max_ms".into(),
+                ));
+            }
+            let Transport::Tcp(addr) = &d.transport;
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err((
+                    format!("devices[{i}].transport.tcp"),
+                    format!("{addr:?} must be host:port"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UplinkConfig {
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+}

@@ -1,0 +1,277 @@
+//! The uplink: streams buffered readings to the hub and deletes them once acknowledged.
+//!
+//! One task owns the connection. On every (re)connect it starts again from the
+//! oldest unacknowledged reading, so a reading is deleted from the buffer only
+//! after the hub has committed it: at-least-once on the wire, exactly-once at
+//! the hub thanks to its (gateway, seq) dedupe.
+
+use crate::buffer::Buffer;
+use crate::config::UplinkConfig;
+use crate::sources::backoff::Backoff;
+use qi_common::shutdown::Stop;
+use qi_proto::v1::uplink_client::UplinkClient;
+use qi_proto::v1::{EdgeMessage, Hello, HubMessage, ReadingBatch, edge_message, hub_message};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Connecting,
+    Connected,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UplinkStatus {
+    pub hub_url: String,
+    pub state: LinkState,
+    pub last_error: Option<String>,
+    /// Highest sequence the hub has acknowledged on this run.
+    pub last_ack_seq: Option<u64>,
+    /// Unix milliseconds of the last ack.
+    pub last_ack_ms: Option<i64>,
+    pub connects: u64,
+    pub batches_sent: u64,
+    pub readings_sent: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("invalid hub url: {0}")]
+    Url(String),
+    #[error("cannot connect to hub: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("hub refused the stream: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("hub closed the stream")]
+    Closed,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("no ack for {0:?} with batches in flight; stream presumed stalled")]
+    Stalled(Duration),
+    #[error("buffer: {0}")]
+    Buffer(#[from] crate::buffer::BufferError),
+}
+
+pub struct Uplink {
+    gateway_id: String,
+    cfg: UplinkConfig,
+    buffer: Arc<Buffer>,
+    status: watch::Sender<UplinkStatus>,
+}
+
+/// How a session (one stream) ended.
+enum SessionEnd {
+    Stopped,
+    Failed(UplinkError),
+}
+
+impl Uplink {
+    pub fn new(
+        gateway_id: String,
+        cfg: UplinkConfig,
+        buffer: Arc<Buffer>,
+    ) -> (Uplink, watch::Receiver<UplinkStatus>) {
+        let (tx, rx) = watch::channel(UplinkStatus {
+            hub_url: cfg.hub_url.clone(),
+            state: LinkState::Connecting,
+            last_error: None,
+            last_ack_seq: None,
+            last_ack_ms: None,
+            connects: 0,
+            batches_sent: 0,
+            readings_sent: 0,
+        });
+        (
+            Uplink {
+                gateway_id,
+                cfg,
+                buffer,
+                status: tx,
+            },
+            rx,
+        )
+    }
+
+    /// Runs until `stop` fires, then keeps draining for at most
+    /// `shutdown_drain_ms` (while connected) before returning.
+    pub async fn run(self, stop: Stop) {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.cfg.reconnect_min_ms),
+            Duration::from_millis(self.cfg.reconnect_max_ms),
+        );
+        let mut failures: u32 = 0;
+        loop {
+            if stop.is_stopped() {
+                break;
+            }
+            self.status.send_modify(|s| s.state = LinkState::Connecting);
+            match self.session(stop.clone()).await {
+                SessionEnd::Stopped => break,
+                SessionEnd::Failed(e) => {
+                    let delay = backoff.next_delay();
+                    failures += 1;
+                    metrics::counter!("edge_uplink_failures_total").increment(1);
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64,
+                            "uplink down; reconnecting with backoff");
+                    }
+                    self.status.send_modify(|s| {
+                        s.state = LinkState::Disconnected;
+                        s.last_error = Some(e.to_string());
+                    });
+                    let mut stop = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait() => break,
+                    }
+                }
+            }
+            if self.status.borrow().state == LinkState::Connected {
+                backoff.reset();
+                failures = 0;
+            }
+        }
+        self.status
+            .send_modify(|s| s.state = LinkState::Disconnected);
+        tracing::info!(backlog = self.buffer.stats().backlog, "uplink stopped");
+    }
+
+    async fn session(&self, mut stop: Stop) -> SessionEnd {
+        match self.session_inner(&mut stop).await {
+            Ok(()) => SessionEnd::Stopped,
+            Err(e) => SessionEnd::Failed(e),
+        }
+    }
+
+    async fn session_inner(&self, stop: &mut Stop) -> Result<(), UplinkError> {
+        let endpoint = Endpoint::from_shared(self.cfg.hub_url.clone())
+            .map_err(|e| UplinkError::Url(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = tokio::select! {
+            c = endpoint.connect() => c.map_err(UplinkError::Connect)?,
+            _ = stop.wait() => return Ok(()),
+        };
+        let mut client = UplinkClient::new(channel);
+        let (tx, rx) = mpsc::channel::<EdgeMessage>(self.cfg.max_in_flight + 1);
+        let hello = EdgeMessage {
+            kind: Some(edge_message::Kind::Hello(Hello {
+                gateway_id: self.gateway_id.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            })),
+        };
+        tx.send(hello).await.map_err(|_| UplinkError::Closed)?;
+        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        let welcome = match inbound.message().await? {
+            Some(HubMessage {
+                kind: Some(hub_message::Kind::Welcome(w)),
+            }) => w,
+            other => {
+                return Err(UplinkError::Protocol(format!(
+                    "expected Welcome, got {other:?}"
+                )));
+            }
+        };
+        if self
+            .buffer
+            .ensure_seq_above(welcome.highest_committed_seq)
+            .await?
+        {
+            tracing::warn!(
+                hub_highest = welcome.highest_committed_seq,
+                "hub holds higher sequence numbers than this buffer (buffer wiped or replaced?); new readings continue above them"
+            );
+        }
+        let start = self.buffer.stats();
+        tracing::info!(hub = %self.cfg.hub_url, backlog = start.backlog,
+            hub_highest = welcome.highest_committed_seq, "uplink connected");
+        self.status.send_modify(|s| {
+            s.state = LinkState::Connected;
+            s.last_error = None;
+            s.connects += 1;
+        });
+
+        // Resend everything not yet acknowledged.
+        let mut cursor = start.acked_up_to;
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let ack_timeout = self.cfg.ack_timeout();
+        let mut last_progress = tokio::time::Instant::now();
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if drain_deadline.is_none() && stop.is_stopped() {
+                // Shutting down: give the backlog a short chance to reach the hub.
+                drain_deadline = Some(
+                    tokio::time::Instant::now() + Duration::from_millis(self.cfg.shutdown_drain_ms),
+                );
+            }
+            if let Some(d) = drain_deadline
+                && (tokio::time::Instant::now() >= d
+                    || (in_flight.is_empty() && self.buffer.stats().backlog == 0))
+            {
+                return Ok(());
+            }
+            if in_flight.len() < self.cfg.max_in_flight {
+                let readings = self.buffer.read_after(cursor, self.cfg.batch_max)?;
+                if let Some(last) = readings.last().map(|r| r.seq) {
+                    let n = readings.len() as u64;
+                    let msg = EdgeMessage {
+                        kind: Some(edge_message::Kind::Batch(ReadingBatch { readings })),
+                    };
+                    tx.send(msg).await.map_err(|_| UplinkError::Closed)?;
+                    if in_flight.is_empty() {
+                        last_progress = tokio::time::Instant::now();
+                    }
+                    in_flight.push_back(last);
+                    cursor = last;
+                    metrics::counter!("edge_uplink_batches_sent_total").increment(1);
+                    metrics::counter!("edge_uplink_readings_sent_total").increment(n);
+                    self.status.send_modify(|s| {
+                        s.batches_sent += 1;
+                        s.readings_sent += n;
+                    });
+                    continue;
+                }
+            }
+            let stall_at = last_progress + ack_timeout;
+            let wait_more = in_flight.len() < self.cfg.max_in_flight && drain_deadline.is_none();
+            tokio::select! {
+                msg = inbound.message() => {
+                    let msg = msg?.ok_or(UplinkError::Closed)?;
+                    match msg.kind {
+                        Some(hub_message::Kind::Ack(ack)) => {
+                            let up_to = ack.committed_up_to;
+                            while in_flight.front().is_some_and(|&s| s <= up_to) {
+                                in_flight.pop_front();
+                            }
+                            self.buffer.ack_up_to(up_to)?;
+                            last_progress = tokio::time::Instant::now();
+                            metrics::counter!("edge_uplink_acks_total").increment(1);
+                            self.status.send_modify(|s| {
+                                s.last_ack_seq = Some(up_to);
+                                s.last_ack_ms = Some(chrono::Utc::now().timestamp_millis());
+                            });
+                        }
+                        other => return Err(UplinkError::Protocol(format!("unexpected message {other:?}"))),
+                    }
+                }
+                _ = self.buffer.appended(), if wait_more => {}
+                _ = tokio::time::sleep_until(stall_at), if !in_flight.is_empty() => {
+                    metrics::counter!("edge_uplink_stalls_total").increment(1);
+                    return Err(UplinkError::Stalled(ack_timeout));
+                }
+                // Re-check the buffer now and then in case a wakeup was consumed elsewhere.
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.wait(), if drain_deadline.is_none() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Harness for the end-to-end tests: a throwaway PostgreSQL, the real
+//! binaries as child processes, free ports, and polling helpers.
+//!
+//! Binaries come from the workspace's `target/debug` (override with
+//! `QI_BIN_DIR`); `scripts/test.sh` builds them before running the tests.
+//! PostgreSQL: set `QI_TEST_DATABASE_URL` to use an existing server (each test
+//! gets its own database in it); otherwise every test starts its own cluster
+//! with the Debian binaries (initdb into a temp dir, random port).
+
+pub mod pg;
+pub mod process;
+
+use anyhow::{Context, Result, bail};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use pg::PgServer;
+pub use process::Proc;
+
+/// The workspace root (where `Cargo.toml` and `firmware-profiles/` live).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn profiles_dir() -> PathBuf {
+    workspace_root().join("firmware-profiles")
+}
+
+/// Path of one of the workspace's binaries, with a clear error if it is not built.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("QI_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join("debug"),
+    };
+    let p = dir.join(name);
+    if !p.is_file() {
+        bail!(
+            "binary {} not found; build it first with `cargo build --workspace --bins` (scripts/test.sh does this)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}
+
+/// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes; the
+/// error then carries the last reason `check` gave.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "condition not met yet".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET a URL and parse JSON, returning the status too.
+pub async fn get_json(url: &str) -> Result<(u16, serde_json::Value)> {
+    let resp = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await?;
+    let json = serde_json::from_str(&body)
+        .with_context(|| format!("GET {url}: body is not JSON: {body}"))?;
+    Ok((status, json))
+}
+
+/// A running platform slice: PostgreSQL, hub, simulator and agent, each
+/// startable and stoppable on its own.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub pg: PgServer,
+    pub grpc_port: u16,
+    pub hub_http_port: u16,
+    pub agent_http_port: u16,
+    pub sim_port: u16,
+    pub hub: Option<Proc>,
+    pub sim: Option<Proc>,
+    pub agent: Option<Proc>,
+}
+
+impl Stack {
+    pub async fn new() -> Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("qi-e2e-").tempdir()?;
+        let pg = PgServer::start().await?;
+        Ok(Stack {
+            dir,
+            pg,
+            grpc_port: free_port(),
+            hub_http_port: free_port(),
+            agent_http_port: free_port(),
+            sim_port: free_port(),
+            hub: None,
+            sim: None,
+            agent: None,
+        })
+    }
+
+    pub fn hub_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.hub_http_port)
+    }
+
+    pub fn agent_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.agent_http_port)
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    pub async fn start_hub(&mut self) -> Result<()> {
+        let cfg = self.dir.path().join("hub.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[database]\nurl = \"{}\"\n\n[grpc]\nlisten = \"127.0.0.1:{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+                self.pg.url(),
+                self.grpc_port,
+                self.hub_http_port
+            ),
+        )?;
+        let proc = Proc::spawn(
+            "cloud-hub",
+            &bin("cloud-hub")?,
+            &["--config".as_ref(), cfg.as_os_str()],
+            &self.log_path("hub"),
+        )?;
+        self.hub = Some(proc);
+        let url = format!("{}/ready", self.hub_url());
+        wait_for("hub /ready", Duration::from_secs(30), || async {
+            self.check_alive("hub")?;
+            Ok(get_json(&url).await.ok().filter(|(s, _)| *s == 200))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Starts the SDM630 simulator; `constant` serves exactly each point's `sim.base`.
+    pub async fn start_sim(&mut self, constant: bool) -> Result<()> {
+        let profile = profiles_dir().join("eastron-sdm630.toml");
+        let listen = format!("127.0.0.1:{}", self.sim_port);
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--profile".as_ref(),
+            profile.as_os_str(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+        ];
+        if constant {
+            args.push("--constant".as_ref());
+        }
+        self.sim = Some(Proc::spawn(
+            "instrument-sim",
+            &bin("instrument-sim")?,
+            &args,
+            &self.log_path("sim"),
+        )?);
+        let addr = listen.clone();
+        wait_for("simulator port", Duration::from_secs(10), || {
+            let addr = addr.clone();
+            async move { Ok(tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())) }
+        })
+        .await
+    }
+
+    /// Writes the agent config (one SDM630 on the simulator's port) and returns its path.
+    pub fn write_agent_config(
+        &self,
+        gateway_id: &str,
+        poll_ms: u64,
+        extra: &str,
+    ) -> Result<PathBuf> {
+        let cfg = self.dir.path().join("agent.toml");
+        let text = format!(
+            r#"gateway_id = "{gateway_id}"
+profiles_dir = "{profiles}"
+
+[buffer]
+path = "{buffer}"
+
+[uplink]
+hub_url = "http://127.0.0.1:{grpc}"
+reconnect_min_ms = 100
+reconnect_max_ms = 1000
+{extra}
+[http]
+listen = "127.0.0.1:{http}"
+
+[[devices]]
+id = "meter-1"
+profile = "eastron-sdm630"
+transport = {{ tcp = "127.0.0.1:{sim}" }}
+poll_interval_ms = {poll_ms}
+retry_min_ms = 100
+retry_max_ms = 1000
+"#,
+            profiles = profiles_dir().display(),
+            buffer = self.dir.path().join("buffer").display(),
+            grpc = self.grpc_port,
+            http = self.agent_http_port,
+            sim = self.sim_port,
+        );
+        std::fs::write(&cfg, text)?;
+        Ok(cfg)
+    }
+
+    pub async fn start_agent(&mut self, config: &Path) -> Result<()> {
+        self.agent = Some(Proc::spawn(
+            "edge-agent",
+            &bin("edge-agent")?,
+            &["--config".as_ref(), config.as_os_str()],
+            &self.log_path("agent"),
+        )?);
+        let url = format!("{}/health", self.agent_url());
+        wait_for("agent /health", Duration::from_secs(20), || async {
+            self.check_alive("agent")?;
+            Ok(get_json(&url).await.ok().map(|_| ()))
+        })
+        .await
+    }
+
+    fn check_alive(&self, which: &str) -> Result<()> {
+        let p = match which {
+            "hub" => self.hub.as_ref(),
+            "agent" => self.agent.as_ref(),
+            _ => self.sim.as_ref(),
+        };
+        if let Some(p) = p
+            && let Some(code) = p.exit_status()?
+        {
+            bail!("{which} exited early ({code}); log:\n{}", p.log_tail(40));
+        }
+        Ok(())
+    }
+
+    /// The agent's `/health` document.
+    pub async fn agent_health(&self) -> Result<serde_json::Value> {
+        Ok(get_json(&format!("{}/health", self.agent_url())).await?.1)
+    }
+
+    /// Connects to the hub's database.
+    pub async fn db(&self) -> Result<sqlx::PgPool> {
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.pg.url())
+            .await?)
+    }
+
+    /// Logs of every process, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for (name, p) in [
+            ("hub", &self.hub),
+            ("sim", &self.sim),
+            ("agent", &self.agent),
+        ] {
+            if let Some(p) = p {
+                s.push_str(&format!("\n----- {name} -----\n{}", p.log_tail(60)));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,142 @@
+//! A throwaway PostgreSQL for one test, or a fresh database in a given server.
+
+use crate::process::Proc;
+use anyhow::{Context, Result, bail};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+pub struct PgServer {
+    url: String,
+    // Field order matters: the server must stop before its directory goes.
+    _proc: Option<Proc>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Directory of the Debian PostgreSQL server binaries (initdb, postgres).
+pub fn pg_bindir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("QI_PG_BINDIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL server binaries not found under /usr/lib/postgresql; run scripts/setup.sh (installs Debian's postgresql)")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("no initdb under /usr/lib/postgresql/*/bin; run scripts/setup.sh")
+}
+
+impl PgServer {
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub async fn start() -> Result<PgServer> {
+        if let Ok(base) = std::env::var("QI_TEST_DATABASE_URL") {
+            return Self::fresh_database(&base).await;
+        }
+        let bindir = pg_bindir()?;
+        let dir = tempfile::Builder::new().prefix("qi-pg-").tempdir()?;
+        let data = dir.path().join("data");
+        let sock = dir.path().to_path_buf();
+        // PostgreSQL refuses to run as root: drop to the `postgres` user then.
+        let ids = if nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name("postgres")?
+                .context("running as root and there is no `postgres` user to run PostgreSQL as")?;
+            nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+        let as_owner = |cmd: &mut Command| {
+            if let Some((uid, gid)) = ids {
+                cmd.uid(uid).gid(gid);
+            }
+        };
+        let mut initdb = Command::new(bindir.join("initdb"));
+        initdb.args(["-D"]).arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]);
+        as_owner(&mut initdb);
+        let out = initdb.output().context("cannot run initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let port = crate::free_port();
+        let mut postgres = Command::new(bindir.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&sock)
+            // Throwaway test cluster: durability of the *database* is not under test here.
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        as_owner(&mut postgres);
+        let proc = Proc::spawn_cmd("postgres", &mut postgres, &dir.path().join("postgres.log"))?;
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let server = PgServer {
+            url: url.clone(),
+            _proc: Some(proc),
+            _dir: Some(dir),
+        };
+        crate::wait_for(
+            "PostgreSQL to accept connections",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    use sqlx::Connection;
+                    Ok(sqlx::PgConnection::connect(&url).await.ok().map(|_| ()))
+                }
+            },
+        )
+        .await?;
+        Ok(server)
+    }
+
+    async fn fresh_database(base: &str) -> Result<PgServer> {
+        use sqlx::Connection;
+        let name = format!("qi_test_{}_{}", std::process::id(), crate::free_port());
+        let mut conn = sqlx::PgConnection::connect(base)
+            .await
+            .with_context(|| "cannot connect to QI_TEST_DATABASE_URL")?;
+        // `name` is built from digits and a fixed prefix only.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        let url = match base.rsplit_once('/') {
+            Some((head, tail)) => {
+                let params = tail
+                    .split_once('?')
+                    .map(|(_, p)| format!("?{p}"))
+                    .unwrap_or_default();
+                format!("{head}/{name}{params}")
+            }
+            None => bail!("QI_TEST_DATABASE_URL {base:?} has no database part"),
+        };
+        Ok(PgServer {
+            url,
+            _proc: None,
+            _dir: None,
+        })
+    }
+}
