@@ -1,0 +1,335 @@
+//! Bad input at this stage: broken config files, an instrument that is down,
+//! REST parameters that make no sense, and gRPC clients that break the contract.
+
+use anyhow::{Context, Result};
+use e2e_tests::{Stack, bin, get_json, wait_for};
+use qi_proto::v1::uplink_client::UplinkClient;
+use qi_proto::v1::{EdgeMessage, Hello, Reading, ReadingBatch, edge_message, hub_message};
+use std::process::Command;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Runs edge-agent on a config text; returns (exit success, stderr).
+fn run_agent_with(config: &str) -> Result<(bool, String)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config)?;
+    let out = Command::new(bin("edge-agent")?)
+        .arg("--config")
+        .arg(&path)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+const GOOD_HEAD: &str = r#"gateway_id = "gw"
+
+[buffer]
+path = "/tmp/never-created-by-this-test"
+"#;
+
+#[test]
+fn malformed_config_is_refused_with_key_and_line() -> Result<()> {
+    // A type error: toml reports line and key.
+    let (ok, err) = run_agent_with(&format!(
+        "{GOOD_HEAD}\n[uplink]\nhub_url = \"http://127.0.0.1:1\"\nbatch_max = \"lots\"\n"
+    ))?;
+    assert!(!ok);
+    assert!(err.contains("line 8") && err.contains("batch_max"), "{err}");
+
+    // A typo in a key name is an error, not a silent default.
+    let (ok, err) = run_agent_with(&format!(
+        "{GOOD_HEAD}\n[uplink]\nhub_ulr = \"http://127.0.0.1:1\"\n"
+    ))?;
+    assert!(!ok);
+    assert!(err.contains("hub_ulr") && err.contains("line 7"), "{err}");
+
+    // A value that parses but cannot work: our validation names key and line.
+    let (ok, err) = run_agent_with(&format!(
+        "{GOOD_HEAD}\n[uplink]\nhub_url = \"http://127.0.0.1:1\"\n\n[[devices]]\nid = \"m\"\nprofile = \"eastron-sdm630\"\ntransport = {{ tcp = \"127.0.0.1:502\" }}\npoll_interval_ms = 0\n"
+    ))?;
+    assert!(!ok);
+    assert!(
+        err.contains("devices[0].poll_interval_ms") && err.contains("line 13"),
+        "{err}"
+    );
+
+    // Not TOML at all.
+    let (ok, err) = run_agent_with("this is [not toml")?;
+    assert!(!ok);
+    assert!(err.contains("line 1"), "{err}");
+
+    // A missing file.
+    let out = Command::new(bin("edge-agent")?)
+        .args(["--config", "/nonexistent/agent.toml"])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
+    Ok(())
+}
+
+#[test]
+fn unknown_profile_is_refused_naming_the_device() -> Result<()> {
+    let (ok, err) = run_agent_with(&format!(
+        "profiles_dir = \"{}\"\n{GOOD_HEAD}\n[uplink]\nhub_url = \"http://127.0.0.1:1\"\n\n[[devices]]\nid = \"m\"\nprofile = \"no-such-meter\"\ntransport = {{ tcp = \"127.0.0.1:502\" }}\n",
+        e2e_tests::profiles_dir().display()
+    ))?;
+    assert!(!ok);
+    assert!(
+        err.contains("devices[0] (m)") && err.contains("no-such-meter.toml"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_down_agent_keeps_running_and_retries_with_backoff() -> Result<()> {
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    // No simulator yet: the device's port refuses connections.
+    let cfg = stack.write_agent_config("gw-down", 100, "")?;
+    stack.start_agent(&cfg).await?;
+    let health = wait_for(
+        "device reported offline after retries",
+        Duration::from_secs(15),
+        || async {
+            let h = stack.agent_health().await?;
+            let d = &h["devices"][0];
+            Ok(
+                (d["state"] == "offline" && d["consecutive_failures"].as_u64() >= Some(4))
+                    .then_some(h),
+            )
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    let d = &health["devices"][0];
+    assert!(
+        d["last_error"].as_str().unwrap_or("").contains("connect"),
+        "{health}"
+    );
+    assert!(d["next_retry_ms"].as_u64().is_some(), "{health}");
+    assert_eq!(health["status"], "degraded");
+    // Still alive, still serving, still connected upstream.
+    assert_eq!(health["uplink"]["state"], "connected", "{health}");
+    let log = stack.agent.as_ref().context("agent")?.log_text();
+    assert!(log.contains("retrying with backoff"), "{log}");
+
+    // The instrument comes back: the agent reconnects by itself and data flows.
+    stack.start_sim(false).await?;
+    wait_for(
+        "device back online with readings at the hub",
+        Duration::from_secs(15),
+        || async {
+            let (_, body) = get_json(&format!(
+                "{}/api/v1/readings?device=meter-1",
+                stack.hub_url()
+            ))
+            .await?;
+            let h = stack.agent_health().await?;
+            Ok(
+                (h["devices"][0]["state"] == "online" && body["count"].as_u64() > Some(0))
+                    .then_some(()),
+            )
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_bad_parameters_get_400_with_a_message() -> Result<()> {
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    let base = format!("{}/api/v1/readings", stack.hub_url());
+    let cases = [
+        ("from=yesterday", "from"),
+        ("to=2026-13-45T00:00:00Z", "to"),
+        (
+            "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "before",
+        ),
+        (
+            "from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "before",
+        ),
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=-5", "limit"),
+        ("limit=1000000", "limit"),
+        ("order=sideways", "order"),
+        ("devcie=meter-1", "devcie"),
+    ];
+    for (query, mentions) in cases {
+        let (status, body) = get_json(&format!("{base}?{query}")).await?;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"], "bad_request", "{query}: {body}");
+        let msg = body["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(mentions),
+            "{query}: message {msg:?} should mention {mentions}"
+        );
+    }
+    let long = "x".repeat(200);
+    let (status, _) = get_json(&format!("{base}?device={long}")).await?;
+    assert_eq!(status, 400);
+    let (status, body) = get_json(&format!("{}/api/v1/devices?offset=-1", stack.hub_url())).await?;
+    assert_eq!(status, 400, "{body}");
+
+    // Injection attempts are just strings that match nothing.
+    for evil in ["'%20OR%201=1%20--", "meter-1';DROP%20TABLE%20readings;--"] {
+        let (status, body) = get_json(&format!("{base}?device={evil}")).await?;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["count"], 0);
+    }
+    let pool = stack.db().await?;
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await?;
+
+    let (status, body) = get_json(&format!("{}/api/v1/nothing", stack.hub_url())).await?;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], "not_found");
+    Ok(())
+}
+
+fn reading(seq: u64, value: f64) -> Reading {
+    Reading {
+        seq,
+        device_id: "meter-x".into(),
+        metric: "voltage_l1".into(),
+        timestamp_us: 1_790_000_000_000_000 + seq as i64 * 1000,
+        value,
+        unit: "V".into(),
+        quality: 1,
+    }
+}
+
+fn batch(readings: Vec<Reading>) -> EdgeMessage {
+    EdgeMessage {
+        kind: Some(edge_message::Kind::Batch(ReadingBatch { readings })),
+    }
+}
+
+fn hello(gw: &str) -> EdgeMessage {
+    EdgeMessage {
+        kind: Some(edge_message::Kind::Hello(Hello {
+            gateway_id: gw.into(),
+            agent_version: "test".into(),
+        })),
+    }
+}
+
+/// Opens a stream, sends `msgs`, and returns what the hub answered (until it closed or erred).
+async fn exchange(
+    url: &str,
+    msgs: Vec<EdgeMessage>,
+) -> Result<(Vec<hub_message::Kind>, Option<tonic::Status>)> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    let mut client = UplinkClient::new(channel);
+    let (tx, rx) = mpsc::channel(msgs.len() + 1);
+    let expected = msgs.len();
+    for m in msgs {
+        tx.send(m).await?;
+    }
+    let mut inbound = match client.stream(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return Ok((vec![], Some(s))),
+    };
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await? {
+            Ok(Some(m)) => {
+                got.extend(m.kind);
+                if got.len() == expected {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(s) => return Ok((got, Some(s))),
+        }
+    }
+    drop(tx);
+    Ok((got, None))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_deduplicates_redelivered_batches_and_refuses_broken_streams() -> Result<()> {
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    let url = format!("http://127.0.0.1:{}", stack.grpc_port);
+    let pool = stack.db().await?;
+
+    // First delivery, then the same batch again (as after a lost ack).
+    let b = || batch((1..=5).map(|s| reading(s, 230.0 + s as f64)).collect());
+    let (got, err) = exchange(&url, vec![hello("gw-dup"), b(), b()]).await?;
+    assert!(err.is_none(), "{err:?}");
+    assert!(matches!(&got[0], hub_message::Kind::Welcome(w) if w.highest_committed_seq == 0));
+    assert!(
+        matches!(&got[1], hub_message::Kind::Ack(a) if a.committed_up_to == 5 && a.inserted == 5)
+    );
+    assert!(
+        matches!(&got[2], hub_message::Kind::Ack(a) if a.committed_up_to == 5 && a.inserted == 0)
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings WHERE gateway_id = 'gw-dup'")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(n, 5);
+
+    // A reconnecting gateway learns what the hub already holds.
+    let (got, _) = exchange(&url, vec![hello("gw-dup")]).await?;
+    assert!(
+        matches!(&got[0], hub_message::Kind::Welcome(w) if w.highest_committed_seq == 5),
+        "{got:?}"
+    );
+
+    // No Hello first: refused.
+    let (_, err) = exchange(&url, vec![b()]).await?;
+    assert_eq!(err.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+
+    // A batch with NaN, or out of order: refused whole, nothing stored, earlier data intact.
+    let (_, err) = exchange(
+        &url,
+        vec![
+            hello("gw-dup"),
+            batch(vec![reading(6, 1.0), reading(7, f64::NAN)]),
+        ],
+    )
+    .await?;
+    let err = err.context("NaN batch should be refused")?;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("finite"), "{err:?}");
+    let (_, err) = exchange(
+        &url,
+        vec![
+            hello("gw-dup"),
+            batch(vec![reading(9, 1.0), reading(8, 1.0)]),
+        ],
+    )
+    .await?;
+    assert_eq!(err.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+    let (_, err) = exchange(&url, vec![hello("")]).await?;
+    assert_eq!(err.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(n, 5);
+
+    // The refusals are counted.
+    let metrics = reqwest::get(format!("{}/metrics", stack.hub_url()))
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("hub_ingest_rejected_total"), "{metrics}");
+    assert!(
+        metrics.contains("hub_ingest_duplicates_total 5"),
+        "{metrics}"
+    );
+    Ok(())
+}
