@@ -126,7 +126,7 @@ fn one() -> f64 {
 }
 
 /// A value the simulator serves: `base + amplitude*sin(2*pi*t/period_s) + rate_per_s*t + noise`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimSpec {
     #[serde(default)]
@@ -145,6 +145,18 @@ pub struct SimSpec {
 
 fn default_period() -> f64 {
     60.0
+}
+
+impl Default for SimSpec {
+    fn default() -> Self {
+        SimSpec {
+            base: 0.0,
+            amplitude: 0.0,
+            period_s: default_period(),
+            rate_per_s: 0.0,
+            noise: 0.0,
+        }
+    }
 }
 
 impl Point {
