@@ -118,7 +118,7 @@ impl Uplink {
                     let delay = backoff.next_delay();
                     failures += 1;
                     metrics::counter!("edge_uplink_failures_total").increment(1);
-                    if failures == 1 || failures % 10 == 0 {
+                    if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64,
                             "uplink down; reconnecting with backoff");
                     }

@@ -30,6 +30,16 @@ pub fn pg_bindir() -> Result<PathBuf> {
         .context("no initdb under /usr/lib/postgresql/*/bin; run scripts/setup.sh")
 }
 
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // SIGINT is PostgreSQL's fast shutdown: the postmaster stops its
+        // backends and reaps them. SIGKILL would orphan them.
+        if let Some(p) = self._proc.take() {
+            let _ = p.interrupt(std::time::Duration::from_secs(10));
+        }
+    }
+}
+
 impl PgServer {
     pub fn url(&self) -> String {
         self.url.clone()

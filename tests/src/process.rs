@@ -77,8 +77,17 @@ impl Proc {
     }
 
     /// SIGTERM and wait up to `timeout` for a clean exit; returns the exit status.
-    pub fn terminate(mut self, timeout: Duration) -> Result<ExitStatus> {
-        self.signal(Signal::SIGTERM)?;
+    pub fn terminate(self, timeout: Duration) -> Result<ExitStatus> {
+        self.stop_with(Signal::SIGTERM, timeout)
+    }
+
+    /// SIGINT and wait up to `timeout` for the process to exit.
+    pub fn interrupt(self, timeout: Duration) -> Result<ExitStatus> {
+        self.stop_with(Signal::SIGINT, timeout)
+    }
+
+    fn stop_with(mut self, sig: Signal, timeout: Duration) -> Result<ExitStatus> {
+        self.signal(sig)?;
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait()? {
@@ -87,7 +96,7 @@ impl Proc {
             if start.elapsed() > timeout {
                 let _ = self.child.kill();
                 anyhow::bail!(
-                    "{} did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    "{} did not exit within {timeout:?} of {sig}; log:\n{}",
                     self.name,
                     self.log_tail(40)
                 );

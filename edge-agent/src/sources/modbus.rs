@@ -97,7 +97,7 @@ impl ModbusPoller {
                         .increment(1);
                     let failures = self.health.borrow().consecutive_failures + 1;
                     // Log the first failure and then every 10th, so an outage does not flood the log.
-                    if failures == 1 || failures % 10 == 0 {
+                    if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(device = %id, error = %e, failures,
                             retry_in_ms = delay.as_millis() as u64, "device poll failed; retrying with backoff");
                     }

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole platform on this machine, so you can watch data flow:
+#   throwaway PostgreSQL -> cloud-hub <- gRPC <- edge-agent <- Modbus TCP <- simulated SDM630
+# Everything runs in the foreground of this script; Ctrl-C stops it all.
+#
+#   scripts/demo.sh            debug build (faster to build)
+#   scripts/demo.sh --release  optimised build
+#
+# Logs, configs and the agent's buffer go to target/demo/; PostgreSQL's data goes to
+# a temp dir that is deleted on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+profile=debug
+cargo_flags=()
+if [ "${1:-}" = "--release" ]; then profile=release; cargo_flags=(--release); fi
+
+say() { printf '\033[1m[demo]\033[0m %s\n' "$*"; }
+
+scripts/setup.sh
+
+say "building ($profile)..."
+cargo build --workspace --bins --locked "${cargo_flags[@]}"
+bin="$root/target/$profile"
+
+run="$root/target/demo"
+rm -rf "$run"
+mkdir -p "$run"
+pgdir=$(mktemp -d /tmp/qi-demo-pg.XXXXXX)
+pids=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  say "stopping..."
+  # Newest first: the agent flushes its buffer, the hub closes its connections,
+  # then PostgreSQL shuts down.
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do
+    kill -TERM "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
+  done
+  rm -rf "$pgdir"
+  say "stopped. Logs are in $run"
+}
+trap cleanup EXIT INT TERM
+
+# A port: the preferred one if free, else any free one.
+port() {
+  python3 - "$1" <<'PY'
+import socket, sys
+pref = int(sys.argv[1])
+for p in (pref, 0):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(s.getsockname()[1]); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+PY
+}
+pg_port=$(port 55432); grpc_port=$(port 50051); hub_port=$(port 8081)
+agent_port=$(port 8080); sim_port=$(port 5020)
+
+# PostgreSQL refuses to run as root; use the postgres system user then.
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then chown postgres: "$pgdir"; as_pg=(runuser -u postgres --); fi
+say "starting PostgreSQL on 127.0.0.1:$pg_port (data in $pgdir)"
+"${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -U postgres --auth=trust -E UTF8 --no-instructions >"$run/initdb.log" 2>&1
+"${as_pg[@]}" "$pgbin/postgres" -D "$pgdir/data" -p "$pg_port" -k "$pgdir" -c listen_addresses=127.0.0.1 >"$run/postgres.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break; sleep 0.1; done
+"$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" || { tail "$run/postgres.log"; exit 1; }
+
+cat >"$run/cloud-hub.toml" <<TOML
+[database]
+url = "postgres://postgres@127.0.0.1:$pg_port/postgres"
+
+[grpc]
+listen = "127.0.0.1:$grpc_port"
+
+[http]
+listen = "127.0.0.1:$hub_port"
+TOML
+
+cat >"$run/edge-agent.toml" <<TOML
+gateway_id = "demo-gateway"
+profiles_dir = "$root/firmware-profiles"
+
+[buffer]
+path = "$run/buffer"
+
+[uplink]
+hub_url = "http://127.0.0.1:$grpc_port"
+
+[http]
+listen = "127.0.0.1:$agent_port"
+
+[[devices]]
+id = "sdm630-demo"
+profile = "eastron-sdm630"
+transport = { tcp = "127.0.0.1:$sim_port" }
+poll_interval_ms = 1000
+TOML
+
+say "starting cloud-hub (gRPC :$grpc_port, REST :$hub_port)"
+"$bin/cloud-hub" --config "$run/cloud-hub.toml" >"$run/cloud-hub.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 150); do curl -fs "http://127.0.0.1:$hub_port/ready" >/dev/null && break; sleep 0.2; done
+curl -fs "http://127.0.0.1:$hub_port/ready" >/dev/null || { tail -20 "$run/cloud-hub.log"; exit 1; }
+
+say "starting simulated Eastron SDM630 on Modbus TCP 127.0.0.1:$sim_port"
+"$bin/instrument-sim" --profile firmware-profiles/eastron-sdm630.toml --listen "127.0.0.1:$sim_port" >"$run/instrument-sim.log" 2>&1 &
+pids+=($!)
+
+say "starting edge-agent (status :$agent_port)"
+"$bin/edge-agent" --config "$run/edge-agent.toml" >"$run/edge-agent.log" 2>&1 &
+pids+=($!)
+
+api="http://127.0.0.1:$hub_port/api/v1"
+for _ in $(seq 100); do
+  n=$(curl -fs "$api/readings?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])' 2>/dev/null || echo 0)
+  [ "$n" -gt 0 ] && break; sleep 0.2
+done
+
+cat <<TXT
+
+  The platform is running. Readings flow every second:
+    simulated SDM630 --Modbus TCP--> edge-agent --gRPC--> cloud-hub --> PostgreSQL
+
+  Latest readings (REST):   curl '$api/readings?device=sdm630-demo&metric=voltage_l1&limit=5'
+  All metrics, newest 20:   curl '$api/readings?device=sdm630-demo&limit=20'
+  Known devices:            curl '$api/devices'
+  Hub readiness / metrics:  curl http://127.0.0.1:$hub_port/ready   http://127.0.0.1:$hub_port/metrics
+  Gateway health:           curl http://127.0.0.1:$agent_port/health
+  PostgreSQL:               psql postgres://postgres@127.0.0.1:$pg_port/postgres
+  Logs and configs:         $run/
+
+  Press Ctrl-C to stop everything.
+
+TXT
+
+# Show the data arriving until stopped.
+while true; do
+  curl -fs "$api/readings?device=sdm630-demo&metric=voltage_l1&limit=1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+for r in d["readings"]:
+    print("[demo] {ts}  {device_id}  {metric} = {value:.2f} {unit}".format(**r))
+' 2>/dev/null || say "hub not answering (see $run/cloud-hub.log)"
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { say "a process exited; see logs in $run"; exit 1; }
+  done
+  sleep 5
+done
