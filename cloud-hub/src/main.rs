@@ -1,7 +1,7 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use cloud_hub::config::Config;
-use qi_common::logging::{self, LogFormat};
+use qi_common::logging::LogFormat;
 use std::path::PathBuf;
 
 /// Central QI service: gRPC ingest from gateways, PostgreSQL/TimescaleDB storage, REST API.
@@ -25,14 +25,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match real_main(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cloud-hub: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    qi_common::daemon::exit_code("cloud-hub", real_main(Args::parse()))
 }
 
 fn real_main(args: Args) -> Result<()> {
@@ -40,14 +33,8 @@ fn real_main(args: Args) -> Result<()> {
     if let Some(url) = args.database_url {
         cfg.database.url = url;
     }
-    logging::init(args.log_format.unwrap_or(cfg.log.format), "info,sqlx=warn");
-    let metrics = qi_common::install_metrics()
-        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
-        .ok();
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(cloud_hub::app::run(
-        cfg,
-        metrics,
-        qi_common::shutdown::signal(),
-    ))
+    let format = args.log_format.unwrap_or(cfg.log.format);
+    qi_common::daemon::run(format, "info,sqlx=warn", |metrics| {
+        cloud_hub::app::run(cfg, metrics, qi_common::shutdown::signal())
+    })
 }

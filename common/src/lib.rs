@@ -1,6 +1,7 @@
 //! Process plumbing shared by `edge-agent`, `cloud-hub` and `instrument-sim`.
 
 pub mod config;
+pub mod daemon;
 pub mod logging;
 pub mod shutdown;
 

@@ -1,7 +1,7 @@
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use edge_agent::config::Config;
-use qi_common::logging::{self, LogFormat};
+use qi_common::logging::LogFormat;
 use std::path::PathBuf;
 
 /// Site gateway daemon: polls instruments, buffers every reading durably, streams to the hub.
@@ -25,14 +25,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match real_main(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("edge-agent: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    qi_common::daemon::exit_code("edge-agent", real_main(Args::parse()))
 }
 
 fn real_main(args: Args) -> Result<()> {
@@ -46,14 +39,8 @@ fn real_main(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    logging::init(args.log_format.unwrap_or(cfg.log.format), "info");
-    let metrics = qi_common::install_metrics()
-        .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
-        .ok();
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(edge_agent::app::run(
-        cfg,
-        metrics,
-        qi_common::shutdown::signal(),
-    ))
+    let format = args.log_format.unwrap_or(cfg.log.format);
+    qi_common::daemon::run(format, "info", |metrics| {
+        edge_agent::app::run(cfg, metrics, qi_common::shutdown::signal())
+    })
 }

@@ -100,6 +100,8 @@ pub struct Stack {
     pub hub_http_port: u16,
     pub agent_http_port: u16,
     pub sim_port: u16,
+    /// Extra command-line arguments for the hub (e.g. `--log-format json`).
+    pub hub_args: Vec<String>,
     pub hub: Option<Proc>,
     pub sim: Option<Proc>,
     pub agent: Option<Proc>,
@@ -116,6 +118,7 @@ impl Stack {
             hub_http_port: free_port(),
             agent_http_port: free_port(),
             sim_port: free_port(),
+            hub_args: Vec::new(),
             hub: None,
             sim: None,
             agent: None,
@@ -145,10 +148,12 @@ impl Stack {
                 self.hub_http_port
             ),
         )?;
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), cfg.as_os_str()];
+        args.extend(self.hub_args.iter().map(std::ffi::OsStr::new));
         let proc = Proc::spawn(
             "cloud-hub",
             &bin("cloud-hub")?,
-            &["--config".as_ref(), cfg.as_os_str()],
+            &args,
             &self.log_path("hub"),
         )?;
         self.hub = Some(proc);

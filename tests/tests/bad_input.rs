@@ -144,6 +144,7 @@ async fn device_down_agent_keeps_running_and_retries_with_backoff() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_bad_parameters_get_400_with_a_message() -> Result<()> {
     let mut stack = Stack::new().await?;
+    stack.hub_args = vec!["--log-format".into(), "json".into()];
     stack.start_hub().await?;
     let base = format!("{}/api/v1/readings", stack.hub_url());
     let cases = [
@@ -194,6 +195,15 @@ async fn rest_bad_parameters_get_400_with_a_message() -> Result<()> {
     let (status, body) = get_json(&format!("{}/api/v1/nothing", stack.hub_url())).await?;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "not_found");
+
+    // With --log-format json every log line is a JSON object with a message.
+    let log = stack.hub.as_ref().context("hub")?.log_text();
+    assert!(log.lines().count() >= 3, "{log}");
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        assert!(v["message"].is_string() && v["level"].is_string(), "{line}");
+    }
     Ok(())
 }
 
