@@ -160,8 +160,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        if self.gateway_id.trim().is_empty() {
-            return Err(("gateway_id".into(), "must not be empty".into()));
+        // The hub refuses longer or unprintable ids; catch that here, not as a stalled uplink.
+        if !valid_id(&self.gateway_id) {
+            return Err(("gateway_id".into(), ID_RULE.into()));
         }
         if !(self.uplink.hub_url.starts_with("http://")
             || self.uplink.hub_url.starts_with("https://"))
@@ -190,8 +191,8 @@ impl Config {
         }
         let mut ids = std::collections::HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
-            if d.id.trim().is_empty() {
-                return Err((format!("devices[{i}].id"), "must not be empty".into()));
+            if !valid_id(&d.id) {
+                return Err((format!("devices[{i}].id"), ID_RULE.into()));
             }
             if !ids.insert(d.id.as_str()) {
                 return Err((
@@ -225,6 +226,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+const ID_RULE: &str = "must be 1 to 128 characters, no control characters, not only spaces";
+
+fn valid_id(s: &str) -> bool {
+    !s.trim().is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
 }
 
 impl UplinkConfig {
