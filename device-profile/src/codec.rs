@@ -1,6 +1,6 @@
 //! Register <-> engineering value conversion for every supported data type and order.
 
-use crate::model::{DataType, Endianness};
+use crate::model::{DataType, Endianness, ModbusDefaults, Point};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
@@ -8,6 +8,31 @@ pub enum DecodeError {
     WrongLength { expected: usize, got: usize },
     #[error("value is not a finite number")]
     NotFinite,
+    #[error("{0:?} is not a numeric register type")]
+    NotNumeric(DataType),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("value {value} is not a finite number")]
+    NotFinite { value: f64 },
+    #[error("value {value} gives raw {raw}, outside the range of {data_type:?} ({min}..={max})")]
+    OutOfRange {
+        value: f64,
+        raw: f64,
+        data_type: DataType,
+        min: f64,
+        max: f64,
+    },
+    #[error("{0:?} points cannot be written as a number")]
+    NotWritable(DataType),
+}
+
+/// A decoded point value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Number(f64),
+    Text(String),
 }
 
 /// Registers as they come off the wire -> bytes in big-endian significance order.
@@ -40,6 +65,7 @@ fn from_be_bytes(bytes: &[u8], byte_order: Endianness, word_order: Endianness) -
 }
 
 /// Decodes raw registers to the engineering value (`raw * scale + offset`).
+/// `data_type` must be a numeric register type (not bool, bit or string).
 pub fn decode(
     regs: &[u16],
     data_type: DataType,
@@ -48,7 +74,7 @@ pub fn decode(
     scale: f64,
     offset: f64,
 ) -> Result<f64, DecodeError> {
-    let n = usize::from(data_type.registers());
+    let n = usize::from(data_type.fixed_size().unwrap_or(0));
     if regs.len() != n {
         return Err(DecodeError::WrongLength {
             expected: n,
@@ -57,6 +83,9 @@ pub fn decode(
     }
     let b = to_be_bytes(regs, byte_order, word_order);
     let raw = match data_type {
+        DataType::Bool | DataType::Bit | DataType::String => {
+            return Err(DecodeError::NotNumeric(data_type));
+        }
         DataType::U16 => f64::from(u16::from_be_bytes([b[0], b[1]])),
         DataType::I16 => f64::from(i16::from_be_bytes([b[0], b[1]])),
         DataType::U32 => f64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
@@ -75,12 +104,145 @@ pub fn decode(
     }
 }
 
+/// Like [`encode`], but refuses values the register type cannot hold instead
+/// of saturating: a write must never put a different value on the device.
+pub fn encode_checked(
+    value: f64,
+    data_type: DataType,
+    byte_order: Endianness,
+    word_order: Endianness,
+    scale: f64,
+    offset: f64,
+) -> Result<Vec<u16>, EncodeError> {
+    if !value.is_finite() {
+        return Err(EncodeError::NotFinite { value });
+    }
+    let raw = (value - offset) / scale;
+    let (min, max) = match data_type {
+        DataType::U16 => (0.0, f64::from(u16::MAX)),
+        DataType::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        DataType::U32 => (0.0, f64::from(u32::MAX)),
+        DataType::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        // Exactly representable bounds; beyond 2^53 integers are not exact in f64 anyway.
+        DataType::U64 => (0.0, 9_007_199_254_740_992.0),
+        DataType::I64 => (-9_007_199_254_740_992.0, 9_007_199_254_740_992.0),
+        DataType::F32 => (f64::from(f32::MIN), f64::from(f32::MAX)),
+        DataType::F64 => (f64::MIN, f64::MAX),
+        DataType::Bool | DataType::Bit | DataType::String => {
+            return Err(EncodeError::NotWritable(data_type));
+        }
+    };
+    let rounded = if matches!(data_type, DataType::F32 | DataType::F64) {
+        raw
+    } else {
+        raw.round()
+    };
+    if !(rounded >= min && rounded <= max) {
+        return Err(EncodeError::OutOfRange {
+            value,
+            raw,
+            data_type,
+            min,
+            max,
+        });
+    }
+    Ok(encode(
+        value, data_type, byte_order, word_order, scale, offset,
+    ))
+}
+
+/// One bit of a register (0 = least significant).
+pub fn decode_bit(reg: u16, bit: u8) -> f64 {
+    if reg & (1u16 << (bit & 15)) != 0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// ASCII text, two characters per register; NULs and surrounding spaces trimmed,
+/// bytes outside printable ASCII replaced.
+pub fn decode_text(regs: &[u16], byte_order: Endianness) -> String {
+    let bytes: Vec<u8> = regs
+        .iter()
+        .flat_map(|w| match byte_order {
+            Endianness::Big => w.to_be_bytes(),
+            Endianness::Little => w.to_le_bytes(),
+        })
+        .collect();
+    let text: String = bytes
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    text.trim().to_string()
+}
+
+/// Inverse of [`decode_text`], padded with NULs to `len` registers (for simulators).
+pub fn encode_text(text: &str, len: u16, byte_order: Endianness) -> Vec<u16> {
+    let mut bytes: Vec<u8> = text.bytes().take(usize::from(len) * 2).collect();
+    bytes.resize(usize::from(len) * 2, 0);
+    bytes
+        .chunks_exact(2)
+        .map(|c| match byte_order {
+            Endianness::Big => u16::from_be_bytes([c[0], c[1]]),
+            Endianness::Little => u16::from_le_bytes([c[0], c[1]]),
+        })
+        .collect()
+}
+
+/// Decodes a register point (not `bool`) from exactly its registers.
+/// `scale_factor` is the value of the point's SunSpec scale-factor register, if it has one.
+pub fn decode_point(
+    p: &Point,
+    d: &ModbusDefaults,
+    regs: &[u16],
+    scale_factor: Option<i16>,
+) -> Result<Decoded, DecodeError> {
+    let Some(t) = p.data_type else {
+        return Err(DecodeError::NotNumeric(DataType::String));
+    };
+    match t {
+        DataType::String => Ok(Decoded::Text(decode_text(regs, p.byte_order(d)))),
+        DataType::Bit => match regs {
+            [r] => Ok(Decoded::Number(
+                decode_bit(*r, p.bit.unwrap_or(0)) * p.scale + p.offset,
+            )),
+            _ => Err(DecodeError::WrongLength {
+                expected: 1,
+                got: regs.len(),
+            }),
+        },
+        DataType::Bool => Err(DecodeError::NotNumeric(t)),
+        _ => {
+            let sf = scale_factor
+                .map(|sf| 10f64.powi(i32::from(sf)))
+                .unwrap_or(1.0);
+            decode(
+                regs,
+                t,
+                p.byte_order(d),
+                p.word_order(d),
+                p.scale * sf,
+                p.offset,
+            )
+            .map(Decoded::Number)
+        }
+    }
+}
+
 fn eight(b: &[u8]) -> [u8; 8] {
     [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
 }
 
 /// Encodes an engineering value into registers (inverse of [`decode`]); integer
-/// types round and saturate.
+/// types round and saturate. For simulators; writes use [`encode_checked`].
 pub fn encode(
     value: f64,
     data_type: DataType,
@@ -91,6 +253,7 @@ pub fn encode(
 ) -> Vec<u16> {
     let raw = (value - offset) / scale;
     let bytes: Vec<u8> = match data_type {
+        DataType::Bool | DataType::Bit | DataType::String => vec![0, 0],
         DataType::U16 => (raw.round() as u16).to_be_bytes().to_vec(),
         DataType::I16 => (raw.round() as i16).to_be_bytes().to_vec(),
         DataType::U32 => (raw.round() as u32).to_be_bytes().to_vec(),
@@ -162,7 +325,7 @@ mod tests {
                         -1234.0
                     };
                     let regs = encode(v, t, bo, wo, 1.0, 0.0);
-                    assert_eq!(regs.len(), usize::from(t.registers()));
+                    assert_eq!(regs.len(), usize::from(t.fixed_size().unwrap_or(0)));
                     assert_eq!(
                         decode(&regs, t, bo, wo, 1.0, 0.0),
                         Ok(v),

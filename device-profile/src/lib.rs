@@ -10,10 +10,14 @@
 mod codec;
 mod model;
 
-pub use codec::{DecodeError, decode, encode};
+pub use codec::{
+    DecodeError, Decoded, EncodeError, decode, decode_bit, decode_point, decode_text, encode,
+    encode_checked, encode_text,
+};
 pub use model::{
-    DataType, Endianness, FORMAT_VERSION, ModbusDefaults, ModelInfo, Point, Profile, RegisterKind,
-    SimSpec,
+    DataType, Deadband, Endianness, FORMAT_VERSION, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ,
+    ModbusDefaults, ModbusLocation, ModelInfo, Parity, Point, PollGroup, Profile, Protocol,
+    RegisterKind, ScpiDefaults, SerialDefaults, SimSpec,
 };
 
 use std::path::{Path, PathBuf};

@@ -1,13 +1,23 @@
 //! Wires the agent together and owns its lifecycle.
 
 use crate::buffer::Buffer;
-use crate::config::Config;
-use crate::sources::modbus::ModbusPoller;
+use crate::config::{Config, DeviceConfig, Transport};
+use crate::sources::command::DeviceHandle;
+use crate::sources::health::{DeviceHealth, DeviceState};
+use crate::sources::modbus::bus::{Bus, Endpoint};
+use crate::sources::modbus::poller::ModbusPoller;
+use crate::sources::scpi::poller::{ScpiEndpoint, ScpiPoller};
+use crate::sources::serial::LineSettings;
 use crate::status::{self, StatusSources};
 use crate::uplink::Uplink;
 use anyhow::{Context, Result};
-use device_profile::Profile;
+use device_profile::{Profile, Protocol};
+use qi_common::shutdown::Stop;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Loads every device's profile; any error names the device and the file.
 pub fn load_profiles(cfg: &Config) -> Result<Vec<Profile>> {
@@ -21,6 +31,100 @@ pub fn load_profiles(cfg: &Config) -> Result<Vec<Profile>> {
         .collect()
 }
 
+/// The running acquisition side: one task per device, and what the rest of the agent sees of it.
+pub struct Devices {
+    pub tasks: Vec<JoinHandle<()>>,
+    pub health: Vec<watch::Receiver<DeviceHealth>>,
+    pub handles: HashMap<String, DeviceHandle>,
+}
+
+/// A device that cannot be polled (bad profile, conflicting bus settings):
+/// reported on `/health` with the reason; the other devices run normally.
+fn disabled(d: &DeviceConfig, reason: String, devices: &mut Devices) {
+    tracing::error!(device = %d.id, error = %reason, "device disabled");
+    metrics::counter!("edge_devices_disabled_total").increment(1);
+    let mut h = DeviceHealth::new(&d.id, &d.profile, &d.transport.to_string());
+    h.state = DeviceState::Error;
+    h.last_error = Some(reason.clone());
+    let (_tx, rx) = watch::channel(h);
+    devices.health.push(rx);
+    devices
+        .handles
+        .insert(d.id.clone(), DeviceHandle::disabled(&d.id, reason));
+}
+
+/// Starts one poller per configured device. Devices behind the same Modbus
+/// link share one bus; a bad profile disables only its own device.
+pub fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> Devices {
+    let mut devices = Devices {
+        tasks: Vec::new(),
+        health: Vec::new(),
+        handles: HashMap::new(),
+    };
+    let mut buses: HashMap<Endpoint, Arc<Bus>> = HashMap::new();
+    let mut serial_lines: HashMap<PathBuf, LineSettings> = HashMap::new();
+    for (i, d) in cfg.devices.iter().enumerate() {
+        let profile = match Profile::load_by_id(&cfg.profiles_dir, &d.profile) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                disabled(d, format!("devices[{i}]: {e}"), &mut devices);
+                continue;
+            }
+        };
+        let (handle, commands) = DeviceHandle::channel(&d.id);
+        match profile.protocol {
+            Protocol::Modbus => {
+                let endpoint = match &d.transport {
+                    Transport::Tcp(a) => Endpoint::Tcp(a.clone()),
+                    Transport::RtuOverTcp(a) => Endpoint::RtuOverTcp(a.clone()),
+                    Transport::Serial(l) => {
+                        let settings = LineSettings::resolve(l, &profile.serial);
+                        if let Some(other) = serial_lines.get(&settings.device)
+                            && *other != settings
+                        {
+                            disabled(
+                                d,
+                                format!(
+                                    "serial line {} is already used with other settings ({other}); devices on one bus must agree",
+                                    settings.device.display()
+                                ),
+                                &mut devices,
+                            );
+                            continue;
+                        }
+                        serial_lines.insert(settings.device.clone(), settings.clone());
+                        Endpoint::Serial(settings)
+                    }
+                };
+                let bus = Arc::clone(
+                    buses
+                        .entry(endpoint.clone())
+                        .or_insert_with(|| Arc::new(Bus::new(endpoint))),
+                );
+                let (poller, health) =
+                    ModbusPoller::new(d, profile, bus, Arc::clone(buffer), commands);
+                devices.health.push(health);
+                devices.tasks.push(tokio::spawn(poller.run(stop.clone())));
+            }
+            Protocol::Scpi => {
+                let endpoint = match ScpiEndpoint::from_config(&d.transport, &profile) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        disabled(d, format!("devices[{i}].transport: {e}"), &mut devices);
+                        continue;
+                    }
+                };
+                let (poller, health) =
+                    ScpiPoller::new(d, profile, endpoint, Arc::clone(buffer), commands);
+                devices.health.push(health);
+                devices.tasks.push(tokio::spawn(poller.run(stop.clone())));
+            }
+        }
+        devices.handles.insert(d.id.clone(), handle);
+    }
+    devices
+}
+
 /// Runs the agent until `shutdown` resolves; then stops polling, drains the
 /// uplink briefly and flushes the buffer.
 pub async fn run(
@@ -28,7 +132,6 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let profiles = load_profiles(&cfg)?;
     let buffer = Arc::new(
         Buffer::open(&cfg.buffer.path, cfg.buffer.cache_mib * 1024 * 1024)
             .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,
@@ -38,13 +141,7 @@ pub async fn run(
         backlog = stats.backlog, last_seq = stats.last_seq, "buffer open");
 
     let (stop_trigger, stop) = qi_common::shutdown::channel();
-    let mut pollers = Vec::new();
-    let mut device_health = Vec::new();
-    for (dcfg, profile) in cfg.devices.iter().cloned().zip(profiles) {
-        let (poller, health) = ModbusPoller::new(dcfg, profile, Arc::clone(&buffer));
-        device_health.push(health);
-        pollers.push(tokio::spawn(poller.run(stop.clone())));
-    }
+    let devices = start_devices(&cfg, &buffer, &stop);
 
     let (uplink, uplink_status) = Uplink::new(
         cfg.gateway_id.clone(),
@@ -57,7 +154,8 @@ pub async fn run(
         gateway_id: cfg.gateway_id.clone(),
         buffer: Arc::clone(&buffer),
         uplink: uplink_status,
-        devices: device_health,
+        devices: devices.health,
+        handles: Arc::new(devices.handles),
         metrics,
     });
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -73,7 +171,7 @@ pub async fn run(
 
     shutdown.await;
     stop_trigger.fire();
-    for p in pollers {
+    for p in devices.tasks {
         let _ = p.await;
     }
     let _ = uplink_task.await;

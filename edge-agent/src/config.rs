@@ -130,6 +130,9 @@ pub struct DeviceConfig {
     pub poll_interval_ms: u64,
     /// Overrides the profile's `modbus.timeout_ms`.
     pub timeout_ms: Option<u64>,
+    /// A point whose reads fail with a Modbus exception is skipped for this long, then tried again.
+    #[serde(default = "default_bad_point_retry_s")]
+    pub bad_point_retry_s: u64,
     /// After a failure, wait this long before the first retry; doubles up to `retry_max_ms`.
     #[serde(default = "default_retry_min_ms")]
     pub retry_min_ms: u64,
@@ -140,6 +143,9 @@ pub struct DeviceConfig {
 fn default_poll_ms() -> u64 {
     1000
 }
+fn default_bad_point_retry_s() -> u64 {
+    60
+}
 fn default_retry_min_ms() -> u64 {
     500
 }
@@ -147,11 +153,36 @@ fn default_retry_max_ms() -> u64 {
     30_000
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum Transport {
-    /// Modbus TCP, `host:port`.
+    /// Modbus TCP (or, for SCPI profiles, a raw socket such as LXI port 5025): `host:port`.
     Tcp(String),
+    /// Modbus RTU frames over a TCP socket (serial-to-Ethernet converters): `host:port`.
+    RtuOverTcp(String),
+    /// A serial line (RS-485 / RS-232): Modbus RTU or SCPI/ASCII, per the profile.
+    Serial(SerialLine),
+}
+
+/// A serial port; unset line settings come from the profile's `[serial]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialLine {
+    pub device: PathBuf,
+    pub baud: Option<u32>,
+    pub parity: Option<device_profile::Parity>,
+    pub data_bits: Option<u8>,
+    pub stop_bits: Option<u8>,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp(a) => write!(f, "tcp://{a}"),
+            Transport::RtuOverTcp(a) => write!(f, "rtu+tcp://{a}"),
+            Transport::Serial(s) => write!(f, "serial://{}", s.device.display()),
+        }
+    }
 }
 
 impl Config {
@@ -212,15 +243,41 @@ impl Config {
                     "must be > 0 and <= retry_max_ms".into(),
                 ));
             }
-            let Transport::Tcp(addr) = &d.transport;
-            if addr
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
+            match &d.transport {
+                Transport::Tcp(addr) | Transport::RtuOverTcp(addr) => {
+                    let port_ok = addr
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .is_some();
+                    if !port_ok {
+                        let kind = if matches!(d.transport, Transport::Tcp(_)) {
+                            "tcp"
+                        } else {
+                            "rtu_over_tcp"
+                        };
+                        return Err((
+                            format!("devices[{i}].transport.{kind}"),
+                            format!("{addr:?} must be host:port"),
+                        ));
+                    }
+                }
+                Transport::Serial(line) => {
+                    let bad = line.device.as_os_str().is_empty()
+                        || line.baud == Some(0)
+                        || line.data_bits.is_some_and(|b| !(5..=8).contains(&b))
+                        || line.stop_bits.is_some_and(|b| !(1..=2).contains(&b));
+                    if bad {
+                        return Err((
+                            format!("devices[{i}].transport.serial"),
+                            "needs `device`; baud > 0, data_bits 5..=8, stop_bits 1 or 2".into(),
+                        ));
+                    }
+                }
+            }
+            if d.bad_point_retry_s == 0 {
                 return Err((
-                    format!("devices[{i}].transport.tcp"),
-                    format!("{addr:?} must be host:port"),
+                    format!("devices[{i}].bad_point_retry_s"),
+                    "must be > 0".into(),
                 ));
             }
         }

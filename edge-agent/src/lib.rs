@@ -10,3 +10,31 @@ pub mod config;
 pub mod sources;
 pub mod status;
 pub mod uplink;
+
+use device_profile::{Profile, Protocol};
+
+/// One line about a profile: model, points and what a poll cycle costs.
+pub fn profile_summary(p: &Profile) -> String {
+    match p.protocol {
+        Protocol::Modbus => {
+            let (with, without) = sources::modbus::plan::requests_per_cycle(p);
+            format!(
+                "{} {} ({}), {} points, {} Modbus requests per full cycle ({} without coalescing)",
+                p.model.manufacturer,
+                p.model.name,
+                p.model.id,
+                p.points.len(),
+                with,
+                without
+            )
+        }
+        Protocol::Scpi => format!(
+            "{} {} ({}), {} points, {} queries per full cycle",
+            p.model.manufacturer,
+            p.model.name,
+            p.model.id,
+            p.points.len(),
+            p.points.len()
+        ),
+    }
+}

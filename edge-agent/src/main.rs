@@ -1,5 +1,5 @@
-use anyhow::Result;
-use clap::Parser;
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
 use edge_agent::config::Config;
 use qi_common::logging::LogFormat;
 use std::path::PathBuf;
@@ -22,6 +22,26 @@ struct Args {
     /// Check the configuration and the profiles it names, then exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Firmware profile tools.
+    Profiles {
+        #[command(subcommand)]
+        action: ProfilesCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfilesCommand {
+    /// Validate profile files; print each one's errors with the line, or a summary.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +49,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main(args: Args) -> Result<()> {
+    if let Some(Command::Profiles {
+        action: ProfilesCommand::Check { files },
+    }) = &args.command
+    {
+        return check_profiles(files);
+    }
     let cfg = Config::load(&args.config)?;
     if args.check {
         edge_agent::app::load_profiles(&cfg)?;
@@ -43,4 +69,21 @@ fn real_main(args: Args) -> Result<()> {
     qi_common::daemon::run(format, "info", |metrics| {
         edge_agent::app::run(cfg, metrics, qi_common::shutdown::signal())
     })
+}
+
+fn check_profiles(files: &[PathBuf]) -> Result<()> {
+    let mut bad = 0;
+    for f in files {
+        match device_profile::Profile::load(f) {
+            Ok(p) => println!("{}: OK: {}", f.display(), edge_agent::profile_summary(&p)),
+            Err(e) => {
+                bad += 1;
+                println!("{}: ERROR: {e}", f.display());
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} profiles invalid", files.len());
+    }
+    Ok(())
 }

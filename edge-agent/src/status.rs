@@ -1,14 +1,19 @@
 //! The local status server: `/health` (JSON for people and scripts) and `/metrics` (Prometheus).
 
 use crate::buffer::{Buffer, BufferStats};
+use crate::sources::command::{DeviceHandle, WriteError};
 use crate::sources::health::{DeviceHealth, DeviceState};
 use crate::uplink::{LinkState, UplinkStatus};
-use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -18,6 +23,7 @@ pub struct StatusSources {
     pub buffer: Arc<Buffer>,
     pub uplink: watch::Receiver<UplinkStatus>,
     pub devices: Vec<watch::Receiver<DeviceHealth>>,
+    pub handles: Arc<HashMap<String, DeviceHandle>>,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -53,6 +59,10 @@ pub fn router(sources: StatusSources) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}/write", post(write))
+        .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(sources)
 }
 
@@ -68,4 +78,83 @@ async fn metrics_text(State(s): State<StatusSources>) -> impl IntoResponse {
     metrics::gauge!("edge_buffer_backlog").set(stats.backlog as f64);
     metrics::gauge!("edge_buffer_last_seq").set(stats.last_seq as f64);
     s.metrics.as_ref().map(|h| h.render()).unwrap_or_default()
+}
+
+fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
+    metrics::counter!("edge_http_errors_total", "kind" => kind).increment(1);
+    (
+        status,
+        Json(json!({"error": kind, "message": message.into()})),
+    )
+        .into_response()
+}
+
+async fn devices(State(s): State<StatusSources>) -> Json<Vec<DeviceHealth>> {
+    Json(s.devices.iter().map(|d| d.borrow().clone()).collect())
+}
+
+async fn device(State(s): State<StatusSources>, Path(id): Path<String>) -> Response {
+    match s.devices.iter().find(|d| d.borrow().device_id == id) {
+        Some(d) => Json(d.borrow().clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no device {id:?} on this gateway"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteRequest {
+    point: String,
+    value: f64,
+}
+
+/// Writes one point: only points the profile marks writable, encoded per the
+/// profile (type, scale, byte and word order); anything else is refused.
+async fn write(
+    State(s): State<StatusSources>,
+    Path(id): Path<String>,
+    body: Result<Json<WriteRequest>, JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "body must be {{\"point\": \"name\", \"value\": number}}: {}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    let Some(handle) = s.handles.get(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            WriteError::UnknownDevice(id).to_string(),
+        );
+    };
+    match handle.write(&req.point, req.value).await {
+        Ok(()) => Json(json!({"ok": true, "device": id, "point": req.point, "value": req.value}))
+            .into_response(),
+        Err(e) => {
+            let (status, kind) = match &e {
+                WriteError::UnknownDevice(_) | WriteError::UnknownPoint(_) => {
+                    (StatusCode::NOT_FOUND, "not_found")
+                }
+                WriteError::NotWritable(_) => (StatusCode::FORBIDDEN, "not_writable"),
+                WriteError::BadValue(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_value"),
+                WriteError::DeviceError(_) => (StatusCode::BAD_GATEWAY, "device_error"),
+                WriteError::Unreachable(_) | WriteError::NotRunning(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unreachable")
+                }
+                WriteError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            };
+            error(status, kind, e.to_string())
+        }
+    }
 }

@@ -1,18 +1,59 @@
-//! What the status page and the logs say about one device.
+//! What the status page and the logs say about one device. Each poller is the
+//! only writer of its device's [`DeviceHealth`] and publishes it on a watch channel.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceState {
     /// Not polled successfully yet.
     Connecting,
-    /// Last poll read every block.
+    /// Last poll read every point.
     Online,
-    /// Reachable, but some blocks answered with Modbus exceptions.
+    /// Reachable, but some points fail (Modbus exceptions, error replies) and are skipped.
     Degraded,
     /// Last attempt failed (connect, timeout or I/O); retrying with backoff.
     Offline,
+    /// Not polled at all: its profile or settings are unusable (see `last_error`).
+    Error,
+}
+
+/// Errors by kind since start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErrorCounts {
+    pub timeouts: u64,
+    pub transport: u64,
+    /// Modbus exception responses, SCPI error replies.
+    pub device_errors: u64,
+    /// Values that could not be decoded or parsed (bad length, NaN, garbage reply).
+    pub decode: u64,
+    /// Times an ASCII/SCPI line was resynchronised after noise or a timeout.
+    pub resyncs: u64,
+}
+
+/// A point currently skipped because the device refuses it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BadPoint {
+    pub point: String,
+    pub error: String,
+    /// Unix milliseconds when it was first refused.
+    pub since_ms: i64,
+    /// How many times it has been tried and refused.
+    pub failures: u32,
+}
+
+/// The latest value of a point, whether or not it was reported upstream.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveValue {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub unit: String,
+    pub ts_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,9 +69,16 @@ pub struct DeviceHealth {
     pub polls_ok: u64,
     pub polls_failed: u64,
     pub readings: u64,
+    pub errors: ErrorCounts,
+    /// Round trip of the last request, and a moving average, in milliseconds.
     pub last_round_trip_ms: Option<f64>,
+    pub avg_round_trip_ms: Option<f64>,
+    /// Requests in the last poll cycle.
+    pub requests_per_cycle: u32,
     /// Milliseconds until the next retry, while offline.
     pub next_retry_ms: Option<u64>,
+    pub bad_points: Vec<BadPoint>,
+    pub values: BTreeMap<String, LiveValue>,
 }
 
 impl DeviceHealth {
@@ -46,8 +94,50 @@ impl DeviceHealth {
             polls_ok: 0,
             polls_failed: 0,
             readings: 0,
+            errors: ErrorCounts::default(),
             last_round_trip_ms: None,
+            avg_round_trip_ms: None,
+            requests_per_cycle: 0,
             next_retry_ms: None,
+            bad_points: Vec::new(),
+            values: BTreeMap::new(),
         }
     }
+
+    pub fn record_rtt(&mut self, ms: f64) {
+        self.last_round_trip_ms = Some(ms);
+        self.avg_round_trip_ms = Some(match self.avg_round_trip_ms {
+            Some(avg) => avg * 0.9 + ms * 0.1,
+            None => ms,
+        });
+    }
+}
+
+/// Records a failed poll (connect, I/O, timeout): state offline, counters, and
+/// a log line for the first failure and every 10th, so an outage cannot flood the log.
+pub fn record_failure(
+    health: &watch::Sender<DeviceHealth>,
+    error: &str,
+    timeout: bool,
+    retry_in: Duration,
+) {
+    let failures = health.borrow().consecutive_failures + 1;
+    let id = health.borrow().device_id.clone();
+    metrics::counter!("edge_poll_failures_total", "device" => id.clone()).increment(1);
+    if failures == 1 || failures.is_multiple_of(10) {
+        tracing::warn!(device = %id, %error, failures,
+            retry_in_ms = retry_in.as_millis() as u64, "device poll failed; retrying with backoff");
+    }
+    health.send_modify(|h| {
+        h.state = DeviceState::Offline;
+        h.last_error = Some(error.to_string());
+        h.consecutive_failures = failures;
+        h.polls_failed += 1;
+        h.next_retry_ms = Some(retry_in.as_millis() as u64);
+        if timeout {
+            h.errors.timeouts += 1;
+        } else {
+            h.errors.transport += 1;
+        }
+    });
 }

@@ -1,0 +1,81 @@
+//! Requests to a device's poller (writes now; more later) and their outcomes.
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a write was refused or failed. Each maps to a clear HTTP status.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum WriteError {
+    #[error("no device {0:?} on this gateway")]
+    UnknownDevice(String),
+    #[error("device has no point {0:?}")]
+    UnknownPoint(String),
+    #[error("point {0:?} is not writable (the profile does not mark it writable)")]
+    NotWritable(String),
+    #[error("value refused: {0}")]
+    BadValue(String),
+    #[error("device refused the write: {0}")]
+    DeviceError(String),
+    #[error("device unreachable: {0}")]
+    Unreachable(String),
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("device is not being polled ({0})")]
+    NotRunning(String),
+}
+
+pub enum DeviceCommand {
+    Write {
+        point: String,
+        value: f64,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+}
+
+/// The handle the rest of the agent holds to send commands to one device.
+#[derive(Clone)]
+pub struct DeviceHandle {
+    pub device_id: String,
+    tx: Option<mpsc::Sender<DeviceCommand>>,
+    disabled_reason: Option<String>,
+}
+
+impl DeviceHandle {
+    pub fn channel(device_id: &str) -> (DeviceHandle, mpsc::Receiver<DeviceCommand>) {
+        let (tx, rx) = mpsc::channel(16);
+        (
+            DeviceHandle {
+                device_id: device_id.to_string(),
+                tx: Some(tx),
+                disabled_reason: None,
+            },
+            rx,
+        )
+    }
+
+    /// A device that is configured but not polled (bad profile).
+    pub fn disabled(device_id: &str, reason: String) -> DeviceHandle {
+        DeviceHandle {
+            device_id: device_id.to_string(),
+            tx: None,
+            disabled_reason: Some(reason),
+        }
+    }
+
+    pub async fn write(&self, point: &str, value: f64) -> Result<(), WriteError> {
+        let Some(tx) = &self.tx else {
+            return Err(WriteError::NotRunning(
+                self.disabled_reason.clone().unwrap_or_default(),
+            ));
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.send(DeviceCommand::Write {
+            point: point.to_string(),
+            value,
+            reply,
+        })
+        .await
+        .map_err(|_| WriteError::NotRunning("poller stopped".into()))?;
+        rx.await
+            .map_err(|_| WriteError::NotRunning("poller stopped".into()))?
+    }
+}

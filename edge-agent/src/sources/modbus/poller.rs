@@ -1,0 +1,600 @@
+//! Polls one Modbus device: plan the reads of each poll group, read them over
+//! the device's bus, isolate addresses the device refuses, decode, apply
+//! dead-bands, append to the buffer, and serve writes between polls.
+
+use super::bus::Bus;
+use super::plan::{PlanLimits, ReadBlock, plan_reads};
+use crate::buffer::{Buffer, NewReading};
+use crate::config::DeviceConfig;
+use crate::sources::backoff::Backoff;
+use crate::sources::command::{DeviceCommand, WriteError};
+use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, LiveValue, record_failure};
+use crate::sources::report::Reporter;
+use crate::sources::schedule::Schedule;
+use device_profile::{DataType, Decoded, ModbusDefaults, Profile, RegisterKind};
+use qi_common::shutdown::Stop;
+use qi_proto::v1::Quality;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_modbus::ExceptionCode;
+use tokio_modbus::client::{Reader, Writer};
+
+/// Why one request failed.
+#[derive(Debug)]
+enum Fail {
+    /// The device answered with a Modbus exception: the connection is fine.
+    Exception(ExceptionCode),
+    Timeout(Duration),
+    /// Connect, I/O or framing error: the connection is suspect.
+    Transport(String),
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Exception(e) => write!(f, "Modbus exception: {e}"),
+            Fail::Timeout(d) => write!(f, "no response within {} ms", d.as_millis()),
+            Fail::Transport(e) => f.write_str(e),
+        }
+    }
+}
+
+enum Data {
+    Registers(Vec<u16>),
+    Bit(bool),
+}
+
+struct BadState {
+    error: String,
+    since_ms: i64,
+    retry_at: Instant,
+    failures: u32,
+}
+
+pub struct ModbusPoller {
+    id: String,
+    profile: Arc<Profile>,
+    defaults: ModbusDefaults,
+    unit: u8,
+    timeout: Duration,
+    inter_request: Duration,
+    limits: PlanLimits,
+    bad_retry: Duration,
+    retry_min: Duration,
+    retry_max: Duration,
+    /// point index -> index of its scale-factor point
+    scale_factors: HashMap<usize, usize>,
+    bus: Arc<Bus>,
+    buffer: Arc<Buffer>,
+    health: watch::Sender<DeviceHealth>,
+    commands: mpsc::Receiver<DeviceCommand>,
+    schedule: Schedule,
+    /// Cached read plan per group, with the `bad_generation` it was made for.
+    plans: Vec<Option<(u64, Vec<ReadBlock>)>>,
+    bad: HashMap<usize, BadState>,
+    bad_generation: u64,
+    reporter: Reporter,
+}
+
+impl ModbusPoller {
+    pub fn new(
+        cfg: &DeviceConfig,
+        profile: Arc<Profile>,
+        bus: Arc<Bus>,
+        buffer: Arc<Buffer>,
+        commands: mpsc::Receiver<DeviceCommand>,
+    ) -> (ModbusPoller, watch::Receiver<DeviceHealth>) {
+        let (tx, rx) = watch::channel(DeviceHealth::new(
+            &cfg.id,
+            &profile.model.id,
+            &bus.endpoint().to_string(),
+        ));
+        let defaults = profile.modbus_defaults();
+        let index: HashMap<&str, usize> = profile
+            .points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let scale_factors = profile
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                p.scale_factor
+                    .as_deref()
+                    .and_then(|n| index.get(n))
+                    .map(|&sf| (i, sf))
+            })
+            .collect();
+        let schedule =
+            Schedule::from_profile(&profile, Duration::from_millis(cfg.poll_interval_ms));
+        let plans = vec![None; schedule.groups.len()];
+        let poller = ModbusPoller {
+            id: cfg.id.clone(),
+            unit: cfg.unit_id.unwrap_or(defaults.unit_id),
+            timeout: Duration::from_millis(cfg.timeout_ms.unwrap_or(defaults.timeout_ms)),
+            inter_request: Duration::from_millis(defaults.inter_request_delay_ms),
+            limits: PlanLimits {
+                max_registers: defaults.max_registers_per_read,
+                max_bits: defaults.max_bits_per_read,
+                gap_tolerance: defaults.gap_tolerance,
+            },
+            bad_retry: Duration::from_secs(cfg.bad_point_retry_s),
+            retry_min: Duration::from_millis(cfg.retry_min_ms),
+            retry_max: Duration::from_millis(cfg.retry_max_ms),
+            defaults,
+            scale_factors,
+            profile,
+            bus,
+            buffer,
+            health: tx,
+            commands,
+            schedule,
+            plans,
+            bad: HashMap::new(),
+            bad_generation: 0,
+            reporter: Reporter::default(),
+        };
+        (poller, rx)
+    }
+
+    pub async fn run(mut self, mut stop: Stop) {
+        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
+        let mut commands_open = true;
+        tracing::info!(device = %self.id, endpoint = %self.bus.endpoint(), unit = self.unit,
+            points = self.profile.points.len(), groups = self.schedule.groups.len(), "polling device");
+        loop {
+            let Some((gi, due)) = self.schedule.next() else {
+                break;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                cmd = self.commands.recv(), if commands_open => {
+                    match cmd {
+                        Some(c) => self.handle(c).await,
+                        None => commands_open = false,
+                    }
+                    continue;
+                }
+                _ = stop.wait() => break,
+            }
+            match self.poll_group(gi).await {
+                Ok(()) => {
+                    backoff.reset();
+                    self.schedule.advance(gi, due);
+                }
+                Err(fail) => {
+                    let delay = backoff.next_delay();
+                    self.schedule.postpone_all(Instant::now() + delay);
+                    record_failure(
+                        &self.health,
+                        &fail.to_string(),
+                        matches!(fail, Fail::Timeout(_)),
+                        delay,
+                    );
+                }
+            }
+        }
+        let mut bus = self.bus.lock().await;
+        bus.reset().await;
+        tracing::info!(device = %self.id, "poller stopped");
+    }
+
+    /// One request on the bus, with timeout; transport trouble resets the connection.
+    async fn read_block(&self, b: &ReadBlock) -> Result<Vec<Data>, Fail> {
+        let mut bus = self.bus.lock().await;
+        bus.pace(self.inter_request).await;
+        let started = Instant::now();
+        let ctx = match bus.context(self.unit, self.timeout).await {
+            Ok(c) => c,
+            Err(e) => return Err(Fail::Transport(e.to_string())),
+        };
+        let res = tokio::time::timeout(self.timeout, async {
+            match b.kind {
+                RegisterKind::Input => ctx
+                    .read_input_registers(b.start, b.count)
+                    .await
+                    .map(|r| r.map(|v| vec![Data::Registers(v)])),
+                RegisterKind::Holding => ctx
+                    .read_holding_registers(b.start, b.count)
+                    .await
+                    .map(|r| r.map(|v| vec![Data::Registers(v)])),
+                RegisterKind::Coil => ctx
+                    .read_coils(b.start, b.count)
+                    .await
+                    .map(|r| r.map(|v| v.into_iter().map(Data::Bit).collect())),
+                RegisterKind::Discrete => ctx
+                    .read_discrete_inputs(b.start, b.count)
+                    .await
+                    .map(|r| r.map(|v| v.into_iter().map(Data::Bit).collect())),
+            }
+        })
+        .await;
+        bus.mark_io();
+        let rtt = started.elapsed().as_secs_f64() * 1000.0;
+        self.health.send_modify(|h| h.record_rtt(rtt));
+        metrics::histogram!("edge_modbus_request_seconds", "device" => self.id.clone())
+            .record(rtt / 1000.0);
+        match res {
+            Err(_) => {
+                bus.reset().await;
+                Err(Fail::Timeout(self.timeout))
+            }
+            Ok(Err(e)) => {
+                bus.reset().await;
+                Err(Fail::Transport(format!("Modbus transport error: {e}")))
+            }
+            Ok(Ok(Err(code))) => Err(Fail::Exception(code)),
+            Ok(Ok(Ok(data))) => {
+                let expected = if b.kind.is_bits() {
+                    usize::from(b.count)
+                } else {
+                    1
+                };
+                let got_regs = match data.first() {
+                    Some(Data::Registers(r)) => r.len(),
+                    _ => usize::from(b.count),
+                };
+                // tokio-modbus pads coil reads to whole bytes; fewer than asked is a short frame.
+                if data.len() < expected || got_regs != usize::from(b.count) {
+                    bus.reset().await;
+                    return Err(Fail::Transport(format!(
+                        "short response: asked {} items at {}, got {}",
+                        b.count,
+                        b.start,
+                        if b.kind.is_bits() {
+                            data.len()
+                        } else {
+                            got_regs
+                        }
+                    )));
+                }
+                Ok(data)
+            }
+        }
+    }
+
+    fn selected_points(&self, gi: usize, now: Instant) -> Vec<usize> {
+        self.schedule.groups[gi]
+            .points
+            .iter()
+            .copied()
+            .filter(|i| self.bad.get(i).is_none_or(|b| b.retry_at <= now))
+            .collect()
+    }
+
+    async fn poll_group(&mut self, gi: usize) -> Result<(), Fail> {
+        let now = Instant::now();
+        let retry_due = self.bad.values().any(|b| b.retry_at <= now);
+        let blocks = match &self.plans[gi] {
+            Some((generation, blocks)) if *generation == self.bad_generation && !retry_due => {
+                blocks.clone()
+            }
+            _ => {
+                let selected = self.selected_points(gi, now);
+                let blocks = plan_reads(&self.profile.points, &selected, self.limits);
+                if !retry_due {
+                    self.plans[gi] = Some((self.bad_generation, blocks.clone()));
+                }
+                blocks
+            }
+        };
+        let mut data: HashMap<usize, Data> =
+            HashMap::with_capacity(self.schedule.groups[gi].points.len());
+        let mut work: Vec<ReadBlock> = blocks.into_iter().rev().collect();
+        let mut requests = 0u32;
+        let mut ts_by_point: HashMap<usize, i64> = HashMap::new();
+        while let Some(block) = work.pop() {
+            requests += 1;
+            match self.read_block(&block).await {
+                Ok(items) => {
+                    let ts = chrono::Utc::now().timestamp_micros();
+                    self.split_block(&block, items, ts, &mut data, &mut ts_by_point);
+                }
+                Err(Fail::Exception(code)) => {
+                    metrics::counter!("edge_modbus_exceptions_total", "device" => self.id.clone())
+                        .increment(1);
+                    self.health.send_modify(|h| h.errors.device_errors += 1);
+                    if block.points.len() > 1 {
+                        // Find the refused address: read each half on its own.
+                        let mid = block.points.len() / 2;
+                        let (a, b) = block.points.split_at(mid);
+                        let mut halves = plan_reads(&self.profile.points, b, self.limits);
+                        halves.reverse();
+                        work.extend(halves);
+                        let mut first = plan_reads(&self.profile.points, a, self.limits);
+                        first.reverse();
+                        work.extend(first);
+                    } else if let Some(&i) = block.points.first() {
+                        self.mark_bad(i, format!("Modbus exception: {code}"));
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        self.finish_cycle(gi, data, ts_by_point, requests).await;
+        Ok(())
+    }
+
+    fn split_block(
+        &mut self,
+        block: &ReadBlock,
+        items: Vec<Data>,
+        ts: i64,
+        data: &mut HashMap<usize, Data>,
+        ts_by_point: &mut HashMap<usize, i64>,
+    ) {
+        let regs = match items.first() {
+            Some(Data::Registers(r)) if !block.kind.is_bits() => Some(r.clone()),
+            _ => None,
+        };
+        for &i in &block.points {
+            let Some(l) = self.profile.points[i].modbus() else {
+                continue;
+            };
+            let off = usize::from(l.address - block.start);
+            let d = match &regs {
+                Some(r) => match r.get(off..off + usize::from(l.size)) {
+                    Some(s) => Data::Registers(s.to_vec()),
+                    None => continue,
+                },
+                None => match items.get(off) {
+                    Some(Data::Bit(b)) => Data::Bit(*b),
+                    _ => continue,
+                },
+            };
+            data.insert(i, d);
+            ts_by_point.insert(i, ts);
+            if let Some(b) = self.bad.remove(&i) {
+                self.bad_generation += 1;
+                tracing::info!(device = %self.id, point = %self.profile.points[i].name,
+                    failures = b.failures, "point readable again");
+            }
+        }
+    }
+
+    fn mark_bad(&mut self, i: usize, error: String) {
+        let name = self.profile.points[i].name.clone();
+        let retry_at = Instant::now() + self.bad_retry;
+        match self.bad.get_mut(&i) {
+            Some(b) => {
+                b.failures += 1;
+                b.retry_at = retry_at;
+                b.error = error;
+            }
+            None => {
+                // Logged once; retries that fail again are only counted.
+                tracing::warn!(device = %self.id, point = %name, %error,
+                    retry_in_s = self.bad_retry.as_secs(), "device refuses this point; skipping it");
+                metrics::counter!("edge_modbus_bad_points_total", "device" => self.id.clone())
+                    .increment(1);
+                self.bad.insert(
+                    i,
+                    BadState {
+                        error,
+                        since_ms: chrono::Utc::now().timestamp_millis(),
+                        retry_at,
+                        failures: 1,
+                    },
+                );
+            }
+        }
+        self.bad_generation += 1;
+    }
+
+    async fn finish_cycle(
+        &mut self,
+        gi: usize,
+        data: HashMap<usize, Data>,
+        ts_by_point: HashMap<usize, i64>,
+        requests: u32,
+    ) {
+        let now = Instant::now();
+        let mut readings = Vec::with_capacity(data.len());
+        let mut live: Vec<(String, LiveValue)> = Vec::with_capacity(data.len());
+        let mut decode_errors = 0u64;
+        let points = Arc::clone(&self.profile);
+        for &i in &self.schedule.groups[gi].points {
+            let Some(d) = data.get(&i) else { continue };
+            let p = &points.points[i];
+            let ts = ts_by_point.get(&i).copied().unwrap_or(0);
+            let decoded = match d {
+                Data::Bit(b) => Ok(Decoded::Number(
+                    if *b { 1.0 } else { 0.0 } * p.scale + p.offset,
+                )),
+                Data::Registers(regs) => {
+                    let sf = match self.scale_factors.get(&i) {
+                        None => Ok(None),
+                        Some(sfi) => match data.get(sfi) {
+                            Some(Data::Registers(r)) if r.len() == 1 => Ok(Some(r[0] as i16)),
+                            _ => Err(device_profile::DecodeError::NotFinite),
+                        },
+                    };
+                    sf.and_then(|sf| device_profile::decode_point(p, &self.defaults, regs, sf))
+                }
+            };
+            match decoded {
+                Ok(Decoded::Number(v)) => {
+                    live.push((
+                        p.name.clone(),
+                        LiveValue {
+                            value: Some(v),
+                            text: None,
+                            unit: p.unit.clone(),
+                            ts_ms: ts / 1000,
+                        },
+                    ));
+                    if p.report && self.reporter.should_report(i, p, v, now.into_std()) {
+                        readings.push(NewReading {
+                            device_id: self.id.clone(),
+                            metric: p.name.clone(),
+                            timestamp_us: ts,
+                            value: v,
+                            unit: p.unit.clone(),
+                            quality: Quality::Good as i32,
+                        });
+                    }
+                }
+                Ok(Decoded::Text(t)) => live.push((
+                    p.name.clone(),
+                    LiveValue {
+                        value: None,
+                        text: Some(t),
+                        unit: p.unit.clone(),
+                        ts_ms: ts / 1000,
+                    },
+                )),
+                Err(e) => {
+                    decode_errors += 1;
+                    tracing::debug!(device = %self.id, point = %p.name, error = %e, "value not decodable");
+                }
+            }
+        }
+        let n = readings.len() as u64;
+        if !readings.is_empty()
+            && let Err(e) = self.buffer.append(&readings).await
+        {
+            metrics::counter!("edge_buffer_append_errors_total").increment(1);
+            tracing::error!(device = %self.id, error = %e, lost = n, "cannot buffer readings");
+        }
+        if decode_errors > 0 {
+            metrics::counter!("edge_modbus_decode_errors_total", "device" => self.id.clone())
+                .increment(decode_errors);
+        }
+        metrics::counter!("edge_modbus_polls_total", "device" => self.id.clone()).increment(1);
+        metrics::counter!("edge_readings_total", "device" => self.id.clone()).increment(n);
+        let was_offline = self.health.borrow().state == DeviceState::Offline;
+        if was_offline {
+            tracing::info!(device = %self.id, group = %self.schedule.groups[gi].name, "device back online");
+        }
+        let bad_points: Vec<BadPoint> = self
+            .bad
+            .iter()
+            .map(|(&i, b)| BadPoint {
+                point: self.profile.points[i].name.clone(),
+                error: b.error.clone(),
+                since_ms: b.since_ms,
+                failures: b.failures,
+            })
+            .collect();
+        self.health.send_modify(|h| {
+            h.state = if bad_points.is_empty() {
+                DeviceState::Online
+            } else {
+                DeviceState::Degraded
+            };
+            h.last_error = bad_points
+                .first()
+                .map(|b| format!("{}: {}", b.point, b.error));
+            h.bad_points = bad_points;
+            h.consecutive_failures = 0;
+            h.polls_ok += 1;
+            h.readings += n;
+            h.errors.decode += decode_errors;
+            h.requests_per_cycle = requests;
+            h.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
+            h.next_retry_ms = None;
+            for (k, v) in live {
+                h.values.insert(k, v);
+            }
+        });
+    }
+
+    async fn handle(&mut self, cmd: DeviceCommand) {
+        match cmd {
+            DeviceCommand::Write {
+                point,
+                value,
+                reply,
+            } => {
+                let res = self.write(&point, value).await;
+                match &res {
+                    Ok(()) => tracing::info!(device = %self.id, %point, value, "point written"),
+                    Err(e) => {
+                        tracing::warn!(device = %self.id, %point, value, error = %e, "write refused")
+                    }
+                }
+                metrics::counter!("edge_writes_total", "device" => self.id.clone(),
+                    "result" => if res.is_ok() { "ok" } else { "error" })
+                .increment(1);
+                let _ = reply.send(res);
+            }
+        }
+    }
+
+    async fn write(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
+        let Some(p) = self.profile.points.iter().find(|p| p.name == name) else {
+            return Err(WriteError::UnknownPoint(name.to_string()));
+        };
+        let Some(loc) = p.modbus() else {
+            return Err(WriteError::UnknownPoint(name.to_string()));
+        };
+        if !p.writable {
+            return Err(WriteError::NotWritable(name.to_string()));
+        }
+        enum Op {
+            Coil(bool),
+            Registers(Vec<u16>),
+        }
+        let op = match (loc.register, loc.data_type) {
+            (RegisterKind::Coil, DataType::Bool) => {
+                let raw = (value - p.offset) / p.scale;
+                if raw == 0.0 {
+                    Op::Coil(false)
+                } else if raw == 1.0 {
+                    Op::Coil(true)
+                } else {
+                    return Err(WriteError::BadValue(format!(
+                        "a coil takes 0 or 1, got {value}"
+                    )));
+                }
+            }
+            (RegisterKind::Holding, t) => Op::Registers(
+                device_profile::encode_checked(
+                    value,
+                    t,
+                    p.byte_order(&self.defaults),
+                    p.word_order(&self.defaults),
+                    p.scale,
+                    p.offset,
+                )
+                .map_err(|e| WriteError::BadValue(e.to_string()))?,
+            ),
+            _ => return Err(WriteError::NotWritable(name.to_string())),
+        };
+        let mut bus = self.bus.lock().await;
+        bus.pace(self.inter_request).await;
+        let timeout = self.timeout;
+        let ctx = bus
+            .context(self.unit, timeout)
+            .await
+            .map_err(|e| WriteError::Unreachable(e.to_string()))?;
+        let res = tokio::time::timeout(timeout, async {
+            match &op {
+                Op::Coil(on) => ctx.write_single_coil(loc.address, *on).await,
+                Op::Registers(r) if r.len() == 1 => {
+                    ctx.write_single_register(loc.address, r[0]).await
+                }
+                Op::Registers(r) => ctx.write_multiple_registers(loc.address, r).await,
+            }
+        })
+        .await;
+        bus.mark_io();
+        match res {
+            Err(_) => {
+                bus.reset().await;
+                Err(WriteError::Timeout(timeout.as_millis() as u64))
+            }
+            Ok(Err(e)) => {
+                bus.reset().await;
+                Err(WriteError::Unreachable(e.to_string()))
+            }
+            Ok(Ok(Err(code))) => Err(WriteError::DeviceError(format!("Modbus exception: {code}"))),
+            Ok(Ok(Ok(()))) => Ok(()),
+        }
+    }
+}

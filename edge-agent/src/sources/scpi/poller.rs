@@ -1,0 +1,505 @@
+//! Polls one SCPI / ASCII instrument: one query per point, reply parsed by
+//! field, error replies counted per point, resync after noise or timeouts.
+
+use super::line::{Io, LineError, LinePort};
+use crate::buffer::{Buffer, NewReading};
+use crate::config::{DeviceConfig, Transport};
+use crate::sources::backoff::Backoff;
+use crate::sources::command::{DeviceCommand, WriteError};
+use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, LiveValue, record_failure};
+use crate::sources::report::Reporter;
+use crate::sources::schedule::Schedule;
+use crate::sources::serial::LineSettings;
+use device_profile::{DataType, Point, Profile, ScpiDefaults};
+use qi_common::shutdown::Stop;
+use qi_proto::v1::Quality;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Consecutive timeouts after which the device counts as offline (reconnect, backoff).
+const TIMEOUTS_BEFORE_OFFLINE: u32 = 2;
+/// Quiet time that marks the end of line noise when resynchronising.
+const RESYNC_QUIET: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone)]
+pub enum ScpiEndpoint {
+    Tcp(String),
+    Serial(LineSettings),
+}
+
+impl std::fmt::Display for ScpiEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScpiEndpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            ScpiEndpoint::Serial(l) => write!(f, "serial://{l}"),
+        }
+    }
+}
+
+impl ScpiEndpoint {
+    pub fn from_config(t: &Transport, profile: &Profile) -> Result<ScpiEndpoint, String> {
+        match t {
+            Transport::Tcp(a) => Ok(ScpiEndpoint::Tcp(a.clone())),
+            Transport::Serial(l) => Ok(ScpiEndpoint::Serial(LineSettings::resolve(
+                l,
+                &profile.serial,
+            ))),
+            Transport::RtuOverTcp(_) => {
+                Err("rtu_over_tcp is a Modbus transport; use tcp or serial for SCPI".into())
+            }
+        }
+    }
+}
+
+/// How one query went.
+enum Outcome {
+    Value(f64),
+    Text(String),
+    /// The device answered with an error reply, or something we cannot parse.
+    PointError(String),
+}
+
+pub struct ScpiPoller {
+    id: String,
+    profile: Arc<Profile>,
+    scpi: ScpiDefaults,
+    endpoint: ScpiEndpoint,
+    timeout: Duration,
+    inter_request: Duration,
+    retry_min: Duration,
+    retry_max: Duration,
+    buffer: Arc<Buffer>,
+    health: watch::Sender<DeviceHealth>,
+    commands: mpsc::Receiver<DeviceCommand>,
+    schedule: Schedule,
+    reporter: Reporter,
+    port: Option<LinePort>,
+    /// Points whose last query failed, with the error (logged once per streak).
+    failing: BTreeMap<usize, (String, i64, u32)>,
+}
+
+impl ScpiPoller {
+    pub fn new(
+        cfg: &DeviceConfig,
+        profile: Arc<Profile>,
+        endpoint: ScpiEndpoint,
+        buffer: Arc<Buffer>,
+        commands: mpsc::Receiver<DeviceCommand>,
+    ) -> (ScpiPoller, watch::Receiver<DeviceHealth>) {
+        let (tx, rx) = watch::channel(DeviceHealth::new(
+            &cfg.id,
+            &profile.model.id,
+            &endpoint.to_string(),
+        ));
+        let scpi = profile.scpi.clone().unwrap_or(ScpiDefaults {
+            line_ending: "\n".into(),
+            timeout_ms: 1000,
+            inter_request_delay_ms: 0,
+            init: Vec::new(),
+            error_prefixes: Vec::new(),
+            write_reply: false,
+        });
+        let schedule =
+            Schedule::from_profile(&profile, Duration::from_millis(cfg.poll_interval_ms));
+        let poller = ScpiPoller {
+            id: cfg.id.clone(),
+            timeout: Duration::from_millis(cfg.timeout_ms.unwrap_or(scpi.timeout_ms)),
+            inter_request: Duration::from_millis(scpi.inter_request_delay_ms),
+            retry_min: Duration::from_millis(cfg.retry_min_ms),
+            retry_max: Duration::from_millis(cfg.retry_max_ms),
+            scpi,
+            profile,
+            endpoint,
+            buffer,
+            health: tx,
+            commands,
+            schedule,
+            reporter: Reporter::default(),
+            port: None,
+            failing: BTreeMap::new(),
+        };
+        (poller, rx)
+    }
+
+    pub async fn run(mut self, mut stop: Stop) {
+        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
+        let mut commands_open = true;
+        tracing::info!(device = %self.id, endpoint = %self.endpoint, points = self.profile.points.len(), "polling SCPI device");
+        while let Some((gi, due)) = self.schedule.next() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                cmd = self.commands.recv(), if commands_open => {
+                    match cmd {
+                        Some(c) => self.handle(c).await,
+                        None => commands_open = false,
+                    }
+                    continue;
+                }
+                _ = stop.wait() => break,
+            }
+            match self.poll_group(gi).await {
+                Ok(()) => {
+                    backoff.reset();
+                    self.schedule.advance(gi, due);
+                }
+                Err(e) => {
+                    self.port = None;
+                    let delay = backoff.next_delay();
+                    self.schedule.postpone_all(Instant::now() + delay);
+                    record_failure(
+                        &self.health,
+                        &e.to_string(),
+                        matches!(e, LineError::Timeout(_)),
+                        delay,
+                    );
+                }
+            }
+        }
+        tracing::info!(device = %self.id, "poller stopped");
+    }
+
+    async fn open(&self) -> Result<LinePort, LineError> {
+        let io: Box<dyn Io> = match &self.endpoint {
+            ScpiEndpoint::Tcp(addr) => {
+                let s = tokio::time::timeout(
+                    self.timeout,
+                    tokio::net::TcpStream::connect(addr.as_str()),
+                )
+                .await
+                .map_err(|_| LineError::Timeout(self.timeout))??;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            ScpiEndpoint::Serial(line) => Box::new(line.open()?),
+        };
+        let mut port = LinePort::new(io, &self.scpi.line_ending);
+        for cmd in &self.scpi.init {
+            port.send(cmd).await?;
+            tokio::time::sleep(self.inter_request.max(Duration::from_millis(10))).await;
+        }
+        tracing::info!(device = %self.id, endpoint = %self.endpoint, "connected");
+        Ok(port)
+    }
+
+    /// Waits for the line to go quiet and throws away what came in meanwhile.
+    async fn resync(&mut self, why: &str) -> Result<(), LineError> {
+        self.health.send_modify(|h| h.errors.resyncs += 1);
+        metrics::counter!("edge_scpi_resyncs_total", "device" => self.id.clone()).increment(1);
+        tracing::debug!(device = %self.id, why, "resynchronising the line");
+        if let Some(port) = self.port.as_mut() {
+            port.discard_pending(RESYNC_QUIET).await?;
+        }
+        Ok(())
+    }
+
+    async fn query(&mut self, cmd: &str) -> Result<(String, f64), LineError> {
+        if self.port.is_none() {
+            self.port = Some(self.open().await?);
+        }
+        let Some(port) = self.port.as_mut() else {
+            return Err(LineError::Closed);
+        };
+        if !self.inter_request.is_zero() {
+            tokio::time::sleep(self.inter_request).await;
+        }
+        let started = Instant::now();
+        let (reply, stale) = port.query(cmd, self.timeout).await?;
+        let rtt = started.elapsed().as_secs_f64() * 1000.0;
+        if stale > 0 {
+            self.health.send_modify(|h| h.errors.resyncs += 1);
+            tracing::debug!(device = %self.id, bytes = stale, "discarded unsolicited input");
+        }
+        Ok((reply, rtt))
+    }
+
+    fn is_error_reply(&self, reply: &str) -> bool {
+        self.scpi
+            .error_prefixes
+            .iter()
+            .any(|p| reply.starts_with(p.as_str()))
+    }
+
+    fn parse(&self, p: &Point, reply: &str) -> Outcome {
+        if self.is_error_reply(reply) {
+            return Outcome::PointError(format!("error reply {reply:?}"));
+        }
+        if p.data_type == Some(DataType::String) {
+            return Outcome::Text(reply.to_string());
+        }
+        let Some(field) = reply.split(p.separator.as_str()).nth(p.field) else {
+            return Outcome::PointError(format!("reply {reply:?} has no field {}", p.field));
+        };
+        match field.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Outcome::Value(v * p.scale + p.offset),
+            _ => Outcome::PointError(format!("field {} of {reply:?} is not a number", p.field)),
+        }
+    }
+
+    async fn poll_group(&mut self, gi: usize) -> Result<(), LineError> {
+        let points = Arc::clone(&self.profile);
+        let indexes = self.schedule.groups[gi].points.clone();
+        let mut readings = Vec::new();
+        let mut live = Vec::new();
+        let mut timeouts_in_a_row = 0;
+        let mut answered = 0;
+        for i in indexes {
+            let p = &points.points[i];
+            let Some(q) = p.query.as_deref() else {
+                continue;
+            };
+            let (reply, rtt) = match self.query(q).await {
+                Ok(r) => r,
+                Err(LineError::Timeout(d)) => {
+                    timeouts_in_a_row += 1;
+                    self.health.send_modify(|h| h.errors.timeouts += 1);
+                    if timeouts_in_a_row >= TIMEOUTS_BEFORE_OFFLINE && answered == 0 {
+                        return Err(LineError::Timeout(d));
+                    }
+                    self.resync("timeout").await?;
+                    self.point_failed(i, format!("no reply within {} ms", d.as_millis()));
+                    continue;
+                }
+                Err(LineError::Noise(n)) => {
+                    self.health.send_modify(|h| h.errors.decode += 1);
+                    self.resync("noise").await?;
+                    self.point_failed(i, format!("garbled reply ({n})"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            timeouts_in_a_row = 0;
+            answered += 1;
+            self.health.send_modify(|h| h.record_rtt(rtt));
+            let ts = chrono::Utc::now().timestamp_micros();
+            match self.parse(p, &reply) {
+                Outcome::Value(v) => {
+                    self.point_ok(i);
+                    live.push((
+                        p.name.clone(),
+                        LiveValue {
+                            value: Some(v),
+                            text: None,
+                            unit: p.unit.clone(),
+                            ts_ms: ts / 1000,
+                        },
+                    ));
+                    if p.report
+                        && self
+                            .reporter
+                            .should_report(i, p, v, Instant::now().into_std())
+                    {
+                        readings.push(NewReading {
+                            device_id: self.id.clone(),
+                            metric: p.name.clone(),
+                            timestamp_us: ts,
+                            value: v,
+                            unit: p.unit.clone(),
+                            quality: Quality::Good as i32,
+                        });
+                    }
+                }
+                Outcome::Text(t) => {
+                    self.point_ok(i);
+                    live.push((
+                        p.name.clone(),
+                        LiveValue {
+                            value: None,
+                            text: Some(t),
+                            unit: p.unit.clone(),
+                            ts_ms: ts / 1000,
+                        },
+                    ));
+                }
+                Outcome::PointError(e) => {
+                    let device_error = self.is_error_reply(&reply);
+                    self.health.send_modify(|h| {
+                        if device_error {
+                            h.errors.device_errors += 1;
+                        } else {
+                            h.errors.decode += 1;
+                        }
+                    });
+                    self.point_failed(i, e);
+                }
+            }
+        }
+        if answered == 0 && !self.schedule.groups[gi].points.is_empty() {
+            // Nothing but noise: treat like no answer at all.
+            return Err(LineError::Noise(
+                "no valid reply in a whole poll cycle".into(),
+            ));
+        }
+        let n = readings.len() as u64;
+        if !readings.is_empty()
+            && let Err(e) = self.buffer.append(&readings).await
+        {
+            metrics::counter!("edge_buffer_append_errors_total").increment(1);
+            tracing::error!(device = %self.id, error = %e, lost = n, "cannot buffer readings");
+        }
+        metrics::counter!("edge_readings_total", "device" => self.id.clone()).increment(n);
+        metrics::counter!("edge_scpi_polls_total", "device" => self.id.clone()).increment(1);
+        if self.health.borrow().state == DeviceState::Offline {
+            tracing::info!(device = %self.id, "device back online");
+        }
+        let bad: Vec<BadPoint> = self
+            .failing
+            .iter()
+            .map(|(&i, (e, since, n))| BadPoint {
+                point: points.points[i].name.clone(),
+                error: e.clone(),
+                since_ms: *since,
+                failures: *n,
+            })
+            .collect();
+        let requests = self.schedule.groups[gi].points.len() as u32;
+        self.health.send_modify(|h| {
+            h.state = if bad.is_empty() {
+                DeviceState::Online
+            } else {
+                DeviceState::Degraded
+            };
+            h.last_error = bad.first().map(|b| format!("{}: {}", b.point, b.error));
+            h.bad_points = bad;
+            h.consecutive_failures = 0;
+            h.polls_ok += 1;
+            h.readings += n;
+            h.requests_per_cycle = requests;
+            h.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
+            h.next_retry_ms = None;
+            for (k, v) in live {
+                h.values.insert(k, v);
+            }
+        });
+        Ok(())
+    }
+
+    fn point_ok(&mut self, i: usize) {
+        if self.failing.remove(&i).is_some() {
+            tracing::info!(device = %self.id, point = %self.profile.points[i].name, "point readable again");
+        }
+    }
+
+    fn point_failed(&mut self, i: usize, error: String) {
+        let name = &self.profile.points[i].name;
+        match self.failing.get_mut(&i) {
+            Some(f) => {
+                f.0 = error;
+                f.2 += 1;
+            }
+            None => {
+                tracing::warn!(device = %self.id, point = %name, %error, "point failed; it stays in the poll and is counted");
+                self.failing
+                    .insert(i, (error, chrono::Utc::now().timestamp_millis(), 1));
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: DeviceCommand) {
+        match cmd {
+            DeviceCommand::Write {
+                point,
+                value,
+                reply,
+            } => {
+                let res = self.write(&point, value).await;
+                match &res {
+                    Ok(()) => tracing::info!(device = %self.id, %point, value, "point written"),
+                    Err(e) => {
+                        tracing::warn!(device = %self.id, %point, value, error = %e, "write refused")
+                    }
+                }
+                let _ = reply.send(res);
+            }
+        }
+    }
+
+    async fn write(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
+        let Some(p) = self.profile.points.iter().find(|p| p.name == name) else {
+            return Err(WriteError::UnknownPoint(name.to_string()));
+        };
+        let (true, Some(template)) = (p.writable, p.write_command.clone()) else {
+            return Err(WriteError::NotWritable(name.to_string()));
+        };
+        if !value.is_finite() {
+            return Err(WriteError::BadValue(format!(
+                "{value} is not a finite number"
+            )));
+        }
+        let raw = (value - p.offset) / p.scale;
+        let cmd = render_write(&template, raw);
+        if self.port.is_none() {
+            self.port = Some(
+                self.open()
+                    .await
+                    .map_err(|e| WriteError::Unreachable(e.to_string()))?,
+            );
+        }
+        let timeout = self.timeout;
+        let wants_reply = self.scpi.write_reply;
+        let Some(port) = self.port.as_mut() else {
+            return Err(WriteError::Unreachable("no connection".into()));
+        };
+        let res = async {
+            port.discard_pending(Duration::from_millis(1)).await?;
+            port.send(&cmd).await?;
+            if wants_reply {
+                port.read_line(timeout).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+        .await;
+        match res {
+            Ok(Some(reply)) if self.is_error_reply(&reply) => Err(WriteError::DeviceError(reply)),
+            Ok(_) => Ok(()),
+            Err(LineError::Timeout(d)) => Err(WriteError::Timeout(d.as_millis() as u64)),
+            Err(e) => {
+                self.port = None;
+                Err(WriteError::Unreachable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Fills `{value}` (shortest form) or `{value:.N}` (N decimals) in a write template.
+pub fn render_write(template: &str, value: f64) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{value") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 6..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let spec = &after[..end];
+        match spec
+            .strip_prefix(":.")
+            .and_then(|d| d.parse::<usize>().ok())
+        {
+            Some(decimals) => out.push_str(&format!("{value:.decimals$}")),
+            None => out.push_str(&format!("{value}")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_write;
+
+    #[test]
+    fn write_templates() {
+        assert_eq!(render_write("TEMP,S{value:.1}", 25.0), "TEMP,S25.0");
+        assert_eq!(
+            render_write(":SOUR:VOLT:LEV {value}", 1.5),
+            ":SOUR:VOLT:LEV 1.5"
+        );
+        assert_eq!(render_write("X {value:.3} Y {value}", 2.0), "X 2.000 Y 2");
+    }
+}
