@@ -704,7 +704,7 @@ impl Profile {
             }
             if p.writable {
                 match &p.write_command {
-                    Some(c) if c.contains("{value}") && !c.contains(['\n', '\r']) => {}
+                    Some(c) if c.contains("{value") && !c.contains(['\n', '\r']) => {}
                     _ => {
                         return Err((
                             field(i, p, "write_command"),

@@ -32,9 +32,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5020")]
     listen: SocketAddr,
-    /// Unit id to answer to (default: the profile's `modbus.unit_id`).
-    #[arg(long)]
-    unit_id: Option<u8>,
+    /// Unit ids to answer to, comma-separated; each serves the same map
+    /// (default: the profile's `modbus.unit_id`).
+    #[arg(long, value_delimiter = ',')]
+    unit_id: Vec<u8>,
     /// Serve every point at exactly its `sim.base` value.
     #[arg(long)]
     constant: bool,
@@ -46,9 +47,11 @@ struct Args {
 struct Simulated {
     profile: Profile,
     defaults: ModbusDefaults,
-    unit_id: u8,
+    unit_ids: Vec<u8>,
     constant: bool,
     started: Instant,
+    /// point index -> 10^(its scale-factor point's value), SunSpec style.
+    sf_scale: HashMap<usize, f64>,
     /// Per register kind: (first address, last address, point index), sorted.
     spans: HashMap<RegisterKind, Vec<(u32, u32, usize)>>,
     /// Values written by clients to writable points; they stay until overwritten.
@@ -56,7 +59,17 @@ struct Simulated {
 }
 
 impl Simulated {
-    fn new(profile: Profile, unit_id: u8, constant: bool) -> Simulated {
+    fn new(profile: Profile, unit_ids: Vec<u8>, constant: bool) -> Simulated {
+        let sf_scale = profile
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let sf = p.scale_factor.as_ref()?;
+                let sfp = profile.points.iter().find(|q| &q.name == sf)?;
+                Some((i, 10f64.powi(sfp.sim.base as i32)))
+            })
+            .collect();
         let mut spans: HashMap<RegisterKind, Vec<(u32, u32, usize)>> = HashMap::new();
         for (i, p) in profile.points.iter().enumerate() {
             if let Some(l) = p.modbus() {
@@ -73,8 +86,9 @@ impl Simulated {
         Simulated {
             defaults: profile.modbus_defaults(),
             profile,
-            unit_id,
+            unit_ids,
             constant,
+            sf_scale,
             started: Instant::now(),
             spans,
             written: Mutex::new(HashMap::new()),
@@ -142,14 +156,10 @@ impl Simulated {
                     let on = self.value(i) != 0.0;
                     vec![if on { 1u16 << p.bit.unwrap_or(0) } else { 0 }]
                 }
-                Some(t) => encode(
-                    self.value(i),
-                    t,
-                    p.byte_order(d),
-                    p.word_order(d),
-                    p.scale,
-                    p.offset,
-                ),
+                Some(t) => {
+                    let scale = p.scale * self.sf_scale.get(&i).copied().unwrap_or(1.0);
+                    encode(self.value(i), t, p.byte_order(d), p.word_order(d), scale, p.offset)
+                }
                 None => continue,
             };
             for (k, r) in regs.iter().enumerate() {
@@ -243,7 +253,7 @@ impl tokio_modbus::server::Service for Simulated {
     type Future = future::Ready<Result<Response, ExceptionCode>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        if req.slave != self.unit_id {
+        if !self.unit_ids.contains(&req.slave) {
             return future::ready(Err(ExceptionCode::GatewayTargetDevice));
         }
         use RegisterKind::*;
@@ -281,23 +291,27 @@ async fn main() -> Result<()> {
     if profile.protocol != Protocol::Modbus {
         anyhow::bail!("{} is not a Modbus profile", args.profile.display());
     }
-    let unit_id = args.unit_id.unwrap_or(profile.modbus_defaults().unit_id);
+    let unit_ids = if args.unit_id.is_empty() {
+        vec![profile.modbus_defaults().unit_id]
+    } else {
+        args.unit_id.clone()
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(
         profile = %profile.model.id,
         listen = %listener.local_addr()?,
-        unit_id,
+        ?unit_ids,
         points = profile.points.len(),
         constant = args.constant,
         "simulated instrument ready"
     );
-    let service = Arc::new(Simulated::new(profile, unit_id, args.constant));
+    let service = Arc::new(Simulated::new(profile, unit_ids, args.constant));
     let server = Server::new(listener);
     let on_connected = |stream, addr: SocketAddr| {
         let service = Arc::clone(&service);
-        tracing::debug!(%addr, "client connected");
+        tracing::info!(%addr, "client connected");
         async move { accept_tcp_connection(stream, addr, move |_| Ok(Some(Arc::clone(&service)))) }
     };
     let on_error = |err| tracing::warn!(%err, "connection ended with an error");

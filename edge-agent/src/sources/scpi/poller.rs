@@ -245,11 +245,17 @@ impl ScpiPoller {
         let mut live = Vec::new();
         let mut timeouts_in_a_row = 0;
         let mut answered = 0;
+        // Several points often share one query (fields of one reply): ask once per cycle.
+        let mut replies: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         for i in indexes {
             let p = &points.points[i];
             let Some(q) = p.query.as_deref() else {
                 continue;
             };
+            if let Some(reply) = replies.get(q).cloned() {
+                self.apply(i, p, &reply, &mut readings, &mut live);
+                continue;
+            }
             let (reply, rtt) = match self.query(q).await {
                 Ok(r) => r,
                 Err(LineError::Timeout(d)) => {
@@ -273,8 +279,24 @@ impl ScpiPoller {
             timeouts_in_a_row = 0;
             answered += 1;
             self.health.send_modify(|h| h.record_rtt(rtt));
-            let ts = chrono::Utc::now().timestamp_micros();
-            match self.parse(p, &reply) {
+            self.apply(i, p, &reply, &mut readings, &mut live);
+            replies.insert(q.to_string(), reply);
+        }
+        self.finish_cycle(gi, readings, live, answered, &points).await
+    }
+
+    /// Turns one reply into the point's live value and, if due, a reading.
+    fn apply(
+        &mut self,
+        i: usize,
+        p: &Point,
+        reply: &str,
+        readings: &mut Vec<NewReading>,
+        live: &mut Vec<(String, LiveValue)>,
+    ) {
+        let ts = chrono::Utc::now().timestamp_micros();
+        {
+            match self.parse(p, reply) {
                 Outcome::Value(v) => {
                     self.point_ok(i);
                     live.push((
@@ -314,7 +336,7 @@ impl ScpiPoller {
                     ));
                 }
                 Outcome::PointError(e) => {
-                    let device_error = self.is_error_reply(&reply);
+                    let device_error = self.is_error_reply(reply);
                     self.health.send_modify(|h| {
                         if device_error {
                             h.errors.device_errors += 1;
@@ -326,6 +348,16 @@ impl ScpiPoller {
                 }
             }
         }
+    }
+
+    async fn finish_cycle(
+        &mut self,
+        gi: usize,
+        readings: Vec<NewReading>,
+        live: Vec<(String, LiveValue)>,
+        answered: u32,
+        points: &Profile,
+    ) -> Result<(), LineError> {
         if answered == 0 && !self.schedule.groups[gi].points.is_empty() {
             // Nothing but noise: treat like no answer at all.
             return Err(LineError::Noise(
@@ -354,7 +386,7 @@ impl ScpiPoller {
                 failures: *n,
             })
             .collect();
-        let requests = self.schedule.groups[gi].points.len() as u32;
+        let requests = answered;
         self.health.send_modify(|h| {
             h.state = if bad.is_empty() {
                 DeviceState::Online
