@@ -16,6 +16,9 @@ scripts/setup.sh
 step "format check"
 cargo fmt --all -- --check
 
+step "test peers (pymodbus, libmodbus unit-test-server, mbpoll, socat)"
+scripts/setup-test-peers.sh
+
 step "build (debug: the end-to-end tests run these binaries)"
 cargo build --workspace --bins --locked
 

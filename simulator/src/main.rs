@@ -158,7 +158,14 @@ impl Simulated {
                 }
                 Some(t) => {
                     let scale = p.scale * self.sf_scale.get(&i).copied().unwrap_or(1.0);
-                    encode(self.value(i), t, p.byte_order(d), p.word_order(d), scale, p.offset)
+                    encode(
+                        self.value(i),
+                        t,
+                        p.byte_order(d),
+                        p.word_order(d),
+                        scale,
+                        p.offset,
+                    )
                 }
                 None => continue,
             };

@@ -7,6 +7,7 @@
 //! gets its own database in it); otherwise every test starts its own cluster
 //! with the Debian binaries (initdb into a temp dir, random port).
 
+pub mod peers;
 pub mod pg;
 pub mod process;
 
@@ -95,7 +96,8 @@ pub async fn get_json(url: &str) -> Result<(u16, serde_json::Value)> {
 /// startable and stoppable on its own.
 pub struct Stack {
     pub dir: tempfile::TempDir,
-    pub pg: PgServer,
+    /// None for edge-only tests (see [`Stack::edge_only`]).
+    pub pg: Option<PgServer>,
     pub grpc_port: u16,
     pub hub_http_port: u16,
     pub agent_http_port: u16,
@@ -109,11 +111,18 @@ pub struct Stack {
 
 impl Stack {
     pub async fn new() -> Result<Stack> {
+        let mut s = Stack::edge_only()?;
+        s.pg = Some(PgServer::start().await?);
+        Ok(s)
+    }
+
+    /// A stack without PostgreSQL: for tests of the agent's acquisition side
+    /// (its uplink simply keeps retrying, which is fine).
+    pub fn edge_only() -> Result<Stack> {
         let dir = tempfile::Builder::new().prefix("qi-e2e-").tempdir()?;
-        let pg = PgServer::start().await?;
         Ok(Stack {
             dir,
-            pg,
+            pg: None,
             grpc_port: free_port(),
             hub_http_port: free_port(),
             agent_http_port: free_port(),
@@ -123,6 +132,13 @@ impl Stack {
             sim: None,
             agent: None,
         })
+    }
+
+    pub fn pg_url(&self) -> Result<String> {
+        self.pg
+            .as_ref()
+            .map(PgServer::url)
+            .context("this stack has no PostgreSQL (edge_only)")
     }
 
     pub fn hub_url(&self) -> String {
@@ -143,7 +159,7 @@ impl Stack {
             &cfg,
             format!(
                 "[database]\nurl = \"{}\"\n\n[grpc]\nlisten = \"127.0.0.1:{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n",
-                self.pg.url(),
+                self.pg_url()?,
                 self.grpc_port,
                 self.hub_http_port
             ),
@@ -193,7 +209,28 @@ impl Stack {
         .await
     }
 
-    /// Writes the agent config (one SDM630 on the simulator's port) and returns its path.
+    /// Writes an agent config with the given `[[devices]]` tables and returns its path.
+    pub fn agent_config_with(&self, devices: &str) -> Result<PathBuf> {
+        let cfg = self.dir.path().join("agent.toml");
+        let text = format!(
+            "gateway_id = \"gw-acq\"\nprofiles_dir = \"{profiles}\"\n\n[buffer]\npath = \"{buffer}\"\n\n[uplink]\nhub_url = \"http://127.0.0.1:{grpc}\"\nreconnect_min_ms = 1000\nreconnect_max_ms = 5000\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n{devices}",
+            profiles = profiles_dir().display(),
+            buffer = self.dir.path().join("buffer").display(),
+            grpc = self.grpc_port,
+            http = self.agent_http_port,
+        );
+        std::fs::write(&cfg, text)?;
+        Ok(cfg)
+    }
+
+    /// One device's state from the agent's local API.
+    pub async fn device(&self, id: &str) -> Result<serde_json::Value> {
+        let (status, body) = get_json(&format!("{}/api/v1/devices/{id}", self.agent_url())).await?;
+        anyhow::ensure!(status == 200, "device {id}: {status} {body}");
+        Ok(body)
+    }
+
+    /// Writes an agent config (one SDM630 on the simulator's port) and returns its path.
     pub fn write_agent_config(
         &self,
         gateway_id: &str,
@@ -272,7 +309,7 @@ retry_max_ms = 1000
     pub async fn db(&self) -> Result<sqlx::PgPool> {
         Ok(sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
-            .connect(&self.pg.url())
+            .connect(&self.pg_url()?)
             .await?)
     }
 

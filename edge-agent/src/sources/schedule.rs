@@ -62,6 +62,13 @@ impl Schedule {
         }
     }
 
+    /// Brings group `gi` forward to at most `after` from now (to retry points
+    /// that failed in an otherwise healthy poll, e.g. after line noise).
+    pub fn retry_sooner(&mut self, gi: usize, after: Duration) {
+        let g = &mut self.groups[gi];
+        g.next_due = g.next_due.min(Instant::now() + after);
+    }
+
     /// After a failure: nothing is polled before `until`.
     pub fn postpone_all(&mut self, until: Instant) {
         for g in &mut self.groups {

@@ -25,8 +25,14 @@ pub struct PlanLimits {
 /// Groups `selected` points (indexes into `points`, all Modbus points) into
 /// the fewest reads: same register kind, sorted by address, merged while the
 /// block stays within the kind's limit and the gap between runs is within
-/// tolerance. Bit points of one register share it.
-pub fn plan_reads(points: &[Point], selected: &[usize], limits: PlanLimits) -> Vec<ReadBlock> {
+/// tolerance. Bit points of one register share it. No block touches an
+/// `avoid` span (kind, first, last address): registers the device refuses.
+pub fn plan_reads(
+    points: &[Point],
+    selected: &[usize],
+    limits: PlanLimits,
+    avoid: &[(RegisterKind, u32, u32)],
+) -> Vec<ReadBlock> {
     let mut order: Vec<(RegisterKind, u16, u32, usize)> = selected
         .iter()
         .filter_map(|&i| {
@@ -51,7 +57,10 @@ pub fn plan_reads(points: &[Point], selected: &[usize], limits: PlanLimits) -> V
             let b_end = b_start + u32::from(b.count) - 1;
             let new_end = b_end.max(end);
             let gap_ok = start <= b_end + 1 + u32::from(limits.gap_tolerance);
-            if gap_ok && new_end - b_start < limit {
+            let clear = !avoid
+                .iter()
+                .any(|&(k, a0, a1)| k == kind && a0 <= new_end && a1 >= b_start);
+            if gap_ok && clear && new_end - b_start < limit {
                 b.count = (new_end - b_start + 1) as u16;
                 b.points.push(i);
                 continue;
@@ -82,7 +91,7 @@ pub fn requests_per_cycle(profile: &device_profile::Profile) -> (usize, usize) {
     }
     let with = by_group
         .values()
-        .map(|pts| plan_reads(&profile.points, pts, limits).len())
+        .map(|pts| plan_reads(&profile.points, pts, limits, &[]).len())
         .sum();
     (with, profile.points.len())
 }
@@ -134,7 +143,7 @@ mod tests {
             max_bits: 2000,
             gap_tolerance: 0,
         };
-        let blocks = plan_reads(&p.points, &all(&p), lim);
+        let blocks = plan_reads(&p.points, &all(&p), lim, &[]);
         // 0x00..0x0D contiguous; 0x34; 0x46..0x4B; 0x156; holding 0xFC00.
         assert_eq!(
             blocks
@@ -154,7 +163,7 @@ mod tests {
             max_bits: 2000,
             gap_tolerance: 40,
         };
-        let blocks = plan_reads(&p.points, &all(&p), lim);
+        let blocks = plan_reads(&p.points, &all(&p), lim, &[]);
         // 0x0E..0x33 (38 registers) and 0x36..0x45 (16) bridged: 0..0x4B in one read of 76.
         assert_eq!(
             blocks
@@ -164,6 +173,30 @@ mod tests {
             vec![(0, 76), (0x156, 2), (0xFC00, 2)]
         );
         check_plan(&p.points, &all(&p), lim, &blocks);
+    }
+
+    #[test]
+    fn never_bridges_over_an_avoided_span() {
+        let p = sdm630();
+        let lim = PlanLimits {
+            max_registers: 80,
+            max_bits: 2000,
+            gap_tolerance: 40,
+        };
+        // current_l2 (registers 8-9) refused: neither it nor a bridge may cover them.
+        let sel: Vec<usize> = all(&p)
+            .into_iter()
+            .filter(|&i| p.points[i].name != "current_l2")
+            .collect();
+        let blocks = plan_reads(&p.points, &sel, lim, &[(RegisterKind::Input, 8, 9)]);
+        for b in &blocks {
+            let end = u32::from(b.start) + u32::from(b.count) - 1;
+            assert!(
+                !(b.kind == RegisterKind::Input && u32::from(b.start) <= 9 && end >= 8),
+                "{b:?}"
+            );
+        }
+        check_plan(&p.points, &sel, lim, &blocks);
     }
 
     fn arb_points() -> impl Strategy<Value = Vec<Point>> {
@@ -206,7 +239,7 @@ mod tests {
         ) {
             let selected: Vec<usize> = (0..points.len()).filter(|&i| keep[i] || i % 3 == 0).collect();
             let lim = PlanLimits { max_registers, max_bits, gap_tolerance };
-            let blocks = plan_reads(&points, &selected, lim);
+            let blocks = plan_reads(&points, &selected, lim, &[]);
             check_plan(&points, &selected, lim, &blocks);
             // Never more reads than points, and no merge opportunity left on the table
             // for contiguous points.

@@ -74,6 +74,8 @@ pub struct ModbusPoller {
     schedule: Schedule,
     /// Cached read plan per group, with the `bad_generation` it was made for.
     plans: Vec<Option<(u64, Vec<ReadBlock>)>>,
+    /// Requests in the last poll of each group.
+    last_requests: Vec<u32>,
     bad: HashMap<usize, BadState>,
     bad_generation: u64,
     reporter: Reporter,
@@ -113,6 +115,7 @@ impl ModbusPoller {
         let schedule =
             Schedule::from_profile(&profile, Duration::from_millis(cfg.poll_interval_ms));
         let plans = vec![None; schedule.groups.len()];
+        let last_requests = vec![0; schedule.groups.len()];
         let poller = ModbusPoller {
             id: cfg.id.clone(),
             unit: cfg.unit_id.unwrap_or(defaults.unit_id),
@@ -135,6 +138,7 @@ impl ModbusPoller {
             commands,
             schedule,
             plans,
+            last_requests,
             bad: HashMap::new(),
             bad_generation: 0,
             reporter: Reporter::default(),
@@ -258,6 +262,16 @@ impl ModbusPoller {
         }
     }
 
+    /// Registers of points currently skipped: a read bridging a gap must not touch them.
+    fn avoided(&self, now: Instant) -> Vec<(RegisterKind, u32, u32)> {
+        self.bad
+            .iter()
+            .filter(|(_, b)| b.retry_at > now)
+            .filter_map(|(&i, _)| self.profile.points[i].modbus())
+            .map(|l| (l.register, u32::from(l.address), l.end_address()))
+            .collect()
+    }
+
     fn selected_points(&self, gi: usize, now: Instant) -> Vec<usize> {
         self.schedule.groups[gi]
             .points
@@ -276,7 +290,12 @@ impl ModbusPoller {
             }
             _ => {
                 let selected = self.selected_points(gi, now);
-                let blocks = plan_reads(&self.profile.points, &selected, self.limits);
+                let blocks = plan_reads(
+                    &self.profile.points,
+                    &selected,
+                    self.limits,
+                    &self.avoided(now),
+                );
                 if !retry_due {
                     self.plans[gi] = Some((self.bad_generation, blocks.clone()));
                 }
@@ -303,10 +322,11 @@ impl ModbusPoller {
                         // Find the refused address: read each half on its own.
                         let mid = block.points.len() / 2;
                         let (a, b) = block.points.split_at(mid);
-                        let mut halves = plan_reads(&self.profile.points, b, self.limits);
+                        let avoid = self.avoided(now);
+                        let mut halves = plan_reads(&self.profile.points, b, self.limits, &avoid);
                         halves.reverse();
                         work.extend(halves);
-                        let mut first = plan_reads(&self.profile.points, a, self.limits);
+                        let mut first = plan_reads(&self.profile.points, a, self.limits, &avoid);
                         first.reverse();
                         work.extend(first);
                     } else if let Some(&i) = block.points.first() {
@@ -471,6 +491,8 @@ impl ModbusPoller {
         if was_offline {
             tracing::info!(device = %self.id, group = %self.schedule.groups[gi].name, "device back online");
         }
+        self.last_requests[gi] = requests;
+        let total_requests = self.last_requests.iter().sum();
         let bad_points: Vec<BadPoint> = self
             .bad
             .iter()
@@ -495,7 +517,7 @@ impl ModbusPoller {
             h.polls_ok += 1;
             h.readings += n;
             h.errors.decode += decode_errors;
-            h.requests_per_cycle = requests;
+            h.requests_per_cycle = total_requests;
             h.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
             h.next_retry_ms = None;
             for (k, v) in live {

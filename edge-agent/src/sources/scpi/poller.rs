@@ -79,6 +79,8 @@ pub struct ScpiPoller {
     port: Option<LinePort>,
     /// Points whose last query failed, with the error (logged once per streak).
     failing: BTreeMap<usize, (String, i64, u32)>,
+    /// Queries in the last poll of each group.
+    last_requests: Vec<u32>,
 }
 
 impl ScpiPoller {
@@ -104,6 +106,7 @@ impl ScpiPoller {
         });
         let schedule =
             Schedule::from_profile(&profile, Duration::from_millis(cfg.poll_interval_ms));
+        let schedule_len = schedule.groups.len();
         let poller = ScpiPoller {
             id: cfg.id.clone(),
             timeout: Duration::from_millis(cfg.timeout_ms.unwrap_or(scpi.timeout_ms)),
@@ -120,6 +123,7 @@ impl ScpiPoller {
             reporter: Reporter::default(),
             port: None,
             failing: BTreeMap::new(),
+            last_requests: vec![0; schedule_len],
         };
         (poller, rx)
     }
@@ -144,6 +148,13 @@ impl ScpiPoller {
                 Ok(()) => {
                     backoff.reset();
                     self.schedule.advance(gi, due);
+                    let group_failing = self.schedule.groups[gi]
+                        .points
+                        .iter()
+                        .any(|i| self.failing.contains_key(i));
+                    if group_failing {
+                        self.schedule.retry_sooner(gi, self.retry_min);
+                    }
                 }
                 Err(e) => {
                     self.port = None;
@@ -246,7 +257,8 @@ impl ScpiPoller {
         let mut timeouts_in_a_row = 0;
         let mut answered = 0;
         // Several points often share one query (fields of one reply): ask once per cycle.
-        let mut replies: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut replies: std::collections::HashMap<String, String> =
+            std::collections::HashMap::new();
         for i in indexes {
             let p = &points.points[i];
             let Some(q) = p.query.as_deref() else {
@@ -282,7 +294,8 @@ impl ScpiPoller {
             self.apply(i, p, &reply, &mut readings, &mut live);
             replies.insert(q.to_string(), reply);
         }
-        self.finish_cycle(gi, readings, live, answered, &points).await
+        self.finish_cycle(gi, readings, live, answered, &points)
+            .await
     }
 
     /// Turns one reply into the point's live value and, if due, a reading.
@@ -358,12 +371,8 @@ impl ScpiPoller {
         answered: u32,
         points: &Profile,
     ) -> Result<(), LineError> {
-        if answered == 0 && !self.schedule.groups[gi].points.is_empty() {
-            // Nothing but noise: treat like no answer at all.
-            return Err(LineError::Noise(
-                "no valid reply in a whole poll cycle".into(),
-            ));
-        }
+        // Noise alone does not make a device offline: something is talking.
+        // Only silence does (TIMEOUTS_BEFORE_OFFLINE in poll_group).
         let n = readings.len() as u64;
         if !readings.is_empty()
             && let Err(e) = self.buffer.append(&readings).await
@@ -386,7 +395,8 @@ impl ScpiPoller {
                 failures: *n,
             })
             .collect();
-        let requests = answered;
+        self.last_requests[gi] = answered;
+        let requests = self.last_requests.iter().sum();
         self.health.send_modify(|h| {
             h.state = if bad.is_empty() {
                 DeviceState::Online

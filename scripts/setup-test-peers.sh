@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs and builds the independent peers the tests and benchmarks talk to,
+# none of them written here:
+#   - Debian: socat (pseudo-terminal pairs), mbpoll (command-line Modbus master),
+#     libmodbus-dev (its example unit-test-server, built here with fault injection),
+#     pkg-config.
+#   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
+#     pyserial, in a venv under target/peers/venv.
+# Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+peers=${QI_PEERS_DIR:-$root/target/peers}
+say() { printf '\033[1m[peers]\033[0m %s\n' "$*"; }
+
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+
+missing=()
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+[ -d /usr/share/doc/libmodbus-dev/examples ] || missing+=(libmodbus-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]} from Debian"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+mkdir -p "$peers/bin" "$peers/src"
+
+if [ ! -x "$peers/venv/bin/python" ] || ! "$peers/venv/bin/python" -c 'import pymodbus, serial' 2>/dev/null; then
+  say "installing pymodbus (PyPI) into $peers/venv"
+  python3 -m venv "$peers/venv"
+  "$peers/venv/bin/pip" install -q 'pymodbus[serial]==3.16.1' 'pyserial==3.5'
+fi
+
+# libmodbus's unit-test-server, unchanged except that the port comes from
+# $UT_PORT instead of the hard-coded 1502 (so tests can run side by side).
+ex=/usr/share/doc/libmodbus-dev/examples
+cflags="-O2 -Wall $(pkg-config --cflags libmodbus)"
+libs="$(pkg-config --libs libmodbus)"
+if [ ! -x "$peers/bin/unit-test-server" ] || [ "$ex/unit-test-server.c" -nt "$peers/bin/unit-test-server" ]; then
+  say "building libmodbus unit-test-server"
+  for f in "$ex"/unit-test-server.c "$ex"/unit-test.h; do
+    if [ -f "$f" ]; then cp -f "$f" "$peers/src/"; elif [ -f "$f.gz" ]; then gzip -dc "$f.gz" >"$peers/src/$(basename "$f")"; fi
+  done
+  sed -i 's/modbus_new_tcp("127\.0\.0\.1", 1502)/modbus_new_tcp("127.0.0.1", getenv("UT_PORT") ? atoi(getenv("UT_PORT")) : 1502)/' \
+    "$peers/src/unit-test-server.c"
+  grep -q 'getenv("UT_PORT")' "$peers/src/unit-test-server.c" || { echo "could not patch unit-test-server.c" >&2; exit 1; }
+  gcc $cflags -include stdlib.h -I"$peers/src" -o "$peers/bin/unit-test-server" "$peers/src/unit-test-server.c" $libs
+fi
+if [ ! -x "$peers/bin/modbus_loop" ] || [ bench/modbus_loop.c -nt "$peers/bin/modbus_loop" ]; then
+  say "building bench/modbus_loop.c (libmodbus reference loop)"
+  gcc $cflags -pthread -o "$peers/bin/modbus_loop" bench/modbus_loop.c $libs
+fi
+say "peers ready in $peers"
