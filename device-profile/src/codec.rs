@@ -349,3 +349,72 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use Endianness::{Big, Little};
+    use proptest::prelude::*;
+
+    fn order() -> impl Strategy<Value = Endianness> {
+        prop_oneof![Just(Big), Just(Little)]
+    }
+
+    proptest! {
+        #[test]
+        fn integers_round_trip(v in any::<i32>(), bo in order(), wo in order()) {
+            let v = f64::from(v);
+            for (t, lo, hi) in [
+                (DataType::I16, f64::from(i16::MIN), f64::from(i16::MAX)),
+                (DataType::U16, 0.0, f64::from(u16::MAX)),
+                (DataType::I32, f64::from(i32::MIN), f64::from(i32::MAX)),
+                (DataType::U32, 0.0, f64::from(u32::MAX)),
+                (DataType::I64, -1e15, 1e15),
+                (DataType::U64, 0.0, 1e15),
+            ] {
+                let regs = encode_checked(v, t, bo, wo, 1.0, 0.0);
+                if v >= lo && v <= hi {
+                    let regs = regs.unwrap();
+                    prop_assert_eq!(decode(&regs, t, bo, wo, 1.0, 0.0), Ok(v));
+                } else {
+                    let is_out_of_range = matches!(regs, Err(EncodeError::OutOfRange { .. }));
+                    prop_assert!(is_out_of_range);
+                }
+            }
+        }
+
+        #[test]
+        fn floats_round_trip_with_scale(v in -1e6f64..1e6, scale in prop_oneof![Just(1.0), Just(0.1), Just(0.01), Just(10.0)],
+                                        offset in -100.0f64..100.0, bo in order(), wo in order()) {
+            let regs = encode_checked(v, DataType::F64, bo, wo, scale, offset).unwrap();
+            let back = decode(&regs, DataType::F64, bo, wo, scale, offset).unwrap();
+            prop_assert!((back - v).abs() <= 1e-9 * v.abs().max(1.0));
+            let regs = encode_checked(v, DataType::F32, bo, wo, 1.0, 0.0).unwrap();
+            let back = decode(&regs, DataType::F32, bo, wo, 1.0, 0.0).unwrap();
+            prop_assert_eq!(back, f64::from(v as f32));
+        }
+
+        #[test]
+        fn word_and_byte_order_are_the_documented_permutations(raw in any::<u32>()) {
+            let b = raw.to_be_bytes();
+            let abcd = [u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])];
+            let cdab = [abcd[1], abcd[0]];
+            let badc = [u16::from_be_bytes([b[1], b[0]]), u16::from_be_bytes([b[3], b[2]])];
+            let dcba = [badc[1], badc[0]];
+            let want = f64::from(raw);
+            prop_assert_eq!(decode(&abcd, DataType::U32, Big, Big, 1.0, 0.0), Ok(want));
+            prop_assert_eq!(decode(&cdab, DataType::U32, Big, Little, 1.0, 0.0), Ok(want));
+            prop_assert_eq!(decode(&badc, DataType::U32, Little, Big, 1.0, 0.0), Ok(want));
+            prop_assert_eq!(decode(&dcba, DataType::U32, Little, Little, 1.0, 0.0), Ok(want));
+        }
+
+        #[test]
+        fn text_and_bits(s in "[ -~]{0,20}", len in 1u16..12, reg in any::<u16>(), bit in 0u8..16) {
+            let regs = encode_text(&s, len, Big);
+            prop_assert_eq!(regs.len(), usize::from(len));
+            let cut: String = s.chars().take(usize::from(len) * 2).collect();
+            prop_assert_eq!(decode_text(&regs, Big), cut.trim().to_string());
+            prop_assert_eq!(decode_bit(reg, bit), f64::from((reg >> bit) & 1));
+        }
+    }
+}

@@ -270,14 +270,17 @@ async fn libmodbus_fault_injection() -> Result<()> {
     )?;
     profile("uts-b", &reg("slow", 0x172))?;
     profile("uts-c", &reg("bad_tid", 0x171))?;
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    profile("uts-d", &reg("byte_by_byte", 0x173))?;
+    let (pa, pb, pc, pd) = (free_port(), free_port(), free_port(), free_port());
     let _a = unit_test_server(&dir, pa).await?;
     let _b = unit_test_server(&dir, pb).await?;
     let _c = unit_test_server(&dir, pc).await?;
+    let _d = unit_test_server(&dir, pd).await?;
     let cfg = stack.agent_config_with(&format!(
         "[[devices]]\nid = \"faults\"\nprofile = \"uts-a\"\ntransport = {{ tcp = \"127.0.0.1:{pa}\" }}\npoll_interval_ms = 300\n\n\
          [[devices]]\nid = \"too-slow\"\nprofile = \"uts-b\"\ntransport = {{ tcp = \"127.0.0.1:{pb}\" }}\ntimeout_ms = 200\nretry_min_ms = 200\n\n\
-         [[devices]]\nid = \"wrong-tid\"\nprofile = \"uts-c\"\ntransport = {{ tcp = \"127.0.0.1:{pc}\" }}\ntimeout_ms = 500\nretry_min_ms = 200\n"
+         [[devices]]\nid = \"wrong-tid\"\nprofile = \"uts-c\"\ntransport = {{ tcp = \"127.0.0.1:{pc}\" }}\ntimeout_ms = 500\nretry_min_ms = 200\n\n\
+         [[devices]]\nid = \"byte-by-byte\"\nprofile = \"uts-d\"\ntransport = {{ tcp = \"127.0.0.1:{pd}\" }}\nretry_min_ms = 200\n"
     ))?;
     let text = std::fs::read_to_string(&cfg)?.replace(
         &format!("profiles_dir = \"{}\"", e2e_tests::profiles_dir().display()),
@@ -321,6 +324,17 @@ async fn libmodbus_fault_injection() -> Result<()> {
     })
     .await?;
     assert!(bad["values"].get("bad_tid").is_none(), "{bad}");
+
+    // A reply dribbled out a byte every 5 ms is reassembled, then refused because it
+    // claims to come from unit 255, not the unit asked (libmodbus's own client takes it).
+    let log = wait_for("byte-by-byte reply judged", Duration::from_secs(10), || async {
+        let log = stack.agent.as_ref().context("agent")?.log_text();
+        Ok(log.contains("mismatching headers").then_some(log))
+    })
+    .await?;
+    assert!(log.contains("unit_id: 255"), "{log}");
+    let d = stack.device("byte-by-byte").await?;
+    assert!(d["values"].get("byte_by_byte").is_none(), "{d}");
     // The agent itself is fine.
     assert!(
         stack
