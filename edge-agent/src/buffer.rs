@@ -6,22 +6,28 @@
 //! interface (append, read_after, ack_up_to, stats) so it can be tested alone
 //! and replaced.
 //!
-//! Layout (one sled tree, so a batch of readings and the sequence counter are
-//! written atomically in one `apply_batch`):
-//! - `r` + seq (u64 big-endian) -> protobuf-encoded `qi.uplink.v1.Reading`
+//! Layout (one sled tree, so a record and the sequence counter are written
+//! atomically in one `apply_batch`):
+//! - `r` + first seq (u64 big-endian) -> one record per `append`: u32
+//!   big-endian count, then a protobuf `qi.uplink.v1.ReadingBatch` whose
+//!   readings carry seqs first..first+count-1. One record per poll cycle
+//!   instead of one per reading keeps sled's per-key cost off the hot path.
 //! - `m/last_seq` -> u64 big-endian, the highest sequence ever assigned. Kept
 //!   even when every reading is acknowledged and deleted, so sequence numbers
 //!   are never reused (the hub would take a reused one for a duplicate).
+//! - `m/acked` -> u64 big-endian, highest acknowledged sequence (written
+//!   lazily: if it is lost, a few readings are resent and the hub drops them).
 
 use prost::Message;
-use qi_proto::v1::Reading;
+use qi_proto::v1::{Reading, ReadingBatch};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 const READING_PREFIX: u8 = b'r';
 const LAST_SEQ_KEY: &[u8] = b"m/last_seq";
+const ACKED_KEY: &[u8] = b"m/acked";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -34,11 +40,11 @@ pub enum BufferError {
 /// A reading as the sources hand it over, before it has a sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewReading {
-    pub device_id: String,
-    pub metric: String,
+    pub device_id: Arc<str>,
+    pub metric: Arc<str>,
     pub timestamp_us: i64,
     pub value: f64,
-    pub unit: String,
+    pub unit: Arc<str>,
     pub quality: i32,
 }
 
@@ -71,6 +77,18 @@ fn reading_key(seq: u64) -> [u8; 9] {
     k
 }
 
+/// Readings in a record (its 4-byte header), if the record is well-formed.
+fn record_count(v: &[u8]) -> Option<u32> {
+    let n = u32::from_be_bytes(v.get(..4)?.try_into().ok()?);
+    (n > 0).then_some(n)
+}
+
+fn decode_record(v: &[u8]) -> Option<ReadingBatch> {
+    let n = record_count(v)?;
+    let batch = ReadingBatch::decode(v.get(4..)?).ok()?;
+    (batch.readings.len() == n as usize).then_some(batch)
+}
+
 fn seq_of_key(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
@@ -93,20 +111,23 @@ impl Buffer {
             }
             None => 0,
         };
+        let stored_acked = match tree.get(ACKED_KEY)? {
+            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
         let (first, last) = {
             let mut it = tree.range(reading_key(0)..=reading_key(u64::MAX));
-            let first = it.next().transpose()?.and_then(|(k, _)| seq_of_key(&k));
-            let last = it
-                .next_back()
-                .transpose()?
-                .and_then(|(k, _)| seq_of_key(&k));
-            (first, last.or(first))
+            let first = it.next().transpose()?;
+            let last = it.next_back().transpose()?.or_else(|| first.clone());
+            let first_seq = first.as_ref().and_then(|(k, _)| seq_of_key(k));
+            let last_seq = last.and_then(|(k, v)| Some(seq_of_key(&k)? + u64::from(record_count(&v)?) - 1));
+            (first_seq, last_seq)
         };
         // The counter and the records are written in one atomic batch, so they
         // agree; max() guards against a counter written by an older layout.
         let last_seq = stored_last.max(last.unwrap_or(0));
         let acked_up_to = match first {
-            Some(f) => f - 1,
+            Some(f) => (f - 1).max(stored_acked.min(last_seq)),
             None => last_seq,
         };
         Ok(Buffer {
@@ -132,22 +153,28 @@ impl Buffer {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let first = self.last_seq.load(Ordering::SeqCst) + 1;
+            let record = ReadingBatch {
+                readings: readings
+                    .iter()
+                    .zip(first..)
+                    .map(|(r, seq)| Reading {
+                        seq,
+                        device_id: r.device_id.to_string(),
+                        metric: r.metric.to_string(),
+                        timestamp_us: r.timestamp_us,
+                        value: r.value,
+                        unit: r.unit.to_string(),
+                        quality: r.quality,
+                    })
+                    .collect(),
+            };
+            let count = readings.len() as u64;
+            let last = first + count - 1;
+            let mut value = Vec::with_capacity(4 + record.encoded_len());
+            value.extend_from_slice(&(count as u32).to_be_bytes());
+            record.encode(&mut value).map_err(|e| BufferError::Corrupt(e.to_string()))?;
             let mut batch = sled::Batch::default();
-            let mut seq = first;
-            for r in readings {
-                let rec = Reading {
-                    seq,
-                    device_id: r.device_id.clone(),
-                    metric: r.metric.clone(),
-                    timestamp_us: r.timestamp_us,
-                    value: r.value,
-                    unit: r.unit.clone(),
-                    quality: r.quality,
-                };
-                batch.insert(&reading_key(seq), rec.encode_to_vec());
-                seq += 1;
-            }
-            let last = seq - 1;
+            batch.insert(&reading_key(first), value);
             batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
             self.tree.apply_batch(batch)?;
             self.last_seq.store(last, Ordering::SeqCst);
@@ -163,16 +190,34 @@ impl Buffer {
     /// Up to `max` readings with sequence > `after`, in sequence order.
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Reading>, BufferError> {
         let mut out = Vec::with_capacity(max.min(4096));
-        let start = after.saturating_add(1);
+        let want = after.saturating_add(1);
+        // The record holding `want` starts at or before it.
+        let start = match self.tree.range(reading_key(0)..=reading_key(want)).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                let first = seq_of_key(&k).unwrap_or(want);
+                match record_count(&v) {
+                    Some(n) if first + u64::from(n) > want => first,
+                    _ => want,
+                }
+            }
+            None => want,
+        };
         for item in self.tree.range(reading_key(start)..=reading_key(u64::MAX)) {
             let (k, v) = item?;
-            match Reading::decode(v.as_ref()) {
-                Ok(r) => out.push(r),
-                Err(e) => {
+            match decode_record(&v) {
+                Some(batch) => {
+                    for r in batch.readings {
+                        if r.seq >= want && out.len() < max {
+                            out.push(r);
+                        }
+                    }
+                }
+                None => {
                     // Issue #4 adds quarantine; for now skip, count and say so.
                     self.corrupt.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("edge_buffer_corrupt_records_total").increment(1);
-                    tracing::error!(seq = ?seq_of_key(&k), error = %e, "undecodable buffer record skipped");
+                    tracing::error!(first_seq = ?seq_of_key(&k), "undecodable buffer record skipped");
                 }
             }
             if out.len() >= max {
@@ -182,17 +227,22 @@ impl Buffer {
         Ok(out)
     }
 
-    /// Deletes everything with sequence <= `seq` (the hub has it).
+    /// Deletes every record whose readings all have sequence <= `seq` (the hub has them).
     pub fn ack_up_to(&self, seq: u64) -> Result<(), BufferError> {
         let from = self.acked_up_to.load(Ordering::SeqCst);
         if seq <= from {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        for item in self.tree.range(reading_key(from + 1)..=reading_key(seq)) {
-            let (k, _) = item?;
-            batch.remove(k);
+        for item in self.tree.range(reading_key(0)..=reading_key(seq)) {
+            let (k, v) = item?;
+            let first = seq_of_key(&k).unwrap_or(0);
+            match record_count(&v) {
+                Some(n) if first + u64::from(n) - 1 > seq => break,
+                _ => batch.remove(k),
+            }
         }
+        batch.insert(ACKED_KEY, &seq.to_be_bytes());
         self.tree.apply_batch(batch)?;
         // Not flushed here: if the deletion is lost in a crash, the readings are
         // sent again and the hub drops them as duplicates.
@@ -263,7 +313,7 @@ mod tests {
     fn reading(i: u32) -> NewReading {
         NewReading {
             device_id: "dev".into(),
-            metric: format!("m{i}"),
+            metric: format!("m{i}").into(),
             timestamp_us: 1_700_000_000_000_000 + i64::from(i),
             value: f64::from(i),
             unit: "V".into(),
@@ -306,6 +356,33 @@ mod tests {
         assert_eq!(rs[0].metric, "m5");
         let rest = b.read_after(7, 100).unwrap();
         assert_eq!(rest.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn records_are_split_by_reads_and_acks_at_any_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        for chunk in 0..5u32 {
+            b.append(&(chunk * 10..chunk * 10 + 10).map(reading).collect::<Vec<_>>())
+                .await
+                .unwrap();
+        }
+        // Reads start in the middle of a record and cross records.
+        let rs = b.read_after(13, 15).unwrap();
+        assert_eq!(rs.first().map(|r| r.seq), Some(14));
+        assert_eq!(rs.last().map(|r| r.seq), Some(28));
+        // An ack inside a record keeps the record but the backlog follows the ack.
+        b.ack_up_to(25).unwrap();
+        assert_eq!(b.stats().backlog, 25);
+        assert_eq!(b.read_after(25, 100).unwrap().len(), 25);
+        b.flush().await.unwrap();
+        drop(b);
+        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(b.stats().acked_up_to, 25);
+        assert_eq!(b.read_after(b.stats().acked_up_to, 100).unwrap().first().map(|r| r.seq), Some(26));
+        b.ack_up_to(50).unwrap();
+        assert_eq!(b.stats().backlog, 0);
+        assert!(b.read_after(0, 10).unwrap().is_empty());
     }
 
     #[tokio::test]

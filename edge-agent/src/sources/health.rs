@@ -104,6 +104,32 @@ impl DeviceHealth {
         }
     }
 
+    /// Updates a point's live value in place (allocating only the first time).
+    pub fn set_value(&mut self, name: &str, unit: &str, d: device_profile::Decoded, ts_ms: i64) {
+        let (value, text) = match d {
+            device_profile::Decoded::Number(v) => (Some(v), None),
+            device_profile::Decoded::Text(t) => (None, Some(t)),
+        };
+        match self.values.get_mut(name) {
+            Some(v) => {
+                v.value = value;
+                v.text = text;
+                v.ts_ms = ts_ms;
+            }
+            None => {
+                self.values.insert(
+                    name.to_string(),
+                    LiveValue {
+                        value,
+                        text,
+                        unit: unit.to_string(),
+                        ts_ms,
+                    },
+                );
+            }
+        }
+    }
+
     pub fn record_rtt(&mut self, ms: f64) {
         self.last_round_trip_ms = Some(ms);
         self.avg_round_trip_ms = Some(match self.avg_round_trip_ms {

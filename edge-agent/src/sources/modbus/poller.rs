@@ -8,7 +8,7 @@ use crate::buffer::{Buffer, NewReading};
 use crate::config::DeviceConfig;
 use crate::sources::backoff::Backoff;
 use crate::sources::command::{DeviceCommand, WriteError};
-use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, LiveValue, record_failure};
+use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, record_failure};
 use crate::sources::report::Reporter;
 use crate::sources::schedule::Schedule;
 use device_profile::{DataType, Decoded, ModbusDefaults, Profile, RegisterKind};
@@ -56,6 +56,10 @@ struct BadState {
 
 pub struct ModbusPoller {
     id: String,
+    /// Shared copies of the strings every reading carries (no allocation per reading).
+    device: Arc<str>,
+    names: Vec<Arc<str>>,
+    units: Vec<Arc<str>>,
     profile: Arc<Profile>,
     defaults: ModbusDefaults,
     unit: u8,
@@ -118,6 +122,9 @@ impl ModbusPoller {
         let last_requests = vec![0; schedule.groups.len()];
         let poller = ModbusPoller {
             id: cfg.id.clone(),
+            device: Arc::from(cfg.id.as_str()),
+            names: profile.points.iter().map(|p| Arc::from(p.name.as_str())).collect(),
+            units: profile.points.iter().map(|p| Arc::from(p.unit.as_str())).collect(),
             unit: cfg.unit_id.unwrap_or(defaults.unit_id),
             timeout: Duration::from_millis(cfg.timeout_ms.unwrap_or(defaults.timeout_ms)),
             inter_request: Duration::from_millis(defaults.inter_request_delay_ms),
@@ -302,17 +309,22 @@ impl ModbusPoller {
                 blocks
             }
         };
-        let mut data: HashMap<usize, Data> =
-            HashMap::with_capacity(self.schedule.groups[gi].points.len());
+        let mut results: Vec<(ReadBlock, Vec<Data>, i64)> = Vec::with_capacity(blocks.len());
         let mut work: Vec<ReadBlock> = blocks.into_iter().rev().collect();
         let mut requests = 0u32;
-        let mut ts_by_point: HashMap<usize, i64> = HashMap::new();
         while let Some(block) = work.pop() {
             requests += 1;
             match self.read_block(&block).await {
                 Ok(items) => {
                     let ts = chrono::Utc::now().timestamp_micros();
-                    self.split_block(&block, items, ts, &mut data, &mut ts_by_point);
+                    for i in &block.points {
+                        if let Some(b) = self.bad.remove(i) {
+                            self.bad_generation += 1;
+                            tracing::info!(device = %self.id, point = %self.profile.points[*i].name,
+                                failures = b.failures, "point readable again");
+                        }
+                    }
+                    results.push((block, items, ts));
                 }
                 Err(Fail::Exception(code)) => {
                     metrics::counter!("edge_modbus_exceptions_total", "device" => self.id.clone())
@@ -336,45 +348,8 @@ impl ModbusPoller {
                 Err(other) => return Err(other),
             }
         }
-        self.finish_cycle(gi, data, ts_by_point, requests).await;
+        self.finish_cycle(gi, results, requests).await;
         Ok(())
-    }
-
-    fn split_block(
-        &mut self,
-        block: &ReadBlock,
-        items: Vec<Data>,
-        ts: i64,
-        data: &mut HashMap<usize, Data>,
-        ts_by_point: &mut HashMap<usize, i64>,
-    ) {
-        let regs = match items.first() {
-            Some(Data::Registers(r)) if !block.kind.is_bits() => Some(r.clone()),
-            _ => None,
-        };
-        for &i in &block.points {
-            let Some(l) = self.profile.points[i].modbus() else {
-                continue;
-            };
-            let off = usize::from(l.address - block.start);
-            let d = match &regs {
-                Some(r) => match r.get(off..off + usize::from(l.size)) {
-                    Some(s) => Data::Registers(s.to_vec()),
-                    None => continue,
-                },
-                None => match items.get(off) {
-                    Some(Data::Bit(b)) => Data::Bit(*b),
-                    _ => continue,
-                },
-            };
-            data.insert(i, d);
-            ts_by_point.insert(i, ts);
-            if let Some(b) = self.bad.remove(&i) {
-                self.bad_generation += 1;
-                tracing::info!(device = %self.id, point = %self.profile.points[i].name,
-                    failures = b.failures, "point readable again");
-            }
-        }
     }
 
     fn mark_bad(&mut self, i: usize, error: String) {
@@ -406,71 +381,75 @@ impl ModbusPoller {
         self.bad_generation += 1;
     }
 
-    async fn finish_cycle(
-        &mut self,
-        gi: usize,
-        data: HashMap<usize, Data>,
-        ts_by_point: HashMap<usize, i64>,
-        requests: u32,
-    ) {
-        let now = Instant::now();
-        let mut readings = Vec::with_capacity(data.len());
-        let mut live: Vec<(String, LiveValue)> = Vec::with_capacity(data.len());
-        let mut decode_errors = 0u64;
-        let points = Arc::clone(&self.profile);
-        for &i in &self.schedule.groups[gi].points {
-            let Some(d) = data.get(&i) else { continue };
-            let p = &points.points[i];
-            let ts = ts_by_point.get(&i).copied().unwrap_or(0);
-            let decoded = match d {
-                Data::Bit(b) => Ok(Decoded::Number(
-                    if *b { 1.0 } else { 0.0 } * p.scale + p.offset,
-                )),
-                Data::Registers(regs) => {
-                    let sf = match self.scale_factors.get(&i) {
-                        None => Ok(None),
-                        Some(sfi) => match data.get(sfi) {
-                            Some(Data::Registers(r)) if r.len() == 1 => Ok(Some(r[0] as i16)),
-                            _ => Err(device_profile::DecodeError::NotFinite),
-                        },
-                    };
-                    sf.and_then(|sf| device_profile::decode_point(p, &self.defaults, regs, sf))
-                }
-            };
-            match decoded {
-                Ok(Decoded::Number(v)) => {
-                    live.push((
-                        p.name.clone(),
-                        LiveValue {
-                            value: Some(v),
-                            text: None,
-                            unit: p.unit.clone(),
-                            ts_ms: ts / 1000,
-                        },
-                    ));
-                    if p.report && self.reporter.should_report(i, p, v, now.into_std()) {
-                        readings.push(NewReading {
-                            device_id: self.id.clone(),
-                            metric: p.name.clone(),
-                            timestamp_us: ts,
-                            value: v,
-                            unit: p.unit.clone(),
-                            quality: Quality::Good as i32,
-                        });
+    /// Decodes every point read this cycle straight from its block (no copies),
+    /// applies dead-bands, appends what is due, and publishes health.
+    async fn finish_cycle(&mut self, gi: usize, results: Vec<(ReadBlock, Vec<Data>, i64)>, requests: u32) {
+        let now = Instant::now().into_std();
+        let profile = Arc::clone(&self.profile);
+        // Scale-factor registers first: other points of this cycle need their values.
+        let mut sf_values: HashMap<usize, i16> = HashMap::new();
+        if !self.scale_factors.is_empty() {
+            for (block, items, _) in &results {
+                for &i in &block.points {
+                    if self.scale_factors.values().any(|&sf| sf == i)
+                        && let (Some(Data::Registers(r)), Some(l)) = (items.first(), profile.points[i].modbus())
+                        && let Some(w) = r.get(usize::from(l.address - block.start))
+                    {
+                        sf_values.insert(i, *w as i16);
                     }
                 }
-                Ok(Decoded::Text(t)) => live.push((
-                    p.name.clone(),
-                    LiveValue {
-                        value: None,
-                        text: Some(t),
-                        unit: p.unit.clone(),
-                        ts_ms: ts / 1000,
+            }
+        }
+        let mut readings = Vec::with_capacity(self.schedule.groups[gi].points.len());
+        let mut live: Vec<(usize, Decoded, i64)> = Vec::with_capacity(readings.capacity());
+        let mut decode_errors = 0u64;
+        for (block, items, ts) in &results {
+            for &i in &block.points {
+                let p = &profile.points[i];
+                let Some(l) = p.modbus() else { continue };
+                let off = usize::from(l.address - block.start);
+                let decoded = match items.first() {
+                    Some(Data::Registers(r)) => match r.get(off..off + usize::from(l.size)) {
+                        Some(regs) => {
+                            let sf = match self.scale_factors.get(&i) {
+                                None => Ok(None),
+                                Some(sfi) => sf_values
+                                    .get(sfi)
+                                    .copied()
+                                    .map(Some)
+                                    .ok_or(device_profile::DecodeError::NotFinite),
+                            };
+                            sf.and_then(|sf| device_profile::decode_point(p, &self.defaults, regs, sf))
+                        }
+                        None => Err(device_profile::DecodeError::WrongLength {
+                            expected: usize::from(l.size),
+                            got: r.len().saturating_sub(off),
+                        }),
                     },
-                )),
-                Err(e) => {
-                    decode_errors += 1;
-                    tracing::debug!(device = %self.id, point = %p.name, error = %e, "value not decodable");
+                    _ => match items.get(off) {
+                        Some(Data::Bit(b)) => Ok(Decoded::Number(if *b { 1.0 } else { 0.0 } * p.scale + p.offset)),
+                        _ => Err(device_profile::DecodeError::WrongLength { expected: 1, got: 0 }),
+                    },
+                };
+                match decoded {
+                    Ok(Decoded::Number(v)) => {
+                        if p.report && self.reporter.should_report(i, p, v, now) {
+                            readings.push(NewReading {
+                                device_id: Arc::clone(&self.device),
+                                metric: Arc::clone(&self.names[i]),
+                                timestamp_us: *ts,
+                                value: v,
+                                unit: Arc::clone(&self.units[i]),
+                                quality: Quality::Good as i32,
+                            });
+                        }
+                        live.push((i, Decoded::Number(v), *ts));
+                    }
+                    Ok(text) => live.push((i, text, *ts)),
+                    Err(e) => {
+                        decode_errors += 1;
+                        tracing::debug!(device = %self.id, point = %p.name, error = %e, "value not decodable");
+                    }
                 }
             }
         }
@@ -487,8 +466,7 @@ impl ModbusPoller {
         }
         metrics::counter!("edge_modbus_polls_total", "device" => self.id.clone()).increment(1);
         metrics::counter!("edge_readings_total", "device" => self.id.clone()).increment(n);
-        let was_offline = self.health.borrow().state == DeviceState::Offline;
-        if was_offline {
+        if self.health.borrow().state == DeviceState::Offline {
             tracing::info!(device = %self.id, group = %self.schedule.groups[gi].name, "device back online");
         }
         self.last_requests[gi] = requests;
@@ -497,7 +475,7 @@ impl ModbusPoller {
             .bad
             .iter()
             .map(|(&i, b)| BadPoint {
-                point: self.profile.points[i].name.clone(),
+                point: profile.points[i].name.clone(),
                 error: b.error.clone(),
                 since_ms: b.since_ms,
                 failures: b.failures,
@@ -509,9 +487,7 @@ impl ModbusPoller {
             } else {
                 DeviceState::Degraded
             };
-            h.last_error = bad_points
-                .first()
-                .map(|b| format!("{}: {}", b.point, b.error));
+            h.last_error = bad_points.first().map(|b| format!("{}: {}", b.point, b.error));
             h.bad_points = bad_points;
             h.consecutive_failures = 0;
             h.polls_ok += 1;
@@ -520,8 +496,9 @@ impl ModbusPoller {
             h.requests_per_cycle = total_requests;
             h.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
             h.next_retry_ms = None;
-            for (k, v) in live {
-                h.values.insert(k, v);
+            for (i, d, ts) in live {
+                let p = &profile.points[i];
+                h.set_value(&p.name, &p.unit, d, ts / 1000);
             }
         });
     }

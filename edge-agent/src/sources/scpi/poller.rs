@@ -327,11 +327,11 @@ impl ScpiPoller {
                             .should_report(i, p, v, Instant::now().into_std())
                     {
                         readings.push(NewReading {
-                            device_id: self.id.clone(),
-                            metric: p.name.clone(),
+                            device_id: Arc::from(self.id.as_str()),
+                            metric: Arc::from(p.name.as_str()),
                             timestamp_us: ts,
                             value: v,
-                            unit: p.unit.clone(),
+                            unit: Arc::from(p.unit.as_str()),
                             quality: Quality::Good as i32,
                         });
                     }
