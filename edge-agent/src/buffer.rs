@@ -21,8 +21,8 @@
 use prost::Message;
 use qi_proto::v1::{Reading, ReadingBatch};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 const READING_PREFIX: u8 = b'r';
@@ -120,7 +120,8 @@ impl Buffer {
             let first = it.next().transpose()?;
             let last = it.next_back().transpose()?.or_else(|| first.clone());
             let first_seq = first.as_ref().and_then(|(k, _)| seq_of_key(k));
-            let last_seq = last.and_then(|(k, v)| Some(seq_of_key(&k)? + u64::from(record_count(&v)?) - 1));
+            let last_seq =
+                last.and_then(|(k, v)| Some(seq_of_key(&k)? + u64::from(record_count(&v)?) - 1));
             (first_seq, last_seq)
         };
         // The counter and the records are written in one atomic batch, so they
@@ -172,7 +173,9 @@ impl Buffer {
             let last = first + count - 1;
             let mut value = Vec::with_capacity(4 + record.encoded_len());
             value.extend_from_slice(&(count as u32).to_be_bytes());
-            record.encode(&mut value).map_err(|e| BufferError::Corrupt(e.to_string()))?;
+            record
+                .encode(&mut value)
+                .map_err(|e| BufferError::Corrupt(e.to_string()))?;
             let mut batch = sled::Batch::default();
             batch.insert(&reading_key(first), value);
             batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
@@ -192,7 +195,11 @@ impl Buffer {
         let mut out = Vec::with_capacity(max.min(4096));
         let want = after.saturating_add(1);
         // The record holding `want` starts at or before it.
-        let start = match self.tree.range(reading_key(0)..=reading_key(want)).next_back() {
+        let start = match self
+            .tree
+            .range(reading_key(0)..=reading_key(want))
+            .next_back()
+        {
             Some(item) => {
                 let (k, v) = item?;
                 let first = seq_of_key(&k).unwrap_or(want);
@@ -363,9 +370,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = Buffer::open(dir.path(), 1 << 20).unwrap();
         for chunk in 0..5u32 {
-            b.append(&(chunk * 10..chunk * 10 + 10).map(reading).collect::<Vec<_>>())
-                .await
-                .unwrap();
+            b.append(
+                &(chunk * 10..chunk * 10 + 10)
+                    .map(reading)
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
         }
         // Reads start in the middle of a record and cross records.
         let rs = b.read_after(13, 15).unwrap();
@@ -379,7 +390,13 @@ mod tests {
         drop(b);
         let b = Buffer::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(b.stats().acked_up_to, 25);
-        assert_eq!(b.read_after(b.stats().acked_up_to, 100).unwrap().first().map(|r| r.seq), Some(26));
+        assert_eq!(
+            b.read_after(b.stats().acked_up_to, 100)
+                .unwrap()
+                .first()
+                .map(|r| r.seq),
+            Some(26)
+        );
         b.ack_up_to(50).unwrap();
         assert_eq!(b.stats().backlog, 0);
         assert!(b.read_after(0, 10).unwrap().is_empty());

@@ -327,10 +327,14 @@ async fn libmodbus_fault_injection() -> Result<()> {
 
     // A reply dribbled out a byte every 5 ms is reassembled, then refused because it
     // claims to come from unit 255, not the unit asked (libmodbus's own client takes it).
-    let log = wait_for("byte-by-byte reply judged", Duration::from_secs(10), || async {
-        let log = stack.agent.as_ref().context("agent")?.log_text();
-        Ok(log.contains("mismatching headers").then_some(log))
-    })
+    let log = wait_for(
+        "byte-by-byte reply judged",
+        Duration::from_secs(10),
+        || async {
+            let log = stack.agent.as_ref().context("agent")?.log_text();
+            Ok(log.contains("mismatching headers").then_some(log))
+        },
+    )
     .await?;
     assert!(log.contains("unit_id: 255"), "{log}");
     let d = stack.device("byte-by-byte").await?;

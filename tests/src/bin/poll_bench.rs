@@ -3,7 +3,10 @@
 //! register blocks read by libmodbus in a tight C loop (bench/modbus_loop.c),
 //! in the same run, against the same simulator processes.
 //!
-//!   scripts/bench-poll.sh [SECONDS]
+//!   scripts/bench-poll.sh [SECONDS] [POLL_INTERVAL_MS]
+//!
+//! POLL_INTERVAL_MS 1 (default) polls back to back: the maximum rate. 100
+//! gives 10 x 1000 x 10 = 100k tags/s, to read the CPU cost at that rate.
 //!
 //! Binaries come from target/release (QI_BIN_DIR overrides).
 
@@ -25,7 +28,10 @@ fn release_bin(name: &str) -> Result<PathBuf> {
         .unwrap_or_else(|| workspace_root().join("target/release"));
     let p = dir.join(name);
     if !p.is_file() {
-        bail!("{} missing: run scripts/bench-poll.sh (it builds release binaries)", p.display());
+        bail!(
+            "{} missing: run scripts/bench-poll.sh (it builds release binaries)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -44,9 +50,11 @@ fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
@@ -64,7 +72,16 @@ async fn total_readings(agent_url: &str) -> Result<u64> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(15);
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(15);
+    let interval_ms: u64 = std::env::args()
+        .nth(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1);
     let dir = tempfile::Builder::new().prefix("qi-bench-").tempdir()?;
     let profiles = dir.path().join("profiles");
     std::fs::create_dir_all(&profiles)?;
@@ -89,7 +106,12 @@ async fn main() -> Result<()> {
         sims.push(Proc::spawn(
             "instrument-sim",
             &release_bin("instrument-sim")?,
-            &["--profile".as_ref(), profile.as_os_str(), "--listen".as_ref(), listen.as_ref()],
+            &[
+                "--profile".as_ref(),
+                profile.as_os_str(),
+                "--listen".as_ref(),
+                listen.as_ref(),
+            ],
             &dir.path().join(format!("sim{d}.log")),
         )?);
         ports.push(port);
@@ -105,7 +127,7 @@ async fn main() -> Result<()> {
     );
     for (d, port) in ports.iter().enumerate() {
         cfg.push_str(&format!(
-            "[[devices]]\nid = \"dev{d}\"\nprofile = \"bench-f32x{POINTS}\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = 1\n"
+            "[[devices]]\nid = \"dev{d}\"\nprofile = \"bench-f32x{POINTS}\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = {interval_ms}\n"
         ));
     }
     let cfg_path = dir.path().join("agent.toml");
@@ -122,13 +144,23 @@ async fn main() -> Result<()> {
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (r0, c0, t0) = (total_readings(&url).await?, cpu_seconds(agent.pid())?, Instant::now());
+    let (r0, c0, t0) = (
+        total_readings(&url).await?,
+        cpu_seconds(agent.pid())?,
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (r1, c1, el) = (total_readings(&url).await?, cpu_seconds(agent.pid())?, t0.elapsed().as_secs_f64());
+    let (r1, c1, el) = (
+        total_readings(&url).await?,
+        cpu_seconds(agent.pid())?,
+        t0.elapsed().as_secs_f64(),
+    );
     let (_, devs) = get_json(&format!("{url}/api/v1/devices")).await?;
     let requests_per_cycle = devs[0]["requests_per_cycle"].as_u64().unwrap_or(0);
     let rss = rss_mib(agent.pid());
-    let backlog = get_json(&format!("{url}/health")).await?.1["buffer"]["backlog"].as_u64().unwrap_or(0);
+    let backlog = get_json(&format!("{url}/health")).await?.1["buffer"]["backlog"]
+        .as_u64()
+        .unwrap_or(0);
     agent.terminate(Duration::from_secs(30))?;
     let agent_tags = (r1 - r0) as f64 / el;
     let agent_cores = (c1 - c0) / el;
@@ -147,12 +179,28 @@ async fn main() -> Result<()> {
     let c_tags = c["f32_tags_per_s"].as_f64().unwrap_or(0.0);
     drop(sims);
 
-    println!("devices x points        : {DEVICES} x {POINTS} float32 ({requests_per_cycle} reads of {BLOCK_REGS} registers per device cycle)");
+    println!(
+        "devices x points        : {DEVICES} x {POINTS} float32 ({requests_per_cycle} reads of {BLOCK_REGS} registers per device cycle)"
+    );
+    println!("poll interval           : {interval_ms} ms per device");
     println!("window                  : {el:.1} s");
-    println!("agent tags/s            : {agent_tags:.0} (decoded, dead-band checked, appended to the durable buffer)");
-    println!("agent CPU               : {agent_cores:.2} cores ({:.0} % of one core)", agent_cores * 100.0);
-    println!("agent RSS at the end    : {rss:.1} MiB (buffer backlog {backlog} readings, uplink down)");
-    println!("libmodbus loop tags/s   : {c_tags:.0} ({} requests, {} errors)", c["requests"], c["errors"]);
-    println!("agent / libmodbus       : {:.2}x", agent_tags / c_tags.max(1.0));
+    println!(
+        "agent tags/s            : {agent_tags:.0} (decoded, dead-band checked, appended to the durable buffer)"
+    );
+    println!(
+        "agent CPU               : {agent_cores:.2} cores ({:.0} % of one core)",
+        agent_cores * 100.0
+    );
+    println!(
+        "agent RSS at the end    : {rss:.1} MiB (buffer backlog {backlog} readings, uplink down)"
+    );
+    println!(
+        "libmodbus loop tags/s   : {c_tags:.0} ({} requests, {} errors)",
+        c["requests"], c["errors"]
+    );
+    println!(
+        "agent / libmodbus       : {:.2}x",
+        agent_tags / c_tags.max(1.0)
+    );
     Ok(())
 }

@@ -54,8 +54,35 @@ struct BadState {
     failures: u32,
 }
 
+const NO_RTT: u64 = u64::MAX;
+
+/// Metric handles resolved once: a labelled `metrics::counter!` per request
+/// would hash and look up its key every time.
+struct PollerMetrics {
+    request_seconds: metrics::Histogram,
+    polls: metrics::Counter,
+    readings: metrics::Counter,
+    decode_errors: metrics::Counter,
+}
+
+impl PollerMetrics {
+    fn new(device: &str) -> PollerMetrics {
+        let d = device.to_string();
+        PollerMetrics {
+            request_seconds: metrics::histogram!("edge_modbus_request_seconds", "device" => d.clone()),
+            polls: metrics::counter!("edge_modbus_polls_total", "device" => d.clone()),
+            readings: metrics::counter!("edge_readings_total", "device" => d.clone()),
+            decode_errors: metrics::counter!("edge_modbus_decode_errors_total", "device" => d),
+        }
+    }
+}
+
 pub struct ModbusPoller {
     id: String,
+    m: PollerMetrics,
+    /// Round trip of the latest request (ms), published with the cycle's health.
+    /// (f64 bits; NO_RTT when none yet.)
+    rtt: std::sync::atomic::AtomicU64,
     /// Shared copies of the strings every reading carries (no allocation per reading).
     device: Arc<str>,
     names: Vec<Arc<str>>,
@@ -122,9 +149,19 @@ impl ModbusPoller {
         let last_requests = vec![0; schedule.groups.len()];
         let poller = ModbusPoller {
             id: cfg.id.clone(),
+            m: PollerMetrics::new(&cfg.id),
+            rtt: std::sync::atomic::AtomicU64::new(NO_RTT),
             device: Arc::from(cfg.id.as_str()),
-            names: profile.points.iter().map(|p| Arc::from(p.name.as_str())).collect(),
-            units: profile.points.iter().map(|p| Arc::from(p.unit.as_str())).collect(),
+            names: profile
+                .points
+                .iter()
+                .map(|p| Arc::from(p.name.as_str()))
+                .collect(),
+            units: profile
+                .points
+                .iter()
+                .map(|p| Arc::from(p.unit.as_str()))
+                .collect(),
             unit: cfg.unit_id.unwrap_or(defaults.unit_id),
             timeout: Duration::from_millis(cfg.timeout_ms.unwrap_or(defaults.timeout_ms)),
             inter_request: Duration::from_millis(defaults.inter_request_delay_ms),
@@ -158,10 +195,7 @@ impl ModbusPoller {
         let mut commands_open = true;
         tracing::info!(device = %self.id, endpoint = %self.bus.endpoint(), unit = self.unit,
             points = self.profile.points.len(), groups = self.schedule.groups.len(), "polling device");
-        loop {
-            let Some((gi, due)) = self.schedule.next() else {
-                break;
-            };
+        while let Some((gi, due)) = self.schedule.next() {
             tokio::select! {
                 _ = tokio::time::sleep_until(due) => {}
                 cmd = self.commands.recv(), if commands_open => {
@@ -226,10 +260,12 @@ impl ModbusPoller {
         })
         .await;
         bus.mark_io();
-        let rtt = started.elapsed().as_secs_f64() * 1000.0;
-        self.health.send_modify(|h| h.record_rtt(rtt));
-        metrics::histogram!("edge_modbus_request_seconds", "device" => self.id.clone())
-            .record(rtt / 1000.0);
+        let rtt = started.elapsed().as_secs_f64();
+        self.rtt.store(
+            (rtt * 1000.0).to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.m.request_seconds.record(rtt);
         match res {
             Err(_) => {
                 bus.reset().await;
@@ -383,7 +419,12 @@ impl ModbusPoller {
 
     /// Decodes every point read this cycle straight from its block (no copies),
     /// applies dead-bands, appends what is due, and publishes health.
-    async fn finish_cycle(&mut self, gi: usize, results: Vec<(ReadBlock, Vec<Data>, i64)>, requests: u32) {
+    async fn finish_cycle(
+        &mut self,
+        gi: usize,
+        results: Vec<(ReadBlock, Vec<Data>, i64)>,
+        requests: u32,
+    ) {
         let now = Instant::now().into_std();
         let profile = Arc::clone(&self.profile);
         // Scale-factor registers first: other points of this cycle need their values.
@@ -392,7 +433,8 @@ impl ModbusPoller {
             for (block, items, _) in &results {
                 for &i in &block.points {
                     if self.scale_factors.values().any(|&sf| sf == i)
-                        && let (Some(Data::Registers(r)), Some(l)) = (items.first(), profile.points[i].modbus())
+                        && let (Some(Data::Registers(r)), Some(l)) =
+                            (items.first(), profile.points[i].modbus())
                         && let Some(w) = r.get(usize::from(l.address - block.start))
                     {
                         sf_values.insert(i, *w as i16);
@@ -419,7 +461,9 @@ impl ModbusPoller {
                                     .map(Some)
                                     .ok_or(device_profile::DecodeError::NotFinite),
                             };
-                            sf.and_then(|sf| device_profile::decode_point(p, &self.defaults, regs, sf))
+                            sf.and_then(|sf| {
+                                device_profile::decode_point(p, &self.defaults, regs, sf)
+                            })
                         }
                         None => Err(device_profile::DecodeError::WrongLength {
                             expected: usize::from(l.size),
@@ -427,8 +471,13 @@ impl ModbusPoller {
                         }),
                     },
                     _ => match items.get(off) {
-                        Some(Data::Bit(b)) => Ok(Decoded::Number(if *b { 1.0 } else { 0.0 } * p.scale + p.offset)),
-                        _ => Err(device_profile::DecodeError::WrongLength { expected: 1, got: 0 }),
+                        Some(Data::Bit(b)) => Ok(Decoded::Number(
+                            if *b { 1.0 } else { 0.0 } * p.scale + p.offset,
+                        )),
+                        _ => Err(device_profile::DecodeError::WrongLength {
+                            expected: 1,
+                            got: 0,
+                        }),
                     },
                 };
                 match decoded {
@@ -461,11 +510,14 @@ impl ModbusPoller {
             tracing::error!(device = %self.id, error = %e, lost = n, "cannot buffer readings");
         }
         if decode_errors > 0 {
-            metrics::counter!("edge_modbus_decode_errors_total", "device" => self.id.clone())
-                .increment(decode_errors);
+            self.m.decode_errors.increment(decode_errors);
         }
-        metrics::counter!("edge_modbus_polls_total", "device" => self.id.clone()).increment(1);
-        metrics::counter!("edge_readings_total", "device" => self.id.clone()).increment(n);
+        self.m.polls.increment(1);
+        self.m.readings.increment(n);
+        let rtt = match self.rtt.swap(NO_RTT, std::sync::atomic::Ordering::Relaxed) {
+            NO_RTT => None,
+            bits => Some(f64::from_bits(bits)),
+        };
         if self.health.borrow().state == DeviceState::Offline {
             tracing::info!(device = %self.id, group = %self.schedule.groups[gi].name, "device back online");
         }
@@ -487,13 +539,18 @@ impl ModbusPoller {
             } else {
                 DeviceState::Degraded
             };
-            h.last_error = bad_points.first().map(|b| format!("{}: {}", b.point, b.error));
+            h.last_error = bad_points
+                .first()
+                .map(|b| format!("{}: {}", b.point, b.error));
             h.bad_points = bad_points;
             h.consecutive_failures = 0;
             h.polls_ok += 1;
             h.readings += n;
             h.errors.decode += decode_errors;
             h.requests_per_cycle = total_requests;
+            if let Some(ms) = rtt {
+                h.record_rtt(ms);
+            }
             h.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
             h.next_retry_ms = None;
             for (i, d, ts) in live {
