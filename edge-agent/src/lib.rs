@@ -28,13 +28,22 @@ pub fn profile_summary(p: &Profile) -> String {
                 without
             )
         }
-        Protocol::Scpi => format!(
-            "{} {} ({}), {} points, {} queries per full cycle",
-            p.model.manufacturer,
-            p.model.name,
-            p.model.id,
-            p.points.len(),
-            p.points.len()
-        ),
+        Protocol::Scpi => {
+            // Points sharing a query within a poll group are asked once.
+            let distinct: std::collections::BTreeSet<(Option<&str>, Option<&str>)> = p
+                .points
+                .iter()
+                .map(|q| (q.poll_group.as_deref(), q.query.as_deref()))
+                .collect();
+            format!(
+                "{} {} ({}), {} points, {} queries per full cycle ({} without sharing replies)",
+                p.model.manufacturer,
+                p.model.name,
+                p.model.id,
+                p.points.len(),
+                distinct.len(),
+                p.points.len()
+            )
+        }
     }
 }
