@@ -715,14 +715,24 @@ fn profiles_check_reports_errors_with_lines_and_coalescing_savings() -> Result<(
 
 #[test]
 fn the_example_config_is_valid() -> Result<()> {
-    let text = std::fs::read_to_string(e2e_tests::workspace_root().join("examples/edge-agent.toml"))?.replace(
-        "/usr/share/edge-agent/firmware-profiles",
-        &e2e_tests::profiles_dir().display().to_string(),
-    );
+    let text =
+        std::fs::read_to_string(e2e_tests::workspace_root().join("examples/edge-agent.toml"))?
+            .replace(
+                "/usr/share/edge-agent/firmware-profiles",
+                &e2e_tests::profiles_dir().display().to_string(),
+            );
     let tmp = tempfile::tempdir()?;
     let path = tmp.path().join("edge-agent.toml");
     std::fs::write(&path, text)?;
-    let out = std::process::Command::new(bin("edge-agent")?).arg("--check").arg("--config").arg(&path).output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(bin("edge-agent")?)
+        .arg("--check")
+        .arg("--config")
+        .arg(&path)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

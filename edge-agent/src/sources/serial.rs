@@ -86,3 +86,39 @@ impl std::fmt::Display for LineSettings {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(baud: u32, parity: Parity) -> LineSettings {
+        LineSettings {
+            device: "/dev/null".into(),
+            baud,
+            parity,
+            data_bits: 8,
+            stop_bits: 1,
+        }
+    }
+
+    #[test]
+    fn rtu_silence_is_three_and_a_half_characters() {
+        // 9600 8N1: 10 bits a character, 3.5 characters = 3.646 ms.
+        let s = line(9600, Parity::None).rtu_silence();
+        assert!(
+            (s.as_secs_f64() - 3.5 * 10.0 / 9600.0).abs() < 1e-6,
+            "{s:?}"
+        );
+        // 2400 8E1: 11 bits a character.
+        let s = line(2400, Parity::Even).rtu_silence();
+        assert!(
+            (s.as_secs_f64() - 3.5 * 11.0 / 2400.0).abs() < 1e-6,
+            "{s:?}"
+        );
+        // Above 19200 baud the spec fixes it at 1.75 ms.
+        assert_eq!(
+            line(115_200, Parity::None).rtu_silence(),
+            Duration::from_micros(1750)
+        );
+    }
+}

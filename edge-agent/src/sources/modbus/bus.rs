@@ -164,3 +164,36 @@ async fn tcp_connect(addr: &str) -> Result<TcpStream, ConnectError> {
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::serial::LineSettings;
+
+    #[tokio::test]
+    async fn a_serial_bus_keeps_the_line_quiet_between_frames() {
+        let line = LineSettings {
+            device: "/dev/null".into(),
+            baud: 1200,
+            parity: device_profile::Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+        };
+        let silence = line.rtu_silence(); // ~29 ms at 1200 baud
+        let bus = Bus::new(Endpoint::Serial(line));
+        let mut g = bus.lock().await;
+        g.mark_io();
+        let start = Instant::now();
+        g.pace(Duration::ZERO).await;
+        assert!(
+            start.elapsed() >= silence,
+            "{:?} < {silence:?}",
+            start.elapsed()
+        );
+        // A device's own inter-request delay wins when longer.
+        g.mark_io();
+        let start = Instant::now();
+        g.pace(Duration::from_millis(60)).await;
+        assert!(start.elapsed() >= Duration::from_millis(60));
+    }
+}
