@@ -90,7 +90,7 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn ready(State(s): State<ApiState>) -> Response {
     let tier: StorageTier = s.store.tier();
-    match s.store.ping().await {
+    match s.store.ping(std::time::Duration::from_secs(2)).await {
         Ok(()) => {
             Json(json!({"status": "ready", "database": "ok", "storage_tier": tier})).into_response()
         }

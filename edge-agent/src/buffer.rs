@@ -65,6 +65,10 @@ pub struct Buffer {
     /// Serialises sequence assignment with the insert that uses it.
     append_lock: Mutex<()>,
     last_seq: AtomicU64,
+    /// Highest sequence known to be on disk. The uplink never reads past it: a
+    /// reading sent before its fsync could reach the hub and then vanish in a
+    /// crash, and its sequence number would be handed out again.
+    durable_seq: AtomicU64,
     acked_up_to: AtomicU64,
     corrupt: AtomicU64,
     appended: Notify,
@@ -135,6 +139,7 @@ impl Buffer {
             tree,
             append_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(last_seq),
             acked_up_to: AtomicU64::new(acked_up_to),
             corrupt: AtomicU64::new(0),
             appended: Notify::new(),
@@ -183,8 +188,10 @@ impl Buffer {
             self.last_seq.store(last, Ordering::SeqCst);
             (first, last)
         };
-        // Group commit: concurrent appenders share sled's flush.
+        // Group commit: concurrent appenders share sled's flush, which covers
+        // everything applied before it started (ours included).
         self.tree.flush_async().await?;
+        self.durable_seq.fetch_max(range.1, Ordering::SeqCst);
         metrics::counter!("edge_buffer_appended_total").increment(readings.len() as u64);
         self.appended.notify_one();
         Ok(range)
@@ -194,6 +201,7 @@ impl Buffer {
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Reading>, BufferError> {
         let mut out = Vec::with_capacity(max.min(4096));
         let want = after.saturating_add(1);
+        let durable = self.durable_seq.load(Ordering::SeqCst);
         // The record holding `want` starts at or before it.
         let start = match self
             .tree
@@ -215,7 +223,7 @@ impl Buffer {
             match decode_record(&v) {
                 Some(batch) => {
                     for r in batch.readings {
-                        if r.seq >= want && out.len() < max {
+                        if r.seq >= want && r.seq <= durable && out.len() < max {
                             out.push(r);
                         }
                     }
@@ -277,6 +285,7 @@ impl Buffer {
             }
         }
         self.tree.flush_async().await?;
+        self.durable_seq.fetch_max(seq, Ordering::SeqCst);
         Ok(true)
     }
 

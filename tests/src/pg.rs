@@ -9,9 +9,46 @@ use std::time::Duration;
 
 pub struct PgServer {
     url: String,
+    /// How to start the local cluster again (None with QI_TEST_DATABASE_URL).
+    local: Option<Local>,
     // Field order matters: the server must stop before its directory goes.
     _proc: Option<Proc>,
     _dir: Option<tempfile::TempDir>,
+}
+
+struct Local {
+    bindir: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    port: u16,
+    ids: Option<(u32, u32)>,
+    log: PathBuf,
+}
+
+impl Local {
+    fn spawn(&self) -> Result<Proc> {
+        let mut postgres = Command::new(self.bindir.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.sock)
+            // Throwaway test cluster: durability of the *database* is not under test here.
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        if let Some((uid, gid)) = self.ids {
+            postgres.uid(uid).gid(gid);
+        }
+        Proc::spawn_cmd("postgres", &mut postgres, &self.log)
+    }
 }
 
 /// Directory of the Debian PostgreSQL server binaries (initdb, postgres).
@@ -83,31 +120,28 @@ impl PgServer {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = crate::free_port();
-        let mut postgres = Command::new(bindir.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&sock)
-            // Throwaway test cluster: durability of the *database* is not under test here.
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]);
-        as_owner(&mut postgres);
-        let proc = Proc::spawn_cmd("postgres", &mut postgres, &dir.path().join("postgres.log"))?;
+        let local = Local {
+            bindir,
+            data,
+            sock,
+            port,
+            ids,
+            log: dir.path().join("postgres.log"),
+        };
+        let proc = local.spawn()?;
         let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
         let server = PgServer {
-            url: url.clone(),
+            url,
+            local: Some(local),
             _proc: Some(proc),
             _dir: Some(dir),
         };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let url = self.url.clone();
         crate::wait_for(
             "PostgreSQL to accept connections",
             Duration::from_secs(30),
@@ -119,8 +153,21 @@ impl PgServer {
                 }
             },
         )
-        .await?;
-        Ok(server)
+        .await
+    }
+
+    /// Stops the local cluster (fast shutdown: open transactions roll back,
+    /// clients are disconnected), keeps it down for `down_for`, starts it again.
+    pub async fn restart(&mut self, down_for: Duration) -> Result<()> {
+        let Some(local) = &self.local else {
+            bail!("cannot restart a server given by QI_TEST_DATABASE_URL");
+        };
+        if let Some(p) = self._proc.take() {
+            p.interrupt(Duration::from_secs(30))?;
+        }
+        tokio::time::sleep(down_for).await;
+        self._proc = Some(local.spawn()?);
+        self.wait_ready().await
     }
 
     async fn fresh_database(base: &str) -> Result<PgServer> {
@@ -145,6 +192,7 @@ impl PgServer {
         };
         Ok(PgServer {
             url,
+            local: None,
             _proc: None,
             _dir: None,
         })

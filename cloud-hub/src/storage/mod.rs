@@ -89,9 +89,16 @@ impl Store {
         self.tier
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// Checks the database answers within `timeout` (readiness must not hang
+    /// for the pool's whole acquire timeout while the database is down).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&self.pool)).await {
+            Ok(r) => {
+                r?;
+                Ok(())
+            }
+            Err(_) => Err(StoreError::Db(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// Registers a gateway's connection; returns the highest sequence already stored for it.
