@@ -1,6 +1,6 @@
 //! Wires the agent together and owns its lifecycle.
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferOptions};
 use crate::config::{Config, DeviceConfig, Transport};
 use crate::sources::command::DeviceHandle;
 use crate::sources::health::{DeviceHealth, DeviceState};
@@ -133,8 +133,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let buffer = Arc::new(
-        Buffer::open(&cfg.buffer.path, cfg.buffer.cache_mib * 1024 * 1024)
-            .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,
+        Buffer::open(
+            &cfg.buffer.path,
+            BufferOptions {
+                cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
+                max_readings: cfg.buffer.max_readings,
+                max_disk_bytes: cfg.buffer.max_disk_mib * 1024 * 1024,
+                full_policy: cfg.buffer.full_policy,
+            },
+        )
+        .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,
     );
     let stats = buffer.stats();
     tracing::info!(gateway = %cfg.gateway_id, path = %cfg.buffer.path.display(),

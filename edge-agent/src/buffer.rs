@@ -35,6 +35,40 @@ pub enum BufferError {
     Storage(#[from] sled::Error),
     #[error("buffer metadata is corrupt: {0}")]
     Corrupt(String),
+    #[error("buffer full ({0}); new readings refused (full_policy = reject_newest)")]
+    Full(String),
+}
+
+/// What an append does when the buffer is at its bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Delete the oldest readings to make room: the hub gets the newest data.
+    #[default]
+    DropOldest,
+    /// Refuse new readings: the hub gets the oldest data, the newest is lost.
+    RejectNewest,
+}
+
+/// How the buffer is opened and bounded.
+#[derive(Debug, Clone)]
+pub struct BufferOptions {
+    pub cache_bytes: u64,
+    pub max_readings: u64,
+    pub max_disk_bytes: u64,
+    pub full_policy: FullPolicy,
+}
+
+impl BufferOptions {
+    /// Unbounded (for tests and tools), with a page cache of `cache_bytes`.
+    pub fn with_cache(cache_bytes: u64) -> BufferOptions {
+        BufferOptions {
+            cache_bytes,
+            max_readings: u64::MAX,
+            max_disk_bytes: u64::MAX,
+            full_policy: FullPolicy::DropOldest,
+        }
+    }
 }
 
 /// A reading as the sources hand it over, before it has a sequence number.
@@ -58,6 +92,13 @@ pub struct BufferStats {
     pub backlog: u64,
     /// Records skipped because they could not be decoded.
     pub corrupt_records: u64,
+    /// Readings deleted unsent to stay within the bounds (drop_oldest).
+    pub dropped: u64,
+    /// Readings refused because the buffer was full (reject_newest).
+    pub rejected: u64,
+    /// Disk space used by the buffer's files, bytes (refreshed at most once a second).
+    pub disk_bytes: u64,
+    pub full_policy: FullPolicy,
 }
 
 pub struct Buffer {
@@ -71,6 +112,11 @@ pub struct Buffer {
     durable_seq: AtomicU64,
     acked_up_to: AtomicU64,
     corrupt: AtomicU64,
+    dropped: AtomicU64,
+    rejected: AtomicU64,
+    disk_bytes: AtomicU64,
+    disk_checked: Mutex<Option<std::time::Instant>>,
+    opts: BufferOptions,
     appended: Notify,
 }
 
@@ -100,10 +146,10 @@ fn seq_of_key(key: &[u8]) -> Option<u64> {
 
 impl Buffer {
     /// Opens (or creates) the buffer and recovers its counters from disk.
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Buffer, BufferError> {
+    pub fn open(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
         let tree = sled::Config::new()
             .path(path)
-            .cache_capacity(cache_bytes)
+            .cache_capacity(opts.cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let stored_last = match tree.get(LAST_SEQ_KEY)? {
@@ -142,6 +188,11 @@ impl Buffer {
             durable_seq: AtomicU64::new(last_seq),
             acked_up_to: AtomicU64::new(acked_up_to),
             corrupt: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            disk_bytes: AtomicU64::new(0),
+            disk_checked: Mutex::new(None),
+            opts,
             appended: Notify::new(),
         })
     }
@@ -153,6 +204,7 @@ impl Buffer {
             let l = self.last_seq.load(Ordering::SeqCst);
             return Ok((l + 1, l));
         }
+        self.make_room(readings.len() as u64)?;
         let range = {
             let _guard = self
                 .append_lock
@@ -195,6 +247,114 @@ impl Buffer {
         metrics::counter!("edge_buffer_appended_total").increment(readings.len() as u64);
         self.appended.notify_one();
         Ok(range)
+    }
+
+    /// Disk use of sled's files, re-read at most once a second (it is a directory walk).
+    fn disk_usage(&self) -> u64 {
+        let mut checked = self
+            .disk_checked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let stale = checked.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if stale {
+            *checked = Some(std::time::Instant::now());
+            if let Ok(n) = self.tree.size_on_disk() {
+                self.disk_bytes.store(n, Ordering::Relaxed);
+                metrics::gauge!("edge_buffer_disk_bytes").set(n as f64);
+            }
+        }
+        self.disk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Applies the bounds before `n` more readings go in: drops the oldest
+    /// records or refuses the append, per the full policy.
+    fn make_room(&self, n: u64) -> Result<(), BufferError> {
+        let over_count = |b: &Buffer| b.stats_backlog() + n > b.opts.max_readings;
+        let over_disk = self.disk_usage() > self.opts.max_disk_bytes;
+        if !over_count(self) && !over_disk {
+            return Ok(());
+        }
+        let why = if over_disk {
+            format!(
+                "{} bytes on disk > {}",
+                self.disk_bytes.load(Ordering::Relaxed),
+                self.opts.max_disk_bytes
+            )
+        } else {
+            format!(
+                "{} readings waiting, bound {}",
+                self.stats_backlog(),
+                self.opts.max_readings
+            )
+        };
+        match self.opts.full_policy {
+            FullPolicy::RejectNewest => {
+                let before = self.rejected.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("edge_buffer_rejected_total").increment(n);
+                if before == 0 || before / 100_000 != (before + n) / 100_000 {
+                    tracing::warn!(%why, rejected_total = before + n, "buffer full: refusing new readings");
+                }
+                Err(BufferError::Full(why))
+            }
+            FullPolicy::DropOldest => {
+                // Drop whole records from the front until the new readings fit;
+                // for the disk bound, drop 1 % of the backlog per append (sled
+                // frees space lazily, so its size lags the deletions).
+                let target_backlog = if over_disk {
+                    self.stats_backlog() - self.stats_backlog() / 100 - 1
+                } else {
+                    self.opts.max_readings.saturating_sub(n)
+                };
+                let mut dropped = 0u64;
+                let mut batch = sled::Batch::default();
+                let mut acked = self.acked_up_to.load(Ordering::SeqCst);
+                let last = self.last_seq.load(Ordering::SeqCst);
+                for item in self.tree.range(reading_key(0)..=reading_key(u64::MAX)) {
+                    if last.saturating_sub(acked) <= target_backlog {
+                        break;
+                    }
+                    let (k, v) = item?;
+                    let first = seq_of_key(&k).unwrap_or(0);
+                    let end = first + u64::from(record_count(&v).unwrap_or(1)) - 1;
+                    dropped += end.saturating_sub(acked.max(first - 1));
+                    acked = acked.max(end);
+                    batch.remove(k);
+                }
+                batch.insert(ACKED_KEY, &acked.to_be_bytes());
+                self.tree.apply_batch(batch)?;
+                self.acked_up_to.fetch_max(acked, Ordering::SeqCst);
+                let before = self.dropped.fetch_add(dropped, Ordering::Relaxed);
+                metrics::counter!("edge_buffer_dropped_total").increment(dropped);
+                if before == 0 || before / 100_000 != (before + dropped) / 100_000 {
+                    tracing::warn!(%why, dropped_total = before + dropped, "buffer full: dropping the oldest readings");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn stats_backlog(&self) -> u64 {
+        self.last_seq
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.acked_up_to.load(Ordering::SeqCst))
+    }
+
+    /// What the sources call: appends a poll cycle's readings and returns how
+    /// many were accepted (durable). Refusals by the full policy are counted
+    /// and logged by the buffer; a storage error is logged here, per device.
+    pub async fn accept(&self, device: &str, readings: &[NewReading]) -> u64 {
+        if readings.is_empty() {
+            return 0;
+        }
+        match self.append(readings).await {
+            Ok((first, last)) => last + 1 - first,
+            Err(BufferError::Full(_)) => 0,
+            Err(e) => {
+                metrics::counter!("edge_buffer_append_errors_total").increment(1);
+                tracing::error!(device, error = %e, lost = readings.len(), "cannot buffer readings");
+                0
+            }
+        }
     }
 
     /// Up to `max` readings with sequence > `after`, in sequence order.
@@ -306,6 +466,10 @@ impl Buffer {
             acked_up_to,
             backlog: last_seq.saturating_sub(acked_up_to),
             corrupt_records: self.corrupt.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
+            full_policy: self.opts.full_policy,
         }
     }
 
@@ -341,14 +505,14 @@ mod tests {
     async fn sequences_survive_reopen_and_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+            let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
             assert_eq!(b.append(&[reading(1), reading(2)]).await.unwrap(), (1, 2));
             assert_eq!(b.append(&[reading(3)]).await.unwrap(), (3, 3));
             b.ack_up_to(3).unwrap();
             b.flush().await.unwrap();
             assert_eq!(b.stats().backlog, 0);
         }
-        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
         let s = b.stats();
         assert_eq!((s.last_seq, s.acked_up_to, s.backlog), (3, 3, 0));
         assert_eq!(b.append(&[reading(4)]).await.unwrap(), (4, 4));
@@ -358,14 +522,14 @@ mod tests {
     async fn unacked_readings_are_read_again_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+            let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
             b.append(&(1..=10).map(reading).collect::<Vec<_>>())
                 .await
                 .unwrap();
             b.ack_up_to(4).unwrap();
             b.flush().await.unwrap();
         }
-        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
         assert_eq!(b.stats().acked_up_to, 4);
         let rs = b.read_after(4, 3).unwrap();
         assert_eq!(rs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
@@ -377,7 +541,7 @@ mod tests {
     #[tokio::test]
     async fn records_are_split_by_reads_and_acks_at_any_sequence() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
         for chunk in 0..5u32 {
             b.append(
                 &(chunk * 10..chunk * 10 + 10)
@@ -397,7 +561,7 @@ mod tests {
         assert_eq!(b.read_after(25, 100).unwrap().len(), 25);
         b.flush().await.unwrap();
         drop(b);
-        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
         assert_eq!(b.stats().acked_up_to, 25);
         assert_eq!(
             b.read_after(b.stats().acked_up_to, 100)
@@ -411,10 +575,64 @@ mod tests {
         assert!(b.read_after(0, 10).unwrap().is_empty());
     }
 
+    fn bounded(max: u64, policy: FullPolicy) -> BufferOptions {
+        BufferOptions {
+            max_readings: max,
+            full_policy: policy,
+            ..BufferOptions::with_cache(1 << 20)
+        }
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_keeps_the_newest_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Buffer::open(dir.path(), bounded(25, FullPolicy::DropOldest)).unwrap();
+        for c in 0..6u32 {
+            b.append(&(c * 10..c * 10 + 10).map(reading).collect::<Vec<_>>())
+                .await
+                .unwrap();
+        }
+        let s = b.stats();
+        assert!(s.backlog <= 25, "{s:?}");
+        assert_eq!(s.last_seq, 60);
+        assert_eq!(s.dropped, 60 - s.backlog);
+        let rs = b.read_after(s.acked_up_to, 100).unwrap();
+        assert_eq!(rs.last().map(|r| r.seq), Some(60));
+        assert_eq!(rs.len() as u64, s.backlog);
+    }
+
+    #[tokio::test]
+    async fn reject_newest_keeps_the_oldest_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Buffer::open(dir.path(), bounded(25, FullPolicy::RejectNewest)).unwrap();
+        let mut refused = 0;
+        for c in 0..6u32 {
+            if let Err(BufferError::Full(_)) = b
+                .append(&(c * 10..c * 10 + 10).map(reading).collect::<Vec<_>>())
+                .await
+            {
+                refused += 1;
+            }
+        }
+        let s = b.stats();
+        assert_eq!(
+            (s.last_seq, s.backlog, s.rejected, refused),
+            (20, 20, 40, 4),
+            "{s:?}"
+        );
+        assert_eq!(
+            b.read_after(0, 100).unwrap().first().map(|r| r.seq),
+            Some(1)
+        );
+        // Once the hub acks, there is room again.
+        b.ack_up_to(20).unwrap();
+        assert!(b.append(&[reading(99)]).await.is_ok());
+    }
+
     #[tokio::test]
     async fn ensure_seq_above_skips_ahead() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
         assert!(b.ensure_seq_above(100).await.unwrap());
         assert_eq!(b.append(&[reading(1)]).await.unwrap(), (101, 101));
         assert_eq!(b.stats().backlog, 1);

@@ -45,11 +45,28 @@ pub struct BufferConfig {
     /// sled page cache, in MiB (sled's own default of 1 GiB is far too much for a gateway).
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// Most readings waiting for the hub; beyond it `full_policy` applies.
+    #[serde(default = "default_max_readings")]
+    pub max_readings: u64,
+    /// Most disk space the buffer may take, in MiB (sled's files; checked once a second).
+    #[serde(default = "default_max_disk_mib")]
+    pub max_disk_mib: u64,
+    /// What to do when full: drop the oldest readings, or refuse new ones.
+    #[serde(default)]
+    pub full_policy: FullPolicy,
 }
 
 fn default_cache_mib() -> u64 {
     8
 }
+fn default_max_readings() -> u64 {
+    50_000_000
+}
+fn default_max_disk_mib() -> u64 {
+    4096
+}
+
+pub use crate::buffer::FullPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +222,12 @@ impl Config {
                     self.uplink.hub_url
                 ),
             ));
+        }
+        if self.buffer.max_readings == 0 {
+            return Err(("buffer.max_readings".into(), "must be > 0".into()));
+        }
+        if self.buffer.max_disk_mib == 0 {
+            return Err(("buffer.max_disk_mib".into(), "must be > 0".into()));
         }
         if self.uplink.batch_max == 0 || self.uplink.batch_max > 50_000 {
             return Err(("uplink.batch_max".into(), "must be 1..=50000".into()));

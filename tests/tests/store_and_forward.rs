@@ -157,3 +157,102 @@ async fn a_postgres_restart_during_ingest_loses_nothing() -> Result<()> {
     drain_and_check(&mut stack, "gw-pg").await?;
     Ok(())
 }
+
+/// Hub down, buffer bounded at 300 readings: the policy holds the bound, counts
+/// what it dropped or refused, the agent keeps polling; when the hub comes
+/// back, what was kept arrives once.
+async fn full_buffer(policy: &str) -> Result<(Value, i64, i64)> {
+    let mut stack = Stack::new().await?;
+    stack.start_sim(false).await?;
+    let cfg = stack.write_agent_config("gw-full", 20, "batch_max = 50\n")?;
+    let buffer = format!(
+        "[buffer]\npath = \"{}\"\n",
+        stack.dir.path().join("buffer").display()
+    );
+    let text = std::fs::read_to_string(&cfg)?.replacen(
+        &buffer,
+        &format!("{buffer}max_readings = 300\nfull_policy = \"{policy}\"\n"),
+        1,
+    );
+    anyhow::ensure!(
+        text.contains("max_readings = 300"),
+        "config layout changed: {text}"
+    );
+    std::fs::write(&cfg, text)?;
+    stack.start_agent(&cfg).await?;
+    let key = if policy == "drop_oldest" {
+        "dropped"
+    } else {
+        "rejected"
+    };
+    let health = wait_for("the bound to be hit", Duration::from_secs(20), || async {
+        let h = stack.agent_health().await?;
+        Ok((h["buffer"][key].as_u64() > Some(200)).then_some(h))
+    })
+    .await
+    .with_context(|| stack.logs())?;
+    assert!(
+        health["buffer"]["backlog"].as_u64() <= Some(300),
+        "{health}"
+    );
+    assert_eq!(health["devices"][0]["state"], "online", "{health}");
+    assert_eq!(health["buffer"]["full_policy"], policy);
+    let metrics = reqwest::get(format!("{}/metrics", stack.agent_url()))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(&format!("edge_buffer_{key}_total")),
+        "{metrics}"
+    );
+    stack.start_hub().await?;
+    let last = drain_after_bound(&mut stack).await?;
+    let pool = stack.db().await?;
+    let (count, distinct, min): (i64, i64, Option<i64>) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT seq), min(seq) FROM readings")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(count, distinct, "duplicates");
+    let h = stack.agent_health().await?;
+    let lost = h["buffer"][key].as_i64().unwrap_or(0);
+    if policy == "drop_oldest" {
+        // Everything not dropped arrived.
+        assert_eq!(count, last - lost, "{h}");
+    } else {
+        // Refused readings never got a sequence number: every accepted one arrived.
+        assert_eq!(count, last, "{h}");
+    }
+    Ok((h, count, min.unwrap_or(0)))
+}
+
+async fn drain_after_bound(stack: &mut Stack) -> Result<i64> {
+    stack.sim.take().context("sim")?.kill9()?;
+    wait_for("the backlog to drain", Duration::from_secs(30), || async {
+        let h = stack.agent_health().await?;
+        let b = &h["buffer"];
+        Ok((h["devices"][0]["state"] == "offline" && b["backlog"] == 0)
+            .then(|| b["last_seq"].as_i64())
+            .flatten())
+    })
+    .await
+    .with_context(|| stack.logs())
+}
+
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_drops_the_oldest_and_stays_healthy() -> Result<()> {
+    let (_, _, min) = full_buffer("drop_oldest").await?;
+    assert!(
+        min > 1,
+        "the oldest readings should have been dropped (min seq {min})"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_refuses_the_newest_and_stays_healthy() -> Result<()> {
+    let (_, _, min) = full_buffer("reject_newest").await?;
+    assert_eq!(min, 1, "the oldest readings should have been kept");
+    Ok(())
+}

@@ -502,13 +502,7 @@ impl ModbusPoller {
                 }
             }
         }
-        let n = readings.len() as u64;
-        if !readings.is_empty()
-            && let Err(e) = self.buffer.append(&readings).await
-        {
-            metrics::counter!("edge_buffer_append_errors_total").increment(1);
-            tracing::error!(device = %self.id, error = %e, lost = n, "cannot buffer readings");
-        }
+        let n = self.buffer.accept(&self.id, &readings).await;
         if decode_errors > 0 {
             self.m.decode_errors.increment(decode_errors);
         }

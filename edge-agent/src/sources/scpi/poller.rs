@@ -373,13 +373,7 @@ impl ScpiPoller {
     ) -> Result<(), LineError> {
         // Noise alone does not make a device offline: something is talking.
         // Only silence does (TIMEOUTS_BEFORE_OFFLINE in poll_group).
-        let n = readings.len() as u64;
-        if !readings.is_empty()
-            && let Err(e) = self.buffer.append(&readings).await
-        {
-            metrics::counter!("edge_buffer_append_errors_total").increment(1);
-            tracing::error!(device = %self.id, error = %e, lost = n, "cannot buffer readings");
-        }
+        let n = self.buffer.accept(&self.id, &readings).await;
         metrics::counter!("edge_readings_total", "device" => self.id.clone()).increment(n);
         metrics::counter!("edge_scpi_polls_total", "device" => self.id.clone()).increment(1);
         if self.health.borrow().state == DeviceState::Offline {
