@@ -82,7 +82,7 @@ pub struct NewReading {
     pub quality: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BufferStats {
     /// Highest sequence ever assigned.
     pub last_seq: u64,
@@ -99,6 +99,10 @@ pub struct BufferStats {
     /// Disk space used by the buffer's files, bytes (refreshed at most once a second).
     pub disk_bytes: u64,
     pub full_policy: FullPolicy,
+    /// Damage found when the buffer was opened, if any (and what was done about it).
+    pub damage: Option<String>,
+    /// Readings missing between intact records after damage (lost for good).
+    pub missing_readings: u64,
 }
 
 pub struct Buffer {
@@ -117,6 +121,8 @@ pub struct Buffer {
     disk_bytes: AtomicU64,
     disk_checked: Mutex<Option<std::time::Instant>>,
     opts: BufferOptions,
+    damage: Mutex<Option<String>>,
+    missing: AtomicU64,
     appended: Notify,
 }
 
@@ -146,12 +152,132 @@ fn seq_of_key(key: &[u8]) -> Option<u64> {
 
 impl Buffer {
     /// Opens (or creates) the buffer and recovers its counters from disk.
+    /// Opens the buffer, checks every record, and resumes. Damage never stops
+    /// the agent: undecodable records are moved to a `quarantine` tree and
+    /// counted; a buffer sled cannot open at all is moved aside
+    /// (`<path>.corrupt-<unix time>`) and replaced by an empty one. Either way
+    /// `stats().damage` says what happened.
     pub fn open(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
+        let first_try = std::panic::catch_unwind(|| Buffer::open_checked(path, opts.clone()))
+            .unwrap_or_else(|_| Err(BufferError::Corrupt("sled panicked while opening".into())));
+        match first_try {
+            Ok(b) => Ok(b),
+            Err(
+                e
+                @ (BufferError::Corrupt(_) | BufferError::Storage(sled::Error::Corruption { .. })),
+            ) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let aside = path.with_file_name(format!(
+                    "{}.corrupt-{stamp}",
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("buffer")
+                ));
+                std::fs::rename(path, &aside).map_err(|io| {
+                    BufferError::Corrupt(format!(
+                        "{e}; and it cannot be moved aside to {}: {io}",
+                        aside.display()
+                    ))
+                })?;
+                let what = format!(
+                    "buffer could not be opened ({e}); moved to {} and started empty",
+                    aside.display()
+                );
+                tracing::error!(damage = %what, "buffer damaged");
+                metrics::counter!("edge_buffer_quarantined_total").increment(1);
+                let b = Buffer::open_checked(path, opts)?;
+                // The old counter is gone, and the hub may hold sequences from it.
+                // Restart numbering at the clock in nanoseconds: above anything
+                // the old buffer can have handed out (it would have needed more
+                // than one reading per nanosecond of its life), even before the
+                // uplink learns the hub's highest sequence.
+                let base = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0)
+                    .min(i64::MAX as u64 / 2);
+                b.tree.insert(LAST_SEQ_KEY, &base.to_be_bytes())?;
+                b.tree.insert(ACKED_KEY, &base.to_be_bytes())?;
+                b.tree.flush()?;
+                b.last_seq.store(base, Ordering::SeqCst);
+                b.durable_seq.store(base, Ordering::SeqCst);
+                b.acked_up_to.store(base, Ordering::SeqCst);
+                if let Ok(mut d) = b.damage.lock() {
+                    *d = Some(format!("{what}; sequence numbers continue from {base}"));
+                }
+                Ok(b)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_checked(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
+        let b = Buffer::open_raw(path, opts)?;
+        b.check()?;
+        Ok(b)
+    }
+
+    /// Walks every record once: undecodable ones go to quarantine, gaps in the
+    /// sequence are counted as missing.
+    fn check(&self) -> Result<(), BufferError> {
+        let quarantine = self.tree.open_tree("quarantine")?;
+        let mut expected: Option<u64> = None;
+        let (mut bad, mut missing, mut records) = (0u64, 0u64, 0u64);
+        for item in self.tree.range(reading_key(0)..=reading_key(u64::MAX)) {
+            let (k, v) = item?;
+            let Some(first) = seq_of_key(&k) else {
+                continue;
+            };
+            records += 1;
+            match decode_record(&v) {
+                Some(batch) if batch.readings.first().map(|r| r.seq) == Some(first) => {
+                    if let Some(e) = expected
+                        && first > e
+                    {
+                        missing += first - e;
+                    }
+                    expected = Some(first + batch.readings.len() as u64);
+                }
+                _ => {
+                    quarantine.insert(&k, v)?;
+                    self.tree.remove(&k)?;
+                    bad += 1;
+                }
+            }
+        }
+        if bad > 0 || missing > 0 {
+            let what = format!(
+                "{bad} of {records} records undecodable (moved to the quarantine tree), {missing} readings missing between intact records"
+            );
+            tracing::error!(damage = %what, "buffer damaged; resuming with what is intact");
+            self.corrupt.fetch_add(bad, Ordering::Relaxed);
+            self.missing.fetch_add(missing, Ordering::Relaxed);
+            metrics::counter!("edge_buffer_corrupt_records_total").increment(bad);
+            if let Ok(mut d) = self.damage.lock() {
+                *d = Some(what);
+            }
+            self.tree.flush()?;
+        }
+        Ok(())
+    }
+
+    fn open_raw(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
+        // sled starts empty, silently, when it finds nothing valid in its log:
+        // existing files that yield no recovered database are damage, not a new buffer.
+        let existed = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
         let tree = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        if existed && !tree.was_recovered() {
+            return Err(BufferError::Corrupt(
+                "its files exist but sled recovered nothing from them".into(),
+            ));
+        }
         let stored_last = match tree.get(LAST_SEQ_KEY)? {
             Some(v) => {
                 let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
@@ -193,6 +319,8 @@ impl Buffer {
             disk_bytes: AtomicU64::new(0),
             disk_checked: Mutex::new(None),
             opts,
+            damage: Mutex::new(None),
+            missing: AtomicU64::new(0),
             appended: Notify::new(),
         })
     }
@@ -470,6 +598,8 @@ impl Buffer {
             rejected: self.rejected.load(Ordering::Relaxed),
             disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
             full_policy: self.opts.full_policy,
+            damage: self.damage.lock().ok().and_then(|d| d.clone()),
+            missing_readings: self.missing.load(Ordering::Relaxed),
         }
     }
 
@@ -627,6 +757,72 @@ mod tests {
         // Once the hub acks, there is room again.
         b.ack_up_to(20).unwrap();
         assert!(b.append(&[reading(99)]).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn damaged_records_are_quarantined_and_gaps_counted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
+            for c in 0..4u32 {
+                b.append(&(c * 10..c * 10 + 10).map(reading).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+            }
+            // Damage record 11..20 and lose record 21..30.
+            b.tree
+                .insert(reading_key(11), b"\x00\x00\x00\x0agarbage".to_vec())
+                .unwrap();
+            b.tree.remove(reading_key(21)).unwrap();
+            b.flush().await.unwrap();
+        }
+        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
+        let s = b.stats();
+        assert_eq!(s.corrupt_records, 1, "{s:?}");
+        assert_eq!(s.missing_readings, 20, "{s:?}");
+        assert!(
+            s.damage.as_deref().unwrap_or("").contains("quarantine"),
+            "{s:?}"
+        );
+        assert_eq!(b.tree.open_tree("quarantine").unwrap().len(), 1);
+        let seqs: Vec<u64> = b
+            .read_after(0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, (1..=10).chain(31..=40).collect::<Vec<_>>());
+        assert_eq!(b.append(&[reading(1)]).await.unwrap(), (41, 41));
+    }
+
+    #[tokio::test]
+    async fn a_buffer_sled_cannot_open_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buffer");
+        {
+            let b = Buffer::open(&path, BufferOptions::with_cache(1 << 20)).unwrap();
+            b.append(&[reading(1)]).await.unwrap();
+            b.flush().await.unwrap();
+        }
+        std::fs::write(path.join("db"), vec![0xA5u8; 100_000]).unwrap();
+        let b = Buffer::open(&path, BufferOptions::with_cache(1 << 20)).unwrap();
+        let s = b.stats();
+        assert!(
+            s.damage.as_deref().unwrap_or("").contains("moved to"),
+            "{s:?}"
+        );
+        assert!(s.last_seq > 1_700_000_000_000_000_000, "{s:?}");
+        assert_eq!(s.backlog, 0);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("buffer.corrupt-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1);
     }
 
     #[tokio::test]

@@ -256,3 +256,54 @@ async fn a_full_buffer_refuses_the_newest_and_stays_healthy() -> Result<()> {
     assert_eq!(min, 1, "the oldest readings should have been kept");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_buffer_is_reported_and_the_agent_carries_on() -> Result<()> {
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    stack.start_sim(false).await?;
+    let cfg = stack.write_agent_config("gw-corrupt", 50, "")?;
+    stack.start_agent(&cfg).await?;
+    let pool = stack.db().await?;
+    wait_for("readings at the hub", Duration::from_secs(20), || async {
+        Ok((hub_count(&pool).await? > 100).then_some(()))
+    })
+    .await?;
+    stack
+        .agent
+        .take()
+        .context("agent")?
+        .terminate(Duration::from_secs(10))?;
+    let before: i64 = sqlx::query_scalar("SELECT max(seq) FROM readings")
+        .fetch_one(&pool)
+        .await?;
+    // Trash the buffer's data file between runs.
+    std::fs::write(stack.dir.path().join("buffer/db"), vec![0xA5u8; 200_000])?;
+    stack.start_agent(&cfg).await?;
+    let h = stack.agent_health().await?;
+    let damage = h["buffer"]["damage"].as_str().unwrap_or("").to_string();
+    assert!(damage.contains("moved to"), "{h}");
+    let after = wait_for(
+        "new readings after the damage",
+        Duration::from_secs(20),
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings WHERE seq > $1")
+                .bind(before)
+                .fetch_one(&pool)
+                .await?;
+            Ok((n > 50).then_some(n))
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    // The fresh buffer continued above what the hub already held: no sequence reused.
+    let (count, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT seq) FROM readings")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(count, distinct, "a sequence number was reused");
+    assert!(after > 50);
+    let log = stack.agent.as_ref().context("agent")?.log_text();
+    assert!(log.contains("buffer damaged"), "{log}");
+    Ok(())
+}
