@@ -1,11 +1,13 @@
 //! Wires the hub together and owns its lifecycle.
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::auth::Authenticator;
+use crate::config::{Config, GatewayAuth};
 use crate::ingest::IngestService;
 use crate::storage::Store;
 use anyhow::{Context, Result};
 use qi_proto::v1::uplink_server::UplinkServer;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(
@@ -33,10 +35,40 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on grpc.listen = {}", cfg.grpc.listen))?;
     tracing::info!(listen = %grpc_listener.local_addr()?, "gRPC ingest listening");
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&cfg.grpc.tls_cert, &cfg.grpc.tls_key) {
+        let read = |p: &std::path::PathBuf, what: &str| {
+            std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
+        };
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(
+                read(cert, "grpc.tls_cert")?,
+                read(key, "grpc.tls_key")?,
+            ),
+        );
+        if cfg.grpc.auth == GatewayAuth::Mtls
+            && let Some(ca) = &cfg.grpc.client_ca
+        {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+                ca,
+                "grpc.client_ca",
+            )?));
+        }
+        server = server
+            .tls_config(tls)
+            .context("invalid TLS configuration")?;
+    }
+    if cfg.grpc.auth == GatewayAuth::None {
+        tracing::warn!(
+            "grpc.auth = \"none\": any client may claim any gateway id (development only)"
+        );
+    }
+    let auth = Arc::new(Authenticator::new(&cfg.grpc));
+    tracing::info!(auth = ?cfg.grpc.auth, tls = cfg.grpc.tls_cert.is_some(), "gateway authentication");
     let mut grpc_stop = stop.clone();
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(UplinkServer::new(IngestService::new(store.clone())))
+        server
+            .add_service(UplinkServer::new(IngestService::new(store.clone(), auth)))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
                 async move { grpc_stop.wait().await },

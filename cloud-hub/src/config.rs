@@ -4,8 +4,9 @@
 use qi_common::config::{ConfigError, load_toml_validated};
 use qi_common::logging::LogFormat;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,12 +47,42 @@ pub struct GrpcConfig {
     /// Where gateways connect.
     #[serde(default = "default_grpc_listen")]
     pub listen: SocketAddr,
+    /// How gateways prove who they are.
+    #[serde(default)]
+    pub auth: GatewayAuth,
+    /// Server certificate and key (PEM). Required for `mtls`; for `token`,
+    /// optional (TLS may be terminated by a proxy in front of the hub).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs gateway certificates; required for `mtls`.
+    pub client_ca: Option<PathBuf>,
+    /// `token` mode: gateway id -> SHA-256 of its token, 64 hex digits.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayAuth {
+    /// Anyone may connect and claim any gateway id: development only.
+    #[default]
+    None,
+    /// Client certificates signed by `client_ca`; the gateway id is the
+    /// certificate's subject common name.
+    Mtls,
+    /// `authorization: Bearer <token>` per gateway, checked against `tokens`.
+    Token,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             listen: default_grpc_listen(),
+            auth: GatewayAuth::None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            tokens: BTreeMap::new(),
         }
     }
 }
@@ -102,6 +133,38 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         if self.database.max_connections == 0 {
             return Err(("database.max_connections".into(), "must be >= 1".into()));
+        }
+        let g = &self.grpc;
+        if g.tls_cert.is_some() != g.tls_key.is_some() {
+            return Err((
+                "grpc.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        match g.auth {
+            GatewayAuth::Mtls if g.tls_cert.is_none() || g.client_ca.is_none() => {
+                return Err((
+                    "grpc.auth".into(),
+                    "\"mtls\" needs grpc.tls_cert, grpc.tls_key and grpc.client_ca".into(),
+                ));
+            }
+            GatewayAuth::Token => {
+                if g.tokens.is_empty() {
+                    return Err((
+                        "grpc.tokens".into(),
+                        "\"token\" auth needs at least one gateway token".into(),
+                    ));
+                }
+                for (gw, hash) in &g.tokens {
+                    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err((
+                            format!("grpc.tokens.{gw}"),
+                            "must be the SHA-256 of the token, 64 hex digits (sha256sum)".into(),
+                        ));
+                    }
+                }
+            }
+            _ => {}
         }
         if self.http.max_page_size == 0 {
             return Err(("http.max_page_size".into(), "must be >= 1".into()));

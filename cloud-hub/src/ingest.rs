@@ -1,9 +1,11 @@
 //! gRPC ingest: one task per gateway stream; commit each batch, then ack it.
 
+use crate::auth::{Authenticator, Credential};
 use crate::storage::Store;
 use qi_proto::v1::uplink_server::Uplink;
 use qi_proto::v1::{Ack, EdgeMessage, HubMessage, Reading, Welcome, edge_message, hub_message};
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,11 +16,12 @@ const MAX_UNIT_LEN: usize = 32;
 
 pub struct IngestService {
     store: Store,
+    auth: Arc<Authenticator>,
 }
 
 impl IngestService {
-    pub fn new(store: Store) -> IngestService {
-        IngestService { store }
+    pub fn new(store: Store, auth: Arc<Authenticator>) -> IngestService {
+        IngestService { store, auth }
     }
 }
 
@@ -92,11 +95,13 @@ impl Uplink for IngestService {
         request: Request<Streaming<EdgeMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr();
+        let credential = self.auth.credential(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<HubMessage, Status>>(16);
         let store = self.store.clone();
+        let auth = Arc::clone(&self.auth);
         tokio::spawn(async move {
-            if let Err(status) = serve_stream(&store, &mut inbound, &tx).await {
+            if let Err(status) = serve_stream(&store, &auth, &credential, &mut inbound, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
             tracing::debug!(?peer, "uplink stream ended");
@@ -107,6 +112,8 @@ impl Uplink for IngestService {
 
 async fn serve_stream(
     store: &Store,
+    auth: &Authenticator,
+    credential: &Credential,
     inbound: &mut Streaming<EdgeMessage>,
     tx: &mpsc::Sender<Result<HubMessage, Status>>,
 ) -> Result<(), Status> {
@@ -128,6 +135,7 @@ async fn serve_stream(
             format!("gateway_id must be 1..={MAX_ID_LEN} printable characters"),
         ));
     }
+    auth.check(credential, &hello.gateway_id)?;
     let gw = hello.gateway_id;
     let highest = store
         .gateway_connected(&gw, &hello.agent_version)

@@ -148,14 +148,14 @@ pub async fn run(
     tracing::info!(gateway = %cfg.gateway_id, path = %cfg.buffer.path.display(),
         backlog = stats.backlog, last_seq = stats.last_seq, "buffer open");
 
-    let (stop_trigger, stop) = qi_common::shutdown::channel();
-    let devices = start_devices(&cfg, &buffer, &stop);
-
     let (uplink, uplink_status) = Uplink::new(
         cfg.gateway_id.clone(),
         cfg.uplink.clone(),
         Arc::clone(&buffer),
-    );
+    )
+    .context("cannot set up the uplink")?;
+    let (stop_trigger, stop) = qi_common::shutdown::channel();
+    let devices = start_devices(&cfg, &buffer, &stop);
     let uplink_task = tokio::spawn(uplink.run(stop.clone()));
 
     let app = status::router(StatusSources {

@@ -90,6 +90,16 @@ pub struct UplinkConfig {
     /// On shutdown, keep sending the backlog for at most this long before exiting.
     #[serde(default = "default_drain_ms")]
     pub shutdown_drain_ms: u64,
+    /// CA (PEM) that signed the hub's certificate; required for `https://` URLs.
+    pub ca_cert: Option<PathBuf>,
+    /// This gateway's certificate and key (PEM) for mutual TLS; the hub takes
+    /// the gateway id from the certificate's common name.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Name to verify in the hub's certificate, if not the URL's host.
+    pub tls_domain: Option<String>,
+    /// File holding this gateway's bearer token (hub `grpc.auth = "token"`).
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_batch_max() -> usize {
@@ -231,6 +241,25 @@ impl Config {
         }
         if self.uplink.batch_max == 0 || self.uplink.batch_max > 50_000 {
             return Err(("uplink.batch_max".into(), "must be 1..=50000".into()));
+        }
+        let u = &self.uplink;
+        if u.client_cert.is_some() != u.client_key.is_some() {
+            return Err((
+                "uplink.client_cert".into(),
+                "client_cert and client_key go together".into(),
+            ));
+        }
+        if u.hub_url.starts_with("https://") && u.ca_cert.is_none() {
+            return Err((
+                "uplink.ca_cert".into(),
+                "an https:// hub_url needs the CA that signed the hub's certificate".into(),
+            ));
+        }
+        if u.hub_url.starts_with("http://") && (u.client_cert.is_some() || u.ca_cert.is_some()) {
+            return Err((
+                "uplink.hub_url".into(),
+                "certificates are configured but the URL is http://; use https://".into(),
+            ));
         }
         if self.uplink.max_in_flight == 0 {
             return Err(("uplink.max_in_flight".into(), "must be >= 1".into()));

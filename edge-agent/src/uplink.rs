@@ -61,6 +61,9 @@ pub enum UplinkError {
 
 pub struct Uplink {
     gateway_id: String,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// `Bearer <token>` header value, when the hub wants tokens.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     cfg: UplinkConfig,
     buffer: Arc<Buffer>,
     status: watch::Sender<UplinkStatus>,
@@ -73,11 +76,47 @@ enum SessionEnd {
 }
 
 impl Uplink {
+    /// Builds the uplink; reads certificates and the token file now, so a
+    /// missing or unreadable one is a clear start-up error.
     pub fn new(
         gateway_id: String,
         cfg: UplinkConfig,
         buffer: Arc<Buffer>,
-    ) -> (Uplink, watch::Receiver<UplinkStatus>) {
+    ) -> Result<(Uplink, watch::Receiver<UplinkStatus>), UplinkError> {
+        let read = |p: &std::path::PathBuf, key: &str| {
+            std::fs::read(p)
+                .map_err(|e| UplinkError::Url(format!("uplink.{key} {}: {e}", p.display())))
+        };
+        let tls = if cfg.hub_url.starts_with("https://") {
+            let mut t = tonic::transport::ClientTlsConfig::new();
+            if let Some(ca) = &cfg.ca_cert {
+                t = t.ca_certificate(tonic::transport::Certificate::from_pem(read(
+                    ca, "ca_cert",
+                )?));
+            }
+            if let (Some(c), Some(k)) = (&cfg.client_cert, &cfg.client_key) {
+                t = t.identity(tonic::transport::Identity::from_pem(
+                    read(c, "client_cert")?,
+                    read(k, "client_key")?,
+                ));
+            }
+            if let Some(d) = &cfg.tls_domain {
+                t = t.domain_name(d.clone());
+            }
+            Some(t)
+        } else {
+            None
+        };
+        let token = match &cfg.token_file {
+            Some(p) => {
+                let raw = read(p, "token_file")?;
+                let t = String::from_utf8_lossy(&raw).trim().to_string();
+                Some(format!("Bearer {t}").parse().map_err(|_| {
+                    UplinkError::Url("uplink.token_file: token is not printable ASCII".into())
+                })?)
+            }
+            None => None,
+        };
         let (tx, rx) = watch::channel(UplinkStatus {
             hub_url: cfg.hub_url.clone(),
             state: LinkState::Connecting,
@@ -88,15 +127,17 @@ impl Uplink {
             batches_sent: 0,
             readings_sent: 0,
         });
-        (
+        Ok((
             Uplink {
                 gateway_id,
+                tls,
+                token,
                 cfg,
                 buffer,
                 status: tx,
             },
             rx,
-        )
+        ))
     }
 
     /// Runs until `stop` fires, then keeps draining for at most
@@ -151,17 +192,29 @@ impl Uplink {
     }
 
     async fn session_inner(&self, stop: &mut Stop) -> Result<(), UplinkError> {
-        let endpoint = Endpoint::from_shared(self.cfg.hub_url.clone())
+        let mut endpoint = Endpoint::from_shared(self.cfg.hub_url.clone())
             .map_err(|e| UplinkError::Url(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| UplinkError::Url(format!("TLS settings: {e}")))?;
+        }
         let channel = tokio::select! {
             c = endpoint.connect() => c.map_err(UplinkError::Connect)?,
             _ = stop.wait() => return Ok(()),
         };
-        let mut client = UplinkClient::new(channel);
+        let token = self.token.clone();
+        let mut client =
+            UplinkClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+                if let Some(t) = &token {
+                    req.metadata_mut().insert("authorization", t.clone());
+                }
+                Ok(req)
+            });
         let (tx, rx) = mpsc::channel::<EdgeMessage>(self.cfg.max_in_flight + 1);
         let hello = EdgeMessage {
             kind: Some(edge_message::Kind::Hello(Hello {
@@ -170,8 +223,12 @@ impl Uplink {
             })),
         };
         tx.send(hello).await.map_err(|_| UplinkError::Closed)?;
-        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-        let welcome = match inbound.message().await? {
+        let mut inbound = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .map_err(explain_refusal)?
+            .into_inner();
+        let welcome = match inbound.message().await.map_err(explain_refusal)? {
             Some(HubMessage {
                 kind: Some(hub_message::Kind::Welcome(w)),
             }) => w,
@@ -273,5 +330,22 @@ impl Uplink {
                 _ = stop.wait(), if drain_deadline.is_none() => {}
             }
         }
+    }
+}
+
+/// TLS 1.3 checks the client certificate after the handshake, so a refused
+/// certificate surfaces as a broken pipe on the first RPC: say what it means.
+fn explain_refusal(s: tonic::Status) -> UplinkError {
+    let m = s.message().to_ascii_lowercase();
+    if s.code() == tonic::Code::Unknown
+        || m.contains("broken pipe")
+        || m.contains("connection reset")
+    {
+        UplinkError::Rpc(tonic::Status::unauthenticated(format!(
+            "the hub closed the connection during the TLS exchange (is this gateway's client certificate missing, expired or not signed by the hub's client CA?): {}",
+            s.message()
+        )))
+    } else {
+        UplinkError::Rpc(s)
     }
 }

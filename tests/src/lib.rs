@@ -7,8 +7,10 @@
 //! gets its own database in it); otherwise every test starts its own cluster
 //! with the Debian binaries (initdb into a temp dir, random port).
 
+pub mod grpc;
 pub mod peers;
 pub mod pg;
+pub mod pki;
 pub mod process;
 
 use anyhow::{Context, Result, bail};
@@ -104,6 +106,8 @@ pub struct Stack {
     pub sim_port: u16,
     /// Extra command-line arguments for the hub (e.g. `--log-format json`).
     pub hub_args: Vec<String>,
+    /// Extra keys for the hub's `[grpc]` table (TLS, auth).
+    pub hub_grpc_extra: String,
     pub hub: Option<Proc>,
     pub sim: Option<Proc>,
     pub agent: Option<Proc>,
@@ -128,6 +132,7 @@ impl Stack {
             agent_http_port: free_port(),
             sim_port: free_port(),
             hub_args: Vec::new(),
+            hub_grpc_extra: String::new(),
             hub: None,
             sim: None,
             agent: None,
@@ -158,9 +163,10 @@ impl Stack {
         std::fs::write(
             &cfg,
             format!(
-                "[database]\nurl = \"{}\"\n\n[grpc]\nlisten = \"127.0.0.1:{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+                "[database]\nurl = \"{}\"\n\n[grpc]\nlisten = \"127.0.0.1:{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{}\"\n",
                 self.pg_url()?,
                 self.grpc_port,
+                self.hub_grpc_extra,
                 self.hub_http_port
             ),
         )?;

@@ -2,13 +2,11 @@
 //! REST parameters that make no sense, and gRPC clients that break the contract.
 
 use anyhow::{Context, Result};
+use e2e_tests::grpc::{Client, batch, exchange, hello, reading};
 use e2e_tests::{Stack, bin, get_json, wait_for};
-use qi_proto::v1::uplink_client::UplinkClient;
-use qi_proto::v1::{EdgeMessage, Hello, Reading, ReadingBatch, edge_message, hub_message};
+use qi_proto::v1::hub_message;
 use std::process::Command;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// Runs `edge-agent --check` on a config text; returns (exit success, stderr).
 /// (`--check` so that a config that loads does not start a daemon.)
@@ -209,73 +207,11 @@ async fn rest_bad_parameters_get_400_with_a_message() -> Result<()> {
     Ok(())
 }
 
-fn reading(seq: u64, value: f64) -> Reading {
-    Reading {
-        seq,
-        device_id: "meter-x".into(),
-        metric: "voltage_l1".into(),
-        timestamp_us: 1_790_000_000_000_000 + seq as i64 * 1000,
-        value,
-        unit: "V".into(),
-        quality: 1,
-    }
-}
-
-fn batch(readings: Vec<Reading>) -> EdgeMessage {
-    EdgeMessage {
-        kind: Some(edge_message::Kind::Batch(ReadingBatch { readings })),
-    }
-}
-
-fn hello(gw: &str) -> EdgeMessage {
-    EdgeMessage {
-        kind: Some(edge_message::Kind::Hello(Hello {
-            gateway_id: gw.into(),
-            agent_version: "test".into(),
-        })),
-    }
-}
-
-/// Opens a stream, sends `msgs`, and returns what the hub answered (until it closed or erred).
-async fn exchange(
-    url: &str,
-    msgs: Vec<EdgeMessage>,
-) -> Result<(Vec<hub_message::Kind>, Option<tonic::Status>)> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect()
-        .await?;
-    let mut client = UplinkClient::new(channel);
-    let (tx, rx) = mpsc::channel(msgs.len() + 1);
-    let expected = msgs.len();
-    for m in msgs {
-        tx.send(m).await?;
-    }
-    let mut inbound = match client.stream(ReceiverStream::new(rx)).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => return Ok((vec![], Some(s))),
-    };
-    let mut got = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await? {
-            Ok(Some(m)) => {
-                got.extend(m.kind);
-                if got.len() == expected {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(s) => return Ok((got, Some(s))),
-        }
-    }
-    drop(tx);
-    Ok((got, None))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_deduplicates_redelivered_batches_and_refuses_broken_streams() -> Result<()> {
     let mut stack = Stack::new().await?;
     stack.start_hub().await?;
-    let url = format!("http://127.0.0.1:{}", stack.grpc_port);
+    let url = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));
     let pool = stack.db().await?;
 
     // First delivery, then the same batch again (as after a lost ack).
