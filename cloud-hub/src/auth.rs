@@ -115,8 +115,10 @@ mod tests {
     use super::*;
 
     fn token_auth() -> Authenticator {
-        let mut cfg = GrpcConfig::default();
-        cfg.auth = GatewayAuth::Token;
+        let mut cfg = GrpcConfig {
+            auth: GatewayAuth::Token,
+            ..Default::default()
+        };
         // sha256("s3cret")
         cfg.tokens
             .insert("gw-1".into(), hex(&Sha256::digest(b"s3cret")));
@@ -145,8 +147,10 @@ mod tests {
 
     #[test]
     fn a_certificate_speaks_only_for_its_own_gateway() {
-        let mut cfg = GrpcConfig::default();
-        cfg.auth = GatewayAuth::Mtls;
+        let cfg = GrpcConfig {
+            auth: GatewayAuth::Mtls,
+            ..Default::default()
+        };
         let a = Authenticator::new(&cfg);
         assert!(
             a.check(&Credential::Certificate(Some("gw-1".into())), "gw-1")
