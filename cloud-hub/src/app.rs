@@ -68,7 +68,12 @@ pub async fn run(
     let mut grpc_stop = stop.clone();
     let grpc = tokio::spawn(
         server
-            .add_service(UplinkServer::new(IngestService::new(store.clone(), auth)))
+            .add_service(
+                // Gateways choose whether to compress; the hub accepts either.
+                UplinkServer::new(IngestService::new(store.clone(), auth))
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .send_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
                 async move { grpc_stop.wait().await },

@@ -467,6 +467,13 @@ impl Buffer {
             .saturating_sub(self.acked_up_to.load(Ordering::SeqCst))
     }
 
+    /// Acquisition time of the oldest reading not yet acknowledged, if any.
+    pub fn oldest_pending_us(&self) -> Option<i64> {
+        self.read_after(self.acked_up_to.load(Ordering::SeqCst), 1)
+            .ok()
+            .and_then(|r| r.first().map(|r| r.timestamp_us))
+    }
+
     /// What the sources call: appends a poll cycle's readings and returns how
     /// many were accepted (durable). Refusals by the full policy are counted
     /// and logged by the buffer; a storage error is logged here, per device.

@@ -100,6 +100,17 @@ pub struct UplinkConfig {
     pub tls_domain: Option<String>,
     /// File holding this gateway's bearer token (hub `grpc.auth = "token"`).
     pub token_file: Option<PathBuf>,
+    /// Compress batches on the wire: `gzip` (for cellular and metered links) or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
 }
 
 fn default_batch_max() -> usize {

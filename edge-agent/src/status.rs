@@ -34,6 +34,8 @@ pub struct HealthReport {
     pub gateway_id: String,
     pub version: &'static str,
     pub buffer: BufferStats,
+    /// Age of the oldest reading still waiting for the hub, in seconds.
+    pub backlog_age_s: Option<f64>,
     pub uplink: UplinkStatus,
     pub devices: Vec<DeviceHealth>,
 }
@@ -49,6 +51,10 @@ impl StatusSources {
             gateway_id: self.gateway_id.clone(),
             version: env!("CARGO_PKG_VERSION"),
             buffer: self.buffer.stats(),
+            backlog_age_s: self
+                .buffer
+                .oldest_pending_us()
+                .map(|ts| (chrono::Utc::now().timestamp_micros() - ts).max(0) as f64 / 1e6),
             uplink,
             devices,
         }

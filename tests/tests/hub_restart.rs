@@ -44,6 +44,11 @@ async fn every_reading_arrives_exactly_once_across_hub_crashes() -> Result<()> {
             health["buffer"]["backlog"].as_u64() > during["buffer"]["backlog"].as_u64(),
             "round {round}: backlog should grow while the hub is down: {during} -> {health}"
         );
+        // The oldest waiting reading is as old as the outage.
+        assert!(
+            health["backlog_age_s"].as_f64() >= Some(1.0),
+            "round {round}: {health}"
+        );
         stack.start_hub().await?;
         seen = hub_count(&pool).await?;
     }

@@ -1,0 +1,247 @@
+//! Store-and-forward benchmark (issue #4):
+//! 1. buffer append throughput with durability on (fsync per append), for
+//!    single 100-byte readings and for poll-cycle batches of 1,000;
+//! 2. a backlog of N readings (default 10M) drained by the real agent to a
+//!    live hub and PostgreSQL, end to end, with the agent's peak RSS;
+//! 3. in the same run, the hub database's raw insert rate for the same rows
+//!    (the INSERT ... UNNEST the hub uses, straight from this process).
+//!
+//!   scripts/bench-drain.sh [READINGS]
+
+use anyhow::{Context, Result, bail};
+use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for, workspace_root};
+use edge_agent::buffer::{Buffer, BufferOptions, NewReading};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn release_bin(name: &str) -> Result<PathBuf> {
+    let p = workspace_root().join("target/release").join(name);
+    if !p.is_file() {
+        bail!("{} missing: run scripts/bench-drain.sh", p.display());
+    }
+    Ok(p)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn dir_mib(p: &std::path::Path) -> f64 {
+    fn walk(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => walk(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(p) as f64 / 1024.0 / 1024.0
+}
+
+fn cycle(
+    i: u64,
+    n: usize,
+    device: &Arc<str>,
+    metrics: &[Arc<str>],
+    unit: &Arc<str>,
+) -> Vec<NewReading> {
+    (0..n)
+        .map(|k| NewReading {
+            device_id: Arc::clone(device),
+            metric: Arc::clone(&metrics[k % metrics.len()]),
+            timestamp_us: 1_790_000_000_000_000 + (i * n as u64 + k as u64) as i64,
+            value: (i as f64) * 0.5 + k as f64,
+            unit: Arc::clone(unit),
+            quality: 1,
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let total: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000_000);
+    let dir = tempfile::Builder::new().prefix("qi-drain-").tempdir()?;
+    let device: Arc<str> = Arc::from("bench-meter-with-a-realistic-name-01");
+    let metrics: Vec<Arc<str>> = (0..50)
+        .map(|m| Arc::from(format!("active_power_phase_l{m}_total").as_str()))
+        .collect();
+    let unit: Arc<str> = Arc::from("kWh");
+
+    // 1a. Single readings (~100 bytes encoded each), one fsync per append.
+    let single = Buffer::open(
+        &dir.path().join("single"),
+        BufferOptions::with_cache(8 << 20),
+    )?;
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < Duration::from_secs(5) {
+        single
+            .append(&cycle(n, 1, &device, &metrics, &unit))
+            .await?;
+        n += 1;
+    }
+    let single_rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(single);
+
+    // 1b + fill: poll-cycle batches of 1,000 into the buffer the agent will drain.
+    let buf_path = dir.path().join("buffer");
+    let buffer = Buffer::open(&buf_path, BufferOptions::with_cache(8 << 20))?;
+    let t = Instant::now();
+    let batches = total / 1000;
+    for i in 0..batches {
+        buffer
+            .append(&cycle(i, 1000, &device, &metrics, &unit))
+            .await?;
+        if i % 1000 == 999 {
+            eprintln!("filled {} readings", (i + 1) * 1000);
+        }
+    }
+    let fill_s = t.elapsed().as_secs_f64();
+    buffer.flush().await?;
+    drop(buffer);
+    let disk = dir_mib(&buf_path);
+
+    // 2. Drain to a live hub.
+    let pg = PgServer::start().await?;
+    let (grpc, hub_http, agent_http) = (free_port(), free_port(), free_port());
+    let hub_cfg = dir.path().join("hub.toml");
+    std::fs::write(
+        &hub_cfg,
+        format!(
+            "[database]\nurl = \"{}\"\nmax_connections = 4\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[http]\nlisten = \"127.0.0.1:{hub_http}\"\n",
+            pg.url()
+        ),
+    )?;
+    let _hub = Proc::spawn(
+        "cloud-hub",
+        &release_bin("cloud-hub")?,
+        &["--config".as_ref(), hub_cfg.as_os_str()],
+        &dir.path().join("hub.log"),
+    )?;
+    wait_for("hub", Duration::from_secs(30), || async {
+        Ok(get_json(&format!("http://127.0.0.1:{hub_http}/ready"))
+            .await
+            .ok()
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ()))
+    })
+    .await?;
+    let agent_cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "gateway_id = \"drain\"\n[buffer]\npath = \"{}\"\n[uplink]\nhub_url = \"http://127.0.0.1:{grpc}\"\nbatch_max = 10000\nmax_in_flight = 4\n[http]\nlisten = \"127.0.0.1:{agent_http}\"\n",
+            buf_path.display()
+        ),
+    )?;
+    let t = Instant::now();
+    let agent = Proc::spawn(
+        "edge-agent",
+        &release_bin("edge-agent")?,
+        &["--config".as_ref(), agent_cfg.as_os_str()],
+        &dir.path().join("agent.log"),
+    )?;
+    let mut peak_rss: f64 = 0.0;
+    let health = format!("http://127.0.0.1:{agent_http}/health");
+    loop {
+        peak_rss = peak_rss.max(rss_mib(agent.pid()));
+        if let Ok((_, h)) = get_json(&health).await
+            && h["buffer"]["backlog"] == 0
+            && h["buffer"]["last_seq"].as_u64() == Some(batches * 1000)
+        {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(3600) {
+            bail!("drain did not finish within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let drain_s = t.elapsed().as_secs_f64();
+    agent.terminate(Duration::from_secs(30))?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg.url())
+        .await?;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&pool)
+        .await?;
+    if stored as u64 != batches * 1000 {
+        bail!("hub holds {stored} readings, expected {}", batches * 1000);
+    }
+
+    // 3. Raw insert rate of the same statement into an identical empty table.
+    sqlx::query("CREATE TABLE readings_raw (LIKE readings INCLUDING ALL)")
+        .execute(&pool)
+        .await?;
+    let raw_n: u64 = 1_000_000.min(total);
+    let t = Instant::now();
+    for b in 0..raw_n / 10_000 {
+        let rows = cycle(b, 10_000, &device, &metrics, &unit);
+        let seq: Vec<i64> = (0..10_000).map(|k| (b * 10_000 + k + 1) as i64).collect();
+        let ts: Vec<chrono::DateTime<chrono::Utc>> = rows
+            .iter()
+            .map(|r| chrono::DateTime::from_timestamp_micros(r.timestamp_us).unwrap_or_default())
+            .collect();
+        let dev: Vec<&str> = rows.iter().map(|r| &*r.device_id).collect();
+        let met: Vec<&str> = rows.iter().map(|r| &*r.metric).collect();
+        let val: Vec<f64> = rows.iter().map(|r| r.value).collect();
+        let uni: Vec<&str> = rows.iter().map(|r| &*r.unit).collect();
+        let q: Vec<i16> = vec![1; rows.len()];
+        sqlx::query(
+            "INSERT INTO readings_raw (ts, gateway_id, seq, device_id, metric, value, unit, quality)
+             SELECT t.ts, 'raw', t.seq, t.device_id, t.metric, t.value, t.unit, t.quality
+             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[], $7::int2[])
+                 AS t(seq, device_id, metric, ts, value, unit, quality)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&seq).bind(&dev).bind(&met).bind(&ts).bind(&val).bind(&uni).bind(&q)
+        .execute(&pool)
+        .await
+        .context("raw insert")?;
+    }
+    let raw_rate = raw_n as f64 / t.elapsed().as_secs_f64();
+
+    println!("append, single ~100-byte readings, fsync each : {single_rate:.0} appends/s");
+    println!(
+        "append, poll-cycle batches of 1,000, fsync each: {:.0} readings/s ({:.0} appends/s)",
+        (batches * 1000) as f64 / fill_s,
+        batches as f64 / fill_s
+    );
+    println!(
+        "backlog                                       : {} readings, {disk:.0} MiB on disk",
+        batches * 1000
+    );
+    println!(
+        "drain to hub + PostgreSQL, end to end         : {:.0} readings/s ({drain_s:.1} s)",
+        (batches * 1000) as f64 / drain_s
+    );
+    println!("agent peak RSS while draining                 : {peak_rss:.1} MiB");
+    println!(
+        "hub database raw INSERT..UNNEST, same rows    : {raw_rate:.0} rows/s (batches of 10,000, same indexes)"
+    );
+    println!(
+        "drain / raw insert                            : {:.2}x",
+        (batches * 1000) as f64 / drain_s / raw_rate
+    );
+    Ok(())
+}
