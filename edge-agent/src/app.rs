@@ -137,6 +137,8 @@ pub async fn run(
             &cfg.buffer.path,
             BufferOptions {
                 cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
+                ttl: (cfg.buffer.ttl_s > 0)
+                    .then(|| std::time::Duration::from_secs(cfg.buffer.ttl_s)),
                 max_readings: cfg.buffer.max_readings,
                 max_disk_bytes: cfg.buffer.max_disk_mib * 1024 * 1024,
                 full_policy: cfg.buffer.full_policy,

@@ -54,6 +54,8 @@ pub enum FullPolicy {
 #[derive(Debug, Clone)]
 pub struct BufferOptions {
     pub cache_bytes: u64,
+    /// Readings older than this (by acquisition time) are dropped unsent; None keeps them.
+    pub ttl: Option<std::time::Duration>,
     pub max_readings: u64,
     pub max_disk_bytes: u64,
     pub full_policy: FullPolicy,
@@ -64,6 +66,7 @@ impl BufferOptions {
     pub fn with_cache(cache_bytes: u64) -> BufferOptions {
         BufferOptions {
             cache_bytes,
+            ttl: None,
             max_readings: u64::MAX,
             max_disk_bytes: u64::MAX,
             full_policy: FullPolicy::DropOldest,
@@ -96,6 +99,8 @@ pub struct BufferStats {
     pub dropped: u64,
     /// Readings refused because the buffer was full (reject_newest).
     pub rejected: u64,
+    /// Readings dropped unsent because they outlived `buffer.ttl_s`.
+    pub expired: u64,
     /// Disk space used by the buffer's files, bytes (refreshed at most once a second).
     pub disk_bytes: u64,
     pub full_policy: FullPolicy,
@@ -118,6 +123,8 @@ pub struct Buffer {
     corrupt: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
+    expired: AtomicU64,
+    ttl_checked: Mutex<Option<std::time::Instant>>,
     disk_bytes: AtomicU64,
     disk_checked: Mutex<Option<std::time::Instant>>,
     opts: BufferOptions,
@@ -316,6 +323,8 @@ impl Buffer {
             corrupt: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            ttl_checked: Mutex::new(None),
             disk_bytes: AtomicU64::new(0),
             disk_checked: Mutex::new(None),
             opts,
@@ -397,6 +406,7 @@ impl Buffer {
     /// Applies the bounds before `n` more readings go in: drops the oldest
     /// records or refuses the append, per the full policy.
     fn make_room(&self, n: u64) -> Result<(), BufferError> {
+        self.expire()?;
         let over_count = |b: &Buffer| b.stats_backlog() + n > b.opts.max_readings;
         let over_disk = self.disk_usage() > self.opts.max_disk_bytes;
         if !over_count(self) && !over_disk {
@@ -459,6 +469,58 @@ impl Buffer {
                 Ok(())
             }
         }
+    }
+
+    /// Drops whole records whose newest reading is older than the TTL (checked
+    /// at most once a second, from the oldest record on).
+    fn expire(&self) -> Result<(), BufferError> {
+        let Some(ttl) = self.opts.ttl else {
+            return Ok(());
+        };
+        {
+            let mut checked = self
+                .ttl_checked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if checked.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return Ok(());
+            }
+            *checked = Some(std::time::Instant::now());
+        }
+        let cutoff = chrono::Utc::now().timestamp_micros() - ttl.as_micros() as i64;
+        let mut acked = self.acked_up_to.load(Ordering::SeqCst);
+        let (mut expired, mut batch) = (0u64, sled::Batch::default());
+        for item in self
+            .tree
+            .range(reading_key(acked + 1)..=reading_key(u64::MAX))
+        {
+            let (k, v) = item?;
+            let Some(rec) = decode_record(&v) else { break };
+            match rec.readings.last() {
+                Some(newest) if newest.timestamp_us < cutoff => {
+                    let end = newest.seq;
+                    let first = seq_of_key(&k).unwrap_or(end);
+                    expired += end.saturating_sub(acked.max(first - 1));
+                    acked = acked.max(end);
+                    batch.remove(k);
+                }
+                _ => break,
+            }
+        }
+        if expired > 0 {
+            batch.insert(ACKED_KEY, &acked.to_be_bytes());
+            self.tree.apply_batch(batch)?;
+            self.acked_up_to.fetch_max(acked, Ordering::SeqCst);
+            let before = self.expired.fetch_add(expired, Ordering::Relaxed);
+            metrics::counter!("edge_buffer_expired_total").increment(expired);
+            tracing::warn!(
+                expired,
+                expired_total = before + expired,
+                ttl_s = ttl.as_secs(),
+                "readings older than the buffer TTL dropped unsent"
+            );
+        }
+        Ok(())
     }
 
     fn stats_backlog(&self) -> u64 {
@@ -603,6 +665,7 @@ impl Buffer {
             corrupt_records: self.corrupt.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
             full_policy: self.opts.full_policy,
             damage: self.damage.lock().ok().and_then(|d| d.clone()),
@@ -830,6 +893,36 @@ mod tests {
             })
             .collect();
         assert_eq!(aside.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn readings_past_their_ttl_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = BufferOptions {
+            ttl: Some(std::time::Duration::from_secs(3600)),
+            ..BufferOptions::with_cache(1 << 20)
+        };
+        let b = Buffer::open(dir.path(), opts).unwrap();
+        let now = chrono::Utc::now().timestamp_micros();
+        let at = |ts: i64, n: u32| -> Vec<NewReading> {
+            (0..n)
+                .map(|i| NewReading {
+                    timestamp_us: ts,
+                    ..reading(i)
+                })
+                .collect()
+        };
+        b.append(&at(now - 7_200_000_000, 10)).await.unwrap(); // 2 h old
+        b.append(&at(now - 60_000_000, 5)).await.unwrap(); // 1 min old
+        // The check runs at most once a second; the first append already ran it (nothing was old yet).
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        b.append(&at(now, 1)).await.unwrap();
+        let s = b.stats();
+        assert_eq!((s.expired, s.backlog, s.acked_up_to), (10, 6, 10), "{s:?}");
+        assert_eq!(
+            b.read_after(0, 100).unwrap().first().map(|r| r.seq),
+            Some(11)
+        );
     }
 
     #[tokio::test]

@@ -54,6 +54,9 @@ pub struct BufferConfig {
     /// What to do when full: drop the oldest readings, or refuse new ones.
     #[serde(default)]
     pub full_policy: FullPolicy,
+    /// Readings older than this many seconds are dropped unsent (0 = keep until the bounds apply).
+    #[serde(default)]
+    pub ttl_s: u64,
 }
 
 fn default_cache_mib() -> u64 {
