@@ -2,11 +2,13 @@
 //! `{"error": "<kind>", "message": "<what to change>"}`.
 
 use crate::storage::{ReadingQuery, StorageTier, Store};
+use axum::extract::Path;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -27,6 +29,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/readings", get(readings))
         .route("/api/v1/devices", get(devices))
+        .route("/api/v1/gateways/{gateway}/commands", post(create_command))
+        .route("/api/v1/commands/{id}", get(get_command))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .fallback(not_found)
         .with_state(state)
 }
@@ -223,4 +228,74 @@ async fn devices(
     Ok(Json(
         json!({"count": rows.len(), "limit": limit, "offset": offset, "devices": rows}),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritePointBody {
+    device: String,
+    point: String,
+    value: f64,
+}
+
+/// `{"write_point": {"device": "...", "point": "...", "value": 1.5}, "timeout_s": 60}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    write_point: Option<WritePointBody>,
+    timeout_s: Option<u32>,
+}
+
+/// Queues a command for a gateway. It is delivered while the gateway is
+/// connected, and its state is kept until the gateway reports a result or the
+/// timeout passes (`GET /api/v1/commands/{id}`).
+async fn create_command(
+    State(s): State<ApiState>,
+    Path(gateway): Path<String>,
+    body: Result<Json<CommandBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(format!(
+        "body must be {{\"write_point\": {{\"device\": ..., \"point\": ..., \"value\": number}}, \"timeout_s\": 1..86400}}: {}",
+        e.body_text()
+    )))?;
+    let gateway = filter("gateway", Some(gateway))?
+        .ok_or_else(|| ApiError::bad_request("empty gateway id"))?;
+    let Some(w) = b.write_point else {
+        return Err(ApiError::bad_request(
+            "no action: `write_point` is the one supported now",
+        ));
+    };
+    let device = filter("device", Some(w.device))?
+        .ok_or_else(|| ApiError::bad_request("`device` is empty"))?;
+    let point =
+        filter("point", Some(w.point))?.ok_or_else(|| ApiError::bad_request("`point` is empty"))?;
+    if !w.value.is_finite() {
+        return Err(ApiError::bad_request("`value` must be a finite number"));
+    }
+    let timeout = b.timeout_s.unwrap_or(60);
+    if !(1..=86_400).contains(&timeout) {
+        return Err(ApiError::bad_request("`timeout_s` must be 1..=86400"));
+    }
+    let action = json!({"write_point": {"device": device, "point": point, "value": w.value}});
+    let deadline = Utc::now() + chrono::Duration::seconds(i64::from(timeout));
+    let row = s.store.create_command(&gateway, &action, deadline).await?;
+    tracing::info!(command = row.id, %gateway, "command queued");
+    Ok((StatusCode::ACCEPTED, Json(json!(row))))
+}
+
+async fn get_command(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("command id must be an integer; got {id:?}")))?;
+    match s.store.command(id).await? {
+        Some(row) => Ok(Json(json!(row))),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "not_found",
+            message: format!("no command {id}"),
+        }),
+    }
 }

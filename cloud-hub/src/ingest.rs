@@ -3,7 +3,10 @@
 use crate::auth::{Authenticator, Credential};
 use crate::storage::Store;
 use qi_proto::v1::uplink_server::Uplink;
-use qi_proto::v1::{Ack, EdgeMessage, HubMessage, Reading, Welcome, edge_message, hub_message};
+use qi_proto::v1::{
+    Ack, Command, EdgeMessage, HubMessage, Reading, Welcome, WritePoint, command, edge_message,
+    hub_message,
+};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -152,13 +155,36 @@ async fn serve_stream(
     )
     .await?;
 
-    while let Some(msg) = inbound.message().await? {
+    // Commands for this gateway are polled while its stream is open.
+    let mut command_tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    command_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let msg = tokio::select! {
+            m = inbound.message() => match m? {
+                Some(m) => m,
+                None => break,
+            },
+            _ = command_tick.tick() => {
+                send_commands(store, &gw, tx).await?;
+                continue;
+            }
+        };
         let batch = match msg.kind {
             Some(edge_message::Kind::Batch(b)) => b,
+            Some(edge_message::Kind::CommandResult(r)) => {
+                let id = i64::try_from(r.id).unwrap_or(-1);
+                let known = store
+                    .complete_command(&gw, id, r.ok, &r.message)
+                    .await
+                    .map_err(|e| unavailable(&gw, e))?;
+                metrics::counter!("hub_command_results_total", "ok" => if r.ok { "true" } else { "false" }).increment(1);
+                tracing::info!(gateway = %gw, command = r.id, ok = r.ok, message = %r.message, known, "command result");
+                continue;
+            }
             _ => {
                 return Err(rejected(
                     "unexpected_message",
-                    "expected ReadingBatch".into(),
+                    "expected ReadingBatch or CommandResult".into(),
                 ));
             }
         };
@@ -188,6 +214,36 @@ async fn serve_stream(
         .await?;
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
+    Ok(())
+}
+
+/// Sends the gateway its due commands (durable in the database until a result arrives).
+async fn send_commands(
+    store: &Store,
+    gw: &str,
+    tx: &mpsc::Sender<Result<HubMessage, Status>>,
+) -> Result<(), Status> {
+    let rows = store
+        .commands_to_send(gw)
+        .await
+        .map_err(|e| unavailable(gw, e))?;
+    for c in rows {
+        let Some(w) = c.action.get("write_point") else {
+            continue;
+        };
+        let cmd = Command {
+            id: u64::try_from(c.id).unwrap_or(0),
+            deadline_unix_ms: c.deadline.timestamp_millis(),
+            action: Some(command::Action::WritePoint(WritePoint {
+                device_id: w["device"].as_str().unwrap_or_default().to_string(),
+                point: w["point"].as_str().unwrap_or_default().to_string(),
+                value: w["value"].as_f64().unwrap_or(f64::NAN),
+            })),
+        };
+        tracing::info!(gateway = %gw, command = c.id, "sending command");
+        metrics::counter!("hub_commands_sent_total").increment(1);
+        send(tx, hub_message::Kind::Command(cmd)).await?;
+    }
     Ok(())
 }
 

@@ -158,6 +158,8 @@ pub async fn run(
     .context("cannot set up the uplink")?;
     let (stop_trigger, stop) = qi_common::shutdown::channel();
     let devices = start_devices(&cfg, &buffer, &stop);
+    let handles = Arc::new(devices.handles);
+    let uplink = uplink.with_devices(Arc::clone(&handles));
     let uplink_task = tokio::spawn(uplink.run(stop.clone()));
 
     let app = status::router(StatusSources {
@@ -165,7 +167,7 @@ pub async fn run(
         buffer: Arc::clone(&buffer),
         uplink: uplink_status,
         devices: devices.health,
-        handles: Arc::new(devices.handles),
+        handles,
         metrics,
     });
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)

@@ -8,9 +8,13 @@
 use crate::buffer::Buffer;
 use crate::config::UplinkConfig;
 use crate::sources::backoff::Backoff;
+use crate::sources::command::{DeviceHandle, WriteError};
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
-use qi_proto::v1::{EdgeMessage, Hello, HubMessage, ReadingBatch, edge_message, hub_message};
+use qi_proto::v1::{
+    Command, CommandResult, EdgeMessage, Hello, HubMessage, ReadingBatch, command, edge_message,
+    hub_message,
+};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -61,6 +65,8 @@ pub enum UplinkError {
 
 pub struct Uplink {
     gateway_id: String,
+    /// The devices commands from the hub act on.
+    devices: Arc<std::collections::HashMap<String, DeviceHandle>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// `Bearer <token>` header value, when the hub wants tokens.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -130,6 +136,7 @@ impl Uplink {
         Ok((
             Uplink {
                 gateway_id,
+                devices: Arc::new(std::collections::HashMap::new()),
                 tls,
                 token,
                 cfg,
@@ -138,6 +145,55 @@ impl Uplink {
             },
             rx,
         ))
+    }
+
+    /// Lets hub commands reach these devices.
+    pub fn with_devices(
+        mut self,
+        devices: Arc<std::collections::HashMap<String, DeviceHandle>>,
+    ) -> Uplink {
+        self.devices = devices;
+        self
+    }
+
+    /// Runs a hub command on its own task (a write can take a device timeout)
+    /// and sends the result back on the stream. A command past its deadline is
+    /// refused without touching the device.
+    fn execute(&self, cmd: Command, tx: mpsc::Sender<EdgeMessage>) {
+        let devices = Arc::clone(&self.devices);
+        tokio::spawn(async move {
+            let id = cmd.id;
+            let late = chrono::Utc::now().timestamp_millis() > cmd.deadline_unix_ms;
+            let (ok, message) = match cmd.action {
+                _ if late => (
+                    false,
+                    "deadline passed before the command could run".to_string(),
+                ),
+                Some(command::Action::WritePoint(w)) => match devices.get(&w.device_id) {
+                    None => (
+                        false,
+                        WriteError::UnknownDevice(w.device_id.clone()).to_string(),
+                    ),
+                    Some(h) => match h.write(&w.point, w.value).await {
+                        Ok(()) => (true, format!("{}.{} = {}", w.device_id, w.point, w.value)),
+                        Err(e) => (false, e.to_string()),
+                    },
+                },
+                None => (false, "unknown command (newer hub?)".to_string()),
+            };
+            tracing::info!(command = id, ok, %message, "hub command done");
+            metrics::counter!("edge_commands_total", "ok" => if ok { "true" } else { "false" })
+                .increment(1);
+            let result = EdgeMessage {
+                kind: Some(edge_message::Kind::CommandResult(CommandResult {
+                    id,
+                    ok,
+                    message,
+                })),
+            };
+            // If the stream is gone, the hub sends the command again after reconnecting.
+            let _ = tx.send(result).await;
+        });
     }
 
     /// Runs until `stop` fires, then keeps draining for at most
@@ -317,6 +373,7 @@ impl Uplink {
                                 s.last_ack_ms = Some(chrono::Utc::now().timestamp_millis());
                             });
                         }
+                        Some(hub_message::Kind::Command(cmd)) => self.execute(cmd, tx.clone()),
                         other => return Err(UplinkError::Protocol(format!("unexpected message {other:?}"))),
                     }
                 }

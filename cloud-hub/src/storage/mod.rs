@@ -56,6 +56,24 @@ pub struct DeviceRow {
     pub last_seen: DateTime<Utc>,
 }
 
+/// A command for a gateway and where it stands.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct CommandRow {
+    pub id: i64,
+    pub gateway_id: String,
+    pub action: serde_json::Value,
+    /// pending, sent, succeeded, failed or expired.
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub result: Option<String>,
+}
+
+const COMMAND_COLUMNS: &str =
+    "id, gateway_id, action, state, created_at, deadline, sent_at, completed_at, result";
+
 /// Filters of `GET /api/v1/readings`, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct ReadingQuery {
@@ -216,6 +234,85 @@ impl Store {
             .bind(q.limit)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    pub async fn create_command(
+        &self,
+        gateway_id: &str,
+        action: &serde_json::Value,
+        deadline: DateTime<Utc>,
+    ) -> Result<CommandRow, StoreError> {
+        Ok(sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO commands (gateway_id, action, deadline) VALUES ($1, $2, $3) RETURNING {COMMAND_COLUMNS}"
+        )))
+        .bind(gateway_id)
+        .bind(action)
+        .bind(deadline)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Marks open commands whose deadline passed as expired (for one gateway, or all).
+    async fn expire_commands(&self, gateway_id: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE commands SET state = 'expired', completed_at = now(),
+                    result = 'deadline passed before the gateway reported a result'
+             WHERE state IN ('pending', 'sent') AND deadline < now()
+               AND ($1::text IS NULL OR gateway_id = $1)",
+        )
+        .bind(gateway_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn command(&self, id: i64) -> Result<Option<CommandRow>, StoreError> {
+        self.expire_commands(None).await?;
+        Ok(sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Commands to (re)send to a connected gateway: pending ones, and sent ones
+    /// with no result after 10 s (the stream may have died after sending).
+    /// Returned commands are marked sent.
+    pub async fn commands_to_send(&self, gateway_id: &str) -> Result<Vec<CommandRow>, StoreError> {
+        self.expire_commands(Some(gateway_id)).await?;
+        Ok(sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE commands SET state = 'sent', sent_at = now()
+             WHERE id IN (SELECT id FROM commands WHERE gateway_id = $1
+                            AND (state = 'pending' OR (state = 'sent' AND sent_at < now() - interval '10 seconds'))
+                          ORDER BY id LIMIT 100)
+             RETURNING {COMMAND_COLUMNS}"
+        )))
+        .bind(gateway_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records a gateway's result; false if the command was not open for that gateway.
+    pub async fn complete_command(
+        &self,
+        gateway_id: &str,
+        id: i64,
+        ok: bool,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE commands SET state = CASE WHEN $3 THEN 'succeeded' ELSE 'failed' END,
+                    completed_at = now(), result = $4
+             WHERE id = $1 AND gateway_id = $2 AND state IN ('pending', 'sent')",
+        )
+        .bind(id)
+        .bind(gateway_id)
+        .bind(ok)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn list_devices(
