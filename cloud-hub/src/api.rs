@@ -239,10 +239,12 @@ pub struct WritePointBody {
 }
 
 /// `{"write_point": {"device": "...", "point": "...", "value": 1.5}, "timeout_s": 60}`
+/// or `{"reload_config": {}}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
     write_point: Option<WritePointBody>,
+    reload_config: Option<serde_json::Map<String, serde_json::Value>>,
     timeout_s: Option<u32>,
 }
 
@@ -255,28 +257,33 @@ async fn create_command(
     body: Result<Json<CommandBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(format!(
-        "body must be {{\"write_point\": {{\"device\": ..., \"point\": ..., \"value\": number}}, \"timeout_s\": 1..86400}}: {}",
+        "body must be {{\"write_point\": {{\"device\": ..., \"point\": ..., \"value\": number}}, \"timeout_s\": 1..86400}} or {{\"reload_config\": {{}}}}: {}",
         e.body_text()
     )))?;
     let gateway = filter("gateway", Some(gateway))?
         .ok_or_else(|| ApiError::bad_request("empty gateway id"))?;
-    let Some(w) = b.write_point else {
-        return Err(ApiError::bad_request(
-            "no action: `write_point` is the one supported now",
-        ));
+    let action = match (b.write_point, b.reload_config) {
+        (Some(w), None) => {
+            let device = filter("device", Some(w.device))?
+                .ok_or_else(|| ApiError::bad_request("`device` is empty"))?;
+            let point = filter("point", Some(w.point))?
+                .ok_or_else(|| ApiError::bad_request("`point` is empty"))?;
+            if !w.value.is_finite() {
+                return Err(ApiError::bad_request("`value` must be a finite number"));
+            }
+            json!({"write_point": {"device": device, "point": point, "value": w.value}})
+        }
+        (None, Some(_)) => json!({"reload_config": {}}),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one action: `write_point` or `reload_config`",
+            ));
+        }
     };
-    let device = filter("device", Some(w.device))?
-        .ok_or_else(|| ApiError::bad_request("`device` is empty"))?;
-    let point =
-        filter("point", Some(w.point))?.ok_or_else(|| ApiError::bad_request("`point` is empty"))?;
-    if !w.value.is_finite() {
-        return Err(ApiError::bad_request("`value` must be a finite number"));
-    }
     let timeout = b.timeout_s.unwrap_or(60);
     if !(1..=86_400).contains(&timeout) {
         return Err(ApiError::bad_request("`timeout_s` must be 1..=86400"));
     }
-    let action = json!({"write_point": {"device": device, "point": point, "value": w.value}});
     let deadline = Utc::now() + chrono::Duration::seconds(i64::from(timeout));
     let row = s.store.create_command(&gateway, &action, deadline).await?;
     tracing::info!(command = row.id, %gateway, "command queued");

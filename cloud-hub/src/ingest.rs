@@ -4,8 +4,8 @@ use crate::auth::{Authenticator, Credential};
 use crate::storage::Store;
 use qi_proto::v1::uplink_server::Uplink;
 use qi_proto::v1::{
-    Ack, Command, EdgeMessage, HubMessage, Reading, Welcome, WritePoint, command, edge_message,
-    hub_message,
+    Ack, Command, EdgeMessage, HubMessage, Reading, ReloadConfig, Welcome, WritePoint, command,
+    edge_message, hub_message,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -228,17 +228,21 @@ async fn send_commands(
         .await
         .map_err(|e| unavailable(gw, e))?;
     for c in rows {
-        let Some(w) = c.action.get("write_point") else {
+        let action = if let Some(w) = c.action.get("write_point") {
+            command::Action::WritePoint(WritePoint {
+                device_id: w["device"].as_str().unwrap_or_default().to_string(),
+                point: w["point"].as_str().unwrap_or_default().to_string(),
+                value: w["value"].as_f64().unwrap_or(f64::NAN),
+            })
+        } else if c.action.get("reload_config").is_some() {
+            command::Action::ReloadConfig(ReloadConfig {})
+        } else {
             continue;
         };
         let cmd = Command {
             id: u64::try_from(c.id).unwrap_or(0),
             deadline_unix_ms: c.deadline.timestamp_millis(),
-            action: Some(command::Action::WritePoint(WritePoint {
-                device_id: w["device"].as_str().unwrap_or_default().to_string(),
-                point: w["point"].as_str().unwrap_or_default().to_string(),
-                value: w["value"].as_f64().unwrap_or(f64::NAN),
-            })),
+            action: Some(action),
         };
         tracing::info!(gateway = %gw, command = c.id, "sending command");
         metrics::counter!("hub_commands_sent_total").increment(1);

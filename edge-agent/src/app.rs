@@ -2,6 +2,7 @@
 
 use crate::buffer::{Buffer, BufferOptions};
 use crate::config::{Config, DeviceConfig, Transport};
+use crate::fleet::Fleet;
 use crate::sources::command::DeviceHandle;
 use crate::sources::health::{DeviceHealth, DeviceState};
 use crate::sources::modbus::bus::{Bus, Endpoint};
@@ -129,6 +130,7 @@ pub fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> Devices
 /// uplink briefly and flushes the buffer.
 pub async fn run(
     cfg: Config,
+    config_path: Option<std::path::PathBuf>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
@@ -157,17 +159,15 @@ pub async fn run(
     )
     .context("cannot set up the uplink")?;
     let (stop_trigger, stop) = qi_common::shutdown::channel();
-    let devices = start_devices(&cfg, &buffer, &stop);
-    let handles = Arc::new(devices.handles);
-    let uplink = uplink.with_devices(Arc::clone(&handles));
+    let fleet = Fleet::start(cfg.clone(), config_path, Arc::clone(&buffer));
+    let uplink = uplink.with_fleet(Arc::clone(&fleet));
     let uplink_task = tokio::spawn(uplink.run(stop.clone()));
 
     let app = status::router(StatusSources {
         gateway_id: cfg.gateway_id.clone(),
         buffer: Arc::clone(&buffer),
         uplink: uplink_status,
-        devices: devices.health,
-        handles,
+        fleet: Arc::clone(&fleet),
         metrics,
     });
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -183,9 +183,7 @@ pub async fn run(
 
     shutdown.await;
     stop_trigger.fire();
-    for p in devices.tasks {
-        let _ = p.await;
-    }
+    fleet.stop().await;
     let _ = uplink_task.await;
     buffer.flush().await.context("final buffer flush failed")?;
     let _ = http.await;

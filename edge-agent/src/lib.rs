@@ -7,6 +7,7 @@
 pub mod app;
 pub mod buffer;
 pub mod config;
+pub mod fleet;
 pub mod sources;
 pub mod status;
 pub mod uplink;

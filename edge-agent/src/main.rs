@@ -67,7 +67,12 @@ fn real_main(args: Args) -> Result<()> {
     }
     let format = args.log_format.unwrap_or(cfg.log.format);
     qi_common::daemon::run(format, "info", |metrics| {
-        edge_agent::app::run(cfg, metrics, qi_common::shutdown::signal())
+        edge_agent::app::run(
+            cfg,
+            Some(args.config.clone()),
+            metrics,
+            qi_common::shutdown::signal(),
+        )
     })
 }
 

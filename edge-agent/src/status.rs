@@ -1,7 +1,8 @@
 //! The local status server: `/health` (JSON for people and scripts) and `/metrics` (Prometheus).
 
 use crate::buffer::{Buffer, BufferStats};
-use crate::sources::command::{DeviceHandle, WriteError};
+use crate::fleet::Fleet;
+use crate::sources::command::WriteError;
 use crate::sources::health::{DeviceHealth, DeviceState};
 use crate::uplink::{LinkState, UplinkStatus};
 use axum::extract::rejection::JsonRejection;
@@ -13,7 +14,6 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -22,8 +22,7 @@ pub struct StatusSources {
     pub gateway_id: String,
     pub buffer: Arc<Buffer>,
     pub uplink: watch::Receiver<UplinkStatus>,
-    pub devices: Vec<watch::Receiver<DeviceHealth>>,
-    pub handles: Arc<HashMap<String, DeviceHandle>>,
+    pub fleet: Arc<Fleet>,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -42,7 +41,13 @@ pub struct HealthReport {
 
 impl StatusSources {
     pub fn report(&self) -> HealthReport {
-        let devices: Vec<DeviceHealth> = self.devices.iter().map(|d| d.borrow().clone()).collect();
+        let devices: Vec<DeviceHealth> = self
+            .fleet
+            .view()
+            .health
+            .iter()
+            .map(|d| d.borrow().clone())
+            .collect();
         let uplink = self.uplink.borrow().clone();
         let ok = uplink.state == LinkState::Connected
             && devices.iter().all(|d| d.state == DeviceState::Online);
@@ -96,11 +101,24 @@ fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> 
 }
 
 async fn devices(State(s): State<StatusSources>) -> Json<Vec<DeviceHealth>> {
-    Json(s.devices.iter().map(|d| d.borrow().clone()).collect())
+    Json(
+        s.fleet
+            .view()
+            .health
+            .iter()
+            .map(|d| d.borrow().clone())
+            .collect(),
+    )
 }
 
 async fn device(State(s): State<StatusSources>, Path(id): Path<String>) -> Response {
-    match s.devices.iter().find(|d| d.borrow().device_id == id) {
+    match s
+        .fleet
+        .view()
+        .health
+        .iter()
+        .find(|d| d.borrow().device_id == id)
+    {
         Some(d) => Json(d.borrow().clone()).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -137,7 +155,8 @@ async fn write(
             );
         }
     };
-    let Some(handle) = s.handles.get(&id) else {
+    let view = s.fleet.view();
+    let Some(handle) = view.handles.get(&id) else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",

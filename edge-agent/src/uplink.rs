@@ -7,8 +7,9 @@
 
 use crate::buffer::Buffer;
 use crate::config::UplinkConfig;
+use crate::fleet::Fleet;
 use crate::sources::backoff::Backoff;
-use crate::sources::command::{DeviceHandle, WriteError};
+use crate::sources::command::WriteError;
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
@@ -66,7 +67,7 @@ pub enum UplinkError {
 pub struct Uplink {
     gateway_id: String,
     /// The devices commands from the hub act on.
-    devices: Arc<std::collections::HashMap<String, DeviceHandle>>,
+    fleet: Option<Arc<Fleet>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// `Bearer <token>` header value, when the hub wants tokens.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -136,7 +137,7 @@ impl Uplink {
         Ok((
             Uplink {
                 gateway_id,
-                devices: Arc::new(std::collections::HashMap::new()),
+                fleet: None,
                 tls,
                 token,
                 cfg,
@@ -147,12 +148,9 @@ impl Uplink {
         ))
     }
 
-    /// Lets hub commands reach these devices.
-    pub fn with_devices(
-        mut self,
-        devices: Arc<std::collections::HashMap<String, DeviceHandle>>,
-    ) -> Uplink {
-        self.devices = devices;
+    /// Lets hub commands reach these devices (and reload them).
+    pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Uplink {
+        self.fleet = Some(fleet);
         self
     }
 
@@ -160,16 +158,24 @@ impl Uplink {
     /// and sends the result back on the stream. A command past its deadline is
     /// refused without touching the device.
     fn execute(&self, cmd: Command, tx: mpsc::Sender<EdgeMessage>) {
-        let devices = Arc::clone(&self.devices);
+        let fleet = self.fleet.clone();
         tokio::spawn(async move {
             let id = cmd.id;
             let late = chrono::Utc::now().timestamp_millis() > cmd.deadline_unix_ms;
+            let handles = fleet.as_ref().map(|f| f.view().handles).unwrap_or_default();
             let (ok, message) = match cmd.action {
                 _ if late => (
                     false,
                     "deadline passed before the command could run".to_string(),
                 ),
-                Some(command::Action::WritePoint(w)) => match devices.get(&w.device_id) {
+                Some(command::Action::ReloadConfig(_)) => match &fleet {
+                    Some(f) => match f.reload().await {
+                        Ok(m) => (true, m),
+                        Err(m) => (false, m),
+                    },
+                    None => (false, "no devices to reload".to_string()),
+                },
+                Some(command::Action::WritePoint(w)) => match handles.get(&w.device_id) {
                     None => (
                         false,
                         WriteError::UnknownDevice(w.device_id.clone()).to_string(),

@@ -117,6 +117,43 @@ async fn commands_are_durable_checked_and_answered() -> Result<()> {
     let done = final_state(&stack, c["id"].as_i64().context("id")?).await?;
     assert_eq!(done["state"], "failed", "{done}");
 
+    // Reload: a device added to the file starts polling; the others keep going.
+    let mut text = std::fs::read_to_string(&cfg)?;
+    text.push_str(&format!(
+        "\n[[devices]]\nid = \"chamber-2\"\nprofile = \"binder-mk53\"\ntransport = {{ tcp = \"{listen}\" }}\npoll_interval_ms = 200\n"
+    ));
+    std::fs::write(&cfg, &text)?;
+    let (_, c) = post(&stack, json!({"reload_config": {}})).await?;
+    let done = final_state(&stack, c["id"].as_i64().context("id")?).await?;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        done["result"].as_str().unwrap_or("").contains("2 devices"),
+        "{done}"
+    );
+    wait_for(
+        "the added device online",
+        Duration::from_secs(10),
+        || async {
+            let d = stack.device("chamber-2").await.ok();
+            Ok(d.filter(|d| d["state"] == "online").map(|_| ()))
+        },
+    )
+    .await?;
+    // A broken file is refused with its line; nothing changes.
+    std::fs::write(
+        &cfg,
+        text.replace("poll_interval_ms = 200", "poll_interval_ms = 0"),
+    )?;
+    let (_, c) = post(&stack, json!({"reload_config": {}})).await?;
+    let done = final_state(&stack, c["id"].as_i64().context("id")?).await?;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["result"].as_str().unwrap_or("").contains("line"),
+        "{done}"
+    );
+    let (_, devs) = get_json(&format!("{}/api/v1/devices", stack.agent_url())).await?;
+    assert_eq!(devs.as_array().map(Vec::len), Some(2), "{devs}");
+
     // A command nobody picks up before its deadline expires.
     stack.agent.take().context("agent")?.kill9()?;
     let (_, c) = post(&stack, json!({"write_point": {"device": "chamber", "point": "temperature_setpoint", "value": 20}, "timeout_s": 1})).await?;
