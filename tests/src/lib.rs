@@ -7,6 +7,7 @@
 //! gets its own database in it); otherwise every test starts its own cluster
 //! with the Debian binaries (initdb into a temp dir, random port).
 
+pub mod bench;
 pub mod grpc;
 pub mod peers;
 pub mod pg;
@@ -80,6 +81,13 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Readings stored at the hub (all gateways).
+pub async fn hub_count(pool: &sqlx::PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(pool)
+        .await?)
 }
 
 /// GET a URL and parse JSON, returning the status too.
@@ -190,7 +198,13 @@ impl Stack {
 
     /// Starts the SDM630 simulator; `constant` serves exactly each point's `sim.base`.
     pub async fn start_sim(&mut self, constant: bool) -> Result<()> {
-        let profile = profiles_dir().join("eastron-sdm630.toml");
+        let extra: &[&str] = if constant { &["--constant"] } else { &[] };
+        self.start_sim_with("eastron-sdm630", extra).await
+    }
+
+    /// Starts `instrument-sim` serving a shipped profile on `sim_port`.
+    pub async fn start_sim_with(&mut self, profile: &str, extra: &[&str]) -> Result<()> {
+        let profile = profiles_dir().join(format!("{profile}.toml"));
         let listen = format!("127.0.0.1:{}", self.sim_port);
         let mut args: Vec<&std::ffi::OsStr> = vec![
             "--profile".as_ref(),
@@ -198,9 +212,7 @@ impl Stack {
             "--listen".as_ref(),
             listen.as_ref(),
         ];
-        if constant {
-            args.push("--constant".as_ref());
-        }
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         self.sim = Some(Proc::spawn(
             "instrument-sim",
             &bin("instrument-sim")?,
@@ -317,6 +329,65 @@ retry_max_ms = 1000
             .max_connections(2)
             .connect(&self.pg_url()?)
             .await?)
+    }
+
+    /// Stops the instrument and waits until the agent has delivered its whole
+    /// backlog; returns the agent's last sequence number.
+    pub async fn drain(&mut self) -> Result<i64> {
+        if let Some(sim) = self.sim.take() {
+            sim.kill9()?;
+        }
+        wait_for(
+            "the edge backlog to drain",
+            Duration::from_secs(60),
+            || async {
+                let h = self.agent_health().await?;
+                let b = &h["buffer"];
+                let stopped = h["devices"][0]["state"] == "offline";
+                Ok((stopped && b["backlog"] == 0)
+                    .then(|| b["last_seq"].as_i64())
+                    .flatten())
+            },
+        )
+        .await
+        .with_context(|| self.logs())
+    }
+
+    /// Checks the hub holds sequences `1..=last_seq` of `gateway` exactly once,
+    /// in time order per device.
+    pub async fn assert_exactly_once(&self, gateway: &str, last_seq: i64) -> Result<()> {
+        let pool = self.db().await?;
+        let (count, distinct, min, max): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM readings WHERE gateway_id = $1",
+        )
+        .bind(gateway)
+        .fetch_one(&pool)
+        .await?;
+        anyhow::ensure!(
+            distinct == count,
+            "duplicates stored: {count} rows, {distinct} sequences"
+        );
+        anyhow::ensure!(min == Some(1), "first reading missing: min seq {min:?}");
+        anyhow::ensure!(
+            max == Some(last_seq),
+            "last reading missing: max {max:?}, agent {last_seq}"
+        );
+        anyhow::ensure!(
+            count == last_seq,
+            "gap: {count} stored of {last_seq} accepted"
+        );
+        let out_of_order: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT ts, lag(ts) OVER (PARTITION BY device_id ORDER BY seq) AS prev
+             FROM readings WHERE gateway_id = $1) x WHERE ts < prev",
+        )
+        .bind(gateway)
+        .fetch_one(&pool)
+        .await?;
+        anyhow::ensure!(
+            out_of_order == 0,
+            "{out_of_order} readings of one device out of order"
+        );
+        Ok(())
     }
 
     /// Logs of every process, for a failing test's message.

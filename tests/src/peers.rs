@@ -140,6 +140,30 @@ pub fn mbpoll(args: &[&str]) -> Result<String> {
     Ok(stdout)
 }
 
+/// Reads holding registers at `addr` with mbpoll (`kind`: "4" for u16,
+/// "4:float" for float32 low word first, as mbpoll does without -B).
+pub fn mbpoll_holding(port: u16, kind: &str, addr: u16) -> Result<Vec<(u32, f64)>> {
+    let (p, r) = (port.to_string(), format!("{addr:#06x}"));
+    let out = mbpoll(&[
+        "-m",
+        "tcp",
+        "-a",
+        "1",
+        "-t",
+        kind,
+        "-0",
+        "-r",
+        &r,
+        "-c",
+        "1",
+        "-1",
+        "-p",
+        &p,
+        "127.0.0.1",
+    ])?;
+    Ok(mbpoll_values(&out))
+}
+
 /// Parses mbpoll's `[addr]: value` lines.
 pub fn mbpoll_values(output: &str) -> Vec<(u32, f64)> {
     output

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use e2e_tests::peers::{
-    mbpoll, mbpoll_values, pty_pair, pymodbus, scpi_responder, unit_test_server,
+    mbpoll, mbpoll_holding, mbpoll_values, pty_pair, pymodbus, scpi_responder, unit_test_server,
 };
 use e2e_tests::{Stack, bin, free_port, wait_for};
 use serde_json::Value;
@@ -501,44 +501,13 @@ async fn modbus_writes_honour_type_scale_and_word_order() -> Result<()> {
     let (s, b) = post(serde_json::json!({"point": "temperature_setpoint", "value": 30.5})).await?;
     assert_eq!(s, 200, "{b}");
     // mbpoll without -B reads float32 low word first (CDAB), as the Binder profile says it is.
-    let out = mbpoll(&[
-        "-m",
-        "tcp",
-        "-a",
-        "1",
-        "-t",
-        "4:float",
-        "-0",
-        "-r",
-        "0x1077",
-        "-c",
-        "1",
-        "-1",
-        "-p",
-        &ps,
-        "127.0.0.1",
-    ])?;
-    assert_eq!(mbpoll_values(&out), vec![(0x1077, 30.5)], "{out}");
+    assert_eq!(
+        mbpoll_holding(port, "4:float", 0x1077)?,
+        vec![(0x1077, 30.5)]
+    );
     let (s, _) = post(serde_json::json!({"point": "operating_mode", "value": 3})).await?;
     assert_eq!(s, 200);
-    let out = mbpoll(&[
-        "-m",
-        "tcp",
-        "-a",
-        "1",
-        "-t",
-        "4",
-        "-0",
-        "-r",
-        "0x1A22",
-        "-c",
-        "1",
-        "-1",
-        "-p",
-        &ps,
-        "127.0.0.1",
-    ])?;
-    assert_eq!(mbpoll_values(&out), vec![(0x1A22, 3.0)], "{out}");
+    assert_eq!(mbpoll_holding(port, "4", 0x1A22)?, vec![(0x1A22, 3.0)]);
     // Refusals: read-only point, out of range for the type, unknown point and device, bad body.
     let (s, b) = post(serde_json::json!({"point": "temperature", "value": 20})).await?;
     assert_eq!((s, b["error"].as_str()), (403, Some("not_writable")));
@@ -559,24 +528,7 @@ async fn modbus_writes_honour_type_scale_and_word_order() -> Result<()> {
         .await?;
     assert_eq!(r.status(), 404);
     // Nothing refused reached the device.
-    let out = mbpoll(&[
-        "-m",
-        "tcp",
-        "-a",
-        "1",
-        "-t",
-        "4",
-        "-0",
-        "-r",
-        "0x1A22",
-        "-c",
-        "1",
-        "-1",
-        "-p",
-        &ps,
-        "127.0.0.1",
-    ])?;
-    assert_eq!(mbpoll_values(&out), vec![(0x1A22, 3.0)], "{out}");
+    assert_eq!(mbpoll_holding(port, "4", 0x1A22)?, vec![(0x1A22, 3.0)]);
     Ok(())
 }
 
@@ -593,6 +545,8 @@ async fn a_dead_device_does_not_slow_the_others_and_units_share_a_connection() -
         }
     });
     let sim_port = stack.sim_port;
+    // Spawned by hand: the harness's readiness probe would be a second connection,
+    // and this test counts connections.
     let profile = e2e_tests::profiles_dir().join("eastron-sdm630.toml");
     let listen = format!("127.0.0.1:{sim_port}");
     stack.sim = Some(e2e_tests::Proc::spawn(
@@ -648,21 +602,7 @@ async fn a_dead_device_does_not_slow_the_others_and_units_share_a_connection() -
 async fn deadband_reports_by_exception() -> Result<()> {
     let mut stack = Stack::edge_only()?;
     let sim_port = stack.sim_port;
-    let profile = e2e_tests::profiles_dir().join("binder-mk53.toml");
-    let listen = format!("127.0.0.1:{sim_port}");
-    stack.sim = Some(e2e_tests::Proc::spawn(
-        "instrument-sim",
-        &bin("instrument-sim")?,
-        &[
-            "--profile".as_ref(),
-            profile.as_os_str(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-            "--constant".as_ref(),
-        ],
-        &stack.log_path("sim"),
-    )?);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.start_sim_with("binder-mk53", &["--constant"]).await?;
     let cfg = stack.agent_config_with(&format!(
         "[[devices]]\nid = \"chamber\"\nprofile = \"binder-mk53\"\ntransport = {{ tcp = \"127.0.0.1:{sim_port}\" }}\npoll_interval_ms = 50\n"
     ))?;

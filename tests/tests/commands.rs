@@ -3,8 +3,8 @@
 //! expired when their deadline passes.
 
 use anyhow::{Context, Result};
-use e2e_tests::peers::{mbpoll, mbpoll_values};
-use e2e_tests::{Proc, Stack, bin, get_json, wait_for};
+use e2e_tests::peers::mbpoll_holding;
+use e2e_tests::{Stack, get_json, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -42,19 +42,8 @@ async fn commands_are_durable_checked_and_answered() -> Result<()> {
     let mut stack = Stack::new().await?;
     stack.start_hub().await?;
     // A Binder-style chamber (writable setpoint) on the simulator.
-    let profile = e2e_tests::profiles_dir().join("binder-mk53.toml");
+    stack.start_sim_with("binder-mk53", &[]).await?;
     let listen = format!("127.0.0.1:{}", stack.sim_port);
-    stack.sim = Some(Proc::spawn(
-        "instrument-sim",
-        &bin("instrument-sim")?,
-        &[
-            "--profile".as_ref(),
-            profile.as_os_str(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-        ],
-        &stack.log_path("sim"),
-    )?);
     let cfg = stack.agent_config_with(&format!(
         "[[devices]]\nid = \"chamber\"\nprofile = \"binder-mk53\"\ntransport = {{ tcp = \"{listen}\" }}\npoll_interval_ms = 200\n"
     ))?;
@@ -74,25 +63,11 @@ async fn commands_are_durable_checked_and_answered() -> Result<()> {
     let done = final_state(&stack, id).await?;
     assert_eq!(done["state"], "succeeded", "{done}");
     // The write reached the device, encoded as the profile says (CDAB float).
-    let port = stack.sim_port.to_string();
-    let out = mbpoll(&[
-        "-m",
-        "tcp",
-        "-a",
-        "1",
-        "-t",
-        "4:float",
-        "-0",
-        "-r",
-        "0x1077",
-        "-c",
-        "1",
-        "-1",
-        "-p",
-        &port,
-        "127.0.0.1",
-    ])?;
-    assert_eq!(mbpoll_values(&out), vec![(0x1077, 31.5)], "{out}");
+    let port = stack.sim_port;
+    assert_eq!(
+        mbpoll_holding(port, "4:float", 0x1077)?,
+        vec![(0x1077, 31.5)]
+    );
 
     // The gateway's rules apply to hub commands too.
     let (_, c) = post(

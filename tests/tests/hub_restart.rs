@@ -3,14 +3,8 @@
 //! produced, once: sequences 1..=N with no gap and no duplicate.
 
 use anyhow::{Context, Result};
-use e2e_tests::{Stack, wait_for};
+use e2e_tests::{Stack, hub_count, wait_for};
 use std::time::Duration;
-
-async fn hub_count(pool: &sqlx::PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM readings")
-        .fetch_one(pool)
-        .await?)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reading_arrives_exactly_once_across_hub_crashes() -> Result<()> {
@@ -66,38 +60,13 @@ async fn every_reading_arrives_exactly_once_across_hub_crashes() -> Result<()> {
     .with_context(|| stack.logs())?;
 
     // Stop the instrument so the edge stops producing, then wait for the drain.
-    stack.sim.take().context("sim")?.kill9()?;
-    let last_seq = wait_for(
-        "the edge backlog to drain",
-        Duration::from_secs(30),
-        || async {
-            let h = stack.agent_health().await?;
-            let b = &h["buffer"];
-            let stopped = h["devices"][0]["state"] == "offline";
-            Ok((stopped && b["backlog"] == 0)
-                .then(|| b["last_seq"].as_i64())
-                .flatten())
-        },
-    )
-    .await
-    .with_context(|| stack.logs())?;
-
-    let (count, distinct, min, max): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM readings WHERE gateway_id = 'gw-crash'",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let last_seq = stack.drain().await?;
     assert!(
         last_seq > 900,
         "too few readings to mean anything: {last_seq}"
     );
-    assert_eq!(distinct, count, "duplicates stored");
-    assert_eq!(min, Some(1), "first reading missing");
-    assert_eq!(max, Some(last_seq), "last reading missing");
-    assert_eq!(
-        count, last_seq,
-        "gap: {count} stored of {last_seq} produced"
-    );
+    stack.assert_exactly_once("gw-crash", last_seq).await?;
+    let count = last_seq;
     let hub_log = std::fs::read_to_string(stack.log_path("hub"))?;
     eprintln!(
         "{count} readings stored exactly once; redeliveries the hub deduplicated: {}",

@@ -4,56 +4,13 @@
 //! once, in order per device.
 
 use anyhow::{Context, Result};
-use e2e_tests::{Stack, wait_for};
+use e2e_tests::{Stack, hub_count, wait_for};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-async fn hub_count(pool: &sqlx::PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM readings")
-        .fetch_one(pool)
-        .await?)
-}
-
-/// Stops the instrument, waits for the agent to deliver its whole backlog, and
-/// checks the hub holds sequences 1..=last exactly once, in time order per device.
 async fn drain_and_check(stack: &mut Stack, gateway: &str) -> Result<i64> {
-    stack.sim.take().context("sim")?.kill9()?;
-    let last_seq = wait_for(
-        "the edge backlog to drain",
-        Duration::from_secs(60),
-        || async {
-            let h = stack.agent_health().await?;
-            let b = &h["buffer"];
-            let stopped = h["devices"][0]["state"] == "offline";
-            Ok((stopped && b["backlog"] == 0)
-                .then(|| b["last_seq"].as_i64())
-                .flatten())
-        },
-    )
-    .await
-    .with_context(|| stack.logs())?;
-    let pool = stack.db().await?;
-    let (count, distinct, min, max): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM readings WHERE gateway_id = $1",
-    )
-    .bind(gateway)
-    .fetch_one(&pool)
-    .await?;
-    assert_eq!(distinct, count, "duplicates stored");
-    assert_eq!(min, Some(1), "first reading missing");
-    assert_eq!(max, Some(last_seq), "last reading missing");
-    assert_eq!(
-        count, last_seq,
-        "gap: {count} stored of {last_seq} accepted"
-    );
-    let out_of_order: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT ts, lag(ts) OVER (PARTITION BY device_id ORDER BY seq) AS prev
-         FROM readings WHERE gateway_id = $1) x WHERE ts < prev",
-    )
-    .bind(gateway)
-    .fetch_one(&pool)
-    .await?;
-    assert_eq!(out_of_order, 0, "readings of one device out of order");
-    Ok(last_seq)
+    let last = stack.drain().await?;
+    stack.assert_exactly_once(gateway, last).await?;
+    Ok(last)
 }
 
 fn jitter_ms(max: u64) -> u64 {
@@ -206,7 +163,7 @@ async fn full_buffer(policy: &str) -> Result<(Value, i64, i64)> {
         "{metrics}"
     );
     stack.start_hub().await?;
-    let last = drain_after_bound(&mut stack).await?;
+    let last = stack.drain().await?;
     let pool = stack.db().await?;
     let (count, distinct, min): (i64, i64, Option<i64>) =
         sqlx::query_as("SELECT count(*), count(DISTINCT seq), min(seq) FROM readings")
@@ -223,19 +180,6 @@ async fn full_buffer(policy: &str) -> Result<(Value, i64, i64)> {
         assert_eq!(count, last, "{h}");
     }
     Ok((h, count, min.unwrap_or(0)))
-}
-
-async fn drain_after_bound(stack: &mut Stack) -> Result<i64> {
-    stack.sim.take().context("sim")?.kill9()?;
-    wait_for("the backlog to drain", Duration::from_secs(30), || async {
-        let h = stack.agent_health().await?;
-        let b = &h["buffer"];
-        Ok((h["devices"][0]["state"] == "offline" && b["backlog"] == 0)
-            .then(|| b["last_seq"].as_i64())
-            .flatten())
-    })
-    .await
-    .with_context(|| stack.logs())
 }
 
 use serde_json::Value;

@@ -9,33 +9,11 @@
 //!   scripts/bench-drain.sh [READINGS]
 
 use anyhow::{Context, Result, bail};
-use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for, workspace_root};
+use e2e_tests::bench::{release_bin, rss_mib};
+use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for};
 use edge_agent::buffer::{Buffer, BufferOptions, NewReading};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn release_bin(name: &str) -> Result<PathBuf> {
-    let p = workspace_root().join("target/release").join(name);
-    if !p.is_file() {
-        bail!("{} missing: run scripts/bench-drain.sh", p.display());
-    }
-    Ok(p)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
 
 fn dir_mib(p: &std::path::Path) -> f64 {
     fn walk(p: &std::path::Path) -> u64 {

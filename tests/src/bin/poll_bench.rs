@@ -10,10 +10,10 @@
 //!
 //! Binaries come from target/release (QI_BIN_DIR overrides).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use e2e_tests::bench::{release_bin, rss_mib};
 use e2e_tests::peers::peers_dir;
-use e2e_tests::{Proc, free_port, get_json, wait_for, workspace_root};
-use std::path::PathBuf;
+use e2e_tests::{Proc, free_port, get_json, wait_for};
 use std::time::{Duration, Instant};
 
 const DEVICES: usize = 10;
@@ -21,20 +21,6 @@ const POINTS: usize = 1000;
 /// 50 float32 points per read: 20 reads of 100 registers per device cycle,
 /// the same blocks the C loop reads.
 const BLOCK_REGS: u16 = 100;
-
-fn release_bin(name: &str) -> Result<PathBuf> {
-    let dir = std::env::var_os("QI_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release"));
-    let p = dir.join(name);
-    if !p.is_file() {
-        bail!(
-            "{} missing: run scripts/bench-poll.sh (it builds release binaries)",
-            p.display()
-        );
-    }
-    Ok(p)
-}
 
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -44,20 +30,6 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     Ok(ticks / hz)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 async fn total_readings(agent_url: &str) -> Result<u64> {
