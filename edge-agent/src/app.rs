@@ -139,6 +139,8 @@ pub async fn run(
             &cfg.buffer.path,
             BufferOptions {
                 cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
+                flush_every: (cfg.buffer.flush_every_ms > 0)
+                    .then(|| std::time::Duration::from_millis(cfg.buffer.flush_every_ms)),
                 ttl: (cfg.buffer.ttl_s > 0)
                     .then(|| std::time::Duration::from_secs(cfg.buffer.ttl_s)),
                 max_readings: cfg.buffer.max_readings,

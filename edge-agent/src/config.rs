@@ -54,6 +54,9 @@ pub struct BufferConfig {
     /// What to do when full: drop the oldest readings, or refuse new ones.
     #[serde(default)]
     pub full_policy: FullPolicy,
+    /// Group-commit window in ms: appends within it share one fsync (0: flush at once).
+    #[serde(default)]
+    pub flush_every_ms: u64,
     /// Readings older than this many seconds are dropped unsent (0 = keep until the bounds apply).
     #[serde(default)]
     pub ttl_s: u64,

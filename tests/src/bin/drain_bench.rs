@@ -81,6 +81,47 @@ async fn main() -> Result<()> {
     let single_rate = n as f64 / t.elapsed().as_secs_f64();
     drop(single);
 
+    // 1c. The flush policy's cost: 10 concurrent sources appending single readings,
+    // fsync at once (shared by whoever is appending) vs a 5 ms group-commit window.
+    let mut concurrent = Vec::new();
+    for (name, every) in [
+        ("at once", None),
+        ("5 ms window", Some(Duration::from_millis(5))),
+    ] {
+        let opts = BufferOptions {
+            flush_every: every,
+            ..BufferOptions::with_cache(8 << 20)
+        };
+        let b = Arc::new(Buffer::open(
+            &dir.path().join(format!("conc-{}", every.is_some())),
+            opts,
+        )?);
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..10u64)
+            .map(|src| {
+                let (b, d, m, u) = (
+                    Arc::clone(&b),
+                    Arc::clone(&device),
+                    metrics.clone(),
+                    Arc::clone(&unit),
+                );
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while t.elapsed() < Duration::from_secs(3) {
+                        let _ = b.append(&cycle(src * 1_000_000 + n, 1, &d, &m, &u)).await;
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total_appends = 0;
+        for task in tasks {
+            total_appends += task.await?;
+        }
+        concurrent.push((name, total_appends as f64 / t.elapsed().as_secs_f64()));
+    }
+
     // 1b + fill: poll-cycle batches of 1,000 into the buffer the agent will drain.
     let buf_path = dir.path().join("buffer");
     let buffer = Buffer::open(&buf_path, BufferOptions::with_cache(8 << 20))?;
@@ -200,6 +241,9 @@ async fn main() -> Result<()> {
     let raw_rate = raw_n as f64 / t.elapsed().as_secs_f64();
 
     println!("append, single ~100-byte readings, fsync each : {single_rate:.0} appends/s");
+    for (name, rate) in &concurrent {
+        println!("append, 10 concurrent sources, flush {name:<11}: {rate:.0} appends/s");
+    }
     println!(
         "append, poll-cycle batches of 1,000, fsync each: {:.0} readings/s ({:.0} appends/s)",
         (batches * 1000) as f64 / fill_s,
