@@ -5,6 +5,11 @@
 
 use anyhow::{Context, Result};
 use e2e_tests::{Stack, hub_count, wait_for};
+use qi_proto::v1::uplink_server::{Uplink, UplinkServer};
+use qi_proto::v1::{EdgeMessage, HubMessage, Welcome, hub_message};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 async fn drain_and_check(stack: &mut Stack, gateway: &str) -> Result<i64> {
@@ -182,8 +187,6 @@ async fn full_buffer(policy: &str) -> Result<(Value, i64, i64)> {
     Ok((h, count, min.unwrap_or(0)))
 }
 
-use serde_json::Value;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_drops_the_oldest_and_stays_healthy() -> Result<()> {
     let (_, _, min) = full_buffer("drop_oldest").await?;
@@ -249,5 +252,78 @@ async fn a_corrupt_buffer_is_reported_and_the_agent_carries_on() -> Result<()> {
     assert!(after > 50);
     let log = stack.agent.as_ref().context("agent")?.log_text();
     assert!(log.contains("buffer damaged"), "{log}");
+    Ok(())
+}
+
+/// A hub that takes batches and never acknowledges them.
+struct SilentHub {
+    streams: Arc<AtomicU32>,
+}
+
+#[tonic::async_trait]
+impl Uplink for SilentHub {
+    type StreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<HubMessage, tonic::Status>> + Send>,
+    >;
+
+    async fn stream(
+        &self,
+        req: tonic::Request<tonic::Streaming<EdgeMessage>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, tonic::Status> {
+        self.streams.fetch_add(1, AtomicOrdering::SeqCst);
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let welcome = HubMessage {
+                kind: Some(hub_message::Kind::Welcome(Welcome {
+                    highest_committed_seq: 0,
+                })),
+            };
+            let _ = tx.send(Ok(welcome)).await;
+            // Swallow everything, answer nothing.
+            while let Ok(Some(_)) = inbound.message().await {}
+            drop(tx);
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_acks_is_detected_and_reopened() -> Result<()> {
+    let mut stack = Stack::edge_only()?;
+    let streams = Arc::new(AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", stack.grpc_port)).await?;
+    let hub = SilentHub {
+        streams: Arc::clone(&streams),
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(UplinkServer::new(hub))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    stack.start_sim(false).await?;
+    let cfg = stack.write_agent_config("gw-stall", 100, "ack_timeout_ms = 1000\n")?;
+    stack.start_agent(&cfg).await?;
+    let h = wait_for(
+        "the watchdog to reopen the stream",
+        Duration::from_secs(15),
+        || async {
+            let h = stack.agent_health().await?;
+            Ok((streams.load(AtomicOrdering::SeqCst) >= 3).then_some(h))
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    let log = stack.agent.as_ref().context("agent")?.log_text();
+    assert!(log.contains("stalled"), "{log}");
+    // Nothing was acknowledged, so nothing was deleted.
+    assert_eq!(h["buffer"]["acked_up_to"], 0, "{h}");
+    let metrics = reqwest::get(format!("{}/metrics", stack.agent_url()))
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("edge_uplink_stalls_total"), "{metrics}");
     Ok(())
 }
