@@ -294,7 +294,9 @@ impl Uplink for SilentHub {
 async fn a_stream_that_never_acks_is_detected_and_reopened() -> Result<()> {
     let mut stack = Stack::edge_only()?;
     let streams = Arc::new(AtomicU32::new(0));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", stack.grpc_port)).await?;
+    // Bind first, then point the agent at whatever port we got: no race for a "free" port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    stack.grpc_port = listener.local_addr()?.port();
     let hub = SilentHub {
         streams: Arc::clone(&streams),
     };
