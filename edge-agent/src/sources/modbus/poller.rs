@@ -6,9 +6,9 @@ use super::bus::Bus;
 use super::plan::{PlanLimits, ReadBlock, plan_reads};
 use crate::buffer::{Buffer, NewReading};
 use crate::config::DeviceConfig;
-use crate::sources::backoff::Backoff;
 use crate::sources::command::{DeviceCommand, WriteError};
-use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, record_failure};
+use crate::sources::driver::{PollFailure, Poller, drive};
+use crate::sources::health::{BadPoint, DeviceHealth, DeviceState};
 use crate::sources::report::Reporter;
 use crate::sources::schedule::Schedule;
 use device_profile::{DataType, Decoded, ModbusDefaults, Profile, RegisterKind};
@@ -190,40 +190,10 @@ impl ModbusPoller {
         (poller, rx)
     }
 
-    pub async fn run(mut self, mut stop: Stop) {
-        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
-        let mut commands_open = true;
+    pub async fn run(mut self, stop: Stop) {
         tracing::info!(device = %self.id, endpoint = %self.bus.endpoint(), unit = self.unit,
             points = self.profile.points.len(), groups = self.schedule.groups.len(), "polling device");
-        while let Some((gi, due)) = self.schedule.next() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                cmd = self.commands.recv(), if commands_open => {
-                    match cmd {
-                        Some(c) => self.handle(c).await,
-                        None => commands_open = false,
-                    }
-                    continue;
-                }
-                _ = stop.wait() => break,
-            }
-            match self.poll_group(gi).await {
-                Ok(()) => {
-                    backoff.reset();
-                    self.schedule.advance(gi, due);
-                }
-                Err(fail) => {
-                    let delay = backoff.next_delay();
-                    self.schedule.postpone_all(Instant::now() + delay);
-                    record_failure(
-                        &self.health,
-                        &fail.to_string(),
-                        matches!(fail, Fail::Timeout(_)),
-                        delay,
-                    );
-                }
-            }
-        }
+        drive(&mut self, stop).await;
         let mut bus = self.bus.lock().await;
         bus.reset().await;
         tracing::info!(device = %self.id, "poller stopped");
@@ -324,7 +294,7 @@ impl ModbusPoller {
             .collect()
     }
 
-    async fn poll_group(&mut self, gi: usize) -> Result<(), Fail> {
+    async fn poll_group_inner(&mut self, gi: usize) -> Result<(), Fail> {
         let now = Instant::now();
         let retry_due = self.bad.values().any(|b| b.retry_at <= now);
         let blocks = match &self.plans[gi] {
@@ -554,7 +524,7 @@ impl ModbusPoller {
         });
     }
 
-    async fn handle(&mut self, cmd: DeviceCommand) {
+    async fn handle_command(&mut self, cmd: DeviceCommand) {
         match cmd {
             DeviceCommand::Write {
                 point,
@@ -646,5 +616,29 @@ impl ModbusPoller {
             Ok(Ok(Err(code))) => Err(WriteError::DeviceError(format!("Modbus exception: {code}"))),
             Ok(Ok(Ok(()))) => Ok(()),
         }
+    }
+}
+
+impl Poller for ModbusPoller {
+    fn schedule(&mut self) -> &mut Schedule {
+        &mut self.schedule
+    }
+    fn commands(&mut self) -> &mut mpsc::Receiver<DeviceCommand> {
+        &mut self.commands
+    }
+    fn health(&self) -> &watch::Sender<DeviceHealth> {
+        &self.health
+    }
+    fn retry_bounds(&self) -> (Duration, Duration) {
+        (self.retry_min, self.retry_max)
+    }
+    async fn poll_group(&mut self, gi: usize) -> Result<(), PollFailure> {
+        self.poll_group_inner(gi).await.map_err(|f| PollFailure {
+            timeout: matches!(f, Fail::Timeout(_)),
+            message: f.to_string(),
+        })
+    }
+    async fn handle(&mut self, cmd: DeviceCommand) {
+        self.handle_command(cmd).await
     }
 }

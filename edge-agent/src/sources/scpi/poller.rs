@@ -4,9 +4,9 @@
 use super::line::{Io, LineError, LinePort};
 use crate::buffer::{Buffer, NewReading};
 use crate::config::{DeviceConfig, Transport};
-use crate::sources::backoff::Backoff;
 use crate::sources::command::{DeviceCommand, WriteError};
-use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, LiveValue, record_failure};
+use crate::sources::driver::{PollFailure, Poller, drive};
+use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, LiveValue};
 use crate::sources::report::Reporter;
 use crate::sources::schedule::Schedule;
 use crate::sources::serial::LineSettings;
@@ -128,47 +128,9 @@ impl ScpiPoller {
         (poller, rx)
     }
 
-    pub async fn run(mut self, mut stop: Stop) {
-        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
-        let mut commands_open = true;
+    pub async fn run(mut self, stop: Stop) {
         tracing::info!(device = %self.id, endpoint = %self.endpoint, points = self.profile.points.len(), "polling SCPI device");
-        while let Some((gi, due)) = self.schedule.next() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                cmd = self.commands.recv(), if commands_open => {
-                    match cmd {
-                        Some(c) => self.handle(c).await,
-                        None => commands_open = false,
-                    }
-                    continue;
-                }
-                _ = stop.wait() => break,
-            }
-            match self.poll_group(gi).await {
-                Ok(()) => {
-                    backoff.reset();
-                    self.schedule.advance(gi, due);
-                    let group_failing = self.schedule.groups[gi]
-                        .points
-                        .iter()
-                        .any(|i| self.failing.contains_key(i));
-                    if group_failing {
-                        self.schedule.retry_sooner(gi, self.retry_min);
-                    }
-                }
-                Err(e) => {
-                    self.port = None;
-                    let delay = backoff.next_delay();
-                    self.schedule.postpone_all(Instant::now() + delay);
-                    record_failure(
-                        &self.health,
-                        &e.to_string(),
-                        matches!(e, LineError::Timeout(_)),
-                        delay,
-                    );
-                }
-            }
-        }
+        drive(&mut self, stop).await;
         tracing::info!(device = %self.id, "poller stopped");
     }
 
@@ -249,7 +211,7 @@ impl ScpiPoller {
         }
     }
 
-    async fn poll_group(&mut self, gi: usize) -> Result<(), LineError> {
+    async fn poll_group_inner(&mut self, gi: usize) -> Result<(), LineError> {
         let points = Arc::clone(&self.profile);
         let indexes = self.schedule.groups[gi].points.clone();
         let mut readings = Vec::new();
@@ -433,7 +395,7 @@ impl ScpiPoller {
         }
     }
 
-    async fn handle(&mut self, cmd: DeviceCommand) {
+    async fn handle_command(&mut self, cmd: DeviceCommand) {
         match cmd {
             DeviceCommand::Write {
                 point,
@@ -523,6 +485,43 @@ pub fn render_write(template: &str, value: f64) -> String {
     }
     out.push_str(rest);
     out
+}
+
+impl Poller for ScpiPoller {
+    fn schedule(&mut self) -> &mut Schedule {
+        &mut self.schedule
+    }
+    fn commands(&mut self) -> &mut mpsc::Receiver<DeviceCommand> {
+        &mut self.commands
+    }
+    fn health(&self) -> &watch::Sender<DeviceHealth> {
+        &self.health
+    }
+    fn retry_bounds(&self) -> (Duration, Duration) {
+        (self.retry_min, self.retry_max)
+    }
+    async fn poll_group(&mut self, gi: usize) -> Result<(), PollFailure> {
+        self.poll_group_inner(gi).await.map_err(|e| PollFailure {
+            timeout: matches!(e, LineError::Timeout(_)),
+            message: e.to_string(),
+        })
+    }
+    async fn handle(&mut self, cmd: DeviceCommand) {
+        self.handle_command(cmd).await
+    }
+    fn after_success(&mut self, gi: usize) {
+        // Points that failed (noise, error replies) are retried soon, not a group interval later.
+        let failing = self.schedule.groups[gi]
+            .points
+            .iter()
+            .any(|i| self.failing.contains_key(i));
+        if failing {
+            self.schedule.retry_sooner(gi, self.retry_min);
+        }
+    }
+    fn after_failure(&mut self) {
+        self.port = None;
+    }
 }
 
 #[cfg(test)]
