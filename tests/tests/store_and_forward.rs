@@ -178,8 +178,10 @@ async fn full_buffer(policy: &str) -> Result<(Value, i64, i64)> {
     let h = stack.agent_health().await?;
     let lost = h["buffer"][key].as_i64().unwrap_or(0);
     if policy == "drop_oldest" {
-        // Everything not dropped arrived.
-        assert_eq!(count, last - lost, "{h}");
+        // Everything not dropped arrived. A record dropped while its batch was
+        // already on the wire may arrive too (it is counted as dropped when it
+        // leaves the buffer), so at most `lost` are missing, never more.
+        assert!(count >= last - lost && count <= last, "{count} stored: {h}");
     } else {
         // Refused readings never got a sequence number: every accepted one arrived.
         assert_eq!(count, last, "{h}");
