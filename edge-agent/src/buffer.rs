@@ -99,7 +99,8 @@ pub struct BufferStats {
     pub backlog: u64,
     /// Records skipped because they could not be decoded.
     pub corrupt_records: u64,
-    /// Readings deleted unsent to stay within the bounds (drop_oldest).
+    /// Readings deleted before the hub acknowledged them, to stay within the bounds
+    /// (drop_oldest); one already on the wire when deleted may still arrive.
     pub dropped: u64,
     /// Readings refused because the buffer was full (reject_newest).
     pub rejected: u64,
