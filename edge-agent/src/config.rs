@@ -82,6 +82,10 @@ pub struct UplinkConfig {
     /// Most readings in one batch.
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
+    /// A batch smaller than `batch_max` waits at most this long for more readings
+    /// (0: send as soon as there is anything). Fewer, larger batches on slow links.
+    #[serde(default)]
+    pub batch_linger_ms: u64,
     /// Batches sent but not yet acknowledged, at most.
     #[serde(default = "default_window")]
     pub max_in_flight: usize,

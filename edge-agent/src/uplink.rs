@@ -325,6 +325,8 @@ impl Uplink {
         let ack_timeout = self.cfg.ack_timeout();
         let mut last_progress = tokio::time::Instant::now();
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let linger = Duration::from_millis(self.cfg.batch_linger_ms);
+        let mut pending_since: Option<tokio::time::Instant> = None;
         loop {
             if drain_deadline.is_none() && stop.is_stopped() {
                 // Shutting down: give the backlog a short chance to reach the hub.
@@ -340,7 +342,23 @@ impl Uplink {
             }
             if in_flight.len() < self.cfg.max_in_flight {
                 let readings = self.buffer.read_after(cursor, self.cfg.batch_max)?;
-                if let Some(last) = readings.last().map(|r| r.seq) {
+                // Latency bound: a partial batch waits at most `linger` for more readings.
+                let lingering = match readings.len() {
+                    0 => {
+                        pending_since = None;
+                        false
+                    }
+                    n => {
+                        let since = *pending_since.get_or_insert_with(tokio::time::Instant::now);
+                        n < self.cfg.batch_max
+                            && drain_deadline.is_none()
+                            && since.elapsed() < linger
+                    }
+                };
+                if lingering {
+                    // Fall through and wait for more readings or the linger deadline.
+                } else if let Some(last) = readings.last().map(|r| r.seq) {
+                    pending_since = None;
                     let n = readings.len() as u64;
                     let msg = EdgeMessage {
                         kind: Some(edge_message::Kind::Batch(ReadingBatch { readings })),
@@ -361,6 +379,7 @@ impl Uplink {
                 }
             }
             let stall_at = last_progress + ack_timeout;
+            let linger_until = pending_since.map(|t| t + linger);
             let wait_more = in_flight.len() < self.cfg.max_in_flight && drain_deadline.is_none();
             tokio::select! {
                 msg = inbound.message() => {
@@ -384,6 +403,7 @@ impl Uplink {
                     }
                 }
                 _ = self.buffer.appended(), if wait_more => {}
+                _ = tokio::time::sleep_until(linger_until.unwrap_or(stall_at)), if linger_until.is_some() => {}
                 _ = tokio::time::sleep_until(stall_at), if !in_flight.is_empty() => {
                     metrics::counter!("edge_uplink_stalls_total").increment(1);
                     return Err(UplinkError::Stalled(ack_timeout));

@@ -331,3 +331,26 @@ async fn a_stream_that_never_acks_is_detected_and_reopened() -> Result<()> {
     assert!(metrics.contains("edge_uplink_stalls_total"), "{metrics}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_wait_at_most_the_linger_time_for_more_readings() -> Result<()> {
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    stack.start_sim(false).await?;
+    // 13 readings every 20 ms; batches may wait 500 ms to fill up.
+    let cfg = stack.write_agent_config("gw-linger", 20, "batch_linger_ms = 500\n")?;
+    stack.start_agent(&cfg).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let h = stack.agent_health().await?;
+    let (batches, readings) = (
+        h["uplink"]["batches_sent"].as_f64().unwrap_or(0.0),
+        h["uplink"]["readings_sent"].as_f64().unwrap_or(0.0),
+    );
+    // ~650 readings/s in batches of ~325, not ~13.
+    assert!(batches >= 2.0 && readings / batches >= 100.0, "{h}");
+    // And the hub is never more than about the linger time behind.
+    assert!(h["backlog_age_s"].as_f64().unwrap_or(0.0) < 1.5, "{h}");
+    let last = stack.drain().await?;
+    stack.assert_exactly_once("gw-linger", last).await?;
+    Ok(())
+}
