@@ -140,28 +140,30 @@ pub fn mbpoll(args: &[&str]) -> Result<String> {
     Ok(stdout)
 }
 
-/// Reads holding registers at `addr` with mbpoll (`kind`: "4" for u16,
-/// "4:float" for float32 low word first, as mbpoll does without -B).
+/// One mbpoll read over TCP from unit 1: `kind` is mbpoll's `-t` ("3:float"
+/// input float32, "4" holding u16, "4:float" holding float32), `count` values
+/// from 0-based `addr`; `big_words` reads 32-bit values high word first (-B).
+pub fn mbpoll_read(
+    port: u16,
+    kind: &str,
+    addr: u16,
+    count: u16,
+    big_words: bool,
+) -> Result<Vec<(u32, f64)>> {
+    let (p, r, c) = (port.to_string(), format!("{addr:#06x}"), count.to_string());
+    let mut args = vec![
+        "-m", "tcp", "-a", "1", "-t", kind, "-0", "-r", &r, "-c", &c, "-1", "-p", &p,
+    ];
+    if big_words {
+        args.push("-B");
+    }
+    args.push("127.0.0.1");
+    Ok(mbpoll_values(&mbpoll(&args)?))
+}
+
+/// One holding register value (float32 read low word first, as mbpoll does without -B).
 pub fn mbpoll_holding(port: u16, kind: &str, addr: u16) -> Result<Vec<(u32, f64)>> {
-    let (p, r) = (port.to_string(), format!("{addr:#06x}"));
-    let out = mbpoll(&[
-        "-m",
-        "tcp",
-        "-a",
-        "1",
-        "-t",
-        kind,
-        "-0",
-        "-r",
-        &r,
-        "-c",
-        "1",
-        "-1",
-        "-p",
-        &p,
-        "127.0.0.1",
-    ])?;
-    Ok(mbpoll_values(&out))
+    mbpoll_read(port, kind, addr, 1, false)
 }
 
 /// Parses mbpoll's `[addr]: value` lines.

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use e2e_tests::peers::{
-    mbpoll, mbpoll_holding, mbpoll_values, pty_pair, pymodbus, scpi_responder, unit_test_server,
+    mbpoll_holding, mbpoll_read, pty_pair, pymodbus, scpi_responder, unit_test_server,
 };
 use e2e_tests::{Stack, bin, free_port, wait_for};
 use serde_json::Value;
@@ -109,24 +109,7 @@ async fn pymodbus_tcp_values_match_and_mbpoll_agrees() -> Result<()> {
     assert_values(&dev, &expected("eastron-sdm630"));
     assert_eq!(dev["requests_per_cycle"], 3, "{dev}");
     // A second master reads the same registers: same numbers.
-    let out = mbpoll(&[
-        "-m",
-        "tcp",
-        "-a",
-        "1",
-        "-t",
-        "3:float",
-        "-B",
-        "-0",
-        "-r",
-        "0",
-        "-c",
-        "7",
-        "-1",
-        "-p",
-        &ps,
-        "127.0.0.1",
-    ])?;
+    let vals = mbpoll_read(port, "3:float", 0, 7, true)?;
     let names = [
         "voltage_l1",
         "voltage_l2",
@@ -136,8 +119,7 @@ async fn pymodbus_tcp_values_match_and_mbpoll_agrees() -> Result<()> {
         "current_l3",
         "active_power_l1",
     ];
-    let vals = mbpoll_values(&out);
-    assert_eq!(vals.len(), 7, "{out}");
+    assert_eq!(vals.len(), 7, "{vals:?}");
     for ((addr, v), name) in vals.iter().zip(names) {
         let agent = dev["values"][name]["value"].as_f64().unwrap_or(f64::NAN);
         assert_eq!(
