@@ -55,11 +55,34 @@ pub fn bin(name: &str) -> Result<PathBuf> {
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
+///
+/// Ports come from below the kernel's ephemeral range (32768-60999 on
+/// Linux): a port the kernel handed out with `bind(0)` is released at once
+/// and may be given to the next outgoing connection's local end before the
+/// child process binds it, which made tests fail with "Address already in
+/// use" under load. Below that range only explicit binds compete, and a
+/// per-process counter (seeded by the pid) keeps parallel tests and test
+/// binaries apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind an ephemeral port on 127.0.0.1")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Spread processes apart: consecutive pids start 997 ports away.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(997) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + n % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 between {LOW} and {}", LOW + SPAN)
 }
 
 /// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes; the
