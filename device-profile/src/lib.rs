@@ -16,8 +16,8 @@ pub use codec::{
 };
 pub use model::{
     DataType, Deadband, Endianness, FORMAT_VERSION, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ,
-    ModbusDefaults, ModbusLocation, ModelInfo, Parity, Point, PollGroup, Profile, Protocol,
-    RegisterKind, ScpiDefaults, SerialDefaults, SimSpec,
+    ModbusDefaults, ModbusLocation, ModelInfo, Parity, Point, PollGroup, Priority, Profile,
+    Protocol, RegisterKind, ScpiDefaults, SerialDefaults, SimSpec,
 };
 
 use std::path::{Path, PathBuf};

@@ -223,6 +223,16 @@ impl DataType {
     }
 }
 
+/// Which buffer lane a point's readings travel in. `high` readings (alarms,
+/// test results) are sent before any `normal` backlog after an outage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Deadband {
@@ -290,6 +300,9 @@ pub struct Point {
     /// points such as SunSpec scale factors).
     #[serde(default = "yes")]
     pub report: bool,
+    /// `high` sends this point's readings ahead of `normal` backlog (alarms, limits).
+    #[serde(default)]
+    pub priority: Priority,
     /// How the simulator makes this point's value move.
     #[serde(default)]
     pub sim: SimSpec,

@@ -1,6 +1,6 @@
 //! Wires the agent together and owns its lifecycle.
 
-use crate::buffer::{Buffer, BufferOptions};
+use crate::buffer::{Buffer, BufferOptions, LanePolicy};
 use crate::config::{Config, DeviceConfig, Transport};
 use crate::fleet::Fleet;
 use crate::sources::command::DeviceHandle;
@@ -134,6 +134,7 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let ttl = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
     let buffer = Arc::new(
         Buffer::open(
             &cfg.buffer.path,
@@ -141,11 +142,16 @@ pub async fn run(
                 cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
                 flush_every: (cfg.buffer.flush_every_ms > 0)
                     .then(|| std::time::Duration::from_millis(cfg.buffer.flush_every_ms)),
-                ttl: (cfg.buffer.ttl_s > 0)
-                    .then(|| std::time::Duration::from_secs(cfg.buffer.ttl_s)),
                 max_readings: cfg.buffer.max_readings,
                 max_disk_bytes: cfg.buffer.max_disk_mib * 1024 * 1024,
-                full_policy: cfg.buffer.full_policy,
+                normal: LanePolicy {
+                    ttl: ttl(cfg.buffer.ttl_s),
+                    full_policy: cfg.buffer.full_policy,
+                },
+                high: LanePolicy {
+                    ttl: ttl(cfg.buffer.high_ttl_s),
+                    full_policy: cfg.buffer.high_full_policy,
+                },
             },
         )
         .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,

@@ -1,22 +1,27 @@
 //! The durable store-and-forward buffer.
 //!
 //! Every reading gets its per-gateway sequence number here and is on disk
-//! (sled, fsynced) before `append` returns. The uplink reads from a cursor and
-//! deletes only what the hub has acknowledged. sled stays behind this narrow
-//! interface (append, read_after, ack_up_to, stats) so it can be tested alone
-//! and replaced.
+//! (sled, fsynced) before `append` returns. The uplink reads whole records
+//! from a lane and deletes exactly the records the hub has acknowledged. sled
+//! stays behind this narrow interface (append, read, ack, stats) so it can be
+//! tested alone and replaced.
 //!
 //! Layout (one sled tree, so a record and the sequence counter are written
 //! atomically in one `apply_batch`):
-//! - `r` + first seq (u64 big-endian) -> one record per `append`: u32
-//!   big-endian count, then a protobuf `qi.uplink.v1.ReadingBatch` whose
-//!   readings carry seqs first..first+count-1. One record per poll cycle
-//!   instead of one per reading keeps sled's per-key cost off the hot path.
+//! - `r` + lane (0 = high, 1 = normal) + first seq (u64 big-endian) -> one
+//!   record per `append`: u32 big-endian count, then a protobuf
+//!   `qi.uplink.v1.ReadingBatch` whose readings carry seqs
+//!   first..first+count-1. One record per poll cycle instead of one per
+//!   reading keeps sled's per-key cost off the hot path, and key order puts
+//!   the high lane first.
 //! - `m/last_seq` -> u64 big-endian, the highest sequence ever assigned. Kept
 //!   even when every reading is acknowledged and deleted, so sequence numbers
 //!   are never reused (the hub would take a reused one for a duplicate).
-//! - `m/acked` -> u64 big-endian, highest acknowledged sequence (written
-//!   lazily: if it is lost, a few readings are resent and the hub drops them).
+//! - `m/acked` -> u64 big-endian, the highest sequence the hub acknowledged
+//!   (informative; a record's presence is what says it is still owed).
+//!
+//! Sequence numbers are global across lanes, so the hub's dedupe on
+//! (gateway, seq) holds whatever order the lanes are sent in.
 
 use prost::Message;
 use qi_proto::v1::{Reading, ReadingBatch};
@@ -24,6 +29,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+pub use device_profile::Priority;
 
 const READING_PREFIX: u8 = b'r';
 const LAST_SEQ_KEY: &[u8] = b"m/last_seq";
@@ -50,6 +57,35 @@ pub enum FullPolicy {
     RejectNewest,
 }
 
+/// A lane of the buffer: records of one priority, in sequence order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    High = 0,
+    Normal = 1,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::High, Lane::Normal];
+
+    fn of(p: Priority) -> Lane {
+        match p {
+            Priority::High => Lane::High,
+            Priority::Normal => Lane::Normal,
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How one lane is bounded in time and what it does when the buffer is full.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LanePolicy {
+    /// Readings older than this (by acquisition time) are dropped unsent; None keeps them.
+    pub ttl: Option<std::time::Duration>,
+    pub full_policy: FullPolicy,
+}
+
 /// How the buffer is opened and bounded.
 #[derive(Debug, Clone)]
 pub struct BufferOptions {
@@ -57,11 +93,15 @@ pub struct BufferOptions {
     /// Group-commit window: appends within it share one fsync (None: each
     /// append flushes at once, still shared with concurrent appenders).
     pub flush_every: Option<std::time::Duration>,
-    /// Readings older than this (by acquisition time) are dropped unsent; None keeps them.
-    pub ttl: Option<std::time::Duration>,
+    /// Bounds over both lanes together.
     pub max_readings: u64,
     pub max_disk_bytes: u64,
-    pub full_policy: FullPolicy,
+    /// Bulk telemetry.
+    pub normal: LanePolicy,
+    /// Alarms and test results. When the buffer is full, a high append first
+    /// drops normal readings (oldest first) and applies its own policy only
+    /// when no normal reading is left.
+    pub high: LanePolicy,
 }
 
 impl BufferOptions {
@@ -70,10 +110,17 @@ impl BufferOptions {
         BufferOptions {
             cache_bytes,
             flush_every: None,
-            ttl: None,
             max_readings: u64::MAX,
             max_disk_bytes: u64::MAX,
-            full_policy: FullPolicy::DropOldest,
+            normal: LanePolicy::default(),
+            high: LanePolicy::default(),
+        }
+    }
+
+    fn lane(&self, lane: Lane) -> &LanePolicy {
+        match lane {
+            Lane::High => &self.high,
+            Lane::Normal => &self.normal,
         }
     }
 }
@@ -87,16 +134,47 @@ pub struct NewReading {
     pub value: f64,
     pub unit: Arc<str>,
     pub quality: i32,
+    pub priority: Priority,
+}
+
+/// One stored record (one append): where it is and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub lane: Lane,
+    pub first_seq: u64,
+    pub readings: Vec<Reading>,
+}
+
+impl Record {
+    pub fn id(&self) -> RecordId {
+        RecordId {
+            lane: self.lane,
+            first_seq: self.first_seq,
+        }
+    }
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + self.readings.len() as u64 - 1
+    }
+}
+
+/// Names a record for `ack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordId {
+    pub lane: Lane,
+    pub first_seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BufferStats {
     /// Highest sequence ever assigned.
     pub last_seq: u64,
-    /// Everything at or below this has been acknowledged by the hub.
+    /// Highest sequence the hub has acknowledged (lanes are acknowledged
+    /// independently, so lower ones may still be waiting: see `backlog`).
     pub acked_up_to: u64,
-    /// Readings waiting for the hub's ack.
+    /// Readings waiting for the hub's ack, both lanes.
     pub backlog: u64,
+    /// Of `backlog`, readings in the high-priority lane.
+    pub backlog_high: u64,
     /// Records skipped because they could not be decoded.
     pub corrupt_records: u64,
     /// Readings deleted before the hub acknowledged them, to stay within the bounds
@@ -104,15 +182,13 @@ pub struct BufferStats {
     pub dropped: u64,
     /// Readings refused because the buffer was full (reject_newest).
     pub rejected: u64,
-    /// Readings dropped unsent because they outlived `buffer.ttl_s`.
+    /// Readings dropped unsent because they outlived their lane's TTL.
     pub expired: u64,
     /// Disk space used by the buffer's files, bytes (refreshed at most once a second).
     pub disk_bytes: u64,
     pub full_policy: FullPolicy,
     /// Damage found when the buffer was opened, if any (and what was done about it).
     pub damage: Option<String>,
-    /// Readings missing between intact records after damage (lost for good).
-    pub missing_readings: u64,
 }
 
 pub struct Buffer {
@@ -125,6 +201,8 @@ pub struct Buffer {
     /// crash, and its sequence number would be handed out again.
     durable_seq: AtomicU64,
     acked_up_to: AtomicU64,
+    /// Readings stored per lane (records present, not yet acknowledged).
+    pending: [AtomicU64; 2],
     corrupt: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
@@ -136,15 +214,19 @@ pub struct Buffer {
     flush_lock: tokio::sync::Mutex<()>,
     next_flush: Mutex<Option<tokio::time::Instant>>,
     damage: Mutex<Option<String>>,
-    missing: AtomicU64,
     appended: Notify,
 }
 
-fn reading_key(seq: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
+fn record_key(lane: Lane, seq: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
     k[0] = READING_PREFIX;
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k[1] = lane as u8;
+    k[2..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn lane_range(lane: Lane) -> std::ops::RangeInclusive<[u8; 10]> {
+    record_key(lane, 0)..=record_key(lane, u64::MAX)
 }
 
 /// Readings in a record (its 4-byte header), if the record is well-formed.
@@ -160,12 +242,18 @@ fn decode_record(v: &[u8]) -> Option<ReadingBatch> {
 }
 
 fn seq_of_key(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    let bytes: [u8; 8] = key.get(2..10)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl Buffer {
-    /// Opens (or creates) the buffer and recovers its counters from disk.
     /// Opens the buffer, checks every record, and resumes. Damage never stops
     /// the agent: undecodable records are moved to a `quarantine` tree and
     /// counted; a buffer sled cannot open at all is moved aside
@@ -180,15 +268,12 @@ impl Buffer {
                 e
                 @ (BufferError::Corrupt(_) | BufferError::Storage(sled::Error::Corruption { .. })),
             ) => {
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
                 let aside = path.with_file_name(format!(
-                    "{}.corrupt-{stamp}",
+                    "{}.corrupt-{}",
                     path.file_name()
                         .and_then(|n| n.to_str())
-                        .unwrap_or("buffer")
+                        .unwrap_or("buffer"),
+                    now_secs()
                 ));
                 std::fs::rename(path, &aside).map_err(|io| {
                     BufferError::Corrupt(format!(
@@ -214,11 +299,9 @@ impl Buffer {
                     .unwrap_or(0)
                     .min(i64::MAX as u64 / 2);
                 b.tree.insert(LAST_SEQ_KEY, &base.to_be_bytes())?;
-                b.tree.insert(ACKED_KEY, &base.to_be_bytes())?;
                 b.tree.flush()?;
                 b.last_seq.store(base, Ordering::SeqCst);
                 b.durable_seq.store(base, Ordering::SeqCst);
-                b.acked_up_to.store(base, Ordering::SeqCst);
                 if let Ok(mut d) = b.damage.lock() {
                     *d = Some(format!("{what}; sequence numbers continue from {base}"));
                 }
@@ -234,41 +317,44 @@ impl Buffer {
         Ok(b)
     }
 
-    /// Walks every record once: undecodable ones go to quarantine, gaps in the
-    /// sequence are counted as missing.
+    /// Walks every record once: undecodable ones go to quarantine; the rest
+    /// are counted into the lanes' backlog and the sequence counter.
     fn check(&self) -> Result<(), BufferError> {
         let quarantine = self.tree.open_tree("quarantine")?;
-        let mut expected: Option<u64> = None;
-        let (mut bad, mut missing, mut records) = (0u64, 0u64, 0u64);
-        for item in self.tree.range(reading_key(0)..=reading_key(u64::MAX)) {
-            let (k, v) = item?;
-            let Some(first) = seq_of_key(&k) else {
-                continue;
-            };
-            records += 1;
-            match decode_record(&v) {
-                Some(batch) if batch.readings.first().map(|r| r.seq) == Some(first) => {
-                    if let Some(e) = expected
-                        && first > e
-                    {
-                        missing += first - e;
+        let (mut bad, mut records) = (0u64, 0u64);
+        let mut highest = 0u64;
+        for lane in Lane::ALL {
+            let mut pending = 0u64;
+            for item in self.tree.range(lane_range(lane)) {
+                let (k, v) = item?;
+                let Some(first) = seq_of_key(&k) else {
+                    continue;
+                };
+                records += 1;
+                match decode_record(&v) {
+                    Some(batch) if batch.readings.first().map(|r| r.seq) == Some(first) => {
+                        let n = batch.readings.len() as u64;
+                        pending += n;
+                        highest = highest.max(first + n - 1);
                     }
-                    expected = Some(first + batch.readings.len() as u64);
-                }
-                _ => {
-                    quarantine.insert(&k, v)?;
-                    self.tree.remove(&k)?;
-                    bad += 1;
+                    _ => {
+                        quarantine.insert(&k, v)?;
+                        self.tree.remove(&k)?;
+                        bad += 1;
+                    }
                 }
             }
+            self.pending[lane.index()].store(pending, Ordering::SeqCst);
         }
-        if bad > 0 || missing > 0 {
-            let what = format!(
-                "{bad} of {records} records undecodable (moved to the quarantine tree), {missing} readings missing between intact records"
-            );
+        // The counter and the records are written in one atomic batch, so they
+        // agree; max() guards against a counter lost with damaged metadata.
+        self.last_seq.fetch_max(highest, Ordering::SeqCst);
+        self.durable_seq.fetch_max(highest, Ordering::SeqCst);
+        if bad > 0 {
+            let what =
+                format!("{bad} of {records} records undecodable (moved to the quarantine tree)");
             tracing::error!(damage = %what, "buffer damaged; resuming with what is intact");
             self.corrupt.fetch_add(bad, Ordering::Relaxed);
-            self.missing.fetch_add(missing, Ordering::Relaxed);
             metrics::counter!("edge_buffer_corrupt_records_total").increment(bad);
             if let Ok(mut d) = self.damage.lock() {
                 *d = Some(what);
@@ -292,41 +378,30 @@ impl Buffer {
                 "its files exist but sled recovered nothing from them".into(),
             ));
         }
-        let stored_last = match tree.get(LAST_SEQ_KEY)? {
-            Some(v) => {
-                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
-                    BufferError::Corrupt(format!("last_seq has {} bytes, expected 8", v.len()))
-                })?;
-                u64::from_be_bytes(b)
+        let read_u64 = |key: &[u8]| -> Result<Option<u64>, BufferError> {
+            match tree.get(key)? {
+                Some(v) => {
+                    let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                        BufferError::Corrupt(format!(
+                            "{} has {} bytes, expected 8",
+                            String::from_utf8_lossy(key),
+                            v.len()
+                        ))
+                    })?;
+                    Ok(Some(u64::from_be_bytes(b)))
+                }
+                None => Ok(None),
             }
-            None => 0,
         };
-        let stored_acked = match tree.get(ACKED_KEY)? {
-            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
-            None => 0,
-        };
-        let (first, last) = {
-            let mut it = tree.range(reading_key(0)..=reading_key(u64::MAX));
-            let first = it.next().transpose()?;
-            let last = it.next_back().transpose()?.or_else(|| first.clone());
-            let first_seq = first.as_ref().and_then(|(k, _)| seq_of_key(k));
-            let last_seq =
-                last.and_then(|(k, v)| Some(seq_of_key(&k)? + u64::from(record_count(&v)?) - 1));
-            (first_seq, last_seq)
-        };
-        // The counter and the records are written in one atomic batch, so they
-        // agree; max() guards against a counter written by an older layout.
-        let last_seq = stored_last.max(last.unwrap_or(0));
-        let acked_up_to = match first {
-            Some(f) => (f - 1).max(stored_acked.min(last_seq)),
-            None => last_seq,
-        };
+        let last_seq = read_u64(LAST_SEQ_KEY)?.unwrap_or(0);
+        let acked = read_u64(ACKED_KEY).ok().flatten().unwrap_or(0);
         Ok(Buffer {
             tree,
             append_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
             durable_seq: AtomicU64::new(last_seq),
-            acked_up_to: AtomicU64::new(acked_up_to),
+            acked_up_to: AtomicU64::new(acked.min(last_seq)),
+            pending: [AtomicU64::new(0), AtomicU64::new(0)],
             corrupt: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -338,19 +413,23 @@ impl Buffer {
             flush_lock: tokio::sync::Mutex::new(()),
             next_flush: Mutex::new(None),
             damage: Mutex::new(None),
-            missing: AtomicU64::new(0),
             appended: Notify::new(),
         })
     }
 
-    /// Assigns sequence numbers, writes the readings and fsyncs. When this
-    /// returns `Ok`, the readings survive a crash or power cut.
-    pub async fn append(&self, readings: &[NewReading]) -> Result<(u64, u64), BufferError> {
+    /// Assigns sequence numbers, writes the readings as one record of their
+    /// lane and fsyncs. When this returns `Ok`, the readings survive a crash
+    /// or power cut.
+    pub async fn append_to(
+        &self,
+        lane: Lane,
+        readings: &[NewReading],
+    ) -> Result<(u64, u64), BufferError> {
         if readings.is_empty() {
             let l = self.last_seq.load(Ordering::SeqCst);
             return Ok((l + 1, l));
         }
-        self.make_room(readings.len() as u64)?;
+        self.make_room(lane, readings.len() as u64)?;
         let range = {
             let _guard = self
                 .append_lock
@@ -380,9 +459,15 @@ impl Buffer {
                 .encode(&mut value)
                 .map_err(|e| BufferError::Corrupt(e.to_string()))?;
             let mut batch = sled::Batch::default();
-            batch.insert(&reading_key(first), value);
+            batch.insert(&record_key(lane, first), value);
             batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
-            self.tree.apply_batch(batch)?;
+            // Counted before it is visible, so a concurrent drop never
+            // subtracts what was not yet added.
+            self.pending[lane.index()].fetch_add(count, Ordering::SeqCst);
+            if let Err(e) = self.tree.apply_batch(batch) {
+                self.pending[lane.index()].fetch_sub(count, Ordering::SeqCst);
+                return Err(e.into());
+            }
             self.last_seq.store(last, Ordering::SeqCst);
             (first, last)
         };
@@ -390,6 +475,11 @@ impl Buffer {
         metrics::counter!("edge_buffer_appended_total").increment(readings.len() as u64);
         self.appended.notify_one();
         Ok(range)
+    }
+
+    /// Appends to the normal lane.
+    pub async fn append(&self, readings: &[NewReading]) -> Result<(u64, u64), BufferError> {
+        self.append_to(Lane::Normal, readings).await
     }
 
     /// Group commit: returns once everything up to `last` is fsynced. One
@@ -439,13 +529,43 @@ impl Buffer {
         self.disk_bytes.load(Ordering::Relaxed)
     }
 
-    /// Applies the bounds before `n` more readings go in: drops the oldest
-    /// records or refuses the append, per the full policy.
-    fn make_room(&self, n: u64) -> Result<(), BufferError> {
+    fn backlog(&self) -> u64 {
+        self.pending.iter().map(|p| p.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Removes one record if it is still there; returns its reading count.
+    fn remove_record(&self, lane: Lane, key: &[u8]) -> Result<u64, BufferError> {
+        let n = match self.tree.remove(key)? {
+            Some(v) => u64::from(record_count(&v).unwrap_or(0)),
+            None => 0,
+        };
+        self.pending[lane.index()].fetch_sub(n, Ordering::SeqCst);
+        Ok(n)
+    }
+
+    /// Deletes records of `lane` from the oldest on until `enough(backlog)`
+    /// holds or the lane is empty; returns the readings deleted.
+    fn drop_front(&self, lane: Lane, enough: impl Fn(u64) -> bool) -> Result<u64, BufferError> {
+        let mut dropped = 0u64;
+        for item in self.tree.range(lane_range(lane)) {
+            if enough(self.backlog()) {
+                break;
+            }
+            let (k, _) = item?;
+            dropped += self.remove_record(lane, &k)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Applies the bounds before `n` more readings go into `lane`: drops the
+    /// oldest records or refuses the append, per the lane's full policy. A
+    /// high append sacrifices normal readings before its own.
+    fn make_room(&self, lane: Lane, n: u64) -> Result<(), BufferError> {
         self.expire()?;
-        let over_count = |b: &Buffer| b.stats_backlog() + n > b.opts.max_readings;
+        let max = self.opts.max_readings;
+        let over_count = self.backlog() + n > max;
         let over_disk = self.disk_usage() > self.opts.max_disk_bytes;
-        if !over_count(self) && !over_disk {
+        if !over_count && !over_disk {
             return Ok(());
         }
         let why = if over_disk {
@@ -455,64 +575,56 @@ impl Buffer {
                 self.opts.max_disk_bytes
             )
         } else {
-            format!(
-                "{} readings waiting, bound {}",
-                self.stats_backlog(),
-                self.opts.max_readings
-            )
+            format!("{} readings waiting, bound {max}", self.backlog())
         };
-        match self.opts.full_policy {
-            FullPolicy::RejectNewest => {
-                let before = self.rejected.fetch_add(n, Ordering::Relaxed);
-                metrics::counter!("edge_buffer_rejected_total").increment(n);
-                if before == 0 || before / 100_000 != (before + n) / 100_000 {
-                    tracing::warn!(%why, rejected_total = before + n, "buffer full: refusing new readings");
-                }
-                Err(BufferError::Full(why))
-            }
-            FullPolicy::DropOldest => {
-                // Drop whole records from the front until the new readings fit;
-                // for the disk bound, drop 1 % of the backlog per append (sled
-                // frees space lazily, so its size lags the deletions).
-                let target_backlog = if over_disk {
-                    self.stats_backlog() - self.stats_backlog() / 100 - 1
-                } else {
-                    self.opts.max_readings.saturating_sub(n)
-                };
-                let mut dropped = 0u64;
-                let mut batch = sled::Batch::default();
-                let mut acked = self.acked_up_to.load(Ordering::SeqCst);
-                let last = self.last_seq.load(Ordering::SeqCst);
-                for item in self.tree.range(reading_key(0)..=reading_key(u64::MAX)) {
-                    if last.saturating_sub(acked) <= target_backlog {
-                        break;
+        // For the disk bound, drop 1 % of the backlog per append (sled frees
+        // space lazily, so its size lags the deletions).
+        let target = if over_disk {
+            let b = self.backlog();
+            b - b / 100 - 1
+        } else {
+            max.saturating_sub(n)
+        };
+        let fits = |backlog: u64| backlog <= target;
+        let mut dropped = 0;
+        if lane == Lane::High {
+            dropped += self.drop_front(Lane::Normal, fits)?;
+        }
+        if !fits(self.backlog()) {
+            match self.opts.lane(lane).full_policy {
+                FullPolicy::RejectNewest => {
+                    self.count_dropped(dropped, &why);
+                    let before = self.rejected.fetch_add(n, Ordering::Relaxed);
+                    metrics::counter!("edge_buffer_rejected_total").increment(n);
+                    if before == 0 || before / 100_000 != (before + n) / 100_000 {
+                        tracing::warn!(%why, lane = ?lane, rejected_total = before + n, "buffer full: refusing new readings");
                     }
-                    let (k, v) = item?;
-                    let first = seq_of_key(&k).unwrap_or(0);
-                    let end = first + u64::from(record_count(&v).unwrap_or(1)) - 1;
-                    dropped += end.saturating_sub(acked.max(first - 1));
-                    acked = acked.max(end);
-                    batch.remove(k);
+                    return Err(BufferError::Full(why));
                 }
-                batch.insert(ACKED_KEY, &acked.to_be_bytes());
-                self.tree.apply_batch(batch)?;
-                self.acked_up_to.fetch_max(acked, Ordering::SeqCst);
-                let before = self.dropped.fetch_add(dropped, Ordering::Relaxed);
-                metrics::counter!("edge_buffer_dropped_total").increment(dropped);
-                if before == 0 || before / 100_000 != (before + dropped) / 100_000 {
-                    tracing::warn!(%why, dropped_total = before + dropped, "buffer full: dropping the oldest readings");
-                }
-                Ok(())
+                FullPolicy::DropOldest => dropped += self.drop_front(lane, fits)?,
             }
+        }
+        self.count_dropped(dropped, &why);
+        Ok(())
+    }
+
+    fn count_dropped(&self, dropped: u64, why: &str) {
+        if dropped == 0 {
+            return;
+        }
+        let before = self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        metrics::counter!("edge_buffer_dropped_total").increment(dropped);
+        if before == 0 || before / 100_000 != (before + dropped) / 100_000 {
+            tracing::warn!(%why, dropped_total = before + dropped, "buffer full: dropping the oldest readings");
         }
     }
 
-    /// Drops whole records whose newest reading is older than the TTL (checked
-    /// at most once a second, from the oldest record on).
+    /// Drops whole records whose newest reading is older than their lane's
+    /// TTL (checked at most once a second, from each lane's oldest record on).
     fn expire(&self) -> Result<(), BufferError> {
-        let Some(ttl) = self.opts.ttl else {
+        if Lane::ALL.iter().all(|l| self.opts.lane(*l).ttl.is_none()) {
             return Ok(());
-        };
+        }
         {
             let mut checked = self
                 .ttl_checked
@@ -523,139 +635,166 @@ impl Buffer {
             }
             *checked = Some(std::time::Instant::now());
         }
-        let cutoff = chrono::Utc::now().timestamp_micros() - ttl.as_micros() as i64;
-        let mut acked = self.acked_up_to.load(Ordering::SeqCst);
-        let (mut expired, mut batch) = (0u64, sled::Batch::default());
-        for item in self
-            .tree
-            .range(reading_key(acked + 1)..=reading_key(u64::MAX))
-        {
-            let (k, v) = item?;
-            let Some(rec) = decode_record(&v) else { break };
-            match rec.readings.last() {
-                Some(newest) if newest.timestamp_us < cutoff => {
-                    let end = newest.seq;
-                    let first = seq_of_key(&k).unwrap_or(end);
-                    expired += end.saturating_sub(acked.max(first - 1));
-                    acked = acked.max(end);
-                    batch.remove(k);
+        let now = chrono::Utc::now().timestamp_micros();
+        for lane in Lane::ALL {
+            let Some(ttl) = self.opts.lane(lane).ttl else {
+                continue;
+            };
+            let cutoff = now - ttl.as_micros() as i64;
+            let mut expired = 0u64;
+            for item in self.tree.range(lane_range(lane)) {
+                let (k, v) = item?;
+                let Some(rec) = decode_record(&v) else { break };
+                match rec.readings.last() {
+                    Some(newest) if newest.timestamp_us < cutoff => {
+                        expired += self.remove_record(lane, &k)?;
+                    }
+                    _ => break,
                 }
-                _ => break,
             }
-        }
-        if expired > 0 {
-            batch.insert(ACKED_KEY, &acked.to_be_bytes());
-            self.tree.apply_batch(batch)?;
-            self.acked_up_to.fetch_max(acked, Ordering::SeqCst);
-            let before = self.expired.fetch_add(expired, Ordering::Relaxed);
-            metrics::counter!("edge_buffer_expired_total").increment(expired);
-            tracing::warn!(
-                expired,
-                expired_total = before + expired,
-                ttl_s = ttl.as_secs(),
-                "readings older than the buffer TTL dropped unsent"
-            );
+            if expired > 0 {
+                let before = self.expired.fetch_add(expired, Ordering::Relaxed);
+                metrics::counter!("edge_buffer_expired_total").increment(expired);
+                tracing::warn!(
+                    expired,
+                    expired_total = before + expired,
+                    lane = ?lane,
+                    ttl_s = ttl.as_secs(),
+                    "readings older than the buffer TTL dropped unsent"
+                );
+            }
         }
         Ok(())
     }
 
-    fn stats_backlog(&self) -> u64 {
-        self.last_seq
-            .load(Ordering::SeqCst)
-            .saturating_sub(self.acked_up_to.load(Ordering::SeqCst))
-    }
-
     /// Acquisition time of the oldest reading not yet acknowledged, if any.
     pub fn oldest_pending_us(&self) -> Option<i64> {
-        self.read_after(self.acked_up_to.load(Ordering::SeqCst), 1)
-            .ok()
-            .and_then(|r| r.first().map(|r| r.timestamp_us))
+        Lane::ALL
+            .iter()
+            .filter_map(|l| {
+                self.read(*l, None, None, 1)
+                    .ok()?
+                    .first()?
+                    .readings
+                    .first()
+                    .map(|r| r.timestamp_us)
+            })
+            .min()
     }
 
-    /// What the sources call: appends a poll cycle's readings and returns how
-    /// many were accepted (durable). Refusals by the full policy are counted
-    /// and logged by the buffer; a storage error is logged here, per device.
+    /// What the sources call: appends a poll cycle's readings (one record per
+    /// priority present) and returns how many were accepted (durable).
+    /// Refusals by the full policy are counted and logged by the buffer; a
+    /// storage error is logged here, per device.
     pub async fn accept(&self, device: &str, readings: &[NewReading]) -> u64 {
         if readings.is_empty() {
             return 0;
         }
-        match self.append(readings).await {
-            Ok((first, last)) => last + 1 - first,
-            Err(BufferError::Full(_)) => 0,
-            Err(e) => {
-                metrics::counter!("edge_buffer_append_errors_total").increment(1);
-                tracing::error!(device, error = %e, lost = readings.len(), "cannot buffer readings");
-                0
+        let mixed = readings.iter().any(|r| r.priority != readings[0].priority);
+        let lanes: Vec<(Lane, Vec<NewReading>)> = if mixed {
+            Lane::ALL
+                .iter()
+                .map(|l| {
+                    let part = readings
+                        .iter()
+                        .filter(|r| Lane::of(r.priority) == *l)
+                        .cloned()
+                        .collect();
+                    (*l, part)
+                })
+                .collect()
+        } else {
+            vec![(Lane::of(readings[0].priority), readings.to_vec())]
+        };
+        let mut accepted = 0;
+        for (lane, part) in lanes {
+            if part.is_empty() {
+                continue;
+            }
+            match self.append_to(lane, &part).await {
+                Ok((first, last)) => accepted += last + 1 - first,
+                Err(BufferError::Full(_)) => {}
+                Err(e) => {
+                    metrics::counter!("edge_buffer_append_errors_total").increment(1);
+                    tracing::error!(device, error = %e, lost = part.len(), "cannot buffer readings");
+                }
             }
         }
+        accepted
     }
 
-    /// Up to `max` readings with sequence > `after`, in sequence order.
-    pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Reading>, BufferError> {
-        let mut out = Vec::with_capacity(max.min(4096));
-        let want = after.saturating_add(1);
+    /// Whole records of `lane` in sequence order: those whose first sequence
+    /// is above `after` and below `before` (both optional), up to `max`
+    /// readings (always at least one record if any is there). Records not yet
+    /// fsynced are not returned.
+    pub fn read(
+        &self,
+        lane: Lane,
+        after: Option<u64>,
+        before: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<Record>, BufferError> {
         let durable = self.durable_seq.load(Ordering::SeqCst);
-        // The record holding `want` starts at or before it.
-        let start = match self
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let mut out: Vec<Record> = Vec::new();
+        let mut total = 0usize;
+        for item in self
             .tree
-            .range(reading_key(0)..=reading_key(want))
-            .next_back()
+            .range(record_key(lane, from)..=record_key(lane, u64::MAX))
         {
-            Some(item) => {
-                let (k, v) = item?;
-                let first = seq_of_key(&k).unwrap_or(want);
-                match record_count(&v) {
-                    Some(n) if first + u64::from(n) > want => first,
-                    _ => want,
-                }
-            }
-            None => want,
-        };
-        for item in self.tree.range(reading_key(start)..=reading_key(u64::MAX)) {
             let (k, v) = item?;
+            let Some(first) = seq_of_key(&k) else {
+                continue;
+            };
+            if before.is_some_and(|b| first >= b) {
+                break;
+            }
+            let n = record_count(&v).unwrap_or(0) as usize;
+            if first + n as u64 - 1 > durable || (!out.is_empty() && total + n > max) {
+                break;
+            }
             match decode_record(&v) {
                 Some(batch) => {
-                    for r in batch.readings {
-                        if r.seq >= want && r.seq <= durable && out.len() < max {
-                            out.push(r);
-                        }
-                    }
+                    total += batch.readings.len();
+                    out.push(Record {
+                        lane,
+                        first_seq: first,
+                        readings: batch.readings,
+                    });
                 }
                 None => {
-                    // Issue #4 adds quarantine; for now skip, count and say so.
+                    // Damaged after the open-time check (disk error at run
+                    // time): move it aside so it cannot block the lane.
                     self.corrupt.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("edge_buffer_corrupt_records_total").increment(1);
-                    tracing::error!(first_seq = ?seq_of_key(&k), "undecodable buffer record skipped");
+                    tracing::error!(first_seq = first, "undecodable buffer record quarantined");
+                    if let Ok(q) = self.tree.open_tree("quarantine") {
+                        let _ = q.insert(&k, v);
+                    }
+                    self.remove_record(lane, &k)?;
                 }
             }
-            if out.len() >= max {
+            if total >= max {
                 break;
             }
         }
         Ok(out)
     }
 
-    /// Deletes every record whose readings all have sequence <= `seq` (the hub has them).
-    pub fn ack_up_to(&self, seq: u64) -> Result<(), BufferError> {
-        let from = self.acked_up_to.load(Ordering::SeqCst);
-        if seq <= from {
-            return Ok(());
+    /// Deletes the records the hub has acknowledged (`up_to`: the highest
+    /// sequence among them). A record already gone (dropped by the bounds
+    /// while in flight) is skipped.
+    pub fn ack(&self, records: &[RecordId], up_to: u64) -> Result<(), BufferError> {
+        for r in records {
+            self.remove_record(r.lane, &record_key(r.lane, r.first_seq))?;
         }
-        let mut batch = sled::Batch::default();
-        for item in self.tree.range(reading_key(0)..=reading_key(seq)) {
-            let (k, v) = item?;
-            let first = seq_of_key(&k).unwrap_or(0);
-            match record_count(&v) {
-                Some(n) if first + u64::from(n) - 1 > seq => break,
-                _ => batch.remove(k),
-            }
-        }
-        batch.insert(ACKED_KEY, &seq.to_be_bytes());
-        self.tree.apply_batch(batch)?;
         // Not flushed here: if the deletion is lost in a crash, the readings are
         // sent again and the hub drops them as duplicates.
-        self.acked_up_to.store(seq, Ordering::SeqCst);
-        metrics::gauge!("edge_buffer_backlog").set(self.stats().backlog as f64);
+        let prev = self.acked_up_to.fetch_max(up_to, Ordering::SeqCst);
+        if up_to > prev {
+            self.tree.insert(ACKED_KEY, &up_to.to_be_bytes())?;
+        }
+        metrics::gauge!("edge_buffer_backlog").set(self.backlog() as f64);
         Ok(())
     }
 
@@ -673,40 +812,32 @@ impl Buffer {
             }
             self.tree.insert(LAST_SEQ_KEY, &seq.to_be_bytes())?;
             self.last_seq.store(seq, Ordering::SeqCst);
-            if self.acked_up_to.load(Ordering::SeqCst) < seq && self.is_empty_after(seq)? {
-                self.acked_up_to.store(seq, Ordering::SeqCst);
-            }
         }
         self.tree.flush_async().await?;
         self.durable_seq.fetch_max(seq, Ordering::SeqCst);
         Ok(true)
     }
 
-    fn is_empty_after(&self, seq: u64) -> Result<bool, BufferError> {
-        Ok(self
-            .tree
-            .range(reading_key(0)..=reading_key(seq))
-            .next()
-            .transpose()?
-            .is_none())
-    }
-
     pub fn stats(&self) -> BufferStats {
-        let last_seq = self.last_seq.load(Ordering::SeqCst);
-        let acked_up_to = self.acked_up_to.load(Ordering::SeqCst);
+        let high = self.pending[Lane::High.index()].load(Ordering::SeqCst);
         BufferStats {
-            last_seq,
-            acked_up_to,
-            backlog: last_seq.saturating_sub(acked_up_to),
+            last_seq: self.last_seq.load(Ordering::SeqCst),
+            acked_up_to: self.acked_up_to.load(Ordering::SeqCst),
+            backlog: high + self.pending[Lane::Normal.index()].load(Ordering::SeqCst),
+            backlog_high: high,
             corrupt_records: self.corrupt.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
-            full_policy: self.opts.full_policy,
+            full_policy: self.opts.normal.full_policy,
             damage: self.damage.lock().ok().and_then(|d| d.clone()),
-            missing_readings: self.missing.load(Ordering::Relaxed),
         }
+    }
+
+    /// Highest sequence assigned so far (the uplink's live/backlog boundary).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::SeqCst)
     }
 
     /// Resolves after the next successful append (or at once if one happened
@@ -734,87 +865,127 @@ mod tests {
             value: f64::from(i),
             unit: "V".into(),
             quality: 1,
+            priority: Priority::Normal,
         }
+    }
+
+    fn cycle(from: u32, n: u32) -> Vec<NewReading> {
+        (from..from + n).map(reading).collect()
+    }
+
+    fn open(dir: &Path) -> Buffer {
+        Buffer::open(dir, BufferOptions::with_cache(1 << 20)).unwrap()
+    }
+
+    fn seqs(records: &[Record]) -> Vec<u64> {
+        records
+            .iter()
+            .flat_map(|r| r.readings.iter().map(|x| x.seq))
+            .collect()
+    }
+
+    fn ack_all(b: &Buffer, records: &[Record]) {
+        let ids: Vec<RecordId> = records.iter().map(Record::id).collect();
+        let up_to = records.iter().map(Record::last_seq).max().unwrap_or(0);
+        b.ack(&ids, up_to).unwrap();
     }
 
     #[tokio::test]
     async fn sequences_survive_reopen_and_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
+            let b = open(dir.path());
             assert_eq!(b.append(&[reading(1), reading(2)]).await.unwrap(), (1, 2));
             assert_eq!(b.append(&[reading(3)]).await.unwrap(), (3, 3));
-            b.ack_up_to(3).unwrap();
+            let all = b.read(Lane::Normal, None, None, 100).unwrap();
+            ack_all(&b, &all);
             b.flush().await.unwrap();
             assert_eq!(b.stats().backlog, 0);
         }
-        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
+        let b = open(dir.path());
         let s = b.stats();
         assert_eq!((s.last_seq, s.acked_up_to, s.backlog), (3, 3, 0));
         assert_eq!(b.append(&[reading(4)]).await.unwrap(), (4, 4));
     }
 
     #[tokio::test]
-    async fn unacked_readings_are_read_again_after_reopen() {
+    async fn unacked_records_are_read_again_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
-            b.append(&(1..=10).map(reading).collect::<Vec<_>>())
-                .await
-                .unwrap();
-            b.ack_up_to(4).unwrap();
+            let b = open(dir.path());
+            for c in 0..3 {
+                b.append(&cycle(c * 10 + 1, 10)).await.unwrap();
+            }
+            let first = b.read(Lane::Normal, None, None, 10).unwrap();
+            assert_eq!(seqs(&first), (1..=10).collect::<Vec<_>>());
+            ack_all(&b, &first);
             b.flush().await.unwrap();
         }
-        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
-        assert_eq!(b.stats().acked_up_to, 4);
-        let rs = b.read_after(4, 3).unwrap();
-        assert_eq!(rs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
-        assert_eq!(rs[0].metric, "m5");
-        let rest = b.read_after(7, 100).unwrap();
-        assert_eq!(rest.len(), 3);
+        let b = open(dir.path());
+        assert_eq!(b.stats().backlog, 20);
+        let rs = b.read(Lane::Normal, None, None, 100).unwrap();
+        assert_eq!(seqs(&rs), (11..=30).collect::<Vec<_>>());
+        assert_eq!(rs[0].readings[0].metric, "m11");
     }
 
     #[tokio::test]
-    async fn records_are_split_by_reads_and_acks_at_any_sequence() {
+    async fn reads_return_whole_records_within_the_bounds() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
-        for chunk in 0..5u32 {
-            b.append(
-                &(chunk * 10..chunk * 10 + 10)
-                    .map(reading)
-                    .collect::<Vec<_>>(),
-            )
-            .await
-            .unwrap();
+        let b = open(dir.path());
+        for c in 0..5 {
+            b.append(&cycle(c * 10, 10)).await.unwrap();
         }
-        // Reads start in the middle of a record and cross records.
-        let rs = b.read_after(13, 15).unwrap();
-        assert_eq!(rs.first().map(|r| r.seq), Some(14));
-        assert_eq!(rs.last().map(|r| r.seq), Some(28));
-        // An ack inside a record keeps the record but the backlog follows the ack.
-        b.ack_up_to(25).unwrap();
-        assert_eq!(b.stats().backlog, 25);
-        assert_eq!(b.read_after(25, 100).unwrap().len(), 25);
-        b.flush().await.unwrap();
-        drop(b);
-        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
-        assert_eq!(b.stats().acked_up_to, 25);
+        // 25 readings fit two whole records, never half of one.
+        let rs = b.read(Lane::Normal, None, None, 25).unwrap();
+        assert_eq!(seqs(&rs), (1..=20).collect::<Vec<_>>());
+        // A record larger than `max` still goes out alone rather than never.
         assert_eq!(
-            b.read_after(b.stats().acked_up_to, 100)
-                .unwrap()
-                .first()
-                .map(|r| r.seq),
-            Some(26)
+            seqs(&b.read(Lane::Normal, None, None, 3).unwrap()).len(),
+            10
         );
-        b.ack_up_to(50).unwrap();
-        assert_eq!(b.stats().backlog, 0);
-        assert!(b.read_after(0, 10).unwrap().is_empty());
+        // `after` and `before` are first sequences of records.
+        let mid = b.read(Lane::Normal, Some(11), Some(41), 100).unwrap();
+        assert_eq!(seqs(&mid), (21..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn high_priority_readings_have_their_own_lane() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
+        b.append(&cycle(0, 10)).await.unwrap();
+        let mixed: Vec<NewReading> = (0..6)
+            .map(|i| NewReading {
+                priority: if i % 2 == 0 {
+                    Priority::High
+                } else {
+                    Priority::Normal
+                },
+                ..reading(i)
+            })
+            .collect();
+        assert_eq!(b.accept("dev", &mixed).await, 6);
+        let s = b.stats();
+        assert_eq!((s.backlog, s.backlog_high, s.last_seq), (16, 3, 16));
+        let high = b.read(Lane::High, None, None, 100).unwrap();
+        assert_eq!(high.len(), 1);
+        assert!(
+            high[0]
+                .readings
+                .iter()
+                .all(|r| ["m0", "m2", "m4"].contains(&r.metric.as_str()))
+        );
+        ack_all(&b, &high);
+        assert_eq!(b.stats().backlog_high, 0);
+        assert_eq!(b.stats().backlog, 13);
     }
 
     fn bounded(max: u64, policy: FullPolicy) -> BufferOptions {
         BufferOptions {
             max_readings: max,
-            full_policy: policy,
+            normal: LanePolicy {
+                full_policy: policy,
+                ttl: None,
+            },
             ..BufferOptions::with_cache(1 << 20)
         }
     }
@@ -824,17 +995,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = Buffer::open(dir.path(), bounded(25, FullPolicy::DropOldest)).unwrap();
         for c in 0..6u32 {
-            b.append(&(c * 10..c * 10 + 10).map(reading).collect::<Vec<_>>())
-                .await
-                .unwrap();
+            b.append(&cycle(c * 10, 10)).await.unwrap();
         }
         let s = b.stats();
         assert!(s.backlog <= 25, "{s:?}");
         assert_eq!(s.last_seq, 60);
         assert_eq!(s.dropped, 60 - s.backlog);
-        let rs = b.read_after(s.acked_up_to, 100).unwrap();
-        assert_eq!(rs.last().map(|r| r.seq), Some(60));
-        assert_eq!(rs.len() as u64, s.backlog);
+        let rs = b.read(Lane::Normal, None, None, 100).unwrap();
+        assert_eq!(seqs(&rs).last(), Some(&60));
+        assert_eq!(seqs(&rs).len() as u64, s.backlog);
     }
 
     #[tokio::test]
@@ -843,10 +1012,7 @@ mod tests {
         let b = Buffer::open(dir.path(), bounded(25, FullPolicy::RejectNewest)).unwrap();
         let mut refused = 0;
         for c in 0..6u32 {
-            if let Err(BufferError::Full(_)) = b
-                .append(&(c * 10..c * 10 + 10).map(reading).collect::<Vec<_>>())
-                .await
-            {
+            if let Err(BufferError::Full(_)) = b.append(&cycle(c * 10, 10)).await {
                 refused += 1;
             }
         }
@@ -856,48 +1022,60 @@ mod tests {
             (20, 20, 40, 4),
             "{s:?}"
         );
-        assert_eq!(
-            b.read_after(0, 100).unwrap().first().map(|r| r.seq),
-            Some(1)
-        );
+        let rs = b.read(Lane::Normal, None, None, 100).unwrap();
+        assert_eq!(seqs(&rs).first(), Some(&1));
         // Once the hub acks, there is room again.
-        b.ack_up_to(20).unwrap();
+        ack_all(&b, &rs);
         assert!(b.append(&[reading(99)]).await.is_ok());
     }
 
     #[tokio::test]
-    async fn damaged_records_are_quarantined_and_gaps_counted_on_open() {
+    async fn a_full_buffer_sacrifices_normal_readings_for_high_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // Normal readings are refused when full, but alarms still get in.
+        let b = Buffer::open(dir.path(), bounded(20, FullPolicy::RejectNewest)).unwrap();
+        b.append(&cycle(0, 10)).await.unwrap();
+        b.append(&cycle(10, 10)).await.unwrap();
+        assert!(matches!(
+            b.append(&cycle(20, 5)).await,
+            Err(BufferError::Full(_))
+        ));
+        let (first, last) = b.append_to(Lane::High, &cycle(30, 5)).await.unwrap();
+        assert_eq!((first, last), (21, 25));
+        let s = b.stats();
+        assert_eq!((s.backlog, s.backlog_high, s.dropped), (15, 5, 10), "{s:?}");
+        assert_eq!(
+            seqs(&b.read(Lane::Normal, None, None, 100).unwrap()),
+            (11..=20).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn damaged_records_are_quarantined_on_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
+            let b = open(dir.path());
             for c in 0..4u32 {
-                b.append(&(c * 10..c * 10 + 10).map(reading).collect::<Vec<_>>())
-                    .await
-                    .unwrap();
+                b.append(&cycle(c * 10, 10)).await.unwrap();
             }
-            // Damage record 11..20 and lose record 21..30.
             b.tree
-                .insert(reading_key(11), b"\x00\x00\x00\x0agarbage".to_vec())
+                .insert(
+                    record_key(Lane::Normal, 11),
+                    b"\x00\x00\x00\x0agarbage".to_vec(),
+                )
                 .unwrap();
-            b.tree.remove(reading_key(21)).unwrap();
             b.flush().await.unwrap();
         }
-        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
+        let b = open(dir.path());
         let s = b.stats();
-        assert_eq!(s.corrupt_records, 1, "{s:?}");
-        assert_eq!(s.missing_readings, 20, "{s:?}");
+        assert_eq!((s.corrupt_records, s.backlog), (1, 30), "{s:?}");
         assert!(
             s.damage.as_deref().unwrap_or("").contains("quarantine"),
             "{s:?}"
         );
         assert_eq!(b.tree.open_tree("quarantine").unwrap().len(), 1);
-        let seqs: Vec<u64> = b
-            .read_after(0, 100)
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect();
-        assert_eq!(seqs, (1..=10).chain(31..=40).collect::<Vec<_>>());
+        let got = seqs(&b.read(Lane::Normal, None, None, 100).unwrap());
+        assert_eq!(got, (1..=10).chain(21..=40).collect::<Vec<_>>());
         assert_eq!(b.append(&[reading(1)]).await.unwrap(), (41, 41));
     }
 
@@ -906,12 +1084,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("buffer");
         {
-            let b = Buffer::open(&path, BufferOptions::with_cache(1 << 20)).unwrap();
+            let b = open(&path);
             b.append(&[reading(1)]).await.unwrap();
             b.flush().await.unwrap();
         }
         std::fs::write(path.join("db"), vec![0xA5u8; 100_000]).unwrap();
-        let b = Buffer::open(&path, BufferOptions::with_cache(1 << 20)).unwrap();
+        let b = open(&path);
         let s = b.stats();
         assert!(
             s.damage.as_deref().unwrap_or("").contains("moved to"),
@@ -932,10 +1110,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readings_past_their_ttl_are_dropped_and_counted() {
+    async fn readings_past_their_lanes_ttl_are_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let opts = BufferOptions {
-            ttl: Some(std::time::Duration::from_secs(3600)),
+            normal: LanePolicy {
+                ttl: Some(std::time::Duration::from_secs(3600)),
+                ..LanePolicy::default()
+            },
             ..BufferOptions::with_cache(1 << 20)
         };
         let b = Buffer::open(dir.path(), opts).unwrap();
@@ -949,15 +1130,19 @@ mod tests {
                 .collect()
         };
         b.append(&at(now - 7_200_000_000, 10)).await.unwrap(); // 2 h old
+        // The high lane has no TTL: its old readings stay.
+        b.append_to(Lane::High, &at(now - 7_200_000_000, 2))
+            .await
+            .unwrap();
         b.append(&at(now - 60_000_000, 5)).await.unwrap(); // 1 min old
         // The check runs at most once a second; the first append already ran it (nothing was old yet).
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         b.append(&at(now, 1)).await.unwrap();
         let s = b.stats();
-        assert_eq!((s.expired, s.backlog, s.acked_up_to), (10, 6, 10), "{s:?}");
+        assert_eq!((s.expired, s.backlog, s.backlog_high), (10, 8, 2), "{s:?}");
         assert_eq!(
-            b.read_after(0, 100).unwrap().first().map(|r| r.seq),
-            Some(11)
+            seqs(&b.read(Lane::Normal, None, None, 100).unwrap()).first(),
+            Some(&13)
         );
     }
 
@@ -985,13 +1170,16 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(b.stats().last_seq, 40);
-        assert_eq!(b.read_after(0, 100).unwrap().len(), 40);
+        assert_eq!(
+            seqs(&b.read(Lane::Normal, None, None, 100).unwrap()).len(),
+            40
+        );
     }
 
     #[tokio::test]
     async fn ensure_seq_above_skips_ahead() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
+        let b = open(dir.path());
         assert!(b.ensure_seq_above(100).await.unwrap());
         assert_eq!(b.append(&[reading(1)]).await.unwrap(), (101, 101));
         assert_eq!(b.stats().backlog, 1);

@@ -60,6 +60,13 @@ pub struct BufferConfig {
     /// Readings older than this many seconds are dropped unsent (0 = keep until the bounds apply).
     #[serde(default)]
     pub ttl_s: u64,
+    /// `full_policy` for the high-priority lane (alarms, test results), used
+    /// only once no normal reading is left to drop.
+    #[serde(default)]
+    pub high_full_policy: FullPolicy,
+    /// `ttl_s` for the high-priority lane (0 = keep).
+    #[serde(default)]
+    pub high_ttl_s: u64,
 }
 
 fn default_cache_mib() -> u64 {
@@ -113,6 +120,14 @@ pub struct UplinkConfig {
     /// Compress batches on the wire: `gzip` (for cellular and metered links) or `none`.
     #[serde(default)]
     pub compression: Compression,
+    /// While a backlog drains, alternate its batches with the newest readings
+    /// so the hub stays current (false: strictly oldest first).
+    #[serde(default = "yes")]
+    pub live_interleave: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

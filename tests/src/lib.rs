@@ -82,7 +82,10 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
-    panic!("no free TCP port on 127.0.0.1 between {LOW} and {}", LOW + SPAN)
+    panic!(
+        "no free TCP port on 127.0.0.1 between {LOW} and {}",
+        LOW + SPAN
+    )
 }
 
 /// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes; the

@@ -354,3 +354,90 @@ async fn batches_wait_at_most_the_linger_time_for_more_readings() -> Result<()> 
     stack.assert_exactly_once("gw-linger", last).await?;
     Ok(())
 }
+
+/// After an outage, the hub gets the high-priority lane's backlog before any
+/// bulk reading, and current readings while the bulk backlog still drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_drain_first_and_live_readings_overtake_the_backlog() -> Result<()> {
+    let mut stack = Stack::new().await?;
+    // A profile directory where the meter's frequency is an alarm-class point.
+    let profiles = stack.dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles)?;
+    let sdm = std::fs::read_to_string(e2e_tests::profiles_dir().join("eastron-sdm630.toml"))?;
+    let marked = sdm.replacen(
+        "name = \"frequency\"\n",
+        "name = \"frequency\"\npriority = \"high\"\n",
+        1,
+    );
+    anyhow::ensure!(marked != sdm, "eastron-sdm630 has no frequency point");
+    std::fs::write(profiles.join("eastron-sdm630.toml"), marked)?;
+    stack.start_sim(false).await?;
+    // Small batches, one in flight: the drain takes many round trips.
+    let cfg = stack.write_agent_config("gw-prio", 20, "batch_max = 20\nmax_in_flight = 1\n")?;
+    let text = std::fs::read_to_string(&cfg)?;
+    let text = text.replacen(
+        &format!("profiles_dir = \"{}\"", e2e_tests::profiles_dir().display()),
+        &format!("profiles_dir = \"{}\"", profiles.display()),
+        1,
+    );
+    std::fs::write(&cfg, text)?;
+    stack.start_agent(&cfg).await?;
+    let h = wait_for("a backlog", Duration::from_secs(30), || async {
+        let h = stack.agent_health().await?;
+        Ok((h["buffer"]["backlog"].as_u64() >= Some(3000)).then_some(h))
+    })
+    .await
+    .with_context(|| stack.logs())?;
+    assert!(h["buffer"]["backlog_high"].as_u64() > Some(100), "{h}");
+    let hub_up_us = chrono::Utc::now().timestamp_micros();
+    stack.start_hub().await?;
+    // Let the backlog drain while the meter is still polled, then stop.
+    wait_for("the backlog to drain", Duration::from_secs(30), || async {
+        let h = stack.agent_health().await?;
+        Ok((h["buffer"]["backlog"].as_u64() < Some(100)).then_some(()))
+    })
+    .await
+    .with_context(|| stack.logs())?;
+    let last = stack.drain().await?;
+    stack.assert_exactly_once("gw-prio", last).await?;
+    let pool = stack.db().await?;
+    let at = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let t: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(sql)
+                .bind(chrono::DateTime::from_timestamp_micros(hub_up_us))
+                .fetch_one(&pool)
+                .await?;
+            t.context(sql)
+        }
+    };
+    // Each batch is its own transaction, so received_at orders the batches.
+    let high_backlog_done =
+        at("SELECT max(received_at) FROM readings WHERE metric = 'frequency' AND ts < $1").await?;
+    let bulk_backlog_start =
+        at("SELECT min(received_at) FROM readings WHERE metric <> 'frequency' AND ts < $1").await?;
+    assert!(
+        high_backlog_done <= bulk_backlog_start,
+        "alarms finished at {high_backlog_done}, bulk backlog started at {bulk_backlog_start}"
+    );
+    // Live data interleaved: some bulk readings reached the hub before older ones.
+    let overtakers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+           SELECT received_at, max(received_at) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS older_max
+           FROM readings WHERE metric <> 'frequency') x
+         WHERE received_at < older_max",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let batches: Vec<(chrono::DateTime<chrono::Utc>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT received_at, min(seq), max(seq), count(*) FROM readings GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert!(
+        overtakers > 0,
+        "bulk readings arrived strictly oldest first; batches (received_at, seqs, count): {:?}",
+        &batches[..batches.len().min(40)]
+    );
+    Ok(())
+}

@@ -11,7 +11,7 @@
 use anyhow::{Context, Result, bail};
 use e2e_tests::bench::{release_bin, rss_mib};
 use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for};
-use edge_agent::buffer::{Buffer, BufferOptions, NewReading};
+use edge_agent::buffer::{Buffer, BufferOptions, NewReading, Priority};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ fn cycle(
             value: (i as f64) * 0.5 + k as f64,
             unit: Arc::clone(unit),
             quality: 1,
+            priority: Priority::Normal,
         })
         .collect()
 }

@@ -460,6 +460,7 @@ impl ModbusPoller {
                                 value: v,
                                 unit: Arc::clone(&self.units[i]),
                                 quality: Quality::Good as i32,
+                                priority: p.priority,
                             });
                         }
                         live.push((i, Decoded::Number(v), *ts));

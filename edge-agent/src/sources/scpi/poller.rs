@@ -295,6 +295,7 @@ impl ScpiPoller {
                             value: v,
                             unit: Arc::from(p.unit.as_str()),
                             quality: Quality::Good as i32,
+                            priority: p.priority,
                         });
                     }
                 }

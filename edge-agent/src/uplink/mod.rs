@@ -1,11 +1,14 @@
 //! The uplink: streams buffered readings to the hub and deletes them once acknowledged.
 //!
-//! One task owns the connection. On every (re)connect it starts again from the
-//! oldest unacknowledged reading, so a reading is deleted from the buffer only
-//! after the hub has committed it: at-least-once on the wire, exactly-once at
-//! the hub thanks to its (gateway, seq) dedupe.
+//! One task owns the connection. On every (re)connect it starts again from
+//! everything still in the buffer, so a record is deleted only after the hub
+//! has committed it: at-least-once on the wire, exactly-once at the hub thanks
+//! to its (gateway, seq) dedupe. The hub answers every batch with one ack, in
+//! order, so the oldest batch in flight is the one an ack is for.
 
-use crate::buffer::Buffer;
+mod queue;
+
+use crate::buffer::{Buffer, RecordId};
 use crate::config::UplinkConfig;
 use crate::fleet::Fleet;
 use crate::sources::backoff::Backoff;
@@ -16,6 +19,7 @@ use qi_proto::v1::{
     Command, CommandResult, EdgeMessage, Hello, HubMessage, ReadingBatch, command, edge_message,
     hub_message,
 };
+use queue::SendQueue;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -320,8 +324,9 @@ impl Uplink {
         });
 
         // Resend everything not yet acknowledged.
-        let mut cursor = start.acked_up_to;
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut queue = SendQueue::new(&self.buffer, self.cfg.live_interleave);
+        // Batches sent and not yet acknowledged: their records and highest seq.
+        let mut in_flight: VecDeque<(Vec<RecordId>, u64)> = VecDeque::new();
         let ack_timeout = self.cfg.ack_timeout();
         let mut last_progress = tokio::time::Instant::now();
         let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -341,25 +346,28 @@ impl Uplink {
                 return Ok(());
             }
             if in_flight.len() < self.cfg.max_in_flight {
-                let readings = self.buffer.read_after(cursor, self.cfg.batch_max)?;
+                let pick = queue.peek(&self.buffer, self.cfg.batch_max)?;
                 // Latency bound: a partial batch waits at most `linger` for more readings.
-                let lingering = match readings.len() {
-                    0 => {
+                let lingering = match &pick {
+                    None => {
                         pending_since = None;
                         false
                     }
-                    n => {
+                    Some(p) => {
                         let since = *pending_since.get_or_insert_with(tokio::time::Instant::now);
-                        n < self.cfg.batch_max
+                        p.len() < self.cfg.batch_max
                             && drain_deadline.is_none()
                             && since.elapsed() < linger
                     }
                 };
-                if lingering {
-                    // Fall through and wait for more readings or the linger deadline.
-                } else if let Some(last) = readings.last().map(|r| r.seq) {
+                if let Some(pick) = pick.filter(|_| !lingering) {
                     pending_since = None;
+                    queue.take(&pick);
+                    let ids: Vec<RecordId> = pick.records.iter().map(|r| r.id()).collect();
+                    let readings: Vec<_> =
+                        pick.records.into_iter().flat_map(|r| r.readings).collect();
                     let n = readings.len() as u64;
+                    let last = readings.iter().map(|r| r.seq).max().unwrap_or(0);
                     let msg = EdgeMessage {
                         kind: Some(edge_message::Kind::Batch(ReadingBatch { readings })),
                     };
@@ -367,8 +375,7 @@ impl Uplink {
                     if in_flight.is_empty() {
                         last_progress = tokio::time::Instant::now();
                     }
-                    in_flight.push_back(last);
-                    cursor = last;
+                    in_flight.push_back((ids, last));
                     metrics::counter!("edge_uplink_batches_sent_total").increment(1);
                     metrics::counter!("edge_uplink_readings_sent_total").increment(n);
                     self.status.send_modify(|s| {
@@ -387,10 +394,15 @@ impl Uplink {
                     match msg.kind {
                         Some(hub_message::Kind::Ack(ack)) => {
                             let up_to = ack.committed_up_to;
-                            while in_flight.front().is_some_and(|&s| s <= up_to) {
-                                in_flight.pop_front();
+                            let (ids, expected) = in_flight.pop_front().ok_or_else(|| {
+                                UplinkError::Protocol(format!("ack for {up_to} with no batch in flight"))
+                            })?;
+                            if up_to != expected {
+                                return Err(UplinkError::Protocol(format!(
+                                    "ack for {up_to}, but the oldest batch in flight ends at {expected}"
+                                )));
                             }
-                            self.buffer.ack_up_to(up_to)?;
+                            self.buffer.ack(&ids, up_to)?;
                             last_progress = tokio::time::Instant::now();
                             metrics::counter!("edge_uplink_acks_total").increment(1);
                             self.status.send_modify(|s| {
