@@ -1,11 +1,11 @@
 //! Storage: the only module that speaks SQL. Ingest and the API go through [`Store`].
 
 mod tier;
+mod write;
 
 pub use tier::StorageTier;
 
 use chrono::{DateTime, Utc};
-use qi_proto::v1::Reading;
 use serde::Serialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -23,6 +23,7 @@ pub enum StoreError {
 pub struct Store {
     pool: PgPool,
     tier: StorageTier,
+    series: std::sync::Arc<write::SeriesCache>,
 }
 
 /// One stored reading, as the API returns it.
@@ -100,7 +101,11 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let tier = tier::setup(&pool).await?;
-        Ok(Store { pool, tier })
+        Ok(Store {
+            pool,
+            tier,
+            series: Default::default(),
+        })
     }
 
     pub fn tier(&self) -> StorageTier {
@@ -135,79 +140,6 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(highest).unwrap_or(0))
-    }
-
-    /// Writes one batch in one transaction; readings already stored (same
-    /// gateway, seq and ts) are skipped. Returns how many were new. When this
-    /// returns `Ok`, the batch is committed and may be acknowledged.
-    pub async fn insert_batch(
-        &self,
-        gateway_id: &str,
-        readings: &[Reading],
-    ) -> Result<u64, StoreError> {
-        let n = readings.len();
-        let mut seq = Vec::with_capacity(n);
-        let mut device = Vec::with_capacity(n);
-        let mut metric = Vec::with_capacity(n);
-        let mut ts = Vec::with_capacity(n);
-        let mut value = Vec::with_capacity(n);
-        let mut unit = Vec::with_capacity(n);
-        let mut quality = Vec::with_capacity(n);
-        for r in readings {
-            // Callers validate ranges first (see ingest::validate_batch).
-            seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
-            device.push(r.device_id.as_str());
-            metric.push(r.metric.as_str());
-            ts.push(DateTime::<Utc>::from_timestamp_micros(r.timestamp_us).unwrap_or_default());
-            value.push(r.value);
-            unit.push(r.unit.as_str());
-            quality.push(i16::try_from(r.quality).unwrap_or(0));
-        }
-        let mut tx = self.pool.begin().await?;
-        let inserted: i64 = sqlx::query_scalar(
-            "WITH ins AS (
-                INSERT INTO readings (ts, gateway_id, seq, device_id, metric, value, unit, quality)
-                SELECT t.ts, $1, t.seq, t.device_id, t.metric, t.value, t.unit, t.quality
-                FROM UNNEST($2::int8[], $3::text[], $4::text[], $5::timestamptz[], $6::float8[], $7::text[], $8::int2[])
-                    AS t(seq, device_id, metric, ts, value, unit, quality)
-                ON CONFLICT DO NOTHING
-                RETURNING 1)
-             SELECT count(*) FROM ins",
-        )
-        .bind(gateway_id)
-        .bind(&seq)
-        .bind(&device)
-        .bind(&metric)
-        .bind(&ts)
-        .bind(&value)
-        .bind(&unit)
-        .bind(&quality)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO devices (gateway_id, device_id, first_seen, last_seen)
-             SELECT $1, t.device_id, min(t.ts), max(t.ts)
-             FROM UNNEST($2::text[], $3::timestamptz[]) AS t(device_id, ts)
-             GROUP BY t.device_id
-             ON CONFLICT (gateway_id, device_id) DO UPDATE
-                SET first_seen = LEAST(devices.first_seen, EXCLUDED.first_seen),
-                    last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen)",
-        )
-        .bind(gateway_id)
-        .bind(&device)
-        .bind(&ts)
-        .execute(&mut *tx)
-        .await?;
-        let max_seq = seq.iter().copied().max().unwrap_or(0);
-        sqlx::query(
-            "UPDATE gateways SET highest_seq = GREATEST(highest_seq, $2), last_seen = now() WHERE gateway_id = $1",
-        )
-        .bind(gateway_id)
-        .bind(max_seq)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(u64::try_from(inserted).unwrap_or(0))
     }
 
     pub async fn query_readings(&self, q: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {

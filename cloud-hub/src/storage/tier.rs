@@ -24,7 +24,7 @@ impl std::fmt::Display for StorageTier {
     }
 }
 
-/// Turns `readings` into a hypertable when TimescaleDB can be loaded; falls
+/// Turns `samples` into a hypertable when TimescaleDB can be loaded; falls
 /// back to the plain table (which already works) on any failure, saying why.
 pub async fn setup(pool: &PgPool) -> Result<StorageTier, sqlx::Error> {
     let available: bool = sqlx::query_scalar(
@@ -35,7 +35,7 @@ pub async fn setup(pool: &PgPool) -> Result<StorageTier, sqlx::Error> {
     if !available {
         tracing::info!(
             tier = "none",
-            "timescaledb not available; readings stay a plain table"
+            "timescaledb not available; samples stay a plain table"
         );
         return Ok(StorageTier::None);
     }
@@ -48,7 +48,7 @@ pub async fn setup(pool: &PgPool) -> Result<StorageTier, sqlx::Error> {
         return Ok(StorageTier::None);
     }
     if let Err(e) = sqlx::query(
-        "SELECT create_hypertable('readings', 'ts', if_not_exists => TRUE, migrate_data => TRUE)",
+        "SELECT create_hypertable('samples', 'ts', if_not_exists => TRUE, migrate_data => TRUE)",
     )
     .execute(pool)
     .await
@@ -65,6 +65,6 @@ pub async fn setup(pool: &PgPool) -> Result<StorageTier, sqlx::Error> {
     } else {
         StorageTier::Apache
     };
-    tracing::info!(%tier, "readings is a TimescaleDB hypertable");
+    tracing::info!(%tier, "samples is a TimescaleDB hypertable");
     Ok(tier)
 }
