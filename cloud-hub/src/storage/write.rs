@@ -61,7 +61,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl Store {
     /// The series id of every reading, creating series seen for the first time.
-    async fn series_ids(&self, gateway: &str, readings: &[Reading]) -> Result<Vec<i32>, StoreError> {
+    async fn series_ids(
+        &self,
+        gateway: &str,
+        readings: &[Reading],
+    ) -> Result<Vec<i32>, StoreError> {
         let mut ids = Vec::with_capacity(readings.len());
         let mut missing: HashMap<String, (&str, &str, &str)> = HashMap::new();
         {
@@ -177,7 +181,8 @@ impl Store {
                 tx.rollback().await?;
                 tx = self.pool.begin().await?;
                 metrics::counter!("hub_ingest_duplicate_batches_total").increment(1);
-                self.insert_skipping_duplicates(&mut tx, &cols, &ids).await?
+                self.insert_skipping_duplicates(&mut tx, &cols, &ids)
+                    .await?
             }
             Err(e) => return Err(e.into()),
         };

@@ -219,7 +219,9 @@ async fn main() -> Result<()> {
     {
         use tokio_stream::StreamExt;
         let mut out = conn
-            .copy_out_raw("COPY samples (ts, series_id, seq, value, quality) TO STDOUT (FORMAT binary)")
+            .copy_out_raw(
+                "COPY samples (ts, series_id, seq, value, quality) TO STDOUT (FORMAT binary)",
+            )
             .await?;
         while let Some(chunk) = out.next().await {
             rows_bin.extend_from_slice(&chunk?);
@@ -227,7 +229,9 @@ async fn main() -> Result<()> {
     }
     let t = Instant::now();
     let mut copy = conn
-        .copy_in_raw("COPY samples_raw (ts, series_id, seq, value, quality) FROM STDIN (FORMAT binary)")
+        .copy_in_raw(
+            "COPY samples_raw (ts, series_id, seq, value, quality) FROM STDIN (FORMAT binary)",
+        )
         .await?;
     for chunk in rows_bin.chunks(1 << 20) {
         copy.send(chunk).await?;
