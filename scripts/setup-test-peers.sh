@@ -3,9 +3,9 @@
 # none of them written here:
 #   - Debian: socat (pseudo-terminal pairs), mbpoll (command-line Modbus master),
 #     libmodbus-dev (its example unit-test-server, built here with fault injection),
-#     pkg-config.
+#     pkg-config, mosquitto-clients (mosquitto_pub / mosquitto_sub, MQTT interop).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
-#     pyserial, in a venv under target/peers/venv.
+#     pyserial, paho-mqtt (a second MQTT client), in a venv under target/peers/venv.
 # Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -d /usr/share/doc/libmodbus-dev/examples ] || missing+=(libmodbus-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} from Debian"
@@ -31,10 +32,10 @@ fi
 
 mkdir -p "$peers/bin" "$peers/src"
 
-if [ ! -x "$peers/venv/bin/python" ] || ! "$peers/venv/bin/python" -c 'import pymodbus, serial' 2>/dev/null; then
-  say "installing pymodbus (PyPI) into $peers/venv"
+if [ ! -x "$peers/venv/bin/python" ] || ! "$peers/venv/bin/python" -c 'import pymodbus, serial, paho.mqtt' 2>/dev/null; then
+  say "installing pymodbus and paho-mqtt (PyPI) into $peers/venv"
   python3 -m venv "$peers/venv"
-  "$peers/venv/bin/pip" install -q 'pymodbus[serial]==3.16.1' 'pyserial==3.5'
+  "$peers/venv/bin/pip" install -q 'pymodbus[serial]==3.16.1' 'pyserial==3.5' 'paho-mqtt==2.1.0'
 fi
 
 # libmodbus's unit-test-server, unchanged except that the port comes from

@@ -223,7 +223,12 @@ pub struct Buffer {
     next_flush: Mutex<Option<tokio::time::Instant>>,
     damage: Mutex<Option<String>>,
     appended: Notify,
+    /// Sees what the sources' `accept` made durable (the MQTT bus republishes it).
+    tap: std::sync::OnceLock<Tap>,
 }
+
+/// Called with a device id and readings just made durable by `accept`.
+pub type Tap = Box<dyn Fn(&str, &[NewReading]) + Send + Sync>;
 
 fn record_key(lane: Lane, seq: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -449,6 +454,7 @@ impl Buffer {
             next_flush: Mutex::new(None),
             damage: Mutex::new(None),
             appended: Notify::new(),
+            tap: std::sync::OnceLock::new(),
         })
     }
 
@@ -774,7 +780,12 @@ impl Buffer {
                 continue;
             }
             match self.append_to(lane, &part).await {
-                Ok((first, last)) => accepted += last + 1 - first,
+                Ok((first, last)) => {
+                    accepted += last + 1 - first;
+                    if let Some(tap) = self.tap.get() {
+                        tap(device, &part);
+                    }
+                }
                 Err(BufferError::Full(_)) => {}
                 Err(e) => {
                     metrics::counter!("edge_buffer_append_errors_total").increment(1);
@@ -909,6 +920,11 @@ impl Buffer {
             full_policy: self.opts.normal.full_policy,
             damage: self.damage.lock().ok().and_then(|d| d.clone()),
         }
+    }
+
+    /// Installs the tap (once; later calls are ignored).
+    pub fn set_tap(&self, tap: Tap) {
+        let _ = self.tap.set(tap);
     }
 
     /// Highest sequence assigned so far (the uplink's live/backlog boundary).

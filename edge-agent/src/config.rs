@@ -24,6 +24,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// The site MQTT bus; absent: no broker.
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 fn default_profiles_dir() -> PathBuf {
@@ -268,6 +270,18 @@ impl Config {
                     self.uplink.hub_url
                 ),
             ));
+        }
+        if let Some(m) = &self.mqtt
+            && let Err(e) = m.validate()
+        {
+            let key = e
+                .split(':')
+                .next()
+                .unwrap_or("mqtt")
+                .split(' ')
+                .next()
+                .unwrap_or("mqtt");
+            return Err((key.to_string(), e));
         }
         if self.buffer.max_readings == 0 {
             return Err(("buffer.max_readings".into(), "must be > 0".into()));

@@ -8,6 +8,7 @@ pub mod app;
 pub mod buffer;
 pub mod config;
 pub mod fleet;
+pub mod mqtt;
 pub mod sources;
 pub mod status;
 pub mod uplink;

@@ -33,6 +33,22 @@ enum Command {
         #[command(subcommand)]
         action: ProfilesCommand,
     },
+    /// Site MQTT bus tools.
+    Mqtt {
+        #[command(subcommand)]
+        action: MqttCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MqttCommand {
+    /// Print a `password_hash` for `[[mqtt.users]]`. Reads the password from
+    /// standard input (one line), so it stays out of the shell history.
+    HashPassword {
+        /// PBKDF2 iterations: more is slower to guess and slower to connect.
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +71,19 @@ fn real_main(args: Args) -> Result<()> {
     {
         return check_profiles(files);
     }
+    if let Some(Command::Mqtt {
+        action: MqttCommand::HashPassword { iterations },
+    }) = &args.command
+    {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let pw = line.trim_end_matches(['\r', '\n']);
+        if pw.is_empty() || *iterations == 0 {
+            bail!("give a non-empty password on standard input and --iterations > 0");
+        }
+        println!("{}", edge_agent::mqtt::auth::hash_password(pw, *iterations));
+        return Ok(());
+    }
     let cfg = Config::load(&args.config)?;
     if args.check {
         edge_agent::app::load_profiles(&cfg)?;
@@ -66,7 +95,7 @@ fn real_main(args: Args) -> Result<()> {
         return Ok(());
     }
     let format = args.log_format.unwrap_or(cfg.log.format);
-    qi_common::daemon::run(format, "info", |metrics| {
+    qi_common::daemon::run(format, "info,rumqttd=warn", |metrics| {
         edge_agent::app::run(
             cfg,
             Some(args.config.clone()),
