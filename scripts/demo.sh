@@ -60,7 +60,7 @@ for p in (pref, 0):
 PY
 }
 pg_port=$(port 55432); grpc_port=$(port 50051); hub_port=$(port 8081)
-agent_port=$(port 8080); sim_port=$(port 5020)
+agent_port=$(port 8080); sim_port=$(port 5020); mqtt_port=$(port 1883)
 
 # PostgreSQL refuses to run as root; use the postgres system user then.
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -96,6 +96,18 @@ hub_url = "http://127.0.0.1:$grpc_port"
 
 [http]
 listen = "127.0.0.1:$agent_port"
+
+# The site bus on loopback, open to anonymous clients for the demo only.
+[mqtt]
+listen = "127.0.0.1:$mqtt_port"
+site = "demo"
+allow_anonymous = true
+accept_unknown_devices = true
+
+[[mqtt.users]]
+name = "anonymous"
+publish = ["site/demo/+/+/telemetry"]
+subscribe = ["site/#"]
 
 [[devices]]
 id = "sdm630-demo"
@@ -134,6 +146,8 @@ cat <<TXT
   Known devices:            curl '$api/devices'
   Hub readiness / metrics:  curl http://127.0.0.1:$hub_port/ready   http://127.0.0.1:$hub_port/metrics
   Gateway health:           curl http://127.0.0.1:$agent_port/health
+  Site MQTT bus:            mosquitto_sub -p $mqtt_port -t 'site/#' -v   (Debian: mosquitto-clients)
+  Publish a reading:        mosquitto_pub -p $mqtt_port -q 1 -t site/demo/thermo/th-1/telemetry -m temp=21.5
   PostgreSQL:               psql postgres://postgres@127.0.0.1:$pg_port/postgres
   Logs and configs:         $run/
 
