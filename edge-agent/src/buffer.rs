@@ -52,6 +52,8 @@ pub enum BufferError {
     Corrupt(String),
     #[error("buffer full ({0}); new readings refused (full_policy = reject_newest)")]
     Full(String),
+    #[error("buffer {0} is in use by another process (is another edge-agent running?)")]
+    Busy(String),
 }
 
 /// What an append does when the buffer is at its bound.
@@ -259,6 +261,11 @@ fn seq_of_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
+/// sled reports a held directory lock as an `Other` error with this text.
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -408,11 +415,27 @@ impl Buffer {
         // sled starts empty, silently, when it finds nothing valid in its log:
         // existing files that yield no recovered database are damage, not a new buffer.
         let existed = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
-        let tree = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        // sled locks its directory; a previous owner (a process still exiting,
+        // or a handle whose background flusher has not finished) holds it for
+        // a moment, so wait up to 5 s before calling the buffer busy.
+        let mut tries = 0;
+        let tree = loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_bytes)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Err(sled::Error::Io(e)) if is_lock_held(&e) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(sled::Error::Io(e)) if is_lock_held(&e) => {
+                    return Err(BufferError::Busy(path.display().to_string()));
+                }
+                other => break other?,
+            }
+        };
         if existed && !tree.was_recovered() {
             return Err(BufferError::Corrupt(
                 "its files exist but sled recovered nothing from them".into(),

@@ -281,3 +281,44 @@ async fn hub_deduplicates_redelivered_batches_and_refuses_broken_streams() -> Re
     );
     Ok(())
 }
+
+/// A second agent on the same buffer (a service started twice, or restarted
+/// while the old process still exits) waits for sled's lock, then gives up
+/// with a clear message; the first keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_buffer_is_refused_clearly() -> Result<()> {
+    let mut stack = Stack::edge_only()?;
+    stack.start_sim(false).await?;
+    let cfg = stack.write_agent_config("gw-twice", 200, "")?;
+    stack.start_agent(&cfg).await?;
+    let text = std::fs::read_to_string(&cfg)?;
+    let second_cfg = stack.dir.path().join("agent2.toml");
+    let second_port = e2e_tests::free_port();
+    std::fs::write(
+        &second_cfg,
+        text.replace(
+            &format!("127.0.0.1:{}", stack.agent_http_port),
+            &format!("127.0.0.1:{second_port}"),
+        ),
+    )?;
+    let second = e2e_tests::Proc::spawn(
+        "edge-agent-2",
+        &e2e_tests::bin("edge-agent")?,
+        &["--config".as_ref(), second_cfg.as_os_str()],
+        &stack.log_path("agent2"),
+    )?;
+    let started = std::time::Instant::now();
+    let log = stack.log_path("agent2");
+    let status = second.wait(Duration::from_secs(20))?;
+    assert!(!status.success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "gave up at once"
+    );
+    let text = std::fs::read_to_string(log)?;
+    assert!(text.contains("in use by another process"), "{text}");
+    // The first agent is unaffected (no hub here, so it is "degraded", but polling).
+    let h = stack.agent_health().await?;
+    assert_eq!(h["devices"][0]["state"], "online", "{h}");
+    Ok(())
+}

@@ -115,7 +115,9 @@ async fn publisher(
                 while let Some(f) = frame::next_frame(&mut buf, 1 << 20)? {
                     if f.first == 0x40 && f.bytes.len() >= 4 {
                         let pkid = u16::from_be_bytes([f.bytes[2], f.bytes[3]]) as usize;
-                        if let Some(t) = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[pkid].take() {
+                        if let Some(t) =
+                            sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[pkid].take()
+                        {
                             lat.push(t.elapsed());
                         }
                         permits.add_permits(1);
@@ -188,7 +190,10 @@ async fn load(
     for task in tasks {
         lat.extend(task.await??);
     }
-    Ok(((total / pubs * pubs) as f64 / t.elapsed().as_secs_f64(), lat))
+    Ok((
+        (total / pubs * pubs) as f64 / t.elapsed().as_secs_f64(),
+        lat,
+    ))
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -230,13 +235,22 @@ async fn subscriber(port: u16, expect: u64, count: Arc<AtomicU64>) -> Result<Ins
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let total: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
-    let pubs: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
+    let total: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let pubs: u64 = std::env::args()
+        .nth(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(8);
     let window = 200;
     let dir = tempfile::tempdir()?;
 
     // The agent, hub not yet running: the rate of durable buffering alone.
-    let (grpc, hub_http, agent_http, mqtt_port) = (free_port(), free_port(), free_port(), free_port());
+    let (grpc, hub_http, agent_http, mqtt_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let hash = edge_agent::mqtt::auth::hash_password(PW, 1000);
     let agent_cfg = dir.path().join("agent.toml");
     std::fs::write(
@@ -314,7 +328,9 @@ async fn main() -> Result<()> {
     let mconf = dir.path().join("mosquitto.conf");
     std::fs::write(
         &mconf,
-        format!("listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n"),
+        format!(
+            "listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n"
+        ),
     )?;
     let mosq = Proc::spawn(
         "mosquitto",
@@ -324,7 +340,10 @@ async fn main() -> Result<()> {
     )
     .context("mosquitto not installed? scripts/bench-mqtt.sh installs it")?;
     wait_for("mosquitto", Duration::from_secs(10), || async {
-        Ok(TcpStream::connect(("127.0.0.1", mport)).await.ok().map(|_| ()))
+        Ok(TcpStream::connect(("127.0.0.1", mport))
+            .await
+            .ok()
+            .map(|_| ()))
     })
     .await?;
     let expect = total / pubs * pubs;
@@ -354,20 +373,31 @@ async fn main() -> Result<()> {
         &["--config".as_ref(), hub_cfg.as_os_str()],
         &dir.path().join("hub.log"),
     )?;
-    wait_for("backlog drained to the hub", Duration::from_secs(600), || async {
-        let (_, h) = get_json(&health).await?;
-        Ok((h["buffer"]["backlog"] == 0).then_some(()))
-    })
+    wait_for(
+        "backlog drained to the hub",
+        Duration::from_secs(600),
+        || async {
+            let (_, h) = get_json(&health).await?;
+            Ok((h["buffer"]["backlog"] == 0).then_some(()))
+        },
+    )
     .await?;
     let lat_n: u64 = 100_000.min(total);
     let since = chrono::Utc::now();
     let (_, mut lat) = load(mqtt_port, login, lat_n, 4, window, Some(10_000.0), "l").await?;
-    wait_for("latency run at the hub", Duration::from_secs(120), || async {
-        let (_, h) = get_json(&health).await?;
-        Ok((h["buffer"]["backlog"] == 0).then_some(()))
-    })
+    wait_for(
+        "latency run at the hub",
+        Duration::from_secs(120),
+        || async {
+            let (_, h) = get_json(&health).await?;
+            Ok((h["buffer"]["backlog"] == 0).then_some(()))
+        },
+    )
     .await?;
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&pg.url()).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg.url())
+        .await?;
     let (hub_p50, hub_p99, hub_n): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.99) WITHIN GROUP (ORDER BY d), count(*)
          FROM (SELECT extract(epoch FROM received_at - ts) * 1000 AS d FROM readings
@@ -378,11 +408,25 @@ async fn main() -> Result<()> {
     .await?;
     drop(agent);
 
-    println!("machine: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("load: {pubs} publishers, QoS 1, ~100-byte JSON payloads, {window} in flight each, {total} messages");
-    println!("agent, acknowledged and durable (hub offline)  : {agent_rate:.0} msg/s ({buffered} readings buffered)");
-    println!("mosquitto, publish -> subscriber               : {mosq_rate:.0} msg/s ({received} of {expect} received; publishers saw acks at {mosq_pub_rate:.0} msg/s)");
-    println!("agent / mosquitto                              : {:.2}x", agent_rate / mosq_rate);
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "load: {pubs} publishers, QoS 1, ~100-byte JSON payloads, {window} in flight each, {total} messages"
+    );
+    println!(
+        "agent, acknowledged and durable (hub offline)  : {agent_rate:.0} msg/s ({buffered} readings buffered)"
+    );
+    println!(
+        "mosquitto, publish -> subscriber               : {mosq_rate:.0} msg/s ({received} of {expect} received; publishers saw acks at {mosq_pub_rate:.0} msg/s)"
+    );
+    println!(
+        "agent / mosquitto                              : {:.2}x",
+        agent_rate / mosq_rate
+    );
     println!(
         "latency at 10k msg/s ({} messages), publish -> durable (PUBACK): p50 {:.1} ms, p99 {:.1} ms",
         lat.len(),
@@ -394,7 +438,9 @@ async fn main() -> Result<()> {
         hub_p50.unwrap_or(f64::NAN),
         hub_p99.unwrap_or(f64::NAN)
     );
-    println!("agent RSS idle: {idle_rss:.1} MiB; peak under the full-rate load: {loaded_rss:.1} MiB");
+    println!(
+        "agent RSS idle: {idle_rss:.1} MiB; peak under the full-rate load: {loaded_rss:.1} MiB"
+    );
     println!("agent RSS after 5 messages on each of {topics} distinct topics: {topics_rss:.1} MiB");
     Ok(())
 }
