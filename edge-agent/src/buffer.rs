@@ -968,6 +968,13 @@ impl Buffer {
     }
 }
 
+/// sled 0.34 has one process-wide concurrency-control lock shared by every
+/// open `Db`; several databases written and flushed at once in one process
+/// can deadlock on it (seen with 16 buffer tests in parallel; the agent opens
+/// exactly one buffer). Tests that open buffers take this first.
+#[cfg(test)]
+pub(crate) static SLED_TEST_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1007,6 +1014,7 @@ mod tests {
 
     #[tokio::test]
     async fn sequences_survive_reopen_and_are_never_reused() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         {
             let b = open(dir.path());
@@ -1025,6 +1033,7 @@ mod tests {
 
     #[tokio::test]
     async fn unacked_records_are_read_again_after_reopen() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         {
             let b = open(dir.path());
@@ -1045,6 +1054,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_return_whole_records_within_the_bounds() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let b = open(dir.path());
         for c in 0..5 {
@@ -1065,6 +1075,7 @@ mod tests {
 
     #[tokio::test]
     async fn high_priority_readings_have_their_own_lane() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let b = open(dir.path());
         b.append(&cycle(0, 10)).await.unwrap();
@@ -1107,6 +1118,7 @@ mod tests {
 
     #[tokio::test]
     async fn drop_oldest_keeps_the_newest_within_the_bound() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let b = Buffer::open(dir.path(), bounded(25, FullPolicy::DropOldest)).unwrap();
         for c in 0..6u32 {
@@ -1123,6 +1135,7 @@ mod tests {
 
     #[tokio::test]
     async fn reject_newest_keeps_the_oldest_and_refuses_the_rest() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let b = Buffer::open(dir.path(), bounded(25, FullPolicy::RejectNewest)).unwrap();
         let mut refused = 0;
@@ -1146,6 +1159,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_buffer_sacrifices_normal_readings_for_high_ones() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         // Normal readings are refused when full, but alarms still get in.
         let b = Buffer::open(dir.path(), bounded(20, FullPolicy::RejectNewest)).unwrap();
@@ -1167,6 +1181,7 @@ mod tests {
 
     #[tokio::test]
     async fn damaged_records_are_quarantined_when_read() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         {
             let b = open(dir.path());
@@ -1200,6 +1215,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_buffer_without_stored_counts_is_walked_once() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         {
             let b = open(dir.path());
@@ -1225,6 +1241,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_buffer_sled_cannot_open_is_moved_aside() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("buffer");
         {
@@ -1255,6 +1272,7 @@ mod tests {
 
     #[tokio::test]
     async fn readings_past_their_lanes_ttl_are_dropped_and_counted() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let opts = BufferOptions {
             normal: LanePolicy {
@@ -1292,6 +1310,7 @@ mod tests {
 
     #[tokio::test]
     async fn group_commit_makes_every_append_durable_with_fewer_fsyncs() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let opts = BufferOptions {
             flush_every: Some(std::time::Duration::from_millis(20)),
@@ -1322,6 +1341,7 @@ mod tests {
 
     #[tokio::test]
     async fn ensure_seq_above_skips_ahead() {
+        let _sled = SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let b = open(dir.path());
         assert!(b.ensure_seq_above(100).await.unwrap());

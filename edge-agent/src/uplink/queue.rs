@@ -140,6 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn alarms_go_first_and_live_data_interleaves_with_the_backlog() {
+        let _sled = crate::buffer::SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
         // Backlog: 4 normal records of 10 (seqs 1..40), one alarm (41).
@@ -175,6 +176,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_interleaving_batches_follow_sequence_order() {
+        let _sled = crate::buffer::SLED_TEST_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let b = Buffer::open(dir.path(), BufferOptions::with_cache(1 << 20)).unwrap();
         b.append(&cycle(10, Priority::Normal)).await.unwrap();
