@@ -20,6 +20,7 @@ pub struct ApiState {
     pub store: Store,
     pub max_page_size: u32,
     pub metrics: Option<PrometheusHandle>,
+    pub analytics: crate::config::AnalyticsConfig,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -31,6 +32,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/gateways/{gateway}/commands", post(create_command))
         .route("/api/v1/commands/{id}", get(get_command))
+        .merge(crate::analytics::routes())
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .fallback(not_found)
         .with_state(state)
@@ -44,7 +46,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: "bad_request",
@@ -85,7 +87,7 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         kind: "not_found",
-        message: "no such endpoint; see /api/v1/readings and /api/v1/devices".into(),
+        message: "no such endpoint; the API is described at /api/v1/openapi.json".into(),
     }
 }
 
@@ -124,7 +126,7 @@ pub struct ReadingsParams {
     order: Option<String>,
 }
 
-fn parse_time(name: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub fn parse_time(name: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
     match v.as_deref() {
         None | Some("") => Ok(None),
         Some(s) => DateTime::parse_from_rfc3339(s)
@@ -137,7 +139,7 @@ fn parse_time(name: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, A
     }
 }
 
-fn parse_limit(v: &Option<String>, default: u32, max: u32) -> Result<i64, ApiError> {
+pub fn parse_limit(v: &Option<String>, default: u32, max: u32) -> Result<i64, ApiError> {
     match v.as_deref() {
         None | Some("") => Ok(i64::from(default.min(max))),
         Some(s) => match s.parse::<u32>() {
@@ -149,7 +151,7 @@ fn parse_limit(v: &Option<String>, default: u32, max: u32) -> Result<i64, ApiErr
     }
 }
 
-fn filter(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+pub fn filter(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),

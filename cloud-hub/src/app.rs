@@ -84,10 +84,15 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
     tracing::info!(listen = %http_listener.local_addr()?, "REST API listening");
+    tokio::spawn(store.clone().run_rollups(
+        Duration::from_secs(cfg.analytics.rollup_interval_s.max(1)),
+        stop.clone(),
+    ));
     let app = api::router(ApiState {
         store,
         max_page_size: cfg.http.max_page_size,
         metrics,
+        analytics: cfg.analytics.clone(),
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

@@ -18,6 +18,50 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
+}
+
+/// `[analytics]`: rollups and query limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// How often the 1-minute and 1-hour rollups are brought up to date (their lag).
+    #[serde(default = "default_rollup_interval_s")]
+    pub rollup_interval_s: u64,
+    /// A raw query that would read more samples than this is refused with advice.
+    #[serde(default = "default_max_scan_rows")]
+    pub max_scan_rows: i64,
+    /// Most buckets (or points) one series may return.
+    #[serde(default = "default_max_points")]
+    pub max_points: i64,
+    /// Most series in one request.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            rollup_interval_s: default_rollup_interval_s(),
+            max_scan_rows: default_max_scan_rows(),
+            max_points: default_max_points(),
+            max_series: default_max_series(),
+        }
+    }
+}
+
+fn default_rollup_interval_s() -> u64 {
+    10
+}
+fn default_max_scan_rows() -> i64 {
+    5_000_000
+}
+fn default_max_points() -> i64 {
+    10_000
+}
+fn default_max_series() -> usize {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,8 +1,11 @@
 //! Storage: the only module that speaks SQL. Ingest and the API go through [`Store`].
 
+mod analytics;
+mod rollup;
 mod tier;
 mod write;
 
+pub use analytics::{BucketRow, LatestRow, SeriesRow, Source};
 pub use tier::StorageTier;
 
 use chrono::{DateTime, Utc};
