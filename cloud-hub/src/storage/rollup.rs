@@ -1,7 +1,8 @@
 //! Keeps the 1-minute and 1-hour rollups current. Every `interval`, samples
 //! committed since the watermark (by `received_at`, with an overlap so a
-//! transaction that committed late is not missed) name the minute buckets to
-//! recompute from raw data; the touched hours are recomputed from minutes.
+//! transaction that committed late is not missed) give, per series, the span
+//! of minutes to recompute from raw data; the hours of that span are then
+//! recomputed from the minutes.
 //! Recomputing a bucket is idempotent, so overlap and restarts are harmless,
 //! and late data (a gateway's backlog after an outage) lands in the right
 //! buckets.
@@ -24,54 +25,64 @@ impl Store {
         let cut: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
             .fetch_one(&mut *tx)
             .await?;
-        let minutes = sqlx::query(
-            "WITH touched AS (
-                SELECT DISTINCT series_id, date_trunc('minute', ts) AS bucket
-                FROM samples, rollup_state s
-                WHERE s.name = 'samples' AND received_at > s.watermark - interval '60 seconds'
-                  AND received_at <= $1)
-             INSERT INTO rollup_1m
-             SELECT t.series_id, t.bucket, count(*), sum(x.value), sum(x.value * x.value),
-                    min(x.value), max(x.value),
-                    min(x.ts), (array_agg(x.value ORDER BY x.ts))[1],
-                    max(x.ts), (array_agg(x.value ORDER BY x.ts DESC))[1]
-             FROM touched t
-             JOIN samples x ON x.series_id = t.series_id
-                 AND x.ts >= t.bucket AND x.ts < t.bucket + interval '1 minute'
-             GROUP BY t.series_id, t.bucket
-             ON CONFLICT (series_id, bucket) DO UPDATE SET
-                n = EXCLUDED.n, sum = EXCLUDED.sum, sum_sq = EXCLUDED.sum_sq,
-                min = EXCLUDED.min, max = EXCLUDED.max,
-                first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
-                last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-        )
-        .bind(cut)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "WITH touched AS (
-                SELECT DISTINCT series_id, date_trunc('hour', ts) AS bucket
-                FROM samples, rollup_state s
-                WHERE s.name = 'samples' AND received_at > s.watermark - interval '60 seconds'
-                  AND received_at <= $1)
-             INSERT INTO rollup_1h
-             SELECT t.series_id, t.bucket, sum(m.n), sum(m.sum), sum(m.sum_sq), min(m.min), max(m.max),
-                    min(m.first_ts), (array_agg(m.first ORDER BY m.first_ts))[1],
-                    max(m.last_ts), (array_agg(m.last ORDER BY m.last_ts DESC))[1]
-             FROM touched t
-             JOIN rollup_1m m ON m.series_id = t.series_id
-                 AND m.bucket >= t.bucket AND m.bucket < t.bucket + interval '1 hour'
-             GROUP BY t.series_id, t.bucket
-             ON CONFLICT (series_id, bucket) DO UPDATE SET
-                n = EXCLUDED.n, sum = EXCLUDED.sum, sum_sq = EXCLUDED.sum_sq,
-                min = EXCLUDED.min, max = EXCLUDED.max,
-                first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
-                last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-        )
-        .bind(cut)
-        .execute(&mut *tx)
-        .await?;
+        // Per series, the span of minutes its new samples fall in; every
+        // minute of that span is recomputed with one index range scan per
+        // series (samples mostly arrive in time order, so the span is what
+        // was touched; a backlog's span is recomputed whole).
+        let spans = "SELECT series_id, date_trunc('minute', min(ts)) AS lo,
+                            date_trunc('minute', max(ts)) + interval '1 minute' AS hi
+                     FROM samples, rollup_state s
+                     WHERE s.name = 'samples' AND received_at > s.watermark - interval '60 seconds'
+                       AND received_at <= $1
+                     GROUP BY series_id";
+        let touched: Vec<(
+            i32,
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+        )> = sqlx::query_as(spans).bind(cut).fetch_all(&mut *tx).await?;
+        let mut minutes = 0;
+        for (series, lo, hi) in touched {
+            minutes += sqlx::query(
+                "INSERT INTO rollup_1m
+                 SELECT series_id, date_trunc('minute', ts), count(*), sum(value), sum(value * value),
+                        min(value), max(value),
+                        min(ts), (array_agg(value ORDER BY ts))[1],
+                        max(ts), (array_agg(value ORDER BY ts DESC))[1]
+                 FROM samples WHERE series_id = $1 AND ts >= $2 AND ts < $3
+                 GROUP BY 1, 2
+                 ON CONFLICT (series_id, bucket) DO UPDATE SET
+                    n = EXCLUDED.n, sum = EXCLUDED.sum, sum_sq = EXCLUDED.sum_sq,
+                    min = EXCLUDED.min, max = EXCLUDED.max,
+                    first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
+                    last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
+            )
+            .bind(series)
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "INSERT INTO rollup_1h
+                 SELECT series_id, date_trunc('hour', bucket), sum(n), sum(sum), sum(sum_sq), min(min), max(max),
+                        min(first_ts), (array_agg(first ORDER BY first_ts))[1],
+                        max(last_ts), (array_agg(last ORDER BY last_ts DESC))[1]
+                 FROM rollup_1m
+                 WHERE series_id = $1 AND bucket >= date_trunc('hour', $2::timestamptz)
+                   AND bucket < date_trunc('hour', $3::timestamptz - interval '1 microsecond') + interval '1 hour'
+                 GROUP BY 1, 2
+                 ON CONFLICT (series_id, bucket) DO UPDATE SET
+                    n = EXCLUDED.n, sum = EXCLUDED.sum, sum_sq = EXCLUDED.sum_sq,
+                    min = EXCLUDED.min, max = EXCLUDED.max,
+                    first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
+                    last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
+            )
+            .bind(series)
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query("UPDATE rollup_state SET watermark = $1 WHERE name = 'samples'")
             .bind(cut)
             .execute(&mut *tx)

@@ -1,0 +1,167 @@
+//! Hub query benchmark (BENCHMARKS.md, issue #6): 30 days of 10 series at
+//! 1 Hz (25.9M samples) in the hub's schema; 1-hour buckets over the whole
+//! range through the REST API, from the hour rollup (what `source=auto`
+//! picks) and from raw samples, p50/p95 of repeated requests.
+//!    scripts/bench-query.sh [DAYS]
+use anyhow::{Result, bail};
+use e2e_tests::bench::release_bin;
+use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for};
+use std::time::{Duration, Instant};
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let days: i64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(30);
+    let dir = tempfile::tempdir()?;
+    let pg = PgServer::start().await?;
+    let (grpc, http) = (free_port(), free_port());
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nurl = \"{}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [analytics]\nrollup_interval_s = 2\nmax_scan_rows = 1000000000\n",
+            pg.url()
+        ),
+    )?;
+    let hub = Proc::spawn(
+        "cloud-hub",
+        &release_bin("cloud-hub")?,
+        &["--config".as_ref(), cfg.as_os_str()],
+        &dir.path().join("hub.log"),
+    )?;
+    let base = format!("http://127.0.0.1:{http}");
+    wait_for("hub", Duration::from_secs(30), || async {
+        Ok(get_json(&format!("{base}/ready"))
+            .await
+            .ok()
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ()))
+    })
+    .await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg.url())
+        .await?;
+    sqlx::query("INSERT INTO gateways (gateway_id) VALUES ('bench')")
+        .execute(&pool)
+        .await?;
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "INSERT INTO series (gateway_id, device_id, metric, unit)
+         SELECT 'bench', 'dev-' || i, 'temp', 'Cel' FROM generate_series(1, 10) i RETURNING series_id",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let t = Instant::now();
+    let to: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT date_trunc('hour', now())")
+        .fetch_one(&pool)
+        .await?;
+    let from = to - chrono::Duration::days(days);
+    for (k, id) in ids.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO samples (ts, series_id, seq, value, quality)
+             SELECT $2 + make_interval(secs => s), $1, $3 + s, 20 + 5 * sin(s / 3600.0) + random(), 1
+             FROM generate_series(0, $4 - 1) s",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(k as i64 * 100_000_000)
+        .bind(days * 86_400)
+        .execute(&pool)
+        .await?;
+        eprintln!(
+            "series {}/{} loaded ({:.0} s)",
+            k + 1,
+            ids.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM samples")
+        .fetch_one(&pool)
+        .await?;
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    // Wait for the hub's rollup worker to cover everything.
+    let t = Instant::now();
+    let loaded_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
+    wait_for("rollups", Duration::from_secs(3600), || async {
+        let wm: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT watermark FROM rollup_state WHERE name = 'samples'")
+                .fetch_optional(&pool)
+                .await?;
+        Ok(wm.filter(|w| *w > loaded_at).map(|_| ()))
+    })
+    .await?;
+    let rollup_s = t.elapsed().as_secs_f64();
+    let list = ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let range = format!(
+        "from={}&to={}",
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let run = |source: &'static str, n: usize| {
+        let url = format!(
+            "{base}/api/v1/aggregates?series={list}&{range}&bucket=1h&functions=avg,min,max,count&source={source}"
+        );
+        async move {
+            let mut lat = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                let (status, body) = get_json(&url).await?;
+                if status != 200 {
+                    bail!("{url}: {status} {body}");
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                let count: f64 = body["series"][0]["values"]["count"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_f64()).sum())
+                    .unwrap_or(0.0);
+                if count as i64 != days * 86_400 {
+                    bail!(
+                        "{source}: series 0 counted {count} samples, expected {}",
+                        days * 86_400
+                    );
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }
+    };
+    let mut rollup = run("auto", 40).await?;
+    let mut raw = run("raw", 5).await?;
+    drop(hub);
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "data: {rows} samples, 10 series at 1 Hz over {days} days (loaded in {load_s:.0} s; rolled up by the hub in {rollup_s:.0} s)"
+    );
+    println!(
+        "1-hour buckets, all 10 series, whole range, from the 1 h rollup (source=auto): p50 {:.1} ms, p95 {:.1} ms ({} requests)",
+        pct(&mut rollup, 0.5),
+        pct(&mut rollup, 0.95),
+        rollup.len()
+    );
+    println!(
+        "same from raw samples (source=raw): p50 {:.0} ms, p95 {:.0} ms ({} requests)",
+        pct(&mut raw, 0.5),
+        pct(&mut raw, 0.95),
+        raw.len()
+    );
+    Ok(())
+}
