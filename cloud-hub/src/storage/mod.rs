@@ -1,6 +1,7 @@
 //! Storage: the only module that speaks SQL. Ingest and the API go through [`Store`].
 
 mod analytics;
+mod nodelay;
 mod rollup;
 mod tier;
 mod write;
@@ -98,6 +99,12 @@ impl Store {
         connect_timeout: Duration,
     ) -> Result<Store, StoreError> {
         let pool = PgPoolOptions::new()
+            .after_connect(|_conn, _meta| {
+                Box::pin(async {
+                    nodelay::set_on_all_tcp_sockets();
+                    Ok(())
+                })
+            })
             .max_connections(max_connections)
             .acquire_timeout(connect_timeout)
             .connect(url)

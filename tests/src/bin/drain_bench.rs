@@ -166,11 +166,13 @@ async fn main() -> Result<()> {
             .map(|_| ()))
     })
     .await?;
+    // QI_DRAIN_COMPRESSION=none measures a LAN uplink without gzip.
+    let compression = std::env::var("QI_DRAIN_COMPRESSION").unwrap_or_else(|_| "gzip".into());
     let agent_cfg = dir.path().join("agent.toml");
     std::fs::write(
         &agent_cfg,
         format!(
-            "gateway_id = \"drain\"\n[buffer]\npath = \"{}\"\n[uplink]\nhub_url = \"http://127.0.0.1:{grpc}\"\nbatch_max = 10000\nmax_in_flight = 4\n[http]\nlisten = \"127.0.0.1:{agent_http}\"\n",
+            "gateway_id = \"drain\"\n[buffer]\npath = \"{}\"\n[uplink]\nhub_url = \"http://127.0.0.1:{grpc}\"\nbatch_max = 10000\nmax_in_flight = 4\ncompression = \"{compression}\"\n[http]\nlisten = \"127.0.0.1:{agent_http}\"\n",
             buf_path.display()
         ),
     )?;
@@ -253,7 +255,7 @@ async fn main() -> Result<()> {
         batches * 1000
     );
     println!(
-        "drain to hub + PostgreSQL, end to end         : {:.0} readings/s ({drain_s:.1} s)",
+        "drain to hub + PostgreSQL, end to end         : {:.0} readings/s ({drain_s:.1} s, uplink compression {compression})",
         (batches * 1000) as f64 / drain_s
     );
     println!("agent peak RSS while draining                 : {peak_rss:.1} MiB");
