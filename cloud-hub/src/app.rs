@@ -84,6 +84,7 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
     tracing::info!(listen = %http_listener.local_addr()?, "REST API listening");
+    tokio::spawn(store.clone().run_maintenance(cfg.retention, stop.clone()));
     tokio::spawn(store.clone().run_rollups(
         Duration::from_secs(cfg.analytics.rollup_interval_s.max(1)),
         stop.clone(),

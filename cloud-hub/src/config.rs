@@ -20,6 +20,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub analytics: AnalyticsConfig,
+    #[serde(default)]
+    pub retention: crate::storage::Retention,
 }
 
 /// `[analytics]`: rollups and query limits.

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod nodelay;
+mod partitions;
 mod rollup;
 mod tier;
 mod write;
@@ -21,6 +22,36 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// `[retention]`: how long each resolution is kept (days; 0 = forever), and
+/// how many day partitions the hub keeps ready ahead (tier none).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default)]
+    pub raw_days: i64,
+    #[serde(default)]
+    pub minute_days: i64,
+    #[serde(default)]
+    pub hour_days: i64,
+    #[serde(default = "default_days_ahead")]
+    pub partition_days_ahead: i64,
+}
+
+fn default_days_ahead() -> i64 {
+    7
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            raw_days: 0,
+            minute_days: 0,
+            hour_days: 0,
+            partition_days_ahead: default_days_ahead(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -111,11 +142,58 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let tier = tier::setup(&pool).await?;
+        if tier == StorageTier::None {
+            partitions::ensure_partitioned(&pool).await?;
+        }
         Ok(Store {
             pool,
             tier,
             series: Default::default(),
         })
+    }
+
+    /// Daily maintenance (run hourly): partitions ahead and retention of raw
+    /// samples (tier none: drop whole day partitions) and of the rollups.
+    pub async fn maintain(&self, r: &Retention) -> Result<(), StoreError> {
+        if self.tier == StorageTier::None {
+            let (_, dropped) =
+                partitions::maintain(&self.pool, r.partition_days_ahead.clamp(1, 366), r.raw_days)
+                    .await?;
+            metrics::counter!("hub_partitions_dropped_total").increment(dropped as u64);
+        }
+        for (table, days) in [("rollup_1m", r.minute_days), ("rollup_1h", r.hour_days)] {
+            if days > 0 {
+                let sql = if table == "rollup_1m" {
+                    "DELETE FROM rollup_1m WHERE bucket < now() - make_interval(days => $1)"
+                } else {
+                    "DELETE FROM rollup_1h WHERE bucket < now() - make_interval(days => $1)"
+                };
+                let n = sqlx::query(sql)
+                    .bind(days as i32)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    tracing::info!(table, deleted = n, days, "rollup retention applied");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `maintain` every hour until `stop`.
+    pub async fn run_maintenance(self, r: Retention, mut stop: qi_common::shutdown::Stop) {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait() => return,
+            }
+            if let Err(e) = self.maintain(&r).await {
+                metrics::counter!("hub_maintenance_errors_total").increment(1);
+                tracing::warn!(error = %e, "storage maintenance failed; retrying in an hour");
+            }
+        }
     }
 
     pub fn tier(&self) -> StorageTier {

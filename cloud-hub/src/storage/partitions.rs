@@ -1,0 +1,147 @@
+//! Tier `none` (plain PostgreSQL): `samples` as native range partitions, one
+//! per UTC day, created ahead by the hub; retention drops whole partitions.
+//!
+//! The first start on an existing database turns the plain table into a
+//! partition covering everything before tomorrow (no data is copied); new
+//! days get their own partitions from then on. A `samples_default` partition
+//! catches timestamps beyond the days created (a device clock far ahead);
+//! when their day's partition is created, those rows move into it.
+
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// Only digits, so safe to splice into DDL.
+fn day_name(day: chrono::NaiveDate) -> String {
+    format!("samples_{}", day.format("%Y%m%d"))
+}
+
+async fn is_partitioned(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
+                        WHERE c.relname = 'samples' AND c.relnamespace = 'public'::regnamespace)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Converts a plain `samples` table into a partitioned one (once).
+pub async fn ensure_partitioned(pool: &PgPool) -> Result<(), sqlx::Error> {
+    if is_partitioned(pool).await? {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7261002)")
+        .execute(&mut *tx)
+        .await?;
+    let done: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
+                        WHERE c.relname = 'samples' AND c.relnamespace = 'public'::regnamespace)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if done {
+        return Ok(());
+    }
+    let boundary: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT date_trunc('day', greatest(coalesce(max(ts), now()), now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day' FROM samples",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    for stmt in [
+        "DROP VIEW readings",
+        "ALTER TABLE samples RENAME TO samples_before",
+        "ALTER INDEX samples_series_ts_seq RENAME TO samples_before_series_ts_seq",
+        "ALTER INDEX samples_received_brin RENAME TO samples_before_received_brin",
+        "CREATE TABLE samples (
+            ts          timestamptz NOT NULL,
+            series_id   integer NOT NULL,
+            seq         bigint NOT NULL,
+            value       double precision NOT NULL,
+            quality     smallint NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now()
+         ) PARTITION BY RANGE (ts)",
+        "CREATE UNIQUE INDEX samples_series_ts_seq ON samples (series_id, ts, seq)",
+        "CREATE INDEX samples_received_brin ON samples USING brin (received_at)",
+        "CREATE TABLE samples_default PARTITION OF samples DEFAULT",
+        "CREATE VIEW readings AS
+         SELECT x.ts, s.gateway_id, x.seq, s.device_id, s.metric, x.value, s.unit, x.quality, x.received_at, x.series_id
+         FROM samples x JOIN series s USING (series_id)",
+    ] {
+        sqlx::query(stmt).execute(&mut *tx).await?;
+    }
+    // The old table becomes the partition of everything before `boundary`
+    // (its rows all are: the boundary is past its newest sample).
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE samples ATTACH PARTITION samples_before FOR VALUES FROM (MINVALUE) TO ('{}')",
+        boundary.to_rfc3339()
+    )))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(%boundary, "samples is now partitioned by day (tier none)");
+    Ok(())
+}
+
+/// Creates the daily partitions up to `days_ahead` days from now, then drops
+/// partitions entirely older than `retention_days` (0: keep everything).
+/// Returns (created, dropped).
+pub async fn maintain(
+    pool: &PgPool,
+    days_ahead: i64,
+    retention_days: i64,
+) -> Result<(usize, usize), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7261002)")
+        .execute(&mut *tx)
+        .await?;
+    // Upper bounds of the existing range partitions.
+    let bounds: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "SELECT c.relname::text,
+                substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \\(''([^'']+)''\\)')::timestamptz
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'samples'::regclass",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let highest = bounds.iter().filter_map(|b| b.1).max();
+    let today = chrono::Utc::now().date_naive();
+    let mut day = highest.map_or(today, |h| h.date_naive());
+    let mut created = 0;
+    while day <= today + chrono::Duration::days(days_ahead) {
+        let next = day + chrono::Duration::days(1);
+        let name = day_name(day);
+        let (lo, hi) = (format!("{day}T00:00:00Z"), format!("{next}T00:00:00Z"));
+        // Rows that went to the default partition for this day move in first.
+        for stmt in [
+            format!("CREATE TABLE {name} (LIKE samples INCLUDING DEFAULTS)"),
+            format!(
+                "WITH moved AS (DELETE FROM samples_default WHERE ts >= '{lo}' AND ts < '{hi}' RETURNING *)
+                 INSERT INTO {name} SELECT * FROM moved"
+            ),
+            format!("ALTER TABLE samples ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO ('{hi}')"),
+        ] {
+            sqlx::query(AssertSqlSafe(stmt)).execute(&mut *tx).await?;
+        }
+        created += 1;
+        day = next;
+    }
+    let mut dropped = 0;
+    if retention_days > 0 {
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(retention_days);
+        for (name, hi) in &bounds {
+            let Some(hi) = hi else { continue };
+            let droppable = name == "samples_before"
+                || (name.starts_with("samples_") && name[8..].chars().all(|c| c.is_ascii_digit()));
+            if *hi <= cutoff && droppable {
+                sqlx::query(AssertSqlSafe(format!("DROP TABLE {name}")))
+                    .execute(&mut *tx)
+                    .await?;
+                dropped += 1;
+            }
+        }
+    }
+    tx.commit().await?;
+    if created > 0 || dropped > 0 {
+        tracing::info!(created, dropped, "samples partitions maintained");
+    }
+    Ok((created, dropped))
+}
