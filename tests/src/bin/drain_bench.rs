@@ -222,7 +222,7 @@ async fn main() -> Result<()> {
         use tokio_stream::StreamExt;
         let mut out = conn
             .copy_out_raw(
-                "COPY samples (ts, series_id, seq, value, quality) TO STDOUT (FORMAT binary)",
+                "COPY (SELECT ts, series_id, seq, value, quality FROM samples) TO STDOUT (FORMAT binary)",
             )
             .await?;
         while let Some(chunk) = out.next().await {
