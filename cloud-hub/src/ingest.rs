@@ -2,6 +2,7 @@
 
 use crate::auth::{Authenticator, Credential};
 use crate::storage::Store;
+use futures::StreamExt;
 use qi_proto::v1::uplink_server::Uplink;
 use qi_proto::v1::{
     Ack, Command, EdgeMessage, HubMessage, Reading, ReloadConfig, Welcome, WritePoint, command,
@@ -158,12 +159,25 @@ async fn serve_stream(
     // Commands for this gateway are polled while its stream is open.
     let mut command_tick = tokio::time::interval(std::time::Duration::from_millis(500));
     command_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    // Up to PIPELINE batches are written at once (each in its own
+    // transaction on its own connection, so PostgreSQL works on one while
+    // the next arrives); acks still go out one per batch, in arrival order.
+    let mut writing = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    while open || !writing.is_empty() {
         let msg = tokio::select! {
-            m = inbound.message() => match m? {
+            m = inbound.message(), if open && writing.len() < PIPELINE => match m? {
                 Some(m) => m,
-                None => break,
+                None => {
+                    open = false;
+                    continue;
+                }
             },
+            Some(done) = writing.next(), if !writing.is_empty() => {
+                let (last, n, inserted, started): (u64, u64, u64, std::time::Instant) = done?;
+                acknowledge(tx, &gw, last, n, inserted, started).await?;
+                continue;
+            }
             _ = command_tick.tick() => {
                 send_commands(store, &gw, tx).await?;
                 continue;
@@ -191,30 +205,47 @@ async fn serve_stream(
         validate_batch(&batch.readings)
             .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
         let last = batch.readings.last().map(|r| r.seq).unwrap_or(0);
-        let started = std::time::Instant::now();
-        let inserted = store
-            .insert_batch(&gw, &batch.readings)
-            .await
-            .map_err(|e| unavailable(&gw, e))?;
-        let dupes = batch.readings.len() as u64 - inserted;
-        metrics::histogram!("hub_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("hub_ingest_readings_total").increment(inserted);
-        metrics::counter!("hub_ingest_duplicates_total").increment(dupes);
-        metrics::counter!("hub_ingest_batches_total").increment(1);
-        if dupes > 0 {
-            tracing::info!(gateway = %gw, duplicates = dupes, up_to = last, "redelivered readings ignored");
-        }
-        send(
-            tx,
-            hub_message::Kind::Ack(Ack {
-                committed_up_to: last,
-                inserted: inserted as u32,
-            }),
-        )
-        .await?;
+        let (store, gw2) = (store.clone(), gw.clone());
+        writing.push_back(async move {
+            let started = std::time::Instant::now();
+            let inserted = store
+                .insert_batch(&gw2, &batch.readings)
+                .await
+                .map_err(|e| unavailable(&gw2, e))?;
+            Ok::<_, Status>((last, batch.readings.len() as u64, inserted, started))
+        });
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
     Ok(())
+}
+
+/// Batches of one stream written at the same time.
+const PIPELINE: usize = 2;
+
+async fn acknowledge(
+    tx: &mpsc::Sender<Result<HubMessage, Status>>,
+    gw: &str,
+    last: u64,
+    n: u64,
+    inserted: u64,
+    started: std::time::Instant,
+) -> Result<(), Status> {
+    let dupes = n - inserted;
+    metrics::histogram!("hub_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("hub_ingest_readings_total").increment(inserted);
+    metrics::counter!("hub_ingest_duplicates_total").increment(dupes);
+    metrics::counter!("hub_ingest_batches_total").increment(1);
+    if dupes > 0 {
+        tracing::info!(gateway = %gw, duplicates = dupes, up_to = last, "redelivered readings ignored");
+    }
+    send(
+        tx,
+        hub_message::Kind::Ack(Ack {
+            committed_up_to: last,
+            inserted: inserted as u32,
+        }),
+    )
+    .await
 }
 
 /// Sends the gateway its due commands (durable in the database until a result arrives).

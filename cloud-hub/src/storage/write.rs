@@ -263,6 +263,9 @@ impl Store {
             e.1 = e.1.max(r.timestamp_us);
             max_seq = max_seq.max(r.seq);
         }
+        // Sorted, so concurrent batches lock device rows in one order (no deadlock).
+        let mut span: Vec<(&str, (i64, i64))> = span.into_iter().collect();
+        span.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut device = Vec::with_capacity(span.len());
         let mut first = Vec::with_capacity(span.len());
         let mut last = Vec::with_capacity(span.len());
