@@ -4,6 +4,8 @@
 # Tests start their own throwaway PostgreSQL clusters (initdb in a temp dir, random
 # port). To use an existing server instead, set QI_TEST_DATABASE_URL to a URL of a
 # role that may CREATE DATABASE; every test then gets a fresh database in it.
+# The storage tests then run again on the two TimescaleDB tiers (QI_TEST_TIER,
+# see tests/src/pg.rs), on servers this script builds and installs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,10 @@ cargo fmt --all -- --check
 step "test peers (pymodbus, libmodbus unit-test-server, mbpoll, socat)"
 scripts/setup-test-peers.sh
 
+step "storage tiers: TimescaleDB Apache-2 build (Debian source), TimescaleDB in PGlite"
+scripts/setup-timescaledb.sh
+scripts/setup-pglite.sh
+
 step "build (debug: the end-to-end tests run these binaries)"
 cargo build --workspace --bins --locked
 
@@ -29,5 +35,15 @@ step "tests"
 # Each end-to-end test runs PostgreSQL, a hub, simulators and an agent: four at a
 # time keeps two cores from starving their timing windows.
 cargo test --workspace --locked -- --test-threads 4
+
+# Tier none ran above. Tier apache is a real multi-connection server: the
+# whole end-to-end suite runs again on it. PGlite (tier timescale) serves one
+# connection at a time, so there only the tests that reach the database
+# through the hub or the store's own pool run.
+step "end-to-end tests on tier apache (TimescaleDB 2.19 Apache-2 build, PostgreSQL 15)"
+env -u QI_TEST_DATABASE_URL QI_TEST_TIER=apache cargo test -p e2e-tests --locked --tests -- --test-threads 4
+step "storage and analytics tests on tier timescale (TimescaleDB 2.23 in PGlite)"
+env -u QI_TEST_DATABASE_URL QI_TEST_TIER=timescale cargo test -p e2e-tests --locked \
+  --test storage_suite --test analytics --test walking_skeleton -- --test-threads 2
 
 step "all green in $(( $(date +%s) - start )) s"

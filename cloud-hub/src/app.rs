@@ -4,7 +4,7 @@ use crate::api::{self, ApiState};
 use crate::auth::Authenticator;
 use crate::config::{Config, GatewayAuth};
 use crate::ingest::IngestService;
-use crate::storage::Store;
+use crate::storage::{Store, StoreOptions};
 use anyhow::{Context, Result};
 use qi_proto::v1::uplink_server::UplinkServer;
 use std::sync::Arc;
@@ -20,11 +20,15 @@ pub async fn run(
             "no database URL: set database.url in the config file, QI_HUB_DATABASE_URL, or --database-url"
         );
     }
-    let store = Store::open(
-        &cfg.database.url,
-        cfg.database.max_connections,
-        Duration::from_secs(cfg.database.connect_timeout_s),
-    )
+    let store = Store::open(&StoreOptions {
+        url: cfg.database.url.clone(),
+        max_connections: cfg.database.max_connections,
+        connect_timeout: Duration::from_secs(cfg.database.connect_timeout_s),
+        tier: cfg.database.tier,
+        ingest: cfg.database.ingest,
+        retention: cfg.retention,
+        rollup_interval: Duration::from_secs(cfg.analytics.rollup_interval_s.max(1)),
+    })
     .await
     .context("cannot open the database (is PostgreSQL running and the URL right?)")?;
     tracing::info!(tier = %store.tier(), "database ready, migrations applied");

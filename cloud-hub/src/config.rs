@@ -78,6 +78,12 @@ pub struct DatabaseConfig {
     /// Give up connecting on start after this long.
     #[serde(default = "default_connect_timeout_s")]
     pub connect_timeout_s: u64,
+    /// `auto` (the best tier the database offers) or `none`.
+    #[serde(default)]
+    pub tier: crate::storage::TierChoice,
+    /// `copy` or `insert` (servers without COPY FROM STDIN).
+    #[serde(default)]
+    pub ingest: crate::storage::IngestMethod,
 }
 
 fn default_max_connections() -> u32 {
@@ -216,5 +222,22 @@ impl Config {
             return Err(("http.max_page_size".into(), "must be >= 1".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cloud-hub.toml");
+        let cfg = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
+        assert_eq!(cfg.retention.raw_days, 30);
+        assert_eq!(cfg.database.tier, crate::storage::TierChoice::Auto);
+        assert_eq!(cfg.database.ingest, crate::storage::IngestMethod::Copy);
     }
 }

@@ -162,7 +162,8 @@ async fn serve_stream(
     // Up to PIPELINE batches are written at once (each in its own
     // transaction on its own connection, so PostgreSQL works on one while
     // the next arrives); acks still go out one per batch, in arrival order.
-    let mut writing = futures::stream::FuturesOrdered::new();
+    let mut writing: futures::stream::FuturesOrdered<tokio::task::JoinHandle<BatchWritten>> =
+        futures::stream::FuturesOrdered::new();
     let mut open = true;
     while open || !writing.is_empty() {
         let msg = tokio::select! {
@@ -174,7 +175,8 @@ async fn serve_stream(
                 }
             },
             Some(done) = writing.next(), if !writing.is_empty() => {
-                let (last, n, inserted, started): (u64, u64, u64, std::time::Instant) = done?;
+                let (last, n, inserted, started): (u64, u64, u64, std::time::Instant) = done
+                    .map_err(|e| Status::internal(format!("batch writer failed: {e}")))??;
                 acknowledge(tx, &gw, last, n, inserted, started).await?;
                 continue;
             }
@@ -206,18 +208,25 @@ async fn serve_stream(
             .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
         let last = batch.readings.last().map(|r| r.seq).unwrap_or(0);
         let (store, gw2) = (store.clone(), gw.clone());
-        writing.push_back(async move {
+        // A task of its own: a write holding a pooled connection must make
+        // progress while this loop awaits something else (commands also need
+        // a connection; with the pool exhausted, a write parked inside an
+        // unpolled future would never give its connection back).
+        writing.push_back(tokio::spawn(async move {
             let started = std::time::Instant::now();
             let inserted = store
                 .insert_batch(&gw2, &batch.readings)
                 .await
                 .map_err(|e| unavailable(&gw2, e))?;
             Ok::<_, Status>((last, batch.readings.len() as u64, inserted, started))
-        });
+        }));
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
     Ok(())
 }
+
+/// A batch's write: (last seq, readings, newly stored, when the write began).
+type BatchWritten = Result<(u64, u64, u64, std::time::Instant), Status>;
 
 /// Batches of one stream written at the same time.
 const PIPELINE: usize = 2;

@@ -89,7 +89,7 @@ pub async fn exchange(
     };
     let mut got = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await? {
+        match tokio::time::timeout(Duration::from_secs(20), inbound.message()).await? {
             Ok(Some(m)) => {
                 got.extend(m.kind);
                 if got.len() == expected {

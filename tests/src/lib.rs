@@ -197,8 +197,14 @@ impl Stack {
         std::fs::write(
             &cfg,
             format!(
-                "[database]\nurl = \"{}\"\n\n[grpc]\nlisten = \"127.0.0.1:{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+                "[database]\nurl = \"{}\"\n{}\n[grpc]\nlisten = \"127.0.0.1:{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{}\"\n",
                 self.pg_url()?,
+                // PGlite: one connection at a time, no COPY FROM STDIN.
+                if pg::test_tier() == "timescale" {
+                    "max_connections = 1\ningest = \"insert\"\n"
+                } else {
+                    ""
+                },
                 self.grpc_port,
                 self.hub_grpc_extra,
                 self.hub_http_port

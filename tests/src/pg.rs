@@ -1,4 +1,11 @@
 //! A throwaway PostgreSQL for one test, or a fresh database in a given server.
+//!
+//! `QI_TEST_TIER` picks the storage tier the cluster offers the hub:
+//! - `none` (default): Debian's PostgreSQL binaries.
+//! - `apache`: the relocated PostgreSQL with TimescaleDB's Apache-2 build from
+//!   `scripts/setup-timescaledb.sh`, preloaded.
+//! - `timescale`: the PGlite + TimescaleDB server from `scripts/setup-pglite.sh`
+//!   (one connection at a time: only the storage suite runs against it).
 
 use crate::process::Proc;
 use anyhow::{Context, Result, bail};
@@ -18,6 +25,7 @@ pub struct PgServer {
 
 struct Local {
     bindir: PathBuf,
+    preload_timescaledb: bool,
     data: PathBuf,
     sock: PathBuf,
     port: u16,
@@ -44,6 +52,14 @@ impl Local {
                 "-c",
                 "full_page_writes=off",
             ]);
+        if self.preload_timescaledb {
+            postgres.args([
+                "-c",
+                "shared_preload_libraries=timescaledb",
+                "-c",
+                "timescaledb.telemetry_level=off",
+            ]);
+        }
         if let Some((uid, gid)) = self.ids {
             postgres.uid(uid).gid(gid);
         }
@@ -67,6 +83,25 @@ pub fn pg_bindir() -> Result<PathBuf> {
         .context("no initdb under /usr/lib/postgresql/*/bin; run scripts/setup.sh")
 }
 
+/// The tier under test (`QI_TEST_TIER`): none, apache or timescale.
+pub fn test_tier() -> String {
+    std::env::var("QI_TEST_TIER").unwrap_or_else(|_| "none".into())
+}
+
+fn apache_bindir() -> Result<PathBuf> {
+    let dir = match std::env::var_os("QI_TSDB_BINDIR") {
+        Some(d) => PathBuf::from(d),
+        None => crate::workspace_root().join("target/timescaledb/pg/lib/postgresql/15/bin"),
+    };
+    if !dir.join("postgres").is_file() {
+        bail!(
+            "QI_TEST_TIER=apache needs PostgreSQL with TimescaleDB in {}; run scripts/setup-timescaledb.sh",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         // SIGINT is PostgreSQL's fast shutdown: the postmaster stops its
@@ -86,7 +121,13 @@ impl PgServer {
         if let Ok(base) = std::env::var("QI_TEST_DATABASE_URL") {
             return Self::fresh_database(&base).await;
         }
-        let bindir = pg_bindir()?;
+        let tier = test_tier();
+        let bindir = match tier.as_str() {
+            "none" => pg_bindir()?,
+            "apache" => apache_bindir()?,
+            "timescale" => return Self::start_pglite().await,
+            other => bail!("QI_TEST_TIER must be none, apache or timescale, not {other:?}"),
+        };
         let dir = tempfile::Builder::new().prefix("qi-pg-").tempdir()?;
         let data = dir.path().join("data");
         let sock = dir.path().to_path_buf();
@@ -122,6 +163,7 @@ impl PgServer {
         let port = crate::free_port();
         let local = Local {
             bindir,
+            preload_timescaledb: tier == "apache",
             data,
             sock,
             port,
@@ -168,6 +210,33 @@ impl PgServer {
         tokio::time::sleep(down_for).await;
         self._proc = Some(local.spawn()?);
         self.wait_ready().await
+    }
+
+    /// PGlite with TimescaleDB on a free port, in memory.
+    async fn start_pglite() -> Result<PgServer> {
+        let server = std::env::var_os("QI_PGLITE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::workspace_root().join("target/pglite"))
+            .join("server.mjs");
+        if !server.is_file() {
+            bail!(
+                "QI_TEST_TIER=timescale needs {}; run scripts/setup-pglite.sh",
+                server.display()
+            );
+        }
+        let dir = tempfile::Builder::new().prefix("qi-pglite-").tempdir()?;
+        let port = crate::free_port();
+        let mut node = Command::new("node");
+        node.arg(&server).arg(port.to_string());
+        let proc = Proc::spawn_cmd("pglite", &mut node, &dir.path().join("pglite.log"))?;
+        let server = PgServer {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable"),
+            local: None,
+            _proc: Some(proc),
+            _dir: Some(dir),
+        };
+        server.wait_ready().await?;
+        Ok(server)
     }
 
     async fn fresh_database(base: &str) -> Result<PgServer> {

@@ -44,7 +44,7 @@ async fn seeded() -> Result<(Stack, i64, i64)> {
     msgs.extend(readings.chunks(500).map(|c| batch(c.to_vec())));
     let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));
     let (_, err) = exchange(&client, msgs).await?;
-    anyhow::ensure!(err.is_none(), "ingest: {err:?}");
+    anyhow::ensure!(err.is_none(), "ingest: {err:?}\n{}", stack.logs());
     let api = format!("{}/api/v1", stack.hub_url());
     let (_, list) = get_json(&format!("{api}/series?device=rig-1")).await?;
     let id = |m: &str| -> Result<i64> {
@@ -233,7 +233,8 @@ async fn bad_and_hostile_parameters_get_400_with_a_message() -> Result<()> {
     let mut msgs = vec![hello("gw-an")];
     msgs.extend(readings.chunks(10_000).map(|c| batch(c.to_vec())));
     let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));
-    exchange(&client, msgs).await?;
+    let (_, err) = exchange(&client, msgs).await?;
+    anyhow::ensure!(err.is_none(), "dense ingest: {err:?}\n{}", stack.logs());
     let (_, list) = get_json(&format!("{api}/series?metric=dense")).await?;
     let dense = list["series"][0]["series_id"]
         .as_i64()

@@ -98,7 +98,7 @@ async fn readings_travel_from_simulator_to_rest_api() -> Result<()> {
     // Readiness names the storage tier; the agent reports itself healthy.
     let (status, ready) = get_json(&format!("{}/ready", stack.hub_url())).await?;
     assert_eq!(status, 200);
-    assert_eq!(ready["storage_tier"], "none");
+    assert_eq!(ready["storage_tier"], e2e_tests::pg::test_tier().as_str());
     let health = stack.agent_health().await?;
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["uplink"]["state"], "connected");

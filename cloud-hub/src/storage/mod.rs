@@ -8,7 +8,7 @@ mod tier;
 mod write;
 
 pub use analytics::{BucketRow, LatestRow, SeriesRow, Source};
-pub use tier::StorageTier;
+pub use tier::{StorageTier, TierChoice};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -37,6 +37,12 @@ pub struct Retention {
     pub hour_days: i64,
     #[serde(default = "default_days_ahead")]
     pub partition_days_ahead: i64,
+    #[serde(default = "default_compress_after_days")]
+    pub compress_after_days: i64,
+}
+
+fn default_compress_after_days() -> i64 {
+    7
 }
 
 fn default_days_ahead() -> i64 {
@@ -50,14 +56,42 @@ impl Default for Retention {
             minute_days: 0,
             hour_days: 0,
             partition_days_ahead: default_days_ahead(),
+            compress_after_days: default_compress_after_days(),
         }
     }
+}
+
+/// How a batch is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestMethod {
+    /// Binary COPY (fastest), INSERT .. ON CONFLICT for redelivered batches.
+    #[default]
+    Copy,
+    /// INSERT .. SELECT FROM UNNEST .. ON CONFLICT DO NOTHING always: for
+    /// servers or proxies without COPY FROM STDIN.
+    Insert,
+}
+
+/// Everything `Store::open` needs to know.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    pub tier: TierChoice,
+    pub ingest: IngestMethod,
+    pub retention: Retention,
+    /// How often the hub brings the rollups up to date (their lag bound).
+    pub rollup_interval: Duration,
 }
 
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
     tier: StorageTier,
+    ingest: IngestMethod,
+    retention: Retention,
     series: std::sync::Arc<write::SeriesCache>,
 }
 
@@ -124,42 +158,77 @@ pub struct ReadingQuery {
 
 impl Store {
     /// Connects, applies migrations and sets up the best storage tier available.
-    pub async fn open(
-        url: &str,
-        max_connections: u32,
-        connect_timeout: Duration,
-    ) -> Result<Store, StoreError> {
+    pub async fn open(o: &StoreOptions) -> Result<Store, StoreError> {
         let pool = PgPoolOptions::new()
-            .after_connect(|_conn, _meta| {
-                Box::pin(async {
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
                     nodelay::set_on_all_tcp_sockets();
+                    // A new connection normally has no prepared statements;
+                    // single-backend servers (PGlite) keep the previous
+                    // client's, whose names would clash with sqlx's.
+                    sqlx::Executor::execute(&mut *conn, "DEALLOCATE ALL").await?;
                     Ok(())
                 })
             })
-            .max_connections(max_connections)
-            .acquire_timeout(connect_timeout)
-            .connect(url)
+            .max_connections(o.max_connections)
+            .acquire_timeout(o.connect_timeout)
+            .connect(&o.url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let tier = tier::setup(&pool).await?;
-        if tier == StorageTier::None {
-            partitions::ensure_partitioned(&pool).await?;
+        let tier = tier::setup(&pool, o.tier).await?;
+        match tier {
+            StorageTier::None => partitions::ensure_partitioned(&pool).await?,
+            StorageTier::Timescale => {
+                tier::apply_policies(&pool, &o.retention, o.rollup_interval.as_secs()).await?
+            }
+            StorageTier::Apache => {}
         }
         Ok(Store {
             pool,
             tier,
+            ingest: o.ingest,
+            retention: o.retention,
             series: Default::default(),
         })
     }
 
+    /// The connection pool, for tests and tools that check what was stored.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Daily maintenance (run hourly): partitions ahead and retention of raw
-    /// samples (tier none: drop whole day partitions) and of the rollups.
+    /// samples (tier none: drop whole day partitions; apache: drop_chunks)
+    /// and of the rollups. Tier timescale: its policies do all of it.
     pub async fn maintain(&self, r: &Retention) -> Result<(), StoreError> {
-        if self.tier == StorageTier::None {
-            let (_, dropped) =
-                partitions::maintain(&self.pool, r.partition_days_ahead.clamp(1, 366), r.raw_days)
-                    .await?;
-            metrics::counter!("hub_partitions_dropped_total").increment(dropped as u64);
+        match self.tier {
+            StorageTier::Timescale => return Ok(()),
+            StorageTier::None => {
+                let (_, dropped) = partitions::maintain(
+                    &self.pool,
+                    r.partition_days_ahead.clamp(1, 366),
+                    r.raw_days,
+                )
+                .await?;
+                metrics::counter!("hub_partitions_dropped_total").increment(dropped as u64);
+            }
+            StorageTier::Apache if r.raw_days > 0 => {
+                let dropped: Vec<String> = sqlx::query_scalar(
+                    "SELECT c::text FROM drop_chunks('samples', older_than => now() - make_interval(days => $1)) c",
+                )
+                .bind(r.raw_days as i32)
+                .fetch_all(&self.pool)
+                .await?;
+                if !dropped.is_empty() {
+                    tracing::info!(
+                        chunks = dropped.len(),
+                        days = r.raw_days,
+                        "raw retention: chunks dropped"
+                    );
+                }
+                metrics::counter!("hub_partitions_dropped_total").increment(dropped.len() as u64);
+            }
+            StorageTier::Apache => {}
         }
         for (table, days) in [("rollup_1m", r.minute_days), ("rollup_1h", r.hour_days)] {
             if days > 0 {

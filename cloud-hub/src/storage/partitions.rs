@@ -14,7 +14,7 @@ fn day_name(day: chrono::NaiveDate) -> String {
     format!("samples_{}", day.format("%Y%m%d"))
 }
 
-async fn is_partitioned(pool: &PgPool) -> Result<bool, sqlx::Error> {
+pub(super) async fn is_partitioned(pool: &PgPool) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid
                         WHERE c.relname = 'samples' AND c.relnamespace = 'public'::regnamespace)",

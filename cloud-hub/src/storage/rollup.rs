@@ -15,8 +15,12 @@ use std::time::Duration;
 // (the `interval '60 seconds'` in the queries below).
 
 impl Store {
-    /// One pass; returns how many minute buckets were recomputed.
+    /// One pass; returns how many minute buckets were recomputed (tier
+    /// timescale: 0, the database does not say).
     pub async fn roll_up(&self) -> Result<u64, StoreError> {
+        if self.tier == super::StorageTier::Timescale {
+            return self.refresh_continuous_aggregates().await;
+        }
         let mut tx = self.pool.begin().await?;
         // One worker at a time, even with several hubs on one database.
         sqlx::query("SELECT pg_advisory_xact_lock(7261001)")
@@ -89,6 +93,41 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(minutes)
+    }
+
+    /// Tier timescale: the continuous aggregates are refreshed up to the
+    /// start of this pass (every bucket that ended before it is then
+    /// materialized; late rows below it were logged as invalidations and are
+    /// redone too), then the watermark moves there, as on the other tiers.
+    /// The refresh policies do the same on the database's own schedule; this
+    /// keeps the lag bound even where the job scheduler is off.
+    async fn refresh_continuous_aggregates(&self) -> Result<u64, StoreError> {
+        let cut: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&self.pool)
+            .await?;
+        // CALL refresh_continuous_aggregate cannot run in a transaction block,
+        // so these go one by one on the pool, minutes before hours. A window
+        // reaching back past what retention dropped from an aggregate's
+        // source would recompute those buckets from nothing and empty them.
+        let since = |days: i64| (days > 0).then(|| cut - chrono::Duration::days(days));
+        for (cagg, start) in [
+            ("rollup_1m", since(self.retention.raw_days)),
+            ("rollup_1h", since(self.retention.minute_days)),
+        ] {
+            sqlx::query(
+                "CALL refresh_continuous_aggregate($1::regclass, $2::timestamptz, $3::timestamptz)",
+            )
+            .bind(cagg)
+            .bind(start)
+            .bind(cut)
+            .execute(&self.pool)
+            .await?;
+        }
+        sqlx::query("UPDATE rollup_state SET watermark = $1 WHERE name = 'samples'")
+            .bind(cut)
+            .execute(&self.pool)
+            .await?;
+        Ok(0)
     }
 
     /// When the rollups were last brought up to date (None: never).

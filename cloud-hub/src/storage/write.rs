@@ -191,6 +191,14 @@ impl Store {
         // makes the COPY fail as a whole; the slow path then skips exactly
         // the readings already stored.
         let mut tx = self.pool.begin().await?;
+        if self.ingest == super::IngestMethod::Insert {
+            let inserted = self
+                .insert_skipping_duplicates(&mut tx, &Columns::of(readings), &ids)
+                .await?;
+            self.note_devices(&mut tx, gateway_id, readings).await?;
+            tx.commit().await?;
+            return Ok(inserted);
+        }
         let copied = {
             let data = encode_copy(readings, &ids);
             match tx.copy_in_raw(COPY_SQL).await {

@@ -216,6 +216,19 @@ async fn main() -> Result<()> {
     sqlx::query("CREATE TABLE samples_raw (LIKE samples INCLUDING ALL)")
         .execute(&pool)
         .await?;
+    // Same kind of table as the hub writes to: a hypertable on the TimescaleDB tiers.
+    let hyper: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    if hyper {
+        sqlx::query(
+            "SELECT create_hypertable('samples_raw', 'ts', chunk_time_interval => interval '1 day')",
+        )
+        .execute(&pool)
+        .await?;
+    }
     let mut conn = pool.acquire().await?;
     let mut rows_bin = Vec::new();
     {

@@ -1,0 +1,334 @@
+//! The hub's storage interface, the same tests on every tier that runs here:
+//! `QI_TEST_TIER` = none (plain PostgreSQL 15), apache (TimescaleDB's Apache-2
+//! build on PostgreSQL 15) or timescale (TimescaleDB with compression and
+//! continuous aggregates, on PGlite). See tests/src/pg.rs.
+//!
+//! These drive `cloud_hub::storage::Store` directly, on the store's own pool:
+//! PGlite takes one connection at a time, so nothing else may hold one.
+
+use anyhow::{Context, Result, ensure};
+use chrono::{DateTime, Duration as Days, DurationRound, Utc};
+use cloud_hub::storage::{
+    BucketRow, IngestMethod, Retention, Source, StorageTier, Store, StoreOptions, TierChoice,
+};
+use e2e_tests::PgServer;
+use e2e_tests::pg::test_tier;
+use qi_proto::v1::Reading;
+use std::time::Duration;
+
+fn options(url: String, retention: Retention) -> StoreOptions {
+    let pglite = test_tier() == "timescale";
+    StoreOptions {
+        url,
+        max_connections: if pglite { 1 } else { 4 },
+        connect_timeout: Duration::from_secs(60),
+        tier: TierChoice::Auto,
+        // PGlite's socket server cannot take COPY FROM STDIN.
+        ingest: if pglite {
+            IngestMethod::Insert
+        } else {
+            IngestMethod::Copy
+        },
+        retention,
+        rollup_interval: Duration::from_secs(1),
+    }
+}
+
+fn expected_tier() -> StorageTier {
+    match test_tier().as_str() {
+        "apache" => StorageTier::Apache,
+        "timescale" => StorageTier::Timescale,
+        _ => StorageTier::None,
+    }
+}
+
+fn reading(seq: u64, metric: &str, ts: DateTime<Utc>, value: f64) -> Reading {
+    Reading {
+        seq,
+        device_id: "rig".into(),
+        metric: metric.into(),
+        timestamp_us: ts.timestamp_micros(),
+        value,
+        unit: "V".into(),
+        quality: 1,
+    }
+}
+
+async fn scalar_i64(store: &Store, sql: &'static str) -> Result<i64> {
+    Ok(sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(store.pool())
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_is_detected_and_its_layout_built_once() -> Result<()> {
+    let pg = PgServer::start().await?;
+    let store = Store::open(&options(pg.url(), Retention::default())).await?;
+    assert_eq!(
+        store.tier(),
+        expected_tier(),
+        "QI_TEST_TIER={}",
+        test_tier()
+    );
+    // What the hub runs at start and hourly.
+    store.maintain(&Retention::default()).await?;
+    let pool = store.pool().clone();
+    match store.tier() {
+        StorageTier::None => {
+            let parts: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'samples'::regclass",
+            )
+            .fetch_one(&pool)
+            .await?;
+            ensure!(parts >= 8, "day partitions ahead: {parts}");
+        }
+        tier => {
+            let interval: String = sqlx::query_scalar(
+                "SELECT time_interval::text FROM timescaledb_information.dimensions
+                 WHERE hypertable_name = 'samples'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            assert_eq!(interval, "1 day");
+            let compressed: bool = sqlx::query_scalar(
+                "SELECT compression_enabled FROM timescaledb_information.hypertables
+                 WHERE hypertable_name = 'samples'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            let caggs: Vec<String> = sqlx::query_scalar(
+                "SELECT view_name::text FROM timescaledb_information.continuous_aggregates ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await?;
+            let jobs: Vec<String> = sqlx::query_scalar(
+                "SELECT proc_name::text || ':' || hypertable_name::text FROM timescaledb_information.jobs
+                 WHERE hypertable_name IS NOT NULL ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await?;
+            if tier == StorageTier::Timescale {
+                ensure!(compressed, "compression enabled on samples");
+                assert_eq!(caggs, vec!["rollup_1h", "rollup_1m"]);
+                ensure!(
+                    jobs.iter()
+                        .any(|j| j.starts_with("policy_compression:samples")),
+                    "{jobs:?}"
+                );
+                ensure!(
+                    jobs.iter()
+                        .filter(|j| j.starts_with("policy_refresh_continuous_aggregate"))
+                        .count()
+                        == 2,
+                    "{jobs:?}"
+                );
+            } else {
+                ensure!(
+                    !compressed && caggs.is_empty() && jobs.is_empty(),
+                    "{caggs:?} {jobs:?}"
+                );
+            }
+        }
+    }
+    // A restart (the same options again) finds everything in place.
+    // (PGlite serves one connection: this one must be closed first.)
+    pool.close().await;
+    drop(store);
+    let again = Store::open(&options(pg.url(), Retention::default())).await?;
+    assert_eq!(again.tier(), expected_tier());
+    Ok(())
+}
+
+/// One test per tier run, because PGlite starts in ~5 s and holds ~0.5 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_rollups_late_data_compression_and_retention() -> Result<()> {
+    let pg = PgServer::start().await?;
+    // Everything kept at first; retention comes later, as time passes.
+    let store = Store::open(&options(pg.url(), Retention::default())).await?;
+    let tier = store.tier();
+    assert_eq!(tier, expected_tier());
+    store.gateway_connected("gw-s", "test").await?;
+
+    // Two hours every 10 s, two days ago (hour-aligned), `ramp` = i; and one
+    // reading 40 days and one 400 days ago.
+    let t0 = (Utc::now() - Days::days(2)).duration_trunc(Days::hours(1))?;
+    let (d40, d400) = (t0 - Days::days(40), t0 - Days::days(400));
+    let mut batch: Vec<Reading> = (0..720)
+        .map(|i| reading(i + 1, "ramp", t0 + Days::seconds(10 * i as i64), i as f64))
+        .collect();
+    batch.push(reading(1000, "ramp", d40, -4.0));
+    batch.push(reading(1001, "ramp", d400, -5.0));
+    let mut stored = 0;
+    for chunk in batch.chunks(250) {
+        stored += store.insert_batch("gw-s", chunk).await?;
+    }
+    assert_eq!(stored, 722);
+    // Redelivery after a reconnect: nothing stored twice.
+    for chunk in batch.chunks(250) {
+        assert_eq!(store.insert_batch("gw-s", chunk).await?, 0);
+    }
+    assert_eq!(
+        scalar_i64(&store, "SELECT count(*) FROM samples").await?,
+        722
+    );
+
+    store.roll_up().await?;
+    let id: i32 = sqlx::query_scalar("SELECT series_id FROM series WHERE metric = 'ramp'")
+        .fetch_one(store.pool())
+        .await?;
+    let to = t0 + Days::hours(2);
+    let hours = store
+        .aggregate(Source::Hour, &[id], t0, to, 3600, &[])
+        .await?;
+    let raw = store
+        .aggregate(Source::Raw, &[id], t0, to, 3600, &[])
+        .await?;
+    let minutes = store
+        .aggregate(Source::Minute, &[id], t0, to, 3600, &[])
+        .await?;
+    assert_eq!(hours.len(), 2, "{hours:?}");
+    for ((h, r), m) in hours.iter().zip(&raw).zip(&minutes) {
+        for other in [r, m] {
+            assert_eq!((h.bucket, h.n), (other.bucket, other.n));
+            assert!((h.sum - other.sum).abs() < 1e-6 && (h.sum_sq - other.sum_sq).abs() < 1e-3);
+            assert_eq!(
+                (h.min, h.max, h.first, h.last),
+                (other.min, other.max, other.first, other.last)
+            );
+        }
+    }
+    assert_eq!(
+        (hours[0].n, hours[0].first, hours[0].last, hours[1].max),
+        (360, 0.0, 359.0, 719.0)
+    );
+
+    // Late data (a backlog arriving after an outage) lands in buckets already
+    // rolled up: the next pass corrects them.
+    let late = reading(2000, "ramp", t0 + Days::seconds(301), 1000.0);
+    assert_eq!(store.insert_batch("gw-s", &[late]).await?, 1);
+    store.roll_up().await?;
+    let m = store
+        .aggregate(
+            Source::Minute,
+            &[id],
+            t0 + Days::minutes(5),
+            t0 + Days::minutes(6),
+            60,
+            &[],
+        )
+        .await?;
+    assert_eq!((m[0].n, m[0].max), (7, 1000.0), "{m:?}");
+    let h = store
+        .aggregate(Source::Hour, &[id], t0, t0 + Days::hours(1), 3600, &[])
+        .await?;
+    assert_eq!((h[0].n, h[0].max), (361, 1000.0), "{h:?}");
+
+    if tier == StorageTier::Timescale {
+        // The compression policy (7 days), run now (PGlite has no job
+        // scheduler): the old chunks are compressed, the recent ones not.
+        run_jobs(&store, "policy_compression").await?;
+        let compressed: Vec<bool> = sqlx::query_scalar(
+            "SELECT is_compressed FROM timescaledb_information.chunks
+             WHERE hypertable_name = 'samples' ORDER BY range_start",
+        )
+        .fetch_all(store.pool())
+        .await?;
+        assert_eq!(&compressed[..2], &[true, true], "{compressed:?}");
+        assert_eq!(compressed.last(), Some(&false), "{compressed:?}");
+        // Dedupe holds on a compressed chunk; new rows still go in and are
+        // rolled up.
+        assert_eq!(store.insert_batch("gw-s", &[batch[721].clone()]).await?, 0);
+        let beside = reading(1002, "ramp", d400 + Days::seconds(1), -6.0);
+        assert_eq!(store.insert_batch("gw-s", &[beside]).await?, 1);
+        store.roll_up().await?;
+    }
+    let hour_of = |t: DateTime<Utc>| t.duration_trunc(Days::hours(1));
+    let (h40, h400) = (hour_of(d40)?, hour_of(d400)?);
+    let before = (
+        one_hour(&store, id, h40).await?,
+        one_hour(&store, id, h400).await?,
+    );
+    ensure!(
+        before.0.len() == 1 && before.1.len() == 1,
+        "old hours rolled up: {before:?}"
+    );
+
+    if tier == StorageTier::None {
+        // Day partitions: tests/storage_tiers.rs ages a partitioned table.
+        return Ok(());
+    }
+    // Time has passed: retention is now raw 30 days, minutes 365 days,
+    // hours forever (a restart with the new config).
+    let retention = Retention {
+        raw_days: 30,
+        minute_days: 365,
+        hour_days: 0,
+        ..Retention::default()
+    };
+    store.pool().close().await;
+    let store = Store::open(&options(pg.url(), retention)).await?;
+    match tier {
+        StorageTier::Timescale => run_jobs(&store, "policy_retention").await?,
+        _ => store.maintain(&retention).await?,
+    }
+    let left: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM samples WHERE ts < now() - interval '30 days'")
+            .fetch_all(store.pool())
+            .await?;
+    ensure!(
+        left.is_empty(),
+        "raw samples older than 30 days left: {left:?}"
+    );
+    assert_eq!(
+        scalar_i64(&store, "SELECT count(*) FROM samples").await?,
+        721
+    );
+    let minutes_left: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT bucket FROM rollup_1m WHERE bucket < now() - interval '30 days' ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    assert_eq!(
+        minutes_left,
+        vec![d40.duration_trunc(Days::minutes(1))?],
+        "the 40-day-old minute stays, the 400-day-old one goes"
+    );
+    // Further rollup passes must not erase what was built from dropped data.
+    store.roll_up().await?;
+    let after = (
+        one_hour(&store, id, h40).await?,
+        one_hour(&store, id, h400).await?,
+    );
+    ensure!(
+        after.0.len() == 1
+            && after.1.len() == 1
+            && after.0[0].n == before.0[0].n
+            && after.1[0].n == before.1[0].n,
+        "hour rollups are kept forever: {before:?} -> {after:?}"
+    );
+    Ok(())
+}
+
+async fn one_hour(store: &Store, id: i32, t: DateTime<Utc>) -> Result<Vec<BucketRow>> {
+    Ok(store
+        .aggregate(Source::Hour, &[id], t, t + Days::hours(1), 3600, &[])
+        .await?)
+}
+
+/// Runs the TimescaleDB jobs of one kind (`policy_compression`, ...) now.
+async fn run_jobs(store: &Store, proc_name: &str) -> Result<()> {
+    let ids: Vec<i32> =
+        sqlx::query_scalar("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = $1")
+            .bind(proc_name)
+            .fetch_all(store.pool())
+            .await?;
+    ensure!(!ids.is_empty(), "no {proc_name} job");
+    for id in ids {
+        sqlx::query("CALL run_job($1)")
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .with_context(|| format!("run_job({id}) of {proc_name}"))?;
+    }
+    Ok(())
+}
