@@ -27,7 +27,6 @@ pub async fn run(
         tier: cfg.database.tier,
         ingest: cfg.database.ingest,
         retention: cfg.retention,
-        rollup_interval: Duration::from_secs(cfg.analytics.rollup_interval_s.max(1)),
     })
     .await
     .context("cannot open the database (is PostgreSQL running and the URL right?)")?;

@@ -30,7 +30,6 @@ fn options(url: String, retention: Retention) -> StoreOptions {
             IngestMethod::Copy
         },
         retention,
-        rollup_interval: Duration::from_secs(1),
     }
 }
 

@@ -82,8 +82,6 @@ pub struct StoreOptions {
     pub tier: TierChoice,
     pub ingest: IngestMethod,
     pub retention: Retention,
-    /// How often the hub brings the rollups up to date (their lag bound).
-    pub rollup_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -178,9 +176,7 @@ impl Store {
         let tier = tier::setup(&pool, o.tier).await?;
         match tier {
             StorageTier::None => partitions::ensure_partitioned(&pool).await?,
-            StorageTier::Timescale => {
-                tier::apply_policies(&pool, &o.retention, o.rollup_interval.as_secs()).await?
-            }
+            StorageTier::Timescale => tier::apply_policies(&pool, &o.retention).await?,
             StorageTier::Apache => {}
         }
         Ok(Store {

@@ -207,12 +207,10 @@ async fn full_timescale(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// `[retention]` as TimescaleDB policies (tier `timescale`): replaced at every
 /// start so a changed config takes effect. The database's job scheduler runs
-/// them; the hub refreshes the aggregates itself as well, for its lag bound.
-pub async fn apply_policies(
-    pool: &PgPool,
-    r: &super::Retention,
-    rollup_interval_s: u64,
-) -> Result<(), sqlx::Error> {
+/// them. The hub refreshes the aggregates itself every rollup interval (its
+/// lag bound); the hourly refresh policies are the safety net for rows
+/// written by anything else while the hub is down.
+pub async fn apply_policies(pool: &PgPool, r: &super::Retention) -> Result<(), sqlx::Error> {
     let days = |d: i64| format!("{} days", d.max(1));
     let mut stmts: Vec<String> = vec![
         "SELECT remove_compression_policy('samples', if_exists => true)".into(),
@@ -236,7 +234,6 @@ pub async fn apply_policies(
             ));
         }
     }
-    let every = format!("{} seconds", rollup_interval_s.max(1));
     // A refresh must not reach back past what retention dropped from the
     // aggregate's source (it would empty those buckets): minutes are built
     // from raw samples, hours from minutes.
@@ -256,7 +253,7 @@ pub async fn apply_policies(
         ));
         stmts.push(format!(
             "SELECT add_continuous_aggregate_policy('{cagg}', start_offset => {},
-                    end_offset => interval '{end_offset}', schedule_interval => interval '{every}')",
+                    end_offset => interval '{end_offset}', schedule_interval => interval '1 hour')",
             start(source_days)
         ));
     }
