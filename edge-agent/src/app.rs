@@ -140,6 +140,7 @@ pub async fn run(
             &cfg.buffer.path,
             BufferOptions {
                 cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
+                recycle_after_bytes: cfg.buffer.recycle_after_mib * 1024 * 1024,
                 flush_every: (cfg.buffer.flush_every_ms > 0)
                     .then(|| std::time::Duration::from_millis(cfg.buffer.flush_every_ms)),
                 max_readings: cfg.buffer.max_readings,

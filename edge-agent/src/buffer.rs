@@ -96,10 +96,18 @@ pub struct LanePolicy {
     pub full_policy: FullPolicy,
 }
 
+/// See [`BufferOptions::recycle_after_bytes`].
+pub const DEFAULT_RECYCLE_AFTER_BYTES: u64 = 32 << 20;
+
 /// How the buffer is opened and bounded.
 #[derive(Debug, Clone)]
 pub struct BufferOptions {
     pub cache_bytes: u64,
+    /// sled keeps what was written in memory until the database is closed
+    /// (its cache bound does not cover fresh pages), so while a backlog
+    /// builds up the buffer closes and reopens sled after this many bytes of
+    /// records written with at least half of them still pending. 0: never.
+    pub recycle_after_bytes: u64,
     /// Group-commit window: appends within it share one fsync (None: each
     /// append flushes at once, still shared with concurrent appenders).
     pub flush_every: Option<std::time::Duration>,
@@ -119,6 +127,7 @@ impl BufferOptions {
     pub fn with_cache(cache_bytes: u64) -> BufferOptions {
         BufferOptions {
             cache_bytes,
+            recycle_after_bytes: DEFAULT_RECYCLE_AFTER_BYTES,
             flush_every: None,
             max_readings: u64::MAX,
             max_disk_bytes: u64::MAX,
@@ -196,13 +205,24 @@ pub struct BufferStats {
     pub expired: u64,
     /// Disk space used by the buffer's files, bytes (refreshed at most once a second).
     pub disk_bytes: u64,
+    /// Times sled was closed and reopened to give back its memory (see
+    /// `BufferOptions::recycle_after_bytes`).
+    pub recycles: u64,
     pub full_policy: FullPolicy,
     /// Damage found when the buffer was opened, if any (and what was done about it).
     pub damage: Option<String>,
 }
 
 pub struct Buffer {
-    tree: sled::Db,
+    /// The open sled database. Every use clones the handle (an Arc) for the
+    /// length of one operation; `recycle` swaps it for a freshly opened one.
+    /// None only if reopening failed; the next use tries again.
+    db: std::sync::RwLock<Option<sled::Db>>,
+    path: std::path::PathBuf,
+    /// Record bytes and readings appended since sled was (re)opened.
+    written_bytes: AtomicU64,
+    written_readings: AtomicU64,
+    recycles: AtomicU64,
     /// Serialises every change to the records (and so to the stored counts).
     write_lock: Mutex<()>,
     last_seq: AtomicU64,
@@ -318,8 +338,9 @@ impl Buffer {
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0)
                     .min(i64::MAX as u64 / 2);
-                b.tree.insert(LAST_SEQ_KEY, &base.to_be_bytes())?;
-                b.tree.flush()?;
+                let db = b.db()?;
+                db.insert(LAST_SEQ_KEY, &base.to_be_bytes())?;
+                db.flush()?;
                 b.last_seq.store(base, Ordering::SeqCst);
                 b.durable_seq.store(base, Ordering::SeqCst);
                 if let Ok(mut d) = b.damage.lock() {
@@ -341,11 +362,11 @@ impl Buffer {
     /// read. A buffer without them (written before they existed) is walked
     /// once: undecodable records go to quarantine, the rest are counted.
     fn check(&self) -> Result<(), BufferError> {
+        let db = self.db()?;
         let stored: Vec<Option<u64>> = PENDING_KEYS
             .iter()
             .map(|k| {
-                self.tree
-                    .get(k)
+                db.get(k)
                     .ok()
                     .flatten()
                     .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
@@ -356,13 +377,13 @@ impl Buffer {
             self.pending[1].store(normal, Ordering::SeqCst);
             return Ok(());
         }
-        let quarantine = self.tree.open_tree("quarantine")?;
+        let quarantine = db.open_tree("quarantine")?;
         let (mut bad, mut records) = (0u64, 0u64);
         let mut highest = 0u64;
         let mut batch = sled::Batch::default();
         for lane in Lane::ALL {
             let mut pending = 0u64;
-            for item in self.tree.range(lane_range(lane)) {
+            for item in db.range(lane_range(lane)) {
                 let (k, v) = item?;
                 let Some(first) = seq_of_key(&k) else {
                     continue;
@@ -384,8 +405,8 @@ impl Buffer {
             self.pending[lane.index()].store(pending, Ordering::SeqCst);
             batch.insert(PENDING_KEYS[lane.index()], &pending.to_be_bytes());
         }
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
+        db.apply_batch(batch)?;
+        db.flush()?;
         // The counter and the records are written in one atomic batch, so they
         // agree; max() guards against a counter lost with damaged metadata.
         self.last_seq.fetch_max(highest, Ordering::SeqCst);
@@ -411,15 +432,13 @@ impl Buffer {
         }
     }
 
-    fn open_raw(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
-        // sled starts empty, silently, when it finds nothing valid in its log:
-        // existing files that yield no recovered database are damage, not a new buffer.
-        let existed = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
-        // sled locks its directory; a previous owner (a process still exiting,
-        // or a handle whose background flusher has not finished) holds it for
-        // a moment, so wait up to 5 s before calling the buffer busy.
+    /// Opens sled in `path`. sled locks its directory; a previous owner (a
+    /// process still exiting, or a handle whose background flusher has not
+    /// finished) holds it for a moment, so wait up to 5 s before calling the
+    /// buffer busy.
+    fn open_sled(path: &Path, opts: &BufferOptions) -> Result<sled::Db, BufferError> {
         let mut tries = 0;
-        let tree = loop {
+        loop {
             match sled::Config::new()
                 .path(path)
                 .cache_capacity(opts.cache_bytes)
@@ -433,9 +452,16 @@ impl Buffer {
                 Err(sled::Error::Io(e)) if is_lock_held(&e) => {
                     return Err(BufferError::Busy(path.display().to_string()));
                 }
-                other => break other?,
+                other => return Ok(other?),
             }
-        };
+        }
+    }
+
+    fn open_raw(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
+        // sled starts empty, silently, when it finds nothing valid in its log:
+        // existing files that yield no recovered database are damage, not a new buffer.
+        let existed = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
+        let tree = Buffer::open_sled(path, &opts)?;
         if existed && !tree.was_recovered() {
             return Err(BufferError::Corrupt(
                 "its files exist but sled recovered nothing from them".into(),
@@ -459,7 +485,11 @@ impl Buffer {
         let last_seq = read_u64(LAST_SEQ_KEY)?.unwrap_or(0);
         let acked = read_u64(ACKED_KEY).ok().flatten().unwrap_or(0);
         Ok(Buffer {
-            tree,
+            db: std::sync::RwLock::new(Some(tree)),
+            path: path.to_path_buf(),
+            written_bytes: AtomicU64::new(0),
+            written_readings: AtomicU64::new(0),
+            recycles: AtomicU64::new(0),
             write_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
             durable_seq: AtomicU64::new(last_seq),
@@ -522,6 +552,9 @@ impl Buffer {
             record
                 .encode(&mut value)
                 .map_err(|e| BufferError::Corrupt(e.to_string()))?;
+            self.written_bytes
+                .fetch_add(value.len() as u64, Ordering::Relaxed);
+            self.written_readings.fetch_add(count, Ordering::Relaxed);
             let mut batch = sled::Batch::default();
             batch.insert(&record_key(lane, first), value);
             batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
@@ -534,6 +567,11 @@ impl Buffer {
         self.commit(range.1).await?;
         metrics::counter!("edge_buffer_appended_total").increment(readings.len() as u64);
         self.appended.notify_one();
+        // Durable already: a failed reopen is reported, not the append.
+        if let Err(e) = self.recycle_if_due().await {
+            metrics::counter!("edge_buffer_recycle_errors_total").increment(1);
+            tracing::warn!(error = %e, "could not reopen the buffer database; retrying on next use");
+        }
         Ok(range)
     }
 
@@ -565,7 +603,7 @@ impl Buffer {
         let _leader = self.flush_lock.lock().await;
         if self.durable_seq.load(Ordering::SeqCst) < last {
             let covered = self.last_seq.load(Ordering::SeqCst);
-            self.tree.flush_async().await?;
+            self.db()?.flush_async().await?;
             self.durable_seq.fetch_max(covered, Ordering::SeqCst);
             metrics::counter!("edge_buffer_fsyncs_total").increment(1);
         }
@@ -581,7 +619,7 @@ impl Buffer {
         let stale = checked.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
         if stale {
             *checked = Some(std::time::Instant::now());
-            if let Ok(n) = self.tree.size_on_disk() {
+            if let Ok(n) = self.db().and_then(|db| Ok(db.size_on_disk()?)) {
                 self.disk_bytes.store(n, Ordering::Relaxed);
                 metrics::gauge!("edge_buffer_disk_bytes").set(n as f64);
             }
@@ -605,7 +643,7 @@ impl Buffer {
                 batch.insert(PENDING_KEYS[i], &next[i].to_be_bytes());
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.db()?.apply_batch(batch)?;
         for lane in Lane::ALL {
             self.pending[lane.index()].store(next[lane.index()], Ordering::SeqCst);
         }
@@ -625,7 +663,7 @@ impl Buffer {
         let mut backlog = self.backlog();
         let mut dropped = 0u64;
         let mut batch = sled::Batch::default();
-        for item in self.tree.range(lane_range(lane)) {
+        for item in self.db()?.range(lane_range(lane)) {
             if backlog <= target {
                 break;
             }
@@ -728,7 +766,7 @@ impl Buffer {
             {
                 let _guard = self.lock();
                 let mut batch = sled::Batch::default();
-                for item in self.tree.range(lane_range(lane)) {
+                for item in self.db()?.range(lane_range(lane)) {
                     let (k, v) = item?;
                     let Some(rec) = decode_record(&v) else { break };
                     match rec.readings.last() {
@@ -834,10 +872,8 @@ impl Buffer {
         let from = after.map_or(0, |a| a.saturating_add(1));
         let mut out: Vec<Record> = Vec::new();
         let mut total = 0usize;
-        for item in self
-            .tree
-            .range(record_key(lane, from)..=record_key(lane, u64::MAX))
-        {
+        let db = self.db()?;
+        for item in db.range(record_key(lane, from)..=record_key(lane, u64::MAX)) {
             let (k, v) = item?;
             let Some(first) = seq_of_key(&k) else {
                 continue;
@@ -862,7 +898,7 @@ impl Buffer {
                     // Move it aside so it cannot block the lane. Its count is
                     // taken from its header when that is readable.
                     let _guard = self.lock();
-                    self.tree.open_tree("quarantine")?.insert(&k, v.clone())?;
+                    db.open_tree("quarantine")?.insert(&k, v.clone())?;
                     let mut batch = sled::Batch::default();
                     batch.remove(k);
                     let mut delta = [0i64; 2];
@@ -887,11 +923,12 @@ impl Buffer {
     pub fn ack(&self, records: &[RecordId], up_to: u64) -> Result<(), BufferError> {
         {
             let _guard = self.lock();
+            let db = self.db()?;
             let mut batch = sled::Batch::default();
             let mut delta = [0i64; 2];
             for r in records {
                 let key = record_key(r.lane, r.first_seq);
-                if let Some(v) = self.tree.get(key)? {
+                if let Some(v) = db.get(key)? {
                     delta[r.lane.index()] -= i64::from(record_count(&v).unwrap_or(0));
                     batch.remove(&key);
                 }
@@ -902,7 +939,7 @@ impl Buffer {
         // sent again and the hub drops them as duplicates.
         let prev = self.acked_up_to.fetch_max(up_to, Ordering::SeqCst);
         if up_to > prev {
-            self.tree.insert(ACKED_KEY, &up_to.to_be_bytes())?;
+            self.db()?.insert(ACKED_KEY, &up_to.to_be_bytes())?;
         }
         metrics::gauge!("edge_buffer_backlog").set(self.backlog() as f64);
         Ok(())
@@ -920,10 +957,11 @@ impl Buffer {
             if self.last_seq.load(Ordering::SeqCst) >= seq {
                 return Ok(false);
             }
-            self.tree.insert(LAST_SEQ_KEY, &seq.to_be_bytes())?;
+            self.db()?.insert(LAST_SEQ_KEY, &seq.to_be_bytes())?;
             self.last_seq.store(seq, Ordering::SeqCst);
         }
-        self.tree.flush_async().await?;
+        let _flushing = self.flush_lock.lock().await;
+        self.db()?.flush_async().await?;
         self.durable_seq.fetch_max(seq, Ordering::SeqCst);
         Ok(true)
     }
@@ -940,6 +978,7 @@ impl Buffer {
             rejected: self.rejected.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
+            recycles: self.recycles.load(Ordering::Relaxed),
             full_policy: self.opts.normal.full_policy,
             damage: self.damage.lock().ok().and_then(|d| d.clone()),
         }
@@ -963,7 +1002,77 @@ impl Buffer {
 
     /// Writes everything to disk; called on shutdown.
     pub async fn flush(&self) -> Result<(), BufferError> {
-        self.tree.flush_async().await?;
+        let _flushing = self.flush_lock.lock().await;
+        self.db()?.flush_async().await?;
+        Ok(())
+    }
+
+    /// The open sled database (a cheap handle clone); reopens it if an
+    /// earlier `recycle` could not.
+    fn db(&self) -> Result<sled::Db, BufferError> {
+        if let Some(db) = self
+            .db
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            return Ok(db.clone());
+        }
+        let mut slot = self
+            .db
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            *slot = Some(Buffer::open_sled(&self.path, &self.opts)?);
+            tracing::info!(path = %self.path.display(), "buffer database reopened");
+        }
+        slot.as_ref()
+            .cloned()
+            .ok_or_else(|| BufferError::Busy(self.path.display().to_string()))
+    }
+
+    /// Closes and reopens sled when a backlog has been building up (see
+    /// [`BufferOptions::recycle_after_bytes`]): that is the only way to get
+    /// back the memory sled holds for what it wrote. Appends and flushes wait
+    /// meanwhile (~0.1 s); nothing on disk changes.
+    async fn recycle_if_due(&self) -> Result<(), BufferError> {
+        let limit = self.opts.recycle_after_bytes;
+        let written = self.written_bytes.load(Ordering::Relaxed);
+        if limit == 0 || written < limit {
+            return Ok(());
+        }
+        let per_reading = written / self.written_readings.load(Ordering::Relaxed).max(1);
+        if self.backlog().saturating_mul(per_reading) < limit / 2 {
+            // Mostly acknowledged already (the hub is keeping up): sled does
+            // not hold on to what was deleted, so there is nothing to win.
+            self.written_bytes.store(0, Ordering::Relaxed);
+            self.written_readings.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let _flushing = self.flush_lock.lock().await;
+        let _guard = self.lock();
+        if self.written_bytes.load(Ordering::Relaxed) < limit {
+            return Ok(()); // another appender just did it
+        }
+        let mut slot = self
+            .db
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(old) = slot.take() {
+            old.flush()?;
+        }
+        self.written_bytes.store(0, Ordering::Relaxed);
+        self.written_readings.store(0, Ordering::Relaxed);
+        *slot = Some(Buffer::open_sled(&self.path, &self.opts)?);
+        self.recycles.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("edge_buffer_recycles_total").increment(1);
+        tracing::debug!(
+            written_bytes = written,
+            backlog = self.backlog(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "buffer database reopened to release sled's memory"
+        );
         Ok(())
     }
 }
@@ -1105,6 +1214,76 @@ mod tests {
         assert_eq!(b.stats().backlog, 13);
     }
 
+    #[tokio::test]
+    async fn a_growing_backlog_reopens_sled_and_loses_nothing() {
+        let _sled = SLED_TEST_LOCK.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = BufferOptions {
+            recycle_after_bytes: 4 << 10,
+            ..BufferOptions::with_cache(1 << 20)
+        };
+        let b = Arc::new(Buffer::open(dir.path(), opts.clone()).unwrap());
+        // Concurrent appenders while the backlog grows (a slow hub), and an
+        // uplink acknowledging the oldest 300 readings meanwhile.
+        let uplink = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                while acked.len() < 300 {
+                    let recs = b.read(Lane::Normal, None, None, 20).unwrap();
+                    if recs.is_empty() {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    ack_all(&b, &recs);
+                    acked.extend(seqs(&recs));
+                }
+                acked
+            })
+        };
+        let mut tasks = Vec::new();
+        for t in 0..4u32 {
+            let b = Arc::clone(&b);
+            tasks.push(tokio::spawn(async move {
+                for c in 0..25u32 {
+                    b.append(&cycle(t * 1000 + c * 10, 10)).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let acked = uplink.await.unwrap();
+        let stats = b.stats();
+        assert!(stats.recycles >= 3, "{stats:?}");
+        assert_eq!(stats.backlog, 1000 - acked.len() as u64);
+        let all = b.read(Lane::Normal, None, None, usize::MAX).unwrap();
+        let mut every = acked.clone();
+        every.extend(seqs(&all));
+        every.sort_unstable();
+        assert_eq!(
+            every,
+            (1..=1000).collect::<Vec<_>>(),
+            "each reading acked or waiting, once"
+        );
+        // The hub comes back and keeps up: no more reopening.
+        ack_all(&b, &all);
+        let before = b.stats().recycles;
+        for c in 0..40u32 {
+            b.append(&cycle(c * 10, 10)).await.unwrap();
+            let r = b.read(Lane::Normal, None, None, usize::MAX).unwrap();
+            ack_all(&b, &r);
+        }
+        assert_eq!(b.stats().recycles, before);
+        assert_eq!(b.stats().backlog, 0);
+        // And what was stored survives a restart, counts included.
+        b.append(&cycle(0, 10)).await.unwrap();
+        drop(b);
+        let b = Buffer::open(dir.path(), opts).unwrap();
+        assert_eq!(b.stats().backlog, 10);
+        assert_eq!(b.stats().last_seq, 1410);
+    }
+
     fn bounded(max: u64, policy: FullPolicy) -> BufferOptions {
         BufferOptions {
             max_readings: max,
@@ -1188,7 +1367,8 @@ mod tests {
             for c in 0..4u32 {
                 b.append(&cycle(c * 10, 10)).await.unwrap();
             }
-            b.tree
+            b.db()
+                .unwrap()
                 .insert(
                     record_key(Lane::Normal, 11),
                     b"\x00\x00\x00\x0agarbage".to_vec(),
@@ -1206,7 +1386,7 @@ mod tests {
             s.damage.as_deref().unwrap_or("").contains("quarantine"),
             "{s:?}"
         );
-        assert_eq!(b.tree.open_tree("quarantine").unwrap().len(), 1);
+        assert_eq!(b.db().unwrap().open_tree("quarantine").unwrap().len(), 1);
         assert_eq!(b.append(&[reading(1)]).await.unwrap(), (41, 41));
         // The counts were stored with the changes: a reopen agrees.
         drop(b);
@@ -1222,21 +1402,22 @@ mod tests {
             for c in 0..3u32 {
                 b.append(&cycle(c * 10, 10)).await.unwrap();
             }
-            b.tree
+            b.db()
+                .unwrap()
                 .insert(
                     record_key(Lane::Normal, 21),
                     b"\x00\x00\x00\x0agarbage".to_vec(),
                 )
                 .unwrap();
             for k in PENDING_KEYS {
-                b.tree.remove(k).unwrap();
+                b.db().unwrap().remove(k).unwrap();
             }
             b.flush().await.unwrap();
         }
         let b = open(dir.path());
         let s = b.stats();
         assert_eq!((s.backlog, s.corrupt_records), (20, 1), "{s:?}");
-        assert!(b.tree.get(PENDING_KEYS[1]).unwrap().is_some());
+        assert!(b.db().unwrap().get(PENDING_KEYS[1]).unwrap().is_some());
     }
 
     #[tokio::test]

@@ -47,6 +47,11 @@ pub struct BufferConfig {
     /// sled page cache, in MiB (sled's own default of 1 GiB is far too much for a gateway).
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// While a backlog builds up, close and reopen sled after this many MiB
+    /// of records written (0 = never): sled holds what it wrote in memory
+    /// until it is closed.
+    #[serde(default = "default_recycle_after_mib")]
+    pub recycle_after_mib: u64,
     /// Most readings waiting for the hub; beyond it `full_policy` applies.
     #[serde(default = "default_max_readings")]
     pub max_readings: u64,
@@ -73,6 +78,9 @@ pub struct BufferConfig {
 
 fn default_cache_mib() -> u64 {
     8
+}
+fn default_recycle_after_mib() -> u64 {
+    crate::buffer::DEFAULT_RECYCLE_AFTER_BYTES >> 20
 }
 fn default_max_readings() -> u64 {
     50_000_000

@@ -31,12 +31,15 @@ async fn main() -> Result<()> {
         anyhow::ensure!(status.success(), "fill failed");
     }
     let fill_only = std::env::args().nth(3).as_deref() == Some("fill");
+    let steady = std::env::args().nth(3).as_deref() == Some("steady");
     let pid = std::process::id();
     let device: Arc<str> = "meter-1".into();
     let unit: Arc<str> = "V".into();
     let metrics: Vec<Arc<str>> = (0..40).map(|i| format!("metric_{i:02}").into()).collect();
-    if fill_only {
+    if steady {
+        // Hub connected: every record is read and acknowledged right after it is written.
         let b = Buffer::open(&path, BufferOptions::with_cache(8 << 20))?;
+        let mut after = None;
         for i in 0..total / 1000 {
             let rows: Vec<NewReading> = (0..1000u64)
                 .map(|k| NewReading {
@@ -50,9 +53,75 @@ async fn main() -> Result<()> {
                 })
                 .collect();
             b.append(&rows).await?;
+            let recs = b.read(Lane::Normal, after, None, 10_000)?;
+            if let Some(last) = recs.last() {
+                after = Some(last.first_seq);
+                let ids: Vec<RecordId> = recs.iter().map(|r| r.id()).collect();
+                b.ack(&ids, last.last_seq())?;
+            }
+            if (i + 1) % 1000 == 0 {
+                println!(
+                    "  steady: {} readings through: RSS {:.1} MiB",
+                    (i + 1) * 1000,
+                    rss_mib(pid)
+                );
+            }
+        }
+        return Ok(());
+    }
+    if fill_only {
+        let mut opts = BufferOptions::with_cache(8 << 20);
+        if let Ok(mib) = std::env::var("RECYCLE_AFTER_MIB") {
+            opts.recycle_after_bytes = mib.parse::<u64>()? << 20;
+        }
+        let b = Buffer::open(&path, opts)?;
+        let fill_started = Instant::now();
+        let mut fill_peak: f64 = 0.0;
+        for i in 0..total / 1000 {
+            let rows: Vec<NewReading> = (0..1000u64)
+                .map(|k| NewReading {
+                    device_id: Arc::clone(&device),
+                    metric: Arc::clone(&metrics[(k % 40) as usize]),
+                    timestamp_us: 1_790_000_000_000_000 + (i * 1000 + k) as i64,
+                    value: k as f64 * 0.5,
+                    unit: Arc::clone(&unit),
+                    quality: 1,
+                    priority: Priority::Normal,
+                })
+                .collect();
+            b.append(&rows).await?;
+            if (i + 1) % 50 == 0 {
+                fill_peak = fill_peak.max(rss_mib(pid));
+            }
+            if (i + 1) % 1000 == 0 {
+                println!(
+                    "  {} readings written: RSS {:.1} MiB",
+                    (i + 1) * 1000,
+                    rss_mib(pid)
+                );
+            }
         }
         b.flush().await?;
-        println!("filled {total} readings: RSS {:.1} MiB", rss_mib(pid));
+        println!("peak RSS while filling (sampled every 50,000 readings): {fill_peak:.1} MiB");
+        println!(
+            "filled {total} readings in {:.1} s ({} reopens of sled): RSS {:.1} MiB",
+            fill_started.elapsed().as_secs_f64(),
+            b.stats().recycles,
+            rss_mib(pid)
+        );
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only returns free heap pages to the OS.
+        unsafe { malloc_trim(0) };
+        println!("after malloc_trim: RSS {:.1} MiB", rss_mib(pid));
+        drop(b);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        unsafe { malloc_trim(0) };
+        println!("after dropping the buffer: RSS {:.1} MiB", rss_mib(pid));
+        let b = Buffer::open(&path, BufferOptions::with_cache(8 << 20))?;
+        println!("reopened in the same process: RSS {:.1} MiB", rss_mib(pid));
+        drop(b);
         return Ok(());
     }
     let t = Instant::now();
