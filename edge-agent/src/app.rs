@@ -141,6 +141,7 @@ pub async fn run(
             BufferOptions {
                 cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
                 recycle_after_bytes: cfg.buffer.recycle_after_mib * 1024 * 1024,
+                memory_probe: crate::buffer::resident_bytes,
                 flush_every: (cfg.buffer.flush_every_ms > 0)
                     .then(|| std::time::Duration::from_millis(cfg.buffer.flush_every_ms)),
                 max_readings: cfg.buffer.max_readings,

@@ -97,17 +97,31 @@ pub struct LanePolicy {
 }
 
 /// See [`BufferOptions::recycle_after_bytes`].
-pub const DEFAULT_RECYCLE_AFTER_BYTES: u64 = 32 << 20;
+pub const DEFAULT_RECYCLE_AFTER_BYTES: u64 = 16 << 20;
+
+/// Resident set size of this process, from /proc (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
 
 /// How the buffer is opened and bounded.
 #[derive(Debug, Clone)]
 pub struct BufferOptions {
     pub cache_bytes: u64,
-    /// sled keeps what was written in memory until the database is closed
-    /// (its cache bound does not cover fresh pages), so while a backlog
-    /// builds up the buffer closes and reopens sled after this many bytes of
-    /// records written with at least half of them still pending. 0: never.
+    /// sled keeps large records it wrote in memory until the database is
+    /// closed (its cache bound does not cover them). So while a backlog
+    /// builds up, after every this many bytes of records written, the buffer
+    /// closes and reopens sled if the process has grown by as much since
+    /// sled was opened and at least half of what was written is still
+    /// pending. 0: never.
     pub recycle_after_bytes: u64,
+    /// The process's resident memory in bytes (None: unknown, then only the
+    /// bytes written count). Replaceable for tests.
+    pub memory_probe: fn() -> Option<u64>,
     /// Group-commit window: appends within it share one fsync (None: each
     /// append flushes at once, still shared with concurrent appenders).
     pub flush_every: Option<std::time::Duration>,
@@ -128,6 +142,7 @@ impl BufferOptions {
         BufferOptions {
             cache_bytes,
             recycle_after_bytes: DEFAULT_RECYCLE_AFTER_BYTES,
+            memory_probe: resident_bytes,
             flush_every: None,
             max_readings: u64::MAX,
             max_disk_bytes: u64::MAX,
@@ -222,6 +237,8 @@ pub struct Buffer {
     /// Record bytes and readings appended since sled was (re)opened.
     written_bytes: AtomicU64,
     written_readings: AtomicU64,
+    /// Resident memory right after sled was (re)opened.
+    memory_at_open: AtomicU64,
     recycles: AtomicU64,
     /// Serialises every change to the records (and so to the stored counts).
     write_lock: Mutex<()>,
@@ -489,6 +506,7 @@ impl Buffer {
             path: path.to_path_buf(),
             written_bytes: AtomicU64::new(0),
             written_readings: AtomicU64::new(0),
+            memory_at_open: AtomicU64::new((opts.memory_probe)().unwrap_or(0)),
             recycles: AtomicU64::new(0),
             write_lock: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
@@ -1042,9 +1060,18 @@ impl Buffer {
             return Ok(());
         }
         let per_reading = written / self.written_readings.load(Ordering::Relaxed).max(1);
-        if self.backlog().saturating_mul(per_reading) < limit / 2 {
-            // Mostly acknowledged already (the hub is keeping up): sled does
-            // not hold on to what was deleted, so there is nothing to win.
+        // Mostly acknowledged already (the hub is keeping up): sled does not
+        // hold on to what was deleted. Or the process has not grown (small
+        // records, which sled handles well; reopening would cost more than
+        // it gives back). Either way, nothing to win.
+        let little_pending = self.backlog().saturating_mul(per_reading) < limit / 2;
+        let not_grown = (self.opts.memory_probe)().is_some_and(|rss| {
+            rss < self
+                .memory_at_open
+                .load(Ordering::Relaxed)
+                .saturating_add(limit)
+        });
+        if little_pending || not_grown {
             self.written_bytes.store(0, Ordering::Relaxed);
             self.written_readings.store(0, Ordering::Relaxed);
             return Ok(());
@@ -1061,13 +1088,25 @@ impl Buffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(old) = slot.take() {
             old.flush()?;
+            drop(old);
+        }
+        // What the old database held is free now, but glibc keeps freed
+        // memory in its per-thread arenas; hand it back to the system before
+        // the new database allocates its own.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap memory; no pointers change.
+        unsafe {
+            libc::malloc_trim(0);
         }
         self.written_bytes.store(0, Ordering::Relaxed);
         self.written_readings.store(0, Ordering::Relaxed);
         *slot = Some(Buffer::open_sled(&self.path, &self.opts)?);
+        if let Some(rss) = (self.opts.memory_probe)() {
+            self.memory_at_open.store(rss, Ordering::Relaxed);
+        }
         self.recycles.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("edge_buffer_recycles_total").increment(1);
-        tracing::debug!(
+        tracing::info!(
             written_bytes = written,
             backlog = self.backlog(),
             took_ms = started.elapsed().as_millis() as u64,
@@ -1220,6 +1259,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = BufferOptions {
             recycle_after_bytes: 4 << 10,
+            // Bytes written decide alone (this process's memory is not under test).
+            memory_probe: || None,
             ..BufferOptions::with_cache(1 << 20)
         };
         let b = Arc::new(Buffer::open(dir.path(), opts.clone()).unwrap());

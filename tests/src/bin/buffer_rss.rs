@@ -75,14 +75,19 @@ async fn main() -> Result<()> {
             opts.recycle_after_bytes = mib.parse::<u64>()? << 20;
         }
         let b = Buffer::open(&path, opts)?;
+        // Readings per record (one poll cycle or one MQTT read group).
+        let per_record: u64 = std::env::var("RECORD_READINGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
         let fill_started = Instant::now();
         let mut fill_peak: f64 = 0.0;
-        for i in 0..total / 1000 {
-            let rows: Vec<NewReading> = (0..1000u64)
+        for i in 0..total / per_record {
+            let rows: Vec<NewReading> = (0..per_record)
                 .map(|k| NewReading {
                     device_id: Arc::clone(&device),
                     metric: Arc::clone(&metrics[(k % 40) as usize]),
-                    timestamp_us: 1_790_000_000_000_000 + (i * 1000 + k) as i64,
+                    timestamp_us: 1_790_000_000_000_000 + (i * per_record + k) as i64,
                     value: k as f64 * 0.5,
                     unit: Arc::clone(&unit),
                     quality: 1,

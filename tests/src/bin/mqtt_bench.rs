@@ -252,11 +252,16 @@ async fn main() -> Result<()> {
     let (grpc, hub_http, agent_http, mqtt_port) =
         (free_port(), free_port(), free_port(), free_port());
     let hash = edge_agent::mqtt::auth::hash_password(PW, 1000);
+    // buffer.recycle_after_mib (0 = never reopen sled), for comparisons.
+    let recycle: u64 = std::env::var("RECYCLE_AFTER_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(edge_agent::buffer::DEFAULT_RECYCLE_AFTER_BYTES >> 20);
     let agent_cfg = dir.path().join("agent.toml");
     std::fs::write(
         &agent_cfg,
         format!(
-            "gateway_id = \"bench\"\n[buffer]\npath = \"{}\"\n[uplink]\nhub_url = \"http://127.0.0.1:{grpc}\"\nbatch_max = 10000\n\
+            "gateway_id = \"bench\"\n[buffer]\npath = \"{}\"\nrecycle_after_mib = {recycle}\n[uplink]\nhub_url = \"http://127.0.0.1:{grpc}\"\nbatch_max = 10000\n\
              [http]\nlisten = \"127.0.0.1:{agent_http}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\nsite = \"s1\"\n\
              accept_unknown_devices = true\n[[mqtt.users]]\nname = \"bench\"\npassword_hash = \"{hash}\"\n\
              publish = [\"site/#\"]\nsubscribe = [\"site/#\"]\n",
