@@ -536,3 +536,83 @@ async fn tls_with_a_test_ca_and_client_certificates() -> Result<()> {
     .with_context(|| stack.logs())?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_clients_get_the_same_logins_rules_and_durable_acks() -> Result<()> {
+    let ws_port = free_port();
+    let b = bus(
+        "gw-mqtt-ws",
+        &format!("ws_listen = \"127.0.0.1:{ws_port}\""),
+    )
+    .await?;
+    let topic = "site/s1/climate/th-1/telemetry";
+    // paho over WebSocket (path /mqtt, subprotocol mqtt): a wrong password is
+    // refused, a publish for an unknown device is not stored, 30 QoS 1
+    // messages are acknowledged and reach the hub once each, and a browser-like
+    // subscriber sees polled telemetry.
+    let script = format!(
+        r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+
+def client(name, user, pw):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, transport="websockets")
+    c.ws_set_options(path="/mqtt")
+    c.username_pw_set(user, pw)
+    return c
+
+bad = client("ws-bad", "sensor", "wrong")
+rc = []
+bad.on_connect = lambda c, u, f, reason, p: rc.append(reason)
+bad.connect("127.0.0.1", {ws_port})
+bad.loop_start()
+for _ in range(50):
+    if rc: break
+    threading.Event().wait(0.1)
+bad.loop_stop()
+assert rc and rc[0].is_failure, rc
+print("wrong password refused:", rc[0])
+
+got = threading.Event()
+hmi = client("ws-hmi", "hmi", "{PW}")
+hmi.on_message = lambda c, u, m: got.set()
+hmi.on_connect = lambda c, u, f, reason, p: c.subscribe("site/s1/+/+/telemetry", qos=0)
+hmi.connect("127.0.0.1", {ws_port})
+hmi.loop_start()
+
+c = client("ws-sensor", "sensor", "{PW}")
+c.connect("127.0.0.1", {ws_port})
+c.loop_start()
+c.publish("site/s1/climate/other/telemetry", '{{"metric":"x","value":1}}', qos=1).wait_for_publish(5)
+for i in range(30):
+    c.publish("{topic}", '{{"metric":"ws","value":%d}}' % i, qos=1).wait_for_publish(5)
+c.disconnect()
+c.loop_stop()
+assert got.wait(10), "no telemetry over the WebSocket subscription"
+hmi.disconnect()
+hmi.loop_stop()
+print("done")
+"#
+    );
+    let out = std::process::Command::new(python()?)
+        .arg("-c")
+        .arg(&script)
+        .output()?;
+    ok(&out)?;
+    let stack = &b.stack;
+    let values = wait_for(
+        "WebSocket readings at the hub",
+        Duration::from_secs(20),
+        || async {
+            let v = hub_values(stack, "th-1", "ws").await?;
+            Ok((v.len() >= 30).then_some(v))
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(sorted, (0..30).map(f64::from).collect::<Vec<_>>());
+    assert!(hub_values(stack, "other", "x").await?.is_empty());
+    Ok(())
+}

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod frame;
 pub mod payload;
 mod proxy;
+mod websocket;
 
 use crate::buffer::Buffer;
 use anyhow::{Context, Result, bail};
@@ -30,6 +31,8 @@ pub struct MqttConfig {
     pub listen: SocketAddr,
     /// MQTT over TLS listener (needs `tls_cert` and `tls_key`).
     pub tls_listen: Option<SocketAddr>,
+    /// MQTT over WebSocket listener (`ws://HOST:PORT/mqtt`), for browsers.
+    pub ws_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// CA for client certificates on the TLS listener; the certificate's
@@ -221,7 +224,15 @@ pub async fn start(
         ),
         None => None,
     };
-    tracing::info!(listen = %cfg.listen, tls_listen = ?cfg.tls_listen, %site, users = cfg.users.len(),
+    let ws_listener = match cfg.ws_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on mqtt.ws_listen = {a}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(listen = %cfg.listen, tls_listen = ?cfg.tls_listen, ws_listen = ?cfg.ws_listen, %site, users = cfg.users.len(),
         anonymous = cfg.allow_anonymous, "MQTT bus listening");
     if cfg.users.is_empty() && !cfg.allow_anonymous {
         tracing::warn!("mqtt: no users and anonymous access off: nobody can connect");
@@ -249,6 +260,15 @@ pub async fn start(
         max_connections,
         stop.clone(),
     );
+    if let Some(l) = ws_listener {
+        websocket::spawn(
+            l,
+            Arc::clone(&door),
+            Arc::clone(&open),
+            max_connections,
+            stop.clone(),
+        );
+    }
     if let Some(l) = tls_listener {
         spawn_accept(l, tls, door, open, max_connections, stop);
     }
