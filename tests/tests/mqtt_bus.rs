@@ -91,6 +91,25 @@ fn ok(o: &Output) -> Result<()> {
     Ok(())
 }
 
+/// Waits until the hub holds `metric` of `device` with the values 0..n, each
+/// exactly once (the publishers sent 0..n as QoS 1).
+async fn values_0_to_n_once(stack: &Stack, device: &str, metric: &str, n: u32) -> Result<()> {
+    let values = wait_for(
+        &format!("{n} readings of {device}/{metric} at the hub"),
+        Duration::from_secs(20),
+        || async {
+            let v = hub_values(stack, device, metric).await?;
+            Ok((v.len() >= n as usize).then_some(v))
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    let mut sorted = values;
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(sorted, (0..n).map(f64::from).collect::<Vec<_>>());
+    Ok(())
+}
+
 async fn hub_values(stack: &Stack, device: &str, metric: &str) -> Result<Vec<f64>> {
     let pool = stack.db().await?;
     Ok(sqlx::query_scalar(
@@ -152,20 +171,7 @@ print("done")
         .output()?;
     ok(&out)?;
     let stack = &b.stack;
-    let counts = wait_for(
-        "MQTT readings at the hub",
-        Duration::from_secs(20),
-        || async {
-            let c = hub_values(stack, "th-1", "count").await?;
-            Ok((c.len() >= 50).then_some(c))
-        },
-    )
-    .await
-    .with_context(|| stack.logs())?;
-    assert_eq!(counts.len(), 50);
-    let mut sorted = counts.clone();
-    sorted.sort_by(f64::total_cmp);
-    assert_eq!(sorted, (0..50).map(f64::from).collect::<Vec<_>>());
+    values_0_to_n_once(stack, "th-1", "count", 50).await?;
     assert_eq!(hub_values(stack, "th-1", "temp").await?, vec![22.0, 21.5]);
     assert_eq!(hub_values(stack, "th-1", "hum").await?, vec![40.5]);
     assert_eq!(hub_values(stack, "th-1", "door").await?, vec![1.0]);
@@ -600,19 +606,7 @@ print("done")
         .output()?;
     ok(&out)?;
     let stack = &b.stack;
-    let values = wait_for(
-        "WebSocket readings at the hub",
-        Duration::from_secs(20),
-        || async {
-            let v = hub_values(stack, "th-1", "ws").await?;
-            Ok((v.len() >= 30).then_some(v))
-        },
-    )
-    .await
-    .with_context(|| stack.logs())?;
-    let mut sorted = values.clone();
-    sorted.sort_by(f64::total_cmp);
-    assert_eq!(sorted, (0..30).map(f64::from).collect::<Vec<_>>());
+    values_0_to_n_once(stack, "th-1", "ws", 30).await?;
     assert!(hub_values(stack, "other", "x").await?.is_empty());
     Ok(())
 }

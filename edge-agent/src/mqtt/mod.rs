@@ -216,22 +216,8 @@ pub async fn start(
     let plain = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on mqtt.listen = {}", cfg.listen))?;
-    let tls_listener = match cfg.tls_listen {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on mqtt.tls_listen = {a}"))?,
-        ),
-        None => None,
-    };
-    let ws_listener = match cfg.ws_listen {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on mqtt.ws_listen = {a}"))?,
-        ),
-        None => None,
-    };
+    let tls_listener = bind_optional(cfg.tls_listen, "mqtt.tls_listen").await?;
+    let ws_listener = bind_optional(cfg.ws_listen, "mqtt.ws_listen").await?;
     tracing::info!(listen = %cfg.listen, tls_listen = ?cfg.tls_listen, ws_listen = ?cfg.ws_listen, %site, users = cfg.users.len(),
         anonymous = cfg.allow_anonymous, "MQTT bus listening");
     if cfg.users.is_empty() && !cfg.allow_anonymous {
@@ -277,6 +263,17 @@ pub async fn start(
         site,
         types: Arc::new(device_types),
     })
+}
+
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+    key: &str,
+) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(a) = addr else { return Ok(None) };
+    let l = tokio::net::TcpListener::bind(a)
+        .await
+        .with_context(|| format!("cannot listen on {key} = {a}"))?;
+    Ok(Some(l))
 }
 
 fn spawn_accept(

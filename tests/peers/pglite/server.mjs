@@ -9,6 +9,7 @@
 // one connection can overlap. This server frames messages first and feeds
 // PGlite whole messages, one connection at a time (PGlite is one backend;
 // other clients wait their turn), and cleans the session up between clients.
+// Clients must connect with sslmode=disable: an SSLRequest is not answered.
 import net from 'node:net';
 import { PGlite } from '@electric-sql/pglite';
 import { timescaledb } from '@electric-sql/pglite/timescaledb';
