@@ -21,6 +21,11 @@ pub struct User {
     /// Topic filters this user may subscribe to.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// May publish retained messages (and Wills with the retain flag). Off by
+    /// default: a retained message outlives its sender and is what every new
+    /// subscriber sees first (device health is retained).
+    #[serde(default)]
+    pub retain: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -113,6 +118,12 @@ pub fn filter_covered(allowed: &str, requested: &str) -> bool {
     }
 }
 
+/// A topic *name* (what PUBLISH and Will carry) must be non-empty and hold
+/// no wildcard or NUL (MQTT 3.1.1 4.7.1, 1.5.3).
+pub fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
 impl User {
     fn expand(&self, pattern: &str) -> String {
         pattern.replace("%u", &self.name)
@@ -160,6 +171,7 @@ mod tests {
             password_hash: None,
             publish: vec!["site/+/+/%u/telemetry".into()],
             subscribe: vec![],
+            retain: false,
         };
         assert!(u.may_publish("site/s1/thermo/th-1/telemetry"));
         assert!(!u.may_publish("site/s1/thermo/th-2/telemetry"));

@@ -196,6 +196,7 @@ pub fn publisher(addr: SocketAddr) -> BusPublisher {
                 };
                 buf.clear();
                 let p = frame::Publish {
+                    dup: false,
                     qos: 0,
                     retain: m.retain,
                     topic: m.topic,
@@ -206,6 +207,7 @@ pub fn publisher(addr: SocketAddr) -> BusPublisher {
                 // Take whatever else is queued into the same write.
                 while let Ok(m) = rx.try_recv() {
                     let p = frame::Publish {
+                        dup: false,
                         qos: 0,
                         retain: m.retain,
                         topic: m.topic,

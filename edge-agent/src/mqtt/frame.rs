@@ -21,6 +21,7 @@ pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
 pub const PUBREL: u8 = 6;
 pub const SUBSCRIBE: u8 = 8;
+pub const DISCONNECT: u8 = 14;
 
 /// One whole packet: its first byte and the full bytes (header included).
 #[derive(Debug, Clone)]
@@ -93,9 +94,22 @@ fn read_bin(b: &mut &[u8], what: &'static str) -> Result<Vec<u8>, FrameError> {
     Ok(v)
 }
 
+/// A CONNECT's Will: what the broker publishes for the client when it
+/// drops without DISCONNECT. The front door checks it like a PUBLISH.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Will {
+    pub topic: String,
+    pub qos: u8,
+    pub retain: bool,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Connect {
     pub client_id: String,
+    pub clean_session: bool,
+    /// Seconds; 0 = the client asked for none.
+    pub keep_alive: u16,
+    pub will: Option<Will>,
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
 }
@@ -111,12 +125,28 @@ pub fn parse_connect(f: &Frame) -> Result<Connect, FrameError> {
         return Err(FrameError::Protocol(level));
     }
     let flags = b.get_u8();
-    let _keep_alive = b.get_u16();
-    let client_id = read_str(&mut b, "CONNECT")?;
-    if flags & 0x04 != 0 {
-        read_str(&mut b, "CONNECT will topic")?;
-        read_bin(&mut b, "CONNECT will message")?;
+    // Reserved bit set, or Will QoS/retain without a Will, or Will QoS 3:
+    // malformed per MQTT 3.1.1 3.1.2-3, 3.1.2-11..15.
+    let will_qos = (flags >> 3) & 0x03;
+    if flags & 0x01 != 0
+        || will_qos == 3
+        || (flags & 0x04 == 0 && (will_qos != 0 || flags & 0x20 != 0))
+    {
+        return Err(FrameError::Malformed("CONNECT flags"));
     }
+    let keep_alive = b.get_u16();
+    let client_id = read_str(&mut b, "CONNECT")?;
+    let will = if flags & 0x04 != 0 {
+        let topic = read_str(&mut b, "CONNECT will topic")?;
+        read_bin(&mut b, "CONNECT will message")?;
+        Some(Will {
+            topic,
+            qos: will_qos,
+            retain: flags & 0x20 != 0,
+        })
+    } else {
+        None
+    };
     let username = if flags & 0x80 != 0 {
         Some(read_str(&mut b, "CONNECT username")?)
     } else {
@@ -129,13 +159,27 @@ pub fn parse_connect(f: &Frame) -> Result<Connect, FrameError> {
     };
     Ok(Connect {
         client_id,
+        clean_session: flags & 0x02 != 0,
+        keep_alive,
+        will,
         username,
         password,
     })
 }
 
+/// The same CONNECT with another keep-alive (a parsed CONNECT's
+/// keep-alive sits right after "MQTT", the level and the flags).
+pub fn with_keep_alive(connect: &Frame, keep_alive: u16) -> Bytes {
+    let mut b = BytesMut::from(&connect.bytes[..]);
+    let at = connect.body + 8;
+    b[at..at + 2].copy_from_slice(&keep_alive.to_be_bytes());
+    b.freeze()
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Publish {
+    /// DUP flag: the client may have sent this packet id before.
+    pub dup: bool,
     pub qos: u8,
     pub retain: bool,
     pub topic: String,
@@ -160,6 +204,7 @@ pub fn parse_publish(f: &Frame) -> Result<Publish, FrameError> {
     };
     let consumed = f.bytes.len() - b.len();
     Ok(Publish {
+        dup: f.first & 0x08 != 0,
         qos,
         retain: f.first & 0x01 != 0,
         topic,
@@ -268,6 +313,7 @@ mod tests {
     #[test]
     fn splits_and_reads_a_qos1_publish() {
         let p = Publish {
+            dup: false,
             qos: 1,
             retain: false,
             topic: "a/b".into(),
@@ -304,10 +350,34 @@ mod tests {
         raw.extend_from_slice(&body);
         let c = parse_connect(&frame(&raw)).unwrap();
         assert_eq!(c.client_id, "c1");
+        assert_eq!((c.clean_session, c.keep_alive, &c.will), (true, 60, &None));
         assert_eq!(c.username.as_deref(), Some("u"));
         assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
+        let patched = frame(&with_keep_alive(&frame(&raw), 7));
+        assert_eq!(parse_connect(&patched).unwrap().keep_alive, 7);
         raw[8] = 5;
         assert_eq!(parse_connect(&frame(&raw)), Err(FrameError::Protocol(5)));
+    }
+
+    #[test]
+    fn reads_a_will_and_refuses_inconsistent_flags() {
+        // Flags: username, will retain, will QoS 1, will, clean session.
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xAE, 0, 2, 0, 1, b'c'];
+        body.extend_from_slice(&[0, 3, b'a', b'/', b'w', 0, 1, b'x', 0, 1, b'u']);
+        let mut raw = vec![0x10, body.len() as u8];
+        raw.extend_from_slice(&body);
+        let c = parse_connect(&frame(&raw)).unwrap();
+        let will = c.will.unwrap();
+        assert_eq!(
+            (will.topic.as_str(), will.qos, will.retain),
+            ("a/w", 1, true)
+        );
+        assert_eq!((c.keep_alive, c.username.as_deref()), (2, Some("u")));
+        // Will QoS 3, and Will retain without a Will, are malformed.
+        raw[9] = 0x9E;
+        assert!(parse_connect(&frame(&raw)).is_err());
+        raw[9] = 0xA2;
+        assert!(parse_connect(&frame(&raw)).is_err());
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! front door (authentication, topic rules, durable telemetry), plus the
 //! agent's own publications (polled readings, retained device health).
 
+pub mod admission;
 pub mod auth;
 pub mod broker;
 pub mod frame;
 pub mod payload;
 mod proxy;
+pub mod sessions;
 mod websocket;
 
 use crate::buffer::Buffer;
@@ -20,7 +22,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `[mqtt]`: see docs/configuration.md for every key.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,8 +62,24 @@ pub struct MqttConfig {
     /// Publish what the agent polls (Modbus, serial) on the bus too.
     #[serde(default = "yes")]
     pub publish_polled: bool,
+    /// Logged-in clients at once, all listeners together.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections not yet logged in (TLS handshake, WebSocket upgrade,
+    /// CONNECT) at once: a budget of their own, so silent sockets cannot
+    /// lock logged-in clients out.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_connections: usize,
+    /// Connections (pending or logged in) from one source address.
+    #[serde(default = "default_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time from accepting a socket to a complete CONNECT, handshakes included.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Keep-alive granted at most (and to clients asking for none); a client
+    /// silent for 1.5x its keep-alive is disconnected.
+    #[serde(default = "default_max_keep_alive_s")]
+    pub max_keep_alive_s: u64,
     /// Broker memory per topic: `segment_kib x segments` of message log.
     #[serde(default = "default_segment_kib")]
     pub segment_kib: usize,
@@ -81,6 +98,18 @@ fn default_max_readings() -> usize {
 }
 fn default_max_connections() -> usize {
     1000
+}
+fn default_max_pending() -> usize {
+    128
+}
+fn default_per_address() -> usize {
+    64
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_keep_alive_s() -> u64 {
+    3600
 }
 fn default_segment_kib() -> usize {
     256
@@ -117,6 +146,28 @@ impl MqttConfig {
         }
         if self.segments == 0 || self.max_readings_per_message == 0 {
             return Err("mqtt.segments and mqtt.max_readings_per_message must be > 0".into());
+        }
+        for (key, v) in [
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_pending_connections",
+                self.max_pending_connections as u64,
+            ),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("max_keep_alive_s", self.max_keep_alive_s),
+        ] {
+            if v == 0 {
+                return Err(format!("mqtt.{key} must be > 0"));
+            }
+        }
+        if self.max_keep_alive_s > 65_535 {
+            return Err(
+                "mqtt.max_keep_alive_s must be <= 65535 (MQTT's largest keep-alive)".into(),
+            );
         }
         Ok(())
     }
@@ -205,8 +256,9 @@ pub async fn start(
 ) -> Result<Bus> {
     let site = cfg.site.clone().unwrap_or_else(|| gateway_id.to_string());
     let tls = load_tls(&cfg)?;
+    let limits = connection_limits(&cfg);
     let addr = broker::start(broker::BrokerLimits {
-        max_connections: cfg.max_connections,
+        max_connections: limits.max_connections,
         max_payload_bytes: cfg.max_payload_bytes,
         segment_bytes: cfg.segment_kib * 1024,
         segments: cfg.segments,
@@ -228,7 +280,6 @@ pub async fn start(
         .iter()
         .map(|u| (u.name.clone(), u.clone()))
         .collect();
-    let max_connections = cfg.max_connections;
     let door = Arc::new(proxy::FrontDoor {
         cfg,
         site: site.clone(),
@@ -236,27 +287,21 @@ pub async fn start(
         buffer,
         broker: addr,
         bus: publisher.clone(),
+        sessions: Arc::new(sessions::Sessions::default()),
     });
-    let open = Arc::new(AtomicUsize::new(0));
+    let admission = admission::Admission::new(limits);
     spawn_accept(
         plain,
         None,
         Arc::clone(&door),
-        Arc::clone(&open),
-        max_connections,
+        Arc::clone(&admission),
         stop.clone(),
     );
     if let Some(l) = ws_listener {
-        websocket::spawn(
-            l,
-            Arc::clone(&door),
-            Arc::clone(&open),
-            max_connections,
-            stop.clone(),
-        );
+        websocket::spawn(l, Arc::clone(&door), Arc::clone(&admission), stop.clone());
     }
     if let Some(l) = tls_listener {
-        spawn_accept(l, tls, door, open, max_connections, stop);
+        spawn_accept(l, tls, door, admission, stop);
     }
     Ok(Bus {
         publisher,
@@ -276,58 +321,105 @@ async fn bind_optional(
     Ok(Some(l))
 }
 
+/// The configured budgets, fitted to the open-file limit this process has
+/// (raised to its hard limit first): see `admission::fit_to_fd_limit`.
+fn connection_limits(cfg: &MqttConfig) -> admission::Limits {
+    let wanted = admission::Limits {
+        max_connections: cfg.max_connections,
+        max_pending: cfg.max_pending_connections,
+        per_address: cfg.max_connections_per_address,
+    };
+    let fd_limit = match admission::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let fitted = admission::fit_to_fd_limit(wanted, fd_limit);
+    if fitted != wanted {
+        tracing::warn!(
+            fd_limit,
+            max_connections = fitted.max_connections,
+            max_pending_connections = fitted.max_pending,
+            "mqtt: connection budgets lowered to fit the open-file limit ({} per client, 1 per pending connection, {} kept for the rest); raise LimitNOFILE to allow more",
+            admission::FDS_PER_CLIENT,
+            admission::FDS_RESERVED,
+        );
+    }
+    metrics::gauge!("edge_mqtt_max_connections").set(fitted.max_connections as f64);
+    fitted
+}
+
+/// Turns a refused connection into a counter and a (rate-limited) log line.
+pub(crate) fn refused(peer: SocketAddr, r: admission::Refused) {
+    metrics::counter!("edge_mqtt_connections_total", "result" => r.label()).increment(1);
+    tracing::warn!(%peer, reason = r.label(), "MQTT connection refused: connection budget reached");
+}
+
 fn spawn_accept(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     door: Arc<proxy::FrontDoor>,
-    open: Arc<AtomicUsize>,
-    max: usize,
+    admission: Arc<admission::Admission>,
     mut stop: Stop,
 ) {
     tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(10);
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::warn!(error = %e, "MQTT accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        // Out of descriptors (or memory): wait before trying
+                        // again instead of spinning on the same error.
+                        metrics::counter!("edge_mqtt_accept_errors_total").increment(1);
+                        tracing::warn!(error = %e, retry_in = ?backoff, "MQTT accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
                         continue;
                     }
                 },
                 _ = stop.wait() => return,
             };
-            if open.load(Ordering::SeqCst) >= max {
-                metrics::counter!("edge_mqtt_connections_total", "result" => "too_many")
-                    .increment(1);
-                tracing::warn!(%peer, max, "MQTT connection refused: mqtt.max_connections reached");
-                continue;
-            }
+            backoff = std::time::Duration::from_millis(10);
+            let ticket = match admission.arrive(peer.ip()) {
+                Ok(t) => t,
+                Err(r) => {
+                    refused(peer, r);
+                    continue;
+                }
+            };
+            let deadline = tokio::time::Instant::now()
+                + std::time::Duration::from_millis(door.cfg.connect_timeout_ms);
             let _ = stream.set_nodelay(true);
             let door = Arc::clone(&door);
-            let open = Arc::clone(&open);
             let tls = tls.clone();
-            open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 match tls {
-                    None => door.serve(stream, peer, None).await,
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => {
-                            let cn = s
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .and_then(|c| common_name(c));
-                            door.serve(s, peer, cn).await
+                    None => door.serve(stream, peer, None, ticket, deadline).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                let cn = s
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| common_name(c));
+                                door.serve(s, peer, cn, ticket, deadline).await
+                            }
+                            Ok(Err(e)) => {
+                                metrics::counter!("edge_mqtt_connections_total", "result" => "tls_failed").increment(1);
+                                tracing::warn!(%peer, error = %e, "MQTT TLS handshake failed");
+                            }
+                            Err(_) => {
+                                metrics::counter!("edge_mqtt_timeouts_total", "phase" => "tls_handshake").increment(1);
+                                tracing::info!(%peer, "MQTT TLS handshake timed out (mqtt.connect_timeout_ms)");
+                            }
                         }
-                        Err(e) => {
-                            metrics::counter!("edge_mqtt_connections_total", "result" => "tls_failed").increment(1);
-                            tracing::warn!(%peer, error = %e, "MQTT TLS handshake failed");
-                        }
-                    },
+                    }
                 }
-                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });

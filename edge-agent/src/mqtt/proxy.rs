@@ -9,20 +9,28 @@
 //!   (or QoS 2 PUBREC) from this gateway therefore means "on disk";
 //! - SUBSCRIBE: refused with failure codes unless every filter is allowed;
 //! - everything else passes through unchanged, both ways.
+//!
+//! Each connection is bounded: a deadline for the TLS handshake, WebSocket
+//! upgrade and CONNECT together (`connect_timeout_ms`), a pending slot until
+//! it logs in (`admission`), a client id bound to its user (`sessions`), and
+//! an idle limit of 1.5 x its keep-alive.
 
 use super::MqttConfig;
-use super::auth::{User, verify_password};
+use super::admission::Ticket;
+use super::auth::{User, valid_topic_name, verify_password};
 use super::broker::BusPublisher;
 use super::frame::{self, Frame, FrameError};
 use super::payload;
+use super::sessions::{SessionHandle, Sessions};
 use crate::buffer::{Buffer, BufferError, Lane, NewReading};
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 pub struct FrontDoor {
     pub cfg: MqttConfig,
@@ -31,6 +39,7 @@ pub struct FrontDoor {
     pub buffer: Arc<Buffer>,
     pub broker: SocketAddr,
     pub bus: BusPublisher,
+    pub sessions: Arc<Sessions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +48,12 @@ enum ConnError {
     Frame(#[from] FrameError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("no CONNECT within 10 s")]
+    #[error("no CONNECT within mqtt.connect_timeout_ms")]
     NoConnect,
+    #[error("silent for {0:?} (1.5 x keep-alive)")]
+    KeepAlive(Duration),
+    #[error("taken over by a new connection with the same client id")]
+    TakenOver,
     #[error("first packet was not CONNECT")]
     NotConnect,
     #[error("refused: {0}")]
@@ -52,8 +65,15 @@ enum ConnError {
 struct Session {
     user: Option<User>,
     client_id: String,
-    /// QoS 2 telemetry the agent answered with PUBREC, waiting for PUBREL.
-    owned_qos2: HashSet<u16>,
+    /// The client id's binding, and the QoS 2 ids the agent answered with
+    /// PUBREC (waiting for PUBREL) across reconnects of a persistent session.
+    handle: SessionHandle,
+    /// QoS 2 ids acknowledged in the current group: recorded in `handle`
+    /// only once the group is durable.
+    new_qos2: Vec<u16>,
+    /// Close after this long without a packet.
+    idle: Duration,
+    upstream_closed: Arc<tokio::sync::Notify>,
 }
 
 impl FrontDoor {
@@ -73,15 +93,29 @@ impl FrontDoor {
     }
 
     /// Serves one client connection until either side closes.
-    pub async fn serve<S>(self: Arc<Self>, stream: S, peer: SocketAddr, cert_user: Option<String>)
-    where
+    /// `deadline` bounds everything before the login (TLS and WebSocket
+    /// handshakes count toward it too); `ticket` is the connection's place
+    /// in the budgets, held until it ends.
+    pub async fn serve<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        cert_user: Option<String>,
+        ticket: Ticket,
+        deadline: Instant,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         metrics::gauge!("edge_mqtt_clients").increment(1.0);
-        let result = self.serve_inner(stream, cert_user).await;
+        let result = self.serve_inner(stream, cert_user, ticket, deadline).await;
         metrics::gauge!("edge_mqtt_clients").decrement(1.0);
         match result {
             Ok(()) => tracing::debug!(%peer, "MQTT client left"),
+            Err(e @ (ConnError::NoConnect | ConnError::KeepAlive(_))) => {
+                metrics::counter!("edge_mqtt_timeouts_total", "phase" => if matches!(e, ConnError::NoConnect) { "connect" } else { "keep_alive" })
+                    .increment(1);
+                tracing::info!(%peer, error = %e, "MQTT connection closed");
+            }
             Err(ConnError::Frame(e)) => {
                 metrics::counter!("edge_mqtt_rejected_total", "reason" => "bad_packet")
                     .increment(1);
@@ -91,7 +125,13 @@ impl FrontDoor {
         }
     }
 
-    async fn serve_inner<S>(&self, stream: S, cert_user: Option<String>) -> Result<(), ConnError>
+    async fn serve_inner<S>(
+        &self,
+        stream: S,
+        cert_user: Option<String>,
+        mut ticket: Ticket,
+        deadline: Instant,
+    ) -> Result<(), ConnError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -101,7 +141,7 @@ impl FrontDoor {
         let max = (self.cfg.max_payload_bytes * 4).max(1 << 20);
         let (mut crd, mut cwr) = tokio::io::split(stream);
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
-        let connect = tokio::time::timeout(Duration::from_secs(10), async {
+        let connect = tokio::time::timeout_at(deadline, async {
             loop {
                 if let Some(f) = frame::next_frame(&mut inbuf, max)? {
                     return Ok::<Frame, ConnError>(f);
@@ -136,12 +176,54 @@ impl FrontDoor {
                 return Err(ConnError::Refused(why));
             }
         };
+        let refuse = |code: u8, why: &'static str| {
+            metrics::counter!("edge_mqtt_connections_total", "result" => why).increment(1);
+            tracing::warn!(client_id = %c.client_id, user = ?c.username, reason = why, "MQTT connection refused");
+            (frame::connack(code), ConnError::Refused(why))
+        };
+        if let Some(w) = &c.will
+            && let Err(why) = self.check_will(user.as_ref(), w)
+        {
+            metrics::counter!("edge_mqtt_denied_total", "what" => "will").increment(1);
+            let (ack, e) = refuse(5, why);
+            let _ = cwr.write_all(&ack).await;
+            return Err(e);
+        }
+        if let Err(r) = ticket.authenticate() {
+            // 3: server unavailable.
+            let (ack, e) = refuse(3, r.label());
+            let _ = cwr.write_all(&ack).await;
+            return Err(e);
+        }
+        let user_name = user.as_ref().map_or("", |u| u.name.as_str());
+        let Ok(handle) = self
+            .sessions
+            .claim(&c.client_id, user_name, c.clean_session)
+        else {
+            // 2: identifier rejected. The id's session belongs to another user.
+            let (ack, e) = refuse(2, "client_id_of_another_user");
+            let _ = cwr.write_all(&ack).await;
+            return Err(e);
+        };
         metrics::counter!("edge_mqtt_connections_total", "result" => "accepted").increment(1);
         tracing::debug!(client_id = %c.client_id, user = ?user.as_ref().map(|u| &u.name), "MQTT client connected");
         let upstream = tokio::net::TcpStream::connect(self.broker).await?;
         upstream.set_nodelay(true)?;
         let (mut urd, mut uwr) = upstream.into_split();
-        uwr.write_all(&connect.bytes).await?;
+        // MQTT 3.1.1 3.1.2.10: close after 1.5 x keep-alive without a packet.
+        // A client asking for none (0) or more than the maximum gets the
+        // maximum; the broker is told the same (rumqttd refuses 0 outright).
+        let max_ka = self.cfg.max_keep_alive_s;
+        let ka = match c.keep_alive {
+            0 => max_ka,
+            k => u64::from(k).min(max_ka),
+        };
+        if ka != u64::from(c.keep_alive) {
+            uwr.write_all(&frame::with_keep_alive(&connect, ka as u16))
+                .await?;
+        } else {
+            uwr.write_all(&connect.bytes).await?;
+        }
 
         // One writer owns the client's socket: broker traffic and the agent's
         // own acks both go through it.
@@ -154,8 +236,12 @@ impl FrontDoor {
             }
             let _ = cwr.shutdown().await;
         });
+        // The broker ending the session (takeover, its own checks) ends the
+        // client's connection too, at once.
+        let upstream_closed = Arc::new(tokio::sync::Notify::new());
         let from_broker = {
             let to_client = to_client.clone();
+            let upstream_closed = Arc::clone(&upstream_closed);
             tokio::spawn(async move {
                 let mut buf = BytesMut::with_capacity(16 * 1024);
                 loop {
@@ -169,12 +255,16 @@ impl FrontDoor {
                         }
                     }
                 }
+                upstream_closed.notify_one();
             })
         };
         let mut session = Session {
             user,
             client_id: c.client_id,
-            owned_qos2: HashSet::new(),
+            handle,
+            new_qos2: Vec::new(),
+            idle: Duration::from_millis(ka * 1500),
+            upstream_closed,
         };
         let result = self
             .relay(
@@ -228,6 +318,25 @@ impl FrontDoor {
         }
     }
 
+    /// A Will is a PUBLISH the broker makes for the client later: the same
+    /// rules apply now, at CONNECT. Telemetry cannot come as a Will: it would
+    /// reach subscribers without being validated or made durable.
+    fn check_will(&self, user: Option<&User>, w: &frame::Will) -> Result<(), &'static str> {
+        if !valid_topic_name(&w.topic) {
+            return Err("will_bad_topic");
+        }
+        if payload::telemetry_topic(&w.topic).is_some() {
+            return Err("will_on_telemetry");
+        }
+        let Some(u) = user.filter(|u| u.may_publish(&w.topic)) else {
+            return Err("will_denied");
+        };
+        if w.retain && !u.retain {
+            return Err("will_retain_denied");
+        }
+        Ok(())
+    }
+
     fn may_publish(&self, s: &Session, topic: &str) -> bool {
         s.user.as_ref().is_some_and(|u| u.may_publish(topic))
     }
@@ -248,6 +357,7 @@ impl FrontDoor {
         let mut forward = BytesMut::with_capacity(16 * 1024);
         let mut acks = BytesMut::new();
         let mut readings: Vec<NewReading> = Vec::new();
+        let mut disconnect = false;
         loop {
             // Everything that arrived together is handled as one group.
             while let Some(f) = frame::next_frame(inbuf, max)? {
@@ -273,14 +383,21 @@ impl FrontDoor {
                             ));
                         }
                     }
-                    frame::PUBREL
-                        if frame::pubrel_pkid(&f).is_some_and(|id| s.owned_qos2.remove(&id)) =>
-                    {
-                        acks.extend_from_slice(&frame::pubcomp(
-                            frame::pubrel_pkid(&f).unwrap_or(0),
-                        ));
-                    }
+                    frame::PUBREL => match frame::pubrel_pkid(&f) {
+                        // One of the agent's own QoS 2 exchanges (it sent the PUBREC).
+                        Some(id) if s.handle.qos2_release(id) => {
+                            acks.extend_from_slice(&frame::pubcomp(id))
+                        }
+                        _ => forward.extend_from_slice(&f.bytes),
+                    },
                     frame::CONNECT => return Err(ConnError::Refused("second CONNECT")),
+                    frame::DISCONNECT => {
+                        // The client is done: finish this group, pass the
+                        // DISCONNECT on (no Will), then close.
+                        forward.extend_from_slice(&f.bytes);
+                        disconnect = true;
+                        break;
+                    }
                     _ => forward.extend_from_slice(&f.bytes),
                 }
             }
@@ -292,15 +409,28 @@ impl FrontDoor {
                 metrics::counter!("edge_mqtt_readings_total").increment(n);
                 readings.clear();
             }
+            s.handle.qos2_received(&s.new_qos2);
+            s.new_qos2.clear();
             if !forward.is_empty() {
                 uwr.write_all(&forward.split()).await?;
             }
             if !acks.is_empty() && to_client.send(acks.split().freeze()).await.is_err() {
                 return Ok(());
             }
-            inbuf.reserve(16 * 1024);
-            if crd.read_buf(inbuf).await? == 0 {
+            if disconnect {
                 return Ok(());
+            }
+            inbuf.reserve(16 * 1024);
+            let taken_over = s.handle.taken_over();
+            tokio::select! {
+                r = tokio::time::timeout(s.idle, crd.read_buf(inbuf)) => match r {
+                    Err(_) => return Err(ConnError::KeepAlive(s.idle)),
+                    Ok(n) => if n? == 0 {
+                        return Ok(());
+                    },
+                },
+                _ = taken_over.notified() => return Err(ConnError::TakenOver),
+                _ = s.upstream_closed.notified() => return Ok(()),
             }
         }
     }
@@ -315,20 +445,41 @@ impl FrontDoor {
     ) -> Result<(), ConnError> {
         let p = frame::parse_publish(f)?;
         metrics::counter!("edge_mqtt_messages_total").increment(1);
-        let ack = |acks: &mut BytesMut, owned: &mut HashSet<u16>| match p.qos {
+        let ack = |acks: &mut BytesMut, new_qos2: &mut Vec<u16>| match p.qos {
             1 => acks.extend_from_slice(&frame::puback(p.pkid)),
             2 => {
-                owned.insert(p.pkid);
+                new_qos2.push(p.pkid);
                 acks.extend_from_slice(&frame::pubrec(p.pkid));
             }
             _ => {}
         };
+        if p.qos == 2 && (s.new_qos2.contains(&p.pkid) || s.handle.qos2_pending(p.pkid)) {
+            // A resend of a QoS 2 message the agent has taken already (PUBREC
+            // sent, no PUBREL yet): answer again, store nothing (4.3.3).
+            metrics::counter!("edge_mqtt_duplicates_total").increment(1);
+            acks.extend_from_slice(&frame::pubrec(p.pkid));
+            return Ok(());
+        }
+        if !valid_topic_name(&p.topic) {
+            // MQTT 3.1.1 4.7.1: no wildcards in a topic name. Refused like a
+            // bad payload; acknowledged so the client does not resend it forever.
+            metrics::counter!("edge_mqtt_rejected_total", "reason" => "bad_topic").increment(1);
+            tracing::warn!(client_id = %s.client_id, topic = %p.topic, "publish refused: topic name with a wildcard or empty");
+            ack(acks, &mut s.new_qos2);
+            return Ok(());
+        }
         if !self.may_publish(s, &p.topic) {
             // MQTT 3.1.1 has no negative PUBACK: like Mosquitto, acknowledge
             // and drop, so the client does not resend forever; counted and logged.
             metrics::counter!("edge_mqtt_denied_total", "what" => "publish").increment(1);
             tracing::warn!(client_id = %s.client_id, topic = %p.topic, "publish refused by topic rules");
-            ack(acks, &mut s.owned_qos2);
+            ack(acks, &mut s.new_qos2);
+            return Ok(());
+        }
+        if p.retain && !s.user.as_ref().is_some_and(|u| u.retain) {
+            metrics::counter!("edge_mqtt_denied_total", "what" => "retain").increment(1);
+            tracing::warn!(client_id = %s.client_id, topic = %p.topic, "retained publish refused: user may not retain");
+            ack(acks, &mut s.new_qos2);
             return Ok(());
         }
         let Some(t) = payload::telemetry_topic(&p.topic) else {
@@ -385,7 +536,7 @@ impl FrontDoor {
             Err((reason, error)) => self.reject(reason, &p.topic, &error),
         }
         // Acknowledged once the group's readings are durable (see `relay`).
-        ack(acks, &mut s.owned_qos2);
+        ack(acks, &mut s.new_qos2);
         Ok(())
     }
 }
