@@ -42,12 +42,18 @@ fn valid_id(s: &str) -> bool {
 /// Checks a batch before anything is written: a bad batch is refused as a
 /// whole, so nothing half-valid is stored.
 pub fn validate_batch(readings: &[Reading]) -> Result<(), String> {
+    validate_batch_at(readings, chrono::Utc::now().timestamp_micros())
+}
+
+/// `validate_batch` with the hub's clock given (`now_us`, Unix microseconds).
+pub fn validate_batch_at(readings: &[Reading], now_us: i64) -> Result<(), String> {
     if readings.is_empty() {
         return Err("empty batch".into());
     }
+    let latest_us = now_us.saturating_add(qi_proto::limits::MAX_FUTURE_SKEW_S * 1_000_000);
     let mut prev = 0u64;
     for (i, r) in readings.iter().enumerate() {
-        if r.seq == 0 || r.seq > i64::MAX as u64 {
+        if r.seq == 0 || r.seq > qi_proto::limits::SEQ_MAX {
             return Err(format!(
                 "reading {i}: seq {} out of range 1..=2^63-1",
                 r.seq
@@ -76,6 +82,13 @@ pub fn validate_batch(readings: &[Reading]) -> Result<(), String> {
             return Err(format!(
                 "reading {i} (seq {}): timestamp out of range",
                 r.seq
+            ));
+        }
+        if r.timestamp_us > latest_us {
+            return Err(format!(
+                "reading {i} (seq {}): timestamp more than {} s ahead of the hub's clock",
+                r.seq,
+                qi_proto::limits::MAX_FUTURE_SKEW_S
             ));
         }
         if !(0..=3).contains(&r.quality) {
@@ -348,5 +361,20 @@ mod tests {
         let mut q = r(1);
         q.quality = 9;
         assert!(validate_batch(&[q]).is_err());
+        assert!(validate_batch(&[r(qi_proto::limits::SEQ_MAX)]).is_ok());
+        assert!(validate_batch(&[r(qi_proto::limits::SEQ_MAX + 1)]).is_err());
+    }
+
+    #[test]
+    fn readings_from_the_far_future_are_refused() {
+        let now = 1_700_000_000_000_000;
+        let day = qi_proto::limits::MAX_FUTURE_SKEW_S * 1_000_000;
+        let mut soon = r(1);
+        soon.timestamp_us = now + day;
+        assert!(validate_batch_at(&[soon], now).is_ok());
+        let mut later = r(2);
+        later.timestamp_us = now + day + 1;
+        let e = validate_batch_at(&[r(1), later], now).unwrap_err();
+        assert!(e.contains("ahead of the hub's clock"), "{e}");
     }
 }

@@ -30,6 +30,10 @@
 //! Sequence numbers are global across lanes, so the hub's dedupe on
 //! (gateway, seq) holds whatever order the lanes are sent in.
 
+mod sequence;
+
+pub use sequence::Adoption;
+
 use prost::Message;
 use qi_proto::v1::{Reading, ReadingBatch};
 use std::path::Path;
@@ -350,11 +354,7 @@ impl Buffer {
                 // the old buffer can have handed out (it would have needed more
                 // than one reading per nanosecond of its life), even before the
                 // uplink learns the hub's highest sequence.
-                let base = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0)
-                    .min(i64::MAX as u64 / 2);
+                let base = sequence::clock_base();
                 let db = b.db()?;
                 db.insert(LAST_SEQ_KEY, &base.to_be_bytes())?;
                 db.flush()?;
@@ -372,6 +372,7 @@ impl Buffer {
     fn open_checked(path: &Path, opts: BufferOptions) -> Result<Buffer, BufferError> {
         let b = Buffer::open_raw(path, opts)?;
         b.check()?;
+        b.repair_sequence()?;
         Ok(b)
     }
 
@@ -1575,5 +1576,67 @@ mod tests {
         assert_eq!(b.append(&[reading(1)]).await.unwrap(), (101, 101));
         assert_eq!(b.stats().backlog, 1);
         assert!(!b.ensure_seq_above(50).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_hubs_implausible_sequence_is_not_adopted() {
+        let _sled = SLED_TEST_LOCK.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
+        let max = qi_proto::limits::SEQ_PLAUSIBLE_MAX;
+        assert_eq!(
+            b.adopt_hub_seq(i64::MAX as u64).await.unwrap(),
+            Adoption::Implausible
+        );
+        assert_eq!(b.append(&[reading(1)]).await.unwrap(), (1, 1));
+        assert_eq!(b.adopt_hub_seq(max).await.unwrap(), Adoption::Raised);
+        assert_eq!(b.append(&[reading(2)]).await.unwrap(), (max + 1, max + 1));
+        assert_eq!(b.adopt_hub_seq(5).await.unwrap(), Adoption::Unchanged);
+    }
+
+    /// A buffer poisoned by an earlier agent (it took 2^63-1 from the hub and
+    /// numbered past what the hub stores) renumbers what it owes on open.
+    #[tokio::test]
+    async fn a_buffer_numbered_beyond_the_hubs_range_renumbers_on_open() {
+        let _sled = SLED_TEST_LOCK.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = open(dir.path());
+            b.append(&cycle(0, 3)).await.unwrap();
+            // What the old ensure_seq_above did with a forged 2^63-1.
+            assert!(b.ensure_seq_above(i64::MAX as u64).await.unwrap());
+            b.append(&cycle(3, 2)).await.unwrap();
+            b.append_to(Lane::High, &cycle(5, 1)).await.unwrap();
+            assert_eq!(b.stats().last_seq, i64::MAX as u64 + 3);
+        }
+        let b = open(dir.path());
+        let s = b.stats();
+        assert!(
+            s.last_seq <= qi_proto::limits::SEQ_PLAUSIBLE_MAX,
+            "{}",
+            s.last_seq
+        );
+        assert_eq!(s.backlog, 6);
+        let mut all = b.read(Lane::High, None, None, 100).unwrap();
+        all.extend(b.read(Lane::Normal, None, None, 100).unwrap());
+        let mut values: Vec<f64> = all
+            .iter()
+            .flat_map(|r| r.readings.iter().map(|x| x.value))
+            .collect();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, (0..6).map(f64::from).collect::<Vec<_>>());
+        let seqs = seqs(&all);
+        assert!(
+            seqs.iter()
+                .all(|s| *s <= qi_proto::limits::SEQ_PLAUSIBLE_MAX)
+        );
+        let mut unique = seqs.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 6);
+        assert!(b.stats().damage.is_some());
+        // New readings continue above the renumbered ones.
+        let (first, _) = b.append(&cycle(6, 1)).await.unwrap();
+        assert!(first > *unique.last().unwrap());
     }
 }

@@ -7,3 +7,21 @@ pub mod uplink {
 }
 
 pub use uplink::v1;
+
+/// Bounds both ends of the uplink agree on.
+pub mod limits {
+    /// The highest sequence number the hub stores (PostgreSQL `bigint`).
+    pub const SEQ_MAX: u64 = i64::MAX as u64;
+
+    /// The highest sequence an agent takes from the hub's word
+    /// (`Welcome.highest_committed_seq`) when the hub holds more than its
+    /// buffer has handed out. Half the range: a gateway numbering from the
+    /// clock in nanoseconds (a replaced buffer) stays below it for
+    /// centuries, and anything above it is forged or broken. What is left
+    /// above it is room no gateway can use up.
+    pub const SEQ_PLAUSIBLE_MAX: u64 = SEQ_MAX / 2;
+
+    /// Readings stamped further than this in the future are refused, by the
+    /// agent when a device sends one and by the hub in a batch.
+    pub const MAX_FUTURE_SKEW_S: i64 = 86_400;
+}

@@ -176,6 +176,14 @@ pub fn parse(
                 Some(v) => parse_ts(v).map_err(bad)?,
                 None => now_us,
             };
+            // The hub refuses a batch holding such a reading: accepted here,
+            // it would block the gateway's uplink behind it.
+            let skew = qi_proto::limits::MAX_FUTURE_SKEW_S;
+            if timestamp_us > now_us.saturating_add(skew * 1_000_000) {
+                return Err(bad(format!(
+                    "ts is more than {skew} s ahead of the gateway's clock"
+                )));
+            }
             let quality = match r.quality.as_deref() {
                 None | Some("good") => Quality::Good,
                 Some("uncertain") => Quality::Uncertain,
@@ -199,8 +207,11 @@ pub fn parse(
 mod tests {
     use super::*;
 
+    /// Arrival time of the messages `p` parses: 2026-01-01T00:00:07Z.
+    const NOW: i64 = 1_767_225_607_000_000;
+
     fn p(s: &str) -> Result<Vec<NewReading>, PayloadError> {
-        parse(&Arc::from("dev"), s.as_bytes(), 7, 4096, 100)
+        parse(&Arc::from("dev"), s.as_bytes(), NOW, 4096, 100)
     }
 
     #[test]
@@ -225,7 +236,7 @@ mod tests {
         assert_eq!(many[0].timestamp_us, 1_767_225_600_000_000);
         assert_eq!(
             (many[1].value, many[1].timestamp_us, many[1].quality),
-            (1.0, 7, 3)
+            (1.0, NOW, 3)
         );
         assert_eq!(
             p(r#"{"readings":[{"metric":"a","value":2}]}"#)
@@ -257,6 +268,21 @@ mod tests {
             Err(PayloadError::Invalid(0, _))
         ));
         assert!(matches!(p("[]"), Err(PayloadError::Empty)));
+        // At 2026-01-01T00:00:00Z, a reading stamped a day ahead is fine, two are not.
+        let at = |ts: &str| {
+            parse(
+                &Arc::from("d"),
+                format!(r#"{{"metric":"a","value":1,"ts":"{ts}"}}"#).as_bytes(),
+                1_767_225_600_000_000,
+                1000,
+                10,
+            )
+        };
+        assert!(at("2026-01-02T00:00:00Z").is_ok());
+        assert!(matches!(
+            at("2026-01-03T00:00:00Z"),
+            Err(PayloadError::Invalid(0, _))
+        ));
         assert!(matches!(
             parse(&Arc::from("d"), &[0xff, 0xfe], 0, 10, 10),
             Err(PayloadError::NotUtf8)

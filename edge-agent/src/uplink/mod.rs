@@ -8,7 +8,7 @@
 
 mod queue;
 
-use crate::buffer::{Buffer, RecordId};
+use crate::buffer::{Adoption, Buffer, RecordId};
 use crate::config::UplinkConfig;
 use crate::fleet::Fleet;
 use crate::sources::backoff::Backoff;
@@ -304,15 +304,27 @@ impl Uplink {
                 )));
             }
         };
-        if self
+        match self
             .buffer
-            .ensure_seq_above(welcome.highest_committed_seq)
+            .adopt_hub_seq(welcome.highest_committed_seq)
             .await?
         {
-            tracing::warn!(
+            Adoption::Unchanged => {}
+            Adoption::Raised => tracing::warn!(
                 hub_highest = welcome.highest_committed_seq,
                 "hub holds higher sequence numbers than this buffer (buffer wiped or replaced?); new readings continue above them"
-            );
+            ),
+            // Readings were forged under this gateway's id (or another agent
+            // uses it): the hub stores ours anyway, they do not collide
+            // (dedupe is on series, time and sequence).
+            Adoption::Implausible => {
+                metrics::counter!("edge_uplink_implausible_hub_seq_total").increment(1);
+                tracing::error!(
+                    hub_highest = welcome.highest_committed_seq,
+                    own_last = self.buffer.last_seq(),
+                    "the hub reports a sequence number for this gateway beyond any an agent can have sent: readings were forged under this gateway id, or another agent uses it; not adopted (secure the hub's gRPC port with grpc.auth)"
+                );
+            }
         }
         let start = self.buffer.stats();
         tracing::info!(hub = %self.cfg.hub_url, backlog = start.backlog,
