@@ -10,8 +10,8 @@
 //! (`repair_sequence`), so the gateway recovers by itself without losing a
 //! reading.
 
-use super::{Buffer, BufferError, LAST_SEQ_KEY, Lane, decode_record, record_key, seq_of_key};
-use prost::Message;
+use super::record::{LAST_SEQ_KEY, decode_record, encode_record, record_key, seq_of_key};
+use super::{Buffer, BufferError, Lane};
 use qi_proto::limits::SEQ_PLAUSIBLE_MAX;
 use std::sync::atomic::Ordering;
 
@@ -89,10 +89,7 @@ impl Buffer {
                     last += 1;
                     r.seq = last;
                 }
-                let mut value = Vec::with_capacity(4 + rec.encoded_len());
-                value.extend_from_slice(&(rec.readings.len() as u32).to_be_bytes());
-                rec.encode(&mut value)
-                    .map_err(|e| BufferError::Corrupt(e.to_string()))?;
+                let value = encode_record(&rec)?;
                 batch.remove(k);
                 batch.insert(&record_key(lane, first), value);
                 renumbered += rec.readings.len() as u64;
@@ -115,5 +112,28 @@ impl Buffer {
             });
         }
         Ok(renumbered)
+    }
+}
+
+impl Buffer {
+    /// Makes sure the next sequence number is above `seq`. Used when the hub
+    /// already holds higher sequences for this gateway (the buffer was wiped or
+    /// replaced), so new readings are not mistaken for duplicates.
+    pub async fn ensure_seq_above(&self, seq: u64) -> Result<bool, BufferError> {
+        {
+            let _guard = self
+                .write_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if self.last_seq.load(Ordering::SeqCst) >= seq {
+                return Ok(false);
+            }
+            self.db()?.insert(LAST_SEQ_KEY, &seq.to_be_bytes())?;
+            self.last_seq.store(seq, Ordering::SeqCst);
+        }
+        let _flushing = self.flush_lock.lock().await;
+        self.db()?.flush_async().await?;
+        self.durable_seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(true)
     }
 }

@@ -16,8 +16,8 @@ use crate::sources::command::WriteError;
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
-    Command, CommandResult, EdgeMessage, Hello, HubMessage, ReadingBatch, command, edge_message,
-    hub_message,
+    Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch, command,
+    edge_message, hub_message,
 };
 use queue::SendQueue;
 use serde::Serialize;
@@ -376,8 +376,13 @@ impl Uplink {
                     pending_since = None;
                     queue.take(&pick);
                     let ids: Vec<RecordId> = pick.records.iter().map(|r| r.id()).collect();
-                    let readings: Vec<_> =
-                        pick.records.into_iter().flat_map(|r| r.readings).collect();
+                    // The buffer's stored type becomes the wire type here, at the edge.
+                    let readings: Vec<Reading> = pick
+                        .records
+                        .into_iter()
+                        .flat_map(|r| r.readings)
+                        .map(Reading::from)
+                        .collect();
                     let n = readings.len() as u64;
                     let last = readings.iter().map(|r| r.seq).max().unwrap_or(0);
                     let msg = EdgeMessage {

@@ -1,0 +1,148 @@
+//! Durable appends: sequence numbers, one record per append, group commit.
+
+use super::record::{LAST_SEQ_KEY, StoredBatch, StoredReading, encode_record, record_key};
+use super::{Buffer, BufferError, Lane, NewReading};
+use std::sync::atomic::Ordering;
+
+impl Buffer {
+    /// Assigns sequence numbers, writes the readings as one record of their
+    /// lane and fsyncs. When this returns `Ok`, the readings survive a crash
+    /// or power cut.
+    pub async fn append_to(
+        &self,
+        lane: Lane,
+        readings: &[NewReading],
+    ) -> Result<(u64, u64), BufferError> {
+        if readings.is_empty() {
+            let l = self.last_seq.load(Ordering::SeqCst);
+            return Ok((l + 1, l));
+        }
+        self.make_room(lane, readings.len() as u64)?;
+        let range = {
+            let _guard = self
+                .write_lock
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let first = self.last_seq.load(Ordering::SeqCst) + 1;
+            let record = StoredBatch {
+                readings: readings
+                    .iter()
+                    .zip(first..)
+                    .map(|(r, seq)| StoredReading {
+                        seq,
+                        device_id: r.device_id.to_string(),
+                        metric: r.metric.to_string(),
+                        timestamp_us: r.timestamp_us,
+                        value: r.value,
+                        unit: r.unit.to_string(),
+                        quality: r.quality,
+                    })
+                    .collect(),
+            };
+            let count = readings.len() as u64;
+            let last = first + count - 1;
+            let value = encode_record(&record)?;
+            self.written_bytes
+                .fetch_add(value.len() as u64, Ordering::Relaxed);
+            self.written_readings.fetch_add(count, Ordering::Relaxed);
+            let mut batch = sled::Batch::default();
+            batch.insert(&record_key(lane, first), value);
+            batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
+            let mut delta = [0i64; 2];
+            delta[lane.index()] = count as i64;
+            self.apply(batch, delta)?;
+            self.last_seq.store(last, Ordering::SeqCst);
+            (first, last)
+        };
+        self.commit(range.1).await?;
+        metrics::counter!("edge_buffer_appended_total").increment(readings.len() as u64);
+        self.appended.notify_one();
+        // Durable already: a failed reopen is reported, not the append.
+        if let Err(e) = self.recycle_if_due().await {
+            metrics::counter!("edge_buffer_recycle_errors_total").increment(1);
+            tracing::warn!(error = %e, "could not reopen the buffer database; retrying on next use");
+        }
+        Ok(range)
+    }
+
+    /// Appends to the normal lane.
+    pub async fn append(&self, readings: &[NewReading]) -> Result<(u64, u64), BufferError> {
+        self.append_to(Lane::Normal, readings).await
+    }
+
+    /// Group commit: returns once everything up to `last` is fsynced. One
+    /// appender at a time flushes, covering every record applied before it
+    /// started; the others find their records already durable. With
+    /// `flush_every`, appenders first wait for the current window to close, so
+    /// one fsync serves everything appended within it.
+    pub(super) async fn commit(&self, last: u64) -> Result<(), BufferError> {
+        if let Some(every) = self.opts.flush_every {
+            let due = {
+                let mut next = self
+                    .next_flush
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let now = tokio::time::Instant::now();
+                if next.is_none_or(|n| n < now) {
+                    *next = Some(now + every);
+                }
+                next.unwrap_or(now)
+            };
+            tokio::time::sleep_until(due).await;
+        }
+        let _leader = self.flush_lock.lock().await;
+        if self.durable_seq.load(Ordering::SeqCst) < last {
+            let covered = self.last_seq.load(Ordering::SeqCst);
+            self.db()?.flush_async().await?;
+            self.durable_seq.fetch_max(covered, Ordering::SeqCst);
+            metrics::counter!("edge_buffer_fsyncs_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// What the sources call: appends a poll cycle's readings (one record per
+    /// priority present) and returns how many were accepted (durable).
+    /// Refusals by the full policy are counted and logged by the buffer; a
+    /// storage error is logged here, per device.
+    pub async fn accept(&self, device: &str, readings: &[NewReading]) -> u64 {
+        if readings.is_empty() {
+            return 0;
+        }
+        let mixed = readings.iter().any(|r| r.priority != readings[0].priority);
+        let lanes: Vec<(Lane, Vec<NewReading>)> = if mixed {
+            Lane::ALL
+                .iter()
+                .map(|l| {
+                    let part = readings
+                        .iter()
+                        .filter(|r| Lane::of(r.priority) == *l)
+                        .cloned()
+                        .collect();
+                    (*l, part)
+                })
+                .collect()
+        } else {
+            vec![(Lane::of(readings[0].priority), readings.to_vec())]
+        };
+        let mut accepted = 0;
+        for (lane, part) in lanes {
+            if part.is_empty() {
+                continue;
+            }
+            match self.append_to(lane, &part).await {
+                Ok((first, last)) => {
+                    accepted += last + 1 - first;
+                    if let Some(tap) = self.tap.get() {
+                        tap(device, &part);
+                    }
+                }
+                Err(BufferError::Full(_)) => {}
+                Err(e) => {
+                    metrics::counter!("edge_buffer_append_errors_total").increment(1);
+                    tracing::error!(device, error = %e, lost = part.len(), "cannot buffer readings");
+                }
+            }
+        }
+        accepted
+    }
+}
