@@ -518,3 +518,25 @@ async fn running_short_of_descriptors_refuses_clients_not_the_agent() -> Result<
     assert!(log_size < 1 << 20, "agent log grew to {log_size} bytes");
     Ok(())
 }
+
+/// MQTT telemetry takes the same acceptance path as polled readings: a
+/// reading marked `"priority": "high"` goes to the high-priority lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_can_ask_for_the_high_priority_lane() -> Result<()> {
+    let b = bus("gw-door-priority", "", false).await?;
+    let high = || async {
+        Ok::<_, anyhow::Error>(b.stack.agent_health().await?["buffer"]["backlog_high"].as_u64())
+    };
+    let before = high().await?.context("backlog_high in /health")?;
+    let (mut c, _) = Raw::login(b.addr, &login("sensor", "prio")).await?;
+    let body =
+        br#"[{"metric":"door_open","value":1,"priority":"high"},{"metric":"temp","value":21.5}]"#;
+    c.send(&mqtt_raw::publish(TELEMETRY, 1, 1, false, false, body))
+        .await?;
+    assert_eq!(
+        c.next(Duration::from_secs(5)).await?.map(|p| p.kind()),
+        Some(4)
+    );
+    assert_eq!(high().await?, Some(before + 1));
+    Ok(())
+}

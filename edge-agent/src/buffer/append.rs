@@ -13,49 +13,93 @@ impl Buffer {
         lane: Lane,
         readings: &[NewReading],
     ) -> Result<(u64, u64), BufferError> {
-        if readings.is_empty() {
+        let mut parts: [&[NewReading]; 2] = [&[], &[]];
+        parts[lane.index()] = readings;
+        self.append_lanes(parts).await
+    }
+
+    /// Appends readings to the lanes their priority names, all or nothing:
+    /// one record per lane present, written in one atomic batch and one
+    /// fsync. For senders that resend what was not acknowledged (the MQTT
+    /// bus): a partial append would be stored twice after the resend.
+    pub async fn append_by_priority(
+        &self,
+        readings: &[NewReading],
+    ) -> Result<(u64, u64), BufferError> {
+        let Some(first) = readings.first() else {
+            return self.append_lanes([&[], &[]]).await;
+        };
+        let lane = Lane::of(first.priority);
+        if readings.iter().all(|r| Lane::of(r.priority) == lane) {
+            return self.append_to(lane, readings).await;
+        }
+        let (high, normal): (Vec<NewReading>, Vec<NewReading>) = readings
+            .iter()
+            .cloned()
+            .partition(|r| Lane::of(r.priority) == Lane::High);
+        self.append_lanes([&high, &normal]).await
+    }
+
+    /// `parts[lane.index()]` go to `lane`; returns the sequence range used.
+    async fn append_lanes(&self, parts: [&[NewReading]; 2]) -> Result<(u64, u64), BufferError> {
+        let total = parts.iter().map(|p| p.len()).sum::<usize>() as u64;
+        if total == 0 {
             let l = self.last_seq.load(Ordering::SeqCst);
             return Ok((l + 1, l));
         }
-        self.make_room(lane, readings.len() as u64)?;
+        // High first: when full, it may sacrifice normal readings.
+        for lane in Lane::ALL {
+            let n = parts[lane.index()].len() as u64;
+            if n > 0 {
+                self.make_room(lane, n)?;
+            }
+        }
         let range = {
             let _guard = self
                 .write_lock
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let first = self.last_seq.load(Ordering::SeqCst) + 1;
-            let record = StoredBatch {
-                readings: readings
-                    .iter()
-                    .zip(first..)
-                    .map(|(r, seq)| StoredReading {
-                        seq,
-                        device_id: r.device_id.to_string(),
-                        metric: r.metric.to_string(),
-                        timestamp_us: r.timestamp_us,
-                        value: r.value,
-                        unit: r.unit.to_string(),
-                        quality: r.quality,
-                    })
-                    .collect(),
-            };
-            let count = readings.len() as u64;
-            let last = first + count - 1;
-            let value = encode_record(&record)?;
-            self.written_bytes
-                .fetch_add(value.len() as u64, Ordering::Relaxed);
-            self.written_readings.fetch_add(count, Ordering::Relaxed);
+            let mut next = first;
             let mut batch = sled::Batch::default();
-            batch.insert(&record_key(lane, first), value);
-            batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
             let mut delta = [0i64; 2];
-            delta[lane.index()] = count as i64;
+            for lane in Lane::ALL {
+                let readings = parts[lane.index()];
+                if readings.is_empty() {
+                    continue;
+                }
+                let record = StoredBatch {
+                    readings: readings
+                        .iter()
+                        .zip(next..)
+                        .map(|(r, seq)| StoredReading {
+                            seq,
+                            device_id: r.device_id.to_string(),
+                            metric: r.metric.to_string(),
+                            timestamp_us: r.timestamp_us,
+                            value: r.value,
+                            unit: r.unit.to_string(),
+                            quality: r.quality,
+                        })
+                        .collect(),
+                };
+                let count = readings.len() as u64;
+                let value = encode_record(&record)?;
+                self.written_bytes
+                    .fetch_add(value.len() as u64, Ordering::Relaxed);
+                self.written_readings.fetch_add(count, Ordering::Relaxed);
+                batch.insert(&record_key(lane, next), value);
+                delta[lane.index()] = count as i64;
+                next += count;
+            }
+            let last = next - 1;
+            batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
             self.apply(batch, delta)?;
             self.last_seq.store(last, Ordering::SeqCst);
             (first, last)
         };
         self.commit(range.1).await?;
-        metrics::counter!("edge_buffer_appended_total").increment(readings.len() as u64);
+        metrics::counter!("edge_buffer_appended_total").increment(total);
         self.appended.notify_one();
         // Durable already: a failed reopen is reported, not the append.
         if let Err(e) = self.recycle_if_due().await {

@@ -564,3 +564,40 @@ async fn a_buffer_written_by_release_0_1_0_keeps_opening() {
     assert_eq!(b.stats().backlog, 0);
     assert!(b.stats().damage.is_none());
 }
+
+/// What the MQTT bus uses: each reading to its priority's lane, all or
+/// nothing, so a client resending an unacknowledged message cannot leave
+/// half of it stored twice.
+#[tokio::test]
+async fn appends_by_priority_are_all_or_nothing_across_lanes() {
+    let _sled = SLED_TEST_LOCK.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = |from: u32| {
+        let mut v = cycle(from, 3);
+        v[1].priority = Priority::High;
+        v
+    };
+    {
+        let b = Buffer::open(dir.path(), bounded(4, FullPolicy::RejectNewest)).unwrap();
+        assert_eq!(b.append_by_priority(&mixed(0)).await.unwrap(), (1, 3));
+        let s = b.stats();
+        assert_eq!((s.backlog, s.backlog_high), (3, 1));
+        let high = b.read(Lane::High, None, None, 10).unwrap();
+        assert_eq!(seqs(&high), vec![1]);
+        assert_eq!(
+            seqs(&b.read(Lane::Normal, None, None, 10).unwrap()),
+            vec![2, 3]
+        );
+        // Full for the normal part: nothing of the message is stored, not
+        // even the high part (which alone would have fit).
+        assert!(matches!(
+            b.append_by_priority(&mixed(3)).await,
+            Err(BufferError::Full(_))
+        ));
+        let s = b.stats();
+        assert_eq!((s.backlog, s.backlog_high, s.last_seq), (3, 1, 3));
+    }
+    // The counts stored with the records agree after a reopen.
+    let b = Buffer::open(dir.path(), bounded(4, FullPolicy::RejectNewest)).unwrap();
+    assert_eq!((b.stats().backlog, b.stats().backlog_high), (3, 1));
+}

@@ -4,7 +4,9 @@
 //! Topic: `site/{site}/{device_type}/{device_id}/telemetry`. Payload, UTF-8:
 //! - one reading: `{"metric": "temp", "value": 21.5, "unit": "Cel",
 //!   "ts": "2026-11-22T10:00:00Z" | 1795000000000 (Unix ms), "quality": "good"}`
-//!   (`unit`, `ts`, `quality` optional; `ts` defaults to arrival time);
+//!   "priority": "high"}` (`unit`, `ts`, `quality`, `priority` optional; `ts`
+//!   defaults to arrival time; `priority` `high` puts the reading in the
+//!   buffer's high-priority lane, like a profile point marked high);
 //! - a batch: a JSON array of such objects, or `{"readings": [...]}`;
 //! - compact text: `temp=21.5,hum=40.1` (or one pair per line), arrival time,
 //!   no unit.
@@ -82,6 +84,8 @@ struct JsonReading {
     ts: Option<serde_json::Value>,
     #[serde(default)]
     quality: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
 }
 
 fn parse_ts(v: &serde_json::Value) -> Result<i64, String> {
@@ -138,6 +142,7 @@ pub fn parse(
                 unit: None,
                 ts: None,
                 quality: None,
+                priority: None,
             });
         }
         v
@@ -190,6 +195,11 @@ pub fn parse(
                 Some("bad") => Quality::Bad,
                 Some(q) => return Err(bad(format!("quality {q:?} is not good, uncertain or bad"))),
             };
+            let priority = match r.priority.as_deref() {
+                None | Some("normal") => Priority::Normal,
+                Some("high") => Priority::High,
+                Some(p) => return Err(bad(format!("priority {p:?} is not normal or high"))),
+            };
             Ok(NewReading {
                 device_id: Arc::clone(device),
                 metric: r.metric.into(),
@@ -197,7 +207,7 @@ pub fn parse(
                 value,
                 unit: unit.into(),
                 quality: quality as i32,
-                priority: Priority::Normal,
+                priority,
             })
         })
         .collect()
@@ -252,6 +262,17 @@ mod tests {
     }
 
     #[test]
+    fn readings_may_ask_for_the_high_priority_lane() {
+        let rs = p(r#"[{"metric":"alarm","value":1,"priority":"high"},{"metric":"t","value":2,"priority":"normal"},{"metric":"u","value":3}]"#)
+            .unwrap();
+        let got: Vec<Priority> = rs.iter().map(|r| r.priority).collect();
+        assert_eq!(
+            got,
+            vec![Priority::High, Priority::Normal, Priority::Normal]
+        );
+    }
+
+    #[test]
     fn bad_payloads_are_refused_with_a_reason() {
         assert!(matches!(p("{not json"), Err(PayloadError::Unparseable(_))));
         assert!(matches!(
@@ -268,6 +289,10 @@ mod tests {
             Err(PayloadError::Invalid(0, _))
         ));
         assert!(matches!(p("[]"), Err(PayloadError::Empty)));
+        assert!(matches!(
+            p(r#"{"metric":"a","value":1,"priority":"urgent"}"#),
+            Err(PayloadError::Invalid(0, _))
+        ));
         // At 2026-01-01T00:00:00Z, a reading stamped a day ahead is fine, two are not.
         let at = |ts: &str| {
             parse(

@@ -22,7 +22,7 @@ use super::broker::BusPublisher;
 use super::frame::{self, Frame, FrameError};
 use super::payload;
 use super::sessions::{SessionHandle, Sessions};
-use crate::buffer::{Buffer, BufferError, Lane, NewReading};
+use crate::buffer::{Buffer, BufferError, NewReading};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -405,7 +405,9 @@ impl FrontDoor {
                 let n = readings.len() as u64;
                 // Durable before acknowledged. A full buffer (reject_newest)
                 // closes the connection unacknowledged: the client sends again later.
-                self.buffer.append_to(Lane::Normal, &readings).await?;
+                // All or nothing across the lanes: the client resends what is
+                // not acknowledged, so a partial append would be stored twice.
+                self.buffer.append_by_priority(&readings).await?;
                 metrics::counter!("edge_mqtt_readings_total").increment(n);
                 readings.clear();
             }
