@@ -1,0 +1,160 @@
+//! Field-trial findings (issue #10): writes that do not fit, configs that
+//! cannot work, the local API's Host check, and refused registers inside a
+//! coalesced read. Real binaries, real sockets, real peers.
+
+use anyhow::{Context, Result};
+use e2e_tests::{Proc, Stack, bin, free_port, wait_for};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Writes `profile` (TOML text) as `<id>.toml` in a private profiles folder and
+/// returns an agent config whose `profiles_dir` points there.
+fn private_profile(stack: &Stack, id: &str, profile: &str, devices: &str) -> Result<PathBuf> {
+    let dir = stack.dir.path().join("profiles");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{id}.toml")), profile)?;
+    let cfg = stack.agent_config_with(devices)?;
+    let text = std::fs::read_to_string(&cfg)?.replace(
+        &format!("profiles_dir = \"{}\"", e2e_tests::profiles_dir().display()),
+        &format!("profiles_dir = \"{}\"", dir.display()),
+    );
+    std::fs::write(&cfg, text)?;
+    Ok(cfg)
+}
+
+/// `instrument-sim --constant` serving a profile file on `port`.
+async fn sim(stack: &Stack, profile: &Path, port: u16) -> Result<Proc> {
+    let listen = format!("127.0.0.1:{port}");
+    let p = Proc::spawn(
+        "instrument-sim",
+        &bin("instrument-sim")?,
+        &[
+            "--profile".as_ref(),
+            profile.as_os_str(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--constant".as_ref(),
+        ],
+        &stack.log_path("sim"),
+    )?;
+    wait_for("simulator port", Duration::from_secs(10), || {
+        let listen = listen.clone();
+        async move {
+            Ok(tokio::net::TcpStream::connect(listen)
+                .await
+                .ok()
+                .map(|_| ()))
+        }
+    })
+    .await?;
+    Ok(p)
+}
+
+/// Holding registers straight from the simulator, as a second master sees them.
+async fn holding(port: u16, addr: u16, count: u16) -> Result<Vec<u16>> {
+    use tokio_modbus::client::Reader;
+    let mut ctx = tokio_modbus::client::tcp::connect_slave(
+        format!("127.0.0.1:{port}").parse()?,
+        tokio_modbus::Slave(1),
+    )
+    .await?;
+    let regs = ctx
+        .read_holding_registers(addr, count)
+        .await?
+        .map_err(|e| anyhow::anyhow!("exception {e}"))?;
+    Ok(regs)
+}
+
+const WRITABLE_PROFILE: &str = r#"format_version = 1
+[model]
+id = "writes"
+manufacturer = "test"
+name = "integer setpoints"
+device_type = "test"
+[modbus]
+unit_id = 1
+[[points]]
+name = "mode"
+register = "holding"
+address = 10
+type = "u16"
+writable = true
+sim = { base = 1.0 }
+[[points]]
+name = "limit"
+register = "holding"
+address = 12
+type = "u32"
+writable = true
+sim = { base = 7.0 }
+[[points]]
+name = "setpoint"
+unit = "Cel"
+register = "holding"
+address = 14
+type = "i16"
+scale = 0.1
+writable = true
+sim = { base = 20.0 }
+"#;
+
+/// Item 12: 2.7 to a u16 went out as 3 and 1.5 to a u32 was sent; now both are
+/// refused (422) and the device's registers stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fractional_writes_to_integer_points_are_refused() -> Result<()> {
+    let mut stack = Stack::edge_only()?;
+    let port = free_port();
+    let cfg = private_profile(
+        &stack,
+        "writes",
+        WRITABLE_PROFILE,
+        &format!(
+            "[[devices]]\nid = \"dev\"\nprofile = \"writes\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = 200\n"
+        ),
+    )?;
+    let profile = stack.dir.path().join("profiles/writes.toml");
+    let _sim = sim(&stack, &profile, port).await?;
+    stack.start_agent(&cfg).await?;
+    wait_for("device online", Duration::from_secs(20), || async {
+        let d = stack.device("dev").await?;
+        Ok((d["state"] == "online").then_some(()))
+    })
+    .await
+    .with_context(|| stack.logs())?;
+    let before = holding(port, 10, 5).await?;
+    assert_eq!(before, vec![1, 0, 0, 7, 200]);
+
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/devices/dev/write", stack.agent_url());
+    let post = |point: &str, value: f64| {
+        let (client, url) = (client.clone(), url.clone());
+        let body = serde_json::json!({"point": point, "value": value});
+        async move {
+            let r = client.post(&url).json(&body).send().await?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((status, body))
+        }
+    };
+    for (point, value) in [("mode", 2.7), ("limit", 1.5), ("setpoint", 23.45)] {
+        let (s, b) = post(point, value).await?;
+        assert_eq!((s, b["error"].as_str()), (422, Some("bad_value")), "{b}");
+        assert!(
+            b["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not a whole number"),
+            "{b}"
+        );
+    }
+    assert_eq!(holding(port, 10, 5).await?, before, "a refused write reached the device");
+
+    // Whole counts still go through, including scaled ones (23.5 / 0.1 = 235).
+    let (s, b) = post("mode", 2.0).await?;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = post("setpoint", 23.5).await?;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(holding(port, 10, 5).await?, vec![2, 0, 0, 7, 235]);
+    Ok(())
+}
