@@ -148,7 +148,11 @@ async fn fractional_writes_to_integer_points_are_refused() -> Result<()> {
             "{b}"
         );
     }
-    assert_eq!(holding(port, 10, 5).await?, before, "a refused write reached the device");
+    assert_eq!(
+        holding(port, 10, 5).await?,
+        before,
+        "a refused write reached the device"
+    );
 
     // Whole counts still go through, including scaled ones (23.5 / 0.1 = 235).
     let (s, b) = post("mode", 2.0).await?;
@@ -156,5 +160,72 @@ async fn fractional_writes_to_integer_points_are_refused() -> Result<()> {
     let (s, b) = post("setpoint", 23.5).await?;
     assert_eq!(s, 200, "{b}");
     assert_eq!(holding(port, 10, 5).await?, vec![2, 0, 0, 7, 235]);
+    Ok(())
+}
+
+/// `edge-agent --config FILE --check`: exit status and stderr.
+fn check(cfg: &Path) -> Result<(bool, String)> {
+    let out = std::process::Command::new(bin("edge-agent")?)
+        .arg("--check")
+        .arg("--config")
+        .arg(cfg)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Item 13: configs that cannot work no longer pass `--check`.
+#[test]
+fn check_refuses_configs_that_cannot_work() -> Result<()> {
+    let stack = Stack::edge_only()?;
+    let serial = "transport = { serial = { device = \"/dev/ttyUSB0\" } }";
+    let dev = |extra: &str, transport: &str| {
+        format!("[[devices]]\nid = \"meter\"\nprofile = \"eastron-sdm630\"\n{transport}\n{extra}\n")
+    };
+    let tcp = "transport = { tcp = \"127.0.0.1:502\" }";
+
+    let cfg = stack.agent_config_with(&dev("timeout_ms = 0", tcp))?;
+    let (ok, err) = check(&cfg)?;
+    assert!(!ok, "timeout_ms = 0 passed --check");
+    assert!(
+        err.contains("agent.toml")
+            && err.contains("devices[0].timeout_ms")
+            && err.contains("line ")
+            && err.contains("never come online"),
+        "{err}"
+    );
+
+    let cfg = stack.agent_config_with(&dev("unit_id = 0", serial))?;
+    let (ok, err) = check(&cfg)?;
+    assert!(!ok, "unit 0 on a serial line passed --check");
+    assert!(
+        err.contains("devices[0].unit_id") && err.contains("broadcast"),
+        "{err}"
+    );
+
+    // Unit 0 inherited from the profile: caught once the profile is read.
+    let profile = WRITABLE_PROFILE.replace("unit_id = 1", "unit_id = 0");
+    let on_serial = dev("", serial).replace("eastron-sdm630", "writes");
+    let cfg = private_profile(&stack, "writes", &profile, &on_serial)?;
+    let (ok, err) = check(&cfg)?;
+    assert!(!ok, "profile unit 0 on a serial line passed --check");
+    assert!(
+        err.contains("agent.toml")
+            && err.contains("modbus.unit_id")
+            && err.contains("broadcast")
+            && err.contains("devices[0].unit_id"),
+        "{err}"
+    );
+    // The same profile over TCP is fine (unit 0 is common there).
+    let cfg = private_profile(
+        &stack,
+        "writes",
+        &profile,
+        &dev("", tcp).replace("eastron-sdm630", "writes"),
+    )?;
+    let (ok, err) = check(&cfg)?;
+    assert!(ok, "{err}");
     Ok(())
 }
