@@ -238,13 +238,17 @@ pub async fn run(
         tokio::spawn(publish_health(bus, Arc::clone(&fleet), stop.clone()));
     }
 
-    let app = status::router(StatusSources {
-        gateway_id: cfg.gateway_id.clone(),
-        buffer: Arc::clone(&buffer),
-        uplink: uplink_status,
-        fleet: Arc::clone(&fleet),
-        metrics,
-    });
+    let allowed_hosts = cfg.http.allowed_hosts().context("http.allowed_hosts")?;
+    let app = status::router(
+        StatusSources {
+            gateway_id: cfg.gateway_id.clone(),
+            buffer: Arc::clone(&buffer),
+            uplink: uplink_status,
+            fleet: Arc::clone(&fleet),
+            metrics,
+        },
+        allowed_hosts,
+    );
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;

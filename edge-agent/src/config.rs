@@ -173,13 +173,24 @@ pub struct HttpConfig {
     /// Address of the local status server (`/health`, `/metrics`).
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// Host names the local API answers to besides IP literals and `localhost`
+    /// (a browser reaching it by another name may be a DNS rebinding attack).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_http_listen(),
+            allowed_hosts: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    pub fn allowed_hosts(&self) -> Result<crate::status::AllowedHosts, crate::status::BadHostName> {
+        crate::status::AllowedHosts::new(&self.allowed_hosts)
     }
 }
 
@@ -298,6 +309,9 @@ impl Config {
                 .next()
                 .unwrap_or("mqtt");
             return Err((key.to_string(), e));
+        }
+        if let Err(e) = self.http.allowed_hosts() {
+            return Err(("http.allowed_hosts".into(), e.to_string()));
         }
         if self.buffer.max_readings == 0 {
             return Err(("buffer.max_readings".into(), "must be > 0".into()));

@@ -229,3 +229,73 @@ fn check_refuses_configs_that_cannot_work() -> Result<()> {
     assert!(ok, "{err}");
     Ok(())
 }
+
+/// Item 15: the local API answers only Host values that name the gateway, so a
+/// DNS-rebinding page (`Host: evil.example`) cannot drive it from a browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_api_refuses_foreign_host_headers() -> Result<()> {
+    let mut stack = Stack::edge_only()?;
+    let cfg = stack.agent_config_with("")?;
+    let text = std::fs::read_to_string(&cfg)?.replace(
+        "[http]\n",
+        "[http]\nallowed_hosts = [\"gw-7.plant.local\"]\n",
+    );
+    std::fs::write(&cfg, text)?;
+    stack.start_agent(&cfg).await?;
+    let port = stack.agent_http_port;
+    let client = reqwest::Client::new();
+    let get = |host: String, path: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .header(reqwest::header::HOST, host)
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            let body = r.text().await?;
+            anyhow::Ok((status, body))
+        }
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("gw-7.plant.local:{port}"),
+    ] {
+        let (s, b) = get(host.clone(), "/health").await?;
+        assert_eq!(s, 200, "{host}: {b}");
+    }
+    for (host, path) in [
+        (format!("evil.example:{port}"), "/health"),
+        ("evil.example".to_string(), "/api/v1/devices"),
+    ] {
+        let (s, b) = get(host.clone(), path).await?;
+        assert_eq!(s, 421, "{host}: {b}");
+        let v: Value = serde_json::from_str(&b)?;
+        assert_eq!(v["error"], "bad_host", "{b}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("http.allowed_hosts"),
+            "{b}"
+        );
+    }
+    // Writes are refused before they reach any device.
+    let r = client
+        .post(format!("http://127.0.0.1:{port}/api/v1/devices/x/write"))
+        .header(reqwest::header::HOST, "evil.example")
+        .json(&serde_json::json!({"point": "p", "value": 1}))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 421);
+    let (_, metrics) = get(format!("127.0.0.1:{port}"), "/metrics").await?;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("edge_http_errors_total") && l.contains("kind=\"bad_host\""))
+        .with_context(|| metrics.clone())?;
+    assert!(line.ends_with(" 3"), "{line}");
+    let log = stack.agent.as_ref().context("agent")?.log_text();
+    assert!(log.contains("evil.example"), "{log}");
+    Ok(())
+}
