@@ -299,3 +299,115 @@ async fn local_api_refuses_foreign_host_headers() -> Result<()> {
     assert!(log.contains("evil.example"), "{log}");
     Ok(())
 }
+
+/// Requests and exception replies a traced pymodbus peer has logged so far.
+fn peer_counts(peer: &Proc) -> (usize, usize) {
+    let log = peer.log_text();
+    (
+        log.matches("request fc=").count(),
+        log.matches("exception fc=").count(),
+    )
+}
+
+/// Item 11: an SDM630 that refuses input registers 32-33, which lie in the gap
+/// the 0..0x4B read bridges. The agent used to bisect that read on every cycle
+/// (11 requests, 4 exceptions) without ever naming the address; now it learns
+/// the two registers, plans around them (4 requests, the fewest that avoid
+/// them), names them on the API, and tries them again after `bad_point_retry_s`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_registers_in_a_bridged_gap_are_learnt_named_and_retried() -> Result<()> {
+    let (pa, pb) = (free_port(), free_port());
+    let (sa, sb) = (pa.to_string(), pb.to_string());
+    let mut stack = Stack::edge_only()?;
+    let dir = stack.dir.path().to_path_buf();
+    let faults = ["--fill-gaps", "40", "--invalid", "32,33", "--trace"];
+    let (mut aa, mut ab) = (vec!["--port", &sa], vec!["--port", &sb]);
+    aa.extend(faults);
+    ab.extend(faults);
+    let peer = e2e_tests::peers::pymodbus(&dir, "meter-peer", "eastron-sdm630", &aa).await?;
+    let _retry_peer = e2e_tests::peers::pymodbus(&dir, "retry-peer", "eastron-sdm630", &ab).await?;
+    let cfg = stack.agent_config_with(&format!(
+        "[[devices]]\nid = \"meter\"\nprofile = \"eastron-sdm630\"\ntransport = {{ tcp = \"127.0.0.1:{pa}\" }}\npoll_interval_ms = 200\nbad_point_retry_s = 3600\n\n\
+         [[devices]]\nid = \"retrying\"\nprofile = \"eastron-sdm630\"\ntransport = {{ tcp = \"127.0.0.1:{pb}\" }}\npoll_interval_ms = 200\nbad_point_retry_s = 1\n"
+    ))?;
+    stack.start_agent(&cfg).await?;
+
+    let dev = wait_for("meter settled", Duration::from_secs(20), || async {
+        let d = stack.device("meter").await?;
+        let settled =
+            d["requests_per_cycle"] == 4 && d["values"].as_object().is_some_and(|v| v.len() == 13);
+        Ok(settled.then_some(d))
+    })
+    .await
+    .with_context(|| stack.logs())?;
+    // Every point is read; the refused registers are named by address.
+    assert_eq!(dev["state"], "online", "{dev}");
+    assert_eq!(dev["bad_points"], serde_json::json!([]), "{dev}");
+    let refused = &dev["refused_registers"];
+    assert_eq!(refused.as_array().map(Vec::len), Some(1), "{dev}");
+    assert_eq!(
+        (
+            &refused[0]["register"],
+            &refused[0]["first"],
+            &refused[0]["last"]
+        ),
+        (&Value::from("input"), &Value::from(32), &Value::from(33)),
+        "{dev}"
+    );
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exception"),
+        "{dev}"
+    );
+    let health = stack.agent_health().await?;
+    let named = health["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["device_id"] == "meter"))
+        .map(|d| d["refused_registers"].clone());
+    assert_eq!(named.as_ref(), Some(refused), "{health}");
+
+    // What the device sees: 4 requests per cycle and no more exceptions.
+    let polls = |d: &Value| d["polls_ok"].as_u64().unwrap_or(0);
+    let (r1, e1) = peer_counts(&peer);
+    let p1 = polls(&stack.device("meter").await?);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (r2, e2) = peer_counts(&peer);
+    let p2 = polls(&stack.device("meter").await?);
+    let (requests, cycles) = ((r2 - r1) as i64, (p2 - p1) as i64);
+    assert!(cycles >= 5, "only {cycles} polls in 2 s");
+    assert!(
+        (requests - 4 * cycles).abs() <= 4,
+        "{requests} requests in {cycles} cycles"
+    );
+    assert_eq!(
+        e2, e1,
+        "the device still answers with exceptions every cycle"
+    );
+    eprintln!("settled: {requests} requests in {cycles} cycles, {e1} exceptions while learning");
+
+    // With bad_point_retry_s = 1 the registers are tried again (and refused again).
+    let retried = wait_for(
+        "refused registers retried",
+        Duration::from_secs(20),
+        || async {
+            let d = stack.device("retrying").await?;
+            let failures = d["refused_registers"][0]["failures"].as_u64().unwrap_or(0);
+            Ok((failures >= 3).then_some(d))
+        },
+    )
+    .await
+    .with_context(|| stack.logs())?;
+    assert_eq!(retried["refused_registers"][0]["first"], 32, "{retried}");
+    assert_eq!(retried["values"].as_object().map(|v| v.len()), Some(13));
+    // Logged once per register, not per retry.
+    let log = stack.agent.as_ref().context("agent")?.log_text();
+    assert_eq!(
+        log.matches("device refuses a register between points")
+            .count(),
+        4,
+        "{log}"
+    );
+    Ok(())
+}
