@@ -313,6 +313,16 @@ impl Config {
         if let Err(e) = self.http.allowed_hosts() {
             return Err(("http.allowed_hosts".into(), e.to_string()));
         }
+        if self.buffer.cache_mib == 0 {
+            // sled panics on open without a cache, which the buffer would take
+            // for damage and move a healthy buffer aside.
+            return Err((
+                "buffer.cache_mib".into(),
+                "is 0: the buffer database cannot open without a page cache; set at least 1 \
+                 (default 8)"
+                    .into(),
+            ));
+        }
         if self.buffer.max_readings == 0 {
             return Err(("buffer.max_readings".into(), "must be > 0".into()));
         }

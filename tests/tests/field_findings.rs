@@ -205,6 +205,15 @@ fn check_refuses_configs_that_cannot_work() -> Result<()> {
         "{err}"
     );
 
+    // sled cannot open without a cache; the agent took that for a damaged
+    // buffer and moved a healthy one aside before crashing.
+    let cfg = stack.agent_config_with(&dev("", tcp))?;
+    let text = std::fs::read_to_string(&cfg)?.replace("[buffer]\n", "[buffer]\ncache_mib = 0\n");
+    std::fs::write(&cfg, text)?;
+    let (ok, err) = check(&cfg)?;
+    assert!(!ok, "buffer.cache_mib = 0 passed --check");
+    assert!(err.contains("buffer.cache_mib"), "{err}");
+
     // Unit 0 inherited from the profile: caught once the profile is read.
     let profile = WRITABLE_PROFILE.replace("unit_id = 1", "unit_id = 0");
     let on_serial = dev("", serial).replace("eastron-sdm630", "writes");

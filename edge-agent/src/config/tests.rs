@@ -97,6 +97,11 @@ fn other_zero_durations_and_sizes_are_refused() {
             12,
         ),
         (
+            BASE.replace("[buffer]\n", "[buffer]\ncache_mib = 0\n"),
+            "buffer.cache_mib",
+            4,
+        ),
+        (
             BASE.replace("[buffer]\n", "[buffer]\nmax_readings = 0\n"),
             "buffer.max_readings",
             4,
