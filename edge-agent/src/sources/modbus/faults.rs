@@ -43,6 +43,8 @@ pub struct Faults {
     points: HashMap<usize, Fault>,
     /// Single refused addresses outside any point this device reads.
     registers: BTreeMap<(RegisterKind, u16), Fault>,
+    /// Registers first refused this cycle, logged together at its end.
+    new_registers: Vec<(RegisterKind, u16)>,
     /// Bumped on every change: cached read plans made before it are stale.
     pub generation: u64,
 }
@@ -54,6 +56,7 @@ impl Faults {
             retry,
             points: HashMap::new(),
             registers: BTreeMap::new(),
+            new_registers: Vec::new(),
             generation: 0,
         }
     }
@@ -139,16 +142,42 @@ impl Faults {
         match self.registers.get_mut(&(kind, address)) {
             Some(f) => f.again(error, retry_at),
             None => {
-                tracing::warn!(device = %self.device, register = ?kind, address, %error,
-                    retry_in_s = self.retry.as_secs(),
-                    "device refuses a register between points; reads are planned around it");
                 metrics::counter!("edge_modbus_refused_registers_total", "device" => self.device.clone())
                     .increment(1);
+                self.new_registers.push((kind, address));
                 self.registers
                     .insert((kind, address), Fault::new(error, retry_at));
             }
         }
         self.generation += 1;
+    }
+
+    /// One log line per range of registers first refused since the last call
+    /// (a device refusing a whole gap would otherwise log every address).
+    pub fn log_new_registers(&mut self) {
+        if self.new_registers.is_empty() {
+            return;
+        }
+        self.new_registers.sort();
+        let mut ranges: Vec<(RegisterKind, u16, u16)> = Vec::new();
+        for &(kind, a) in &self.new_registers {
+            match ranges.last_mut() {
+                Some((k, _, last)) if *k == kind && u32::from(*last) + 1 == u32::from(a) => {
+                    *last = a;
+                }
+                _ => ranges.push((kind, a, a)),
+            }
+        }
+        self.new_registers.clear();
+        for (kind, first, last) in ranges {
+            let error = self
+                .registers
+                .get(&(kind, first))
+                .map_or("", |f| f.error.as_str());
+            tracing::warn!(device = %self.device, register = ?kind, first, last, %error,
+                retry_in_s = self.retry.as_secs(),
+                "device refuses registers between points; reads are planned around them");
+        }
     }
 
     pub fn bad_points(&self, points: &[Point]) -> Vec<BadPoint> {

@@ -21,9 +21,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_modbus::ExceptionCode;
+use tokio_modbus::client::Reader;
 
 mod write;
-use tokio_modbus::client::Reader;
 
 /// Why one request failed.
 #[derive(Debug)]
@@ -338,6 +338,7 @@ impl ModbusPoller {
                 Err(other) => return Err(other),
             }
         }
+        self.faults.log_new_registers();
         self.finish_cycle(gi, results, requests).await;
         Ok(())
     }
