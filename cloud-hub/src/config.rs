@@ -221,6 +221,70 @@ impl Config {
         if self.http.max_page_size == 0 {
             return Err(("http.max_page_size".into(), "must be >= 1".into()));
         }
+        if self.database.connect_timeout_s == 0 {
+            return Err((
+                "database.connect_timeout_s".into(),
+                "is 0: no connection could ever be handed out and the hub would not start; \
+                 set it to how long to wait for the database (default 30)"
+                    .into(),
+            ));
+        }
+        self.validate_analytics()?;
+        self.validate_retention()
+    }
+
+    fn validate_analytics(&self) -> Result<(), (String, String)> {
+        let a = &self.analytics;
+        if a.rollup_interval_s == 0 {
+            return Err((
+                "analytics.rollup_interval_s".into(),
+                "must be > 0 (seconds between rollup refreshes; default 10)".into(),
+            ));
+        }
+        if a.max_scan_rows <= 0 {
+            return Err((
+                "analytics.max_scan_rows".into(),
+                "must be > 0 (at 0 every raw query is refused)".into(),
+            ));
+        }
+        if a.max_points <= 0 {
+            return Err((
+                "analytics.max_points".into(),
+                "must be > 0 (at 0 every aggregate is refused)".into(),
+            ));
+        }
+        if a.max_series == 0 {
+            return Err((
+                "analytics.max_series".into(),
+                "must be > 0 (at 0 every aggregate is refused)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_retention(&self) -> Result<(), (String, String)> {
+        let r = &self.retention;
+        for (key, days) in [
+            ("retention.raw_days", r.raw_days),
+            ("retention.minute_days", r.minute_days),
+            ("retention.hour_days", r.hour_days),
+        ] {
+            if days < 0 {
+                return Err((key.into(), "must be >= 0 (0 keeps data forever)".into()));
+            }
+        }
+        if r.compress_after_days < 1 {
+            return Err((
+                "retention.compress_after_days".into(),
+                "must be >= 1 (today's chunk is still being written)".into(),
+            ));
+        }
+        if !(1..=366).contains(&r.partition_days_ahead) {
+            return Err((
+                "retention.partition_days_ahead".into(),
+                "must be 1..=366".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -239,5 +303,73 @@ mod tests {
         assert_eq!(cfg.retention.raw_days, 30);
         assert_eq!(cfg.database.tier, crate::storage::TierChoice::Auto);
         assert_eq!(cfg.database.ingest, crate::storage::IngestMethod::Copy);
+    }
+
+    /// Loads `extra` appended to a minimal config; returns the refusal's key and line.
+    fn refusal(extra: &str) -> Option<(String, Option<usize>)> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hub.toml");
+        let text = format!("[database]\nurl = \"postgres://x@127.0.0.1/qi\"\n{extra}\n");
+        std::fs::write(&path, text).expect("write config");
+        match Config::load(&path) {
+            Ok(_) => None,
+            Err(ConfigError::Invalid { key, line, .. }) => Some((key, line)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn zero_and_negative_durations_and_sizes_are_refused() {
+        for (extra, key, line) in [
+            ("connect_timeout_s = 0", "database.connect_timeout_s", 3),
+            ("max_connections = 0", "database.max_connections", 3),
+            ("[http]\nmax_page_size = 0", "http.max_page_size", 4),
+            (
+                "[analytics]\nrollup_interval_s = 0",
+                "analytics.rollup_interval_s",
+                4,
+            ),
+            (
+                "[analytics]\nmax_scan_rows = 0",
+                "analytics.max_scan_rows",
+                4,
+            ),
+            (
+                "[analytics]\nmax_scan_rows = -1",
+                "analytics.max_scan_rows",
+                4,
+            ),
+            ("[analytics]\nmax_points = 0", "analytics.max_points", 4),
+            ("[analytics]\nmax_series = 0", "analytics.max_series", 4),
+            ("[retention]\nraw_days = -1", "retention.raw_days", 4),
+            ("[retention]\nminute_days = -7", "retention.minute_days", 4),
+            ("[retention]\nhour_days = -1", "retention.hour_days", 4),
+            (
+                "[retention]\ncompress_after_days = 0",
+                "retention.compress_after_days",
+                4,
+            ),
+            (
+                "[retention]\npartition_days_ahead = 0",
+                "retention.partition_days_ahead",
+                4,
+            ),
+            (
+                "[retention]\npartition_days_ahead = 400",
+                "retention.partition_days_ahead",
+                4,
+            ),
+        ] {
+            assert_eq!(
+                refusal(extra),
+                Some((key.to_string(), Some(line))),
+                "{extra}"
+            );
+        }
+        // 0 = forever where documented.
+        assert_eq!(
+            refusal("[retention]\nraw_days = 0\nminute_days = 0\nhour_days = 0"),
+            None
+        );
     }
 }

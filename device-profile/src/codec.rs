@@ -26,6 +26,16 @@ pub enum EncodeError {
     },
     #[error("{0:?} points cannot be written as a number")]
     NotWritable(DataType),
+    #[error(
+        "value {value} gives raw {raw}, not a whole number: {data_type:?} holds integers \
+         (with scale {scale}, write a multiple of {scale})"
+    )]
+    NotInteger {
+        value: f64,
+        raw: f64,
+        data_type: DataType,
+        scale: f64,
+    },
 }
 
 /// A decoded point value.
@@ -104,8 +114,14 @@ pub fn decode(
     }
 }
 
+/// How many f64 rounding steps `(value - offset) / scale` may be off by and still
+/// count as a whole number: each of value, offset and scale carries half an ulp
+/// from decimal conversion, and the subtraction can cancel digits, so the error
+/// scales with `(|value| + |offset|) / |scale|`, not with the result.
+const RAW_ULPS: f64 = 64.0;
+
 /// Like [`encode`], but refuses values the register type cannot hold instead
-/// of saturating: a write must never put a different value on the device.
+/// of saturating or rounding: a write must never put a different value on the device.
 pub fn encode_checked(
     value: f64,
     data_type: DataType,
@@ -132,11 +148,20 @@ pub fn encode_checked(
             return Err(EncodeError::NotWritable(data_type));
         }
     };
-    let rounded = if matches!(data_type, DataType::F32 | DataType::F64) {
-        raw
-    } else {
-        raw.round()
-    };
+    let integer = !matches!(data_type, DataType::F32 | DataType::F64);
+    let rounded = if integer { raw.round() } else { raw };
+    // Rounding would put a different value on the device than the one asked
+    // for (2.7 -> 3 on a mode word). Only float error (23.5 / 0.1 =
+    // 234.99999999999997) counts as whole.
+    let magnitude = ((value.abs() + offset.abs()) / scale.abs()).max(1.0);
+    if integer && raw.is_finite() && (raw - rounded).abs() > RAW_ULPS * f64::EPSILON * magnitude {
+        return Err(EncodeError::NotInteger {
+            value,
+            raw,
+            data_type,
+            scale,
+        });
+    }
     if !(rounded >= min && rounded <= max) {
         return Err(EncodeError::OutOfRange {
             value,
@@ -337,6 +362,53 @@ mod tests {
     }
 
     #[test]
+    fn fractions_on_integer_types_are_refused_not_rounded() {
+        // The field trial: 2.7 to a u16 mode word went out as 3, 1.5 to a u32 as 2.
+        for (v, t) in [
+            (2.7, DataType::U16),
+            (1.5, DataType::U32),
+            (-2.5, DataType::I16),
+            (0.001, DataType::I32),
+            (7.25, DataType::U64),
+            (-0.5, DataType::I64),
+        ] {
+            assert!(
+                matches!(
+                    encode_checked(v, t, Big, Big, 1.0, 0.0),
+                    Err(EncodeError::NotInteger { .. })
+                ),
+                "{v} as {t:?}"
+            );
+        }
+        // Scale 0.5: 0.25 is half a count; 1.5 is three.
+        assert!(matches!(
+            encode_checked(0.25, DataType::U16, Big, Big, 0.5, 0.0),
+            Err(EncodeError::NotInteger { .. })
+        ));
+        assert_eq!(
+            encode_checked(1.5, DataType::U16, Big, Big, 0.5, 0.0),
+            Ok(vec![3])
+        );
+        // 23.5 / 0.1 is 234.99999999999997 in f64: float error, not a fraction.
+        assert_eq!(
+            encode_checked(23.5, DataType::U16, Big, Big, 0.1, 0.0),
+            Ok(vec![235])
+        );
+        let msg = encode_checked(23.45, DataType::I16, Big, Big, 0.1, 0.0)
+            .map_err(|e| e.to_string())
+            .err()
+            .unwrap_or_default();
+        assert!(msg.contains("not a whole number"), "{msg}");
+        // Offset cancellation (100.3 - 100 = 0.29999999999999716) is float error too.
+        assert_eq!(
+            encode_checked(100.3, DataType::U16, Big, Big, 0.1, 100.0),
+            Ok(vec![3])
+        );
+        // Floats take fractions as they are.
+        assert!(encode_checked(2.7, DataType::F32, Big, Big, 1.0, 0.0).is_ok());
+    }
+
+    #[test]
     fn wrong_length_and_nan_are_errors() {
         assert!(matches!(
             decode(&[1], DataType::F32, Big, Big, 1.0, 0.0),
@@ -381,6 +453,19 @@ mod proptests {
                     prop_assert!(is_out_of_range);
                 }
             }
+        }
+
+        #[test]
+        fn scaled_integers_take_whole_counts_only(n in -30000i32..30000,
+                scale in prop_oneof![Just(1.0), Just(0.1), Just(0.01), Just(0.5), Just(10.0)],
+                frac in 0.01f64..0.99, bo in order(), wo in order()) {
+            let v = f64::from(n) * scale;
+            let regs = encode_checked(v, DataType::I16, bo, wo, scale, 0.0);
+            prop_assert_eq!(regs.map(|r| decode(&r, DataType::I16, bo, wo, 1.0, 0.0)), Ok(Ok(f64::from(n))));
+            let off = (f64::from(n) + frac) * scale;
+            let refused = matches!(encode_checked(off, DataType::I32, bo, wo, scale, 0.0),
+                Err(EncodeError::NotInteger { .. }));
+            prop_assert!(refused, "{} with scale {}", off, scale);
         }
 
         #[test]

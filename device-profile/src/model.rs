@@ -165,7 +165,9 @@ pub struct PollGroup {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RegisterKind {
     /// Function code 01 (read), 05/15 (write). One bit each.

@@ -26,10 +26,30 @@ pub fn load_profiles(cfg: &Config) -> Result<Vec<Profile>> {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            Profile::load_by_id(&cfg.profiles_dir, &d.profile)
-                .with_context(|| format!("devices[{i}] ({}): profile {:?}", d.id, d.profile))
+            let p = Profile::load_by_id(&cfg.profiles_dir, &d.profile)
+                .with_context(|| format!("devices[{i}] ({}): profile {:?}", d.id, d.profile))?;
+            fits_profile(i, d, &p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(p)
         })
         .collect()
+}
+
+/// What only the device entry and its profile together can get wrong: a
+/// profile's `modbus.unit_id = 0` is fine over TCP but is the broadcast
+/// address on a serial line.
+fn fits_profile(i: usize, d: &DeviceConfig, p: &Profile) -> std::result::Result<(), String> {
+    if p.protocol == Protocol::Modbus
+        && d.transport.is_rtu()
+        && d.unit_id.unwrap_or(p.modbus_defaults().unit_id) == 0
+    {
+        return Err(format!(
+            "devices[{i}] ({}): unit id 0 comes from profile {:?} (modbus.unit_id); on a \
+             serial (RTU) line 0 is the broadcast address: no device answers it, so every \
+             poll would time out; set devices[{i}].unit_id to the device's own address (1..=247)",
+            d.id, d.profile,
+        ));
+    }
+    Ok(())
 }
 
 /// The running acquisition side: one task per device, and what the rest of the agent sees of it.
@@ -72,6 +92,10 @@ pub fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> Devices
                 continue;
             }
         };
+        if let Err(e) = fits_profile(i, d, &profile) {
+            disabled(d, e, &mut devices);
+            continue;
+        }
         let (handle, commands) = DeviceHandle::channel(&d.id);
         match profile.protocol {
             Protocol::Modbus => {
@@ -214,13 +238,17 @@ pub async fn run(
         tokio::spawn(publish_health(bus, Arc::clone(&fleet), stop.clone()));
     }
 
-    let app = status::router(StatusSources {
-        gateway_id: cfg.gateway_id.clone(),
-        buffer: Arc::clone(&buffer),
-        uplink: uplink_status,
-        fleet: Arc::clone(&fleet),
-        metrics,
-    });
+    let allowed_hosts = cfg.http.allowed_hosts().context("http.allowed_hosts")?;
+    let app = status::router(
+        StatusSources {
+            gateway_id: cfg.gateway_id.clone(),
+            buffer: Arc::clone(&buffer),
+            uplink: uplink_status,
+            fleet: Arc::clone(&fleet),
+            metrics,
+        },
+        allowed_hosts,
+    );
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;

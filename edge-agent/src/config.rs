@@ -173,13 +173,24 @@ pub struct HttpConfig {
     /// Address of the local status server (`/health`, `/metrics`).
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// Host names the local API answers to besides IP literals and `localhost`
+    /// (a browser reaching it by another name may be a DNS rebinding attack).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_http_listen(),
+            allowed_hosts: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    pub fn allowed_hosts(&self) -> Result<crate::status::AllowedHosts, crate::status::BadHostName> {
+        crate::status::AllowedHosts::new(&self.allowed_hosts)
     }
 }
 
@@ -248,6 +259,14 @@ pub struct SerialLine {
     pub stop_bits: Option<u8>,
 }
 
+impl Transport {
+    /// Modbus RTU framing (a serial line, or one behind a serial-to-Ethernet
+    /// converter), where unit 0 is the broadcast address.
+    pub fn is_rtu(&self) -> bool {
+        matches!(self, Transport::Serial(_) | Transport::RtuOverTcp(_))
+    }
+}
+
 impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -291,6 +310,19 @@ impl Config {
                 .unwrap_or("mqtt");
             return Err((key.to_string(), e));
         }
+        if let Err(e) = self.http.allowed_hosts() {
+            return Err(("http.allowed_hosts".into(), e.to_string()));
+        }
+        if self.buffer.cache_mib == 0 {
+            // sled panics on open without a cache, which the buffer would take
+            // for damage and move a healthy buffer aside.
+            return Err((
+                "buffer.cache_mib".into(),
+                "is 0: the buffer database cannot open without a page cache; set at least 1 \
+                 (default 8)"
+                    .into(),
+            ));
+        }
         if self.buffer.max_readings == 0 {
             return Err(("buffer.max_readings".into(), "must be > 0".into()));
         }
@@ -319,15 +351,30 @@ impl Config {
                 "certificates are configured but the URL is http://; use https://".into(),
             ));
         }
+        if self.uplink.ack_timeout_ms == 0 {
+            return Err((
+                "uplink.ack_timeout_ms".into(),
+                "is 0: every stream with a batch in flight would count as stalled at once and be \
+                 reopened forever; set it above the hub's commit time (default 30000)"
+                    .into(),
+            ));
+        }
         if self.uplink.max_in_flight == 0 {
             return Err(("uplink.max_in_flight".into(), "must be >= 1".into()));
         }
-        if self.uplink.reconnect_min_ms == 0
-            || self.uplink.reconnect_min_ms > self.uplink.reconnect_max_ms
-        {
+        if self.uplink.reconnect_min_ms == 0 {
             return Err((
                 "uplink.reconnect_min_ms".into(),
-                "must be > 0 and <= uplink.reconnect_max_ms".into(),
+                "must be > 0 (0 would redial an unreachable hub in a busy loop)".into(),
+            ));
+        }
+        if self.uplink.reconnect_max_ms < self.uplink.reconnect_min_ms {
+            return Err((
+                "uplink.reconnect_max_ms".into(),
+                format!(
+                    "must be >= uplink.reconnect_min_ms ({})",
+                    self.uplink.reconnect_min_ms
+                ),
             ));
         }
         let mut ids = std::collections::HashSet::new();
@@ -347,10 +394,28 @@ impl Config {
                     "must be > 0".into(),
                 ));
             }
-            if d.retry_min_ms == 0 || d.retry_min_ms > d.retry_max_ms {
+            if d.timeout_ms == Some(0) {
+                return Err((
+                    format!("devices[{i}].timeout_ms"),
+                    "is 0: no reply can arrive in 0 ms, so the device would never come online; \
+                     set the longest time it takes to answer (e.g. 1000), or remove the key to \
+                     use the profile's"
+                        .into(),
+                ));
+            }
+            if d.unit_id == Some(0) && d.transport.is_rtu() {
+                return Err((format!("devices[{i}].unit_id"), BROADCAST_UNIT.into()));
+            }
+            if d.retry_min_ms == 0 {
                 return Err((
                     format!("devices[{i}].retry_min_ms"),
-                    "must be > 0 and <= retry_max_ms".into(),
+                    "must be > 0 (0 would retry a dead device in a busy loop)".into(),
+                ));
+            }
+            if d.retry_max_ms < d.retry_min_ms {
+                return Err((
+                    format!("devices[{i}].retry_max_ms"),
+                    format!("must be >= retry_min_ms ({})", d.retry_min_ms),
                 ));
             }
             match &d.transport {
@@ -395,6 +460,11 @@ impl Config {
     }
 }
 
+/// Unit 0 is Modbus RTU's broadcast address: every device on the line obeys
+/// writes to it and none answers, so polling it can only time out.
+const BROADCAST_UNIT: &str = "is 0, the broadcast address on a serial (RTU) line: no device \
+     answers it, so every poll would time out; set the device's own address (1..=247)";
+
 const ID_RULE: &str = "must be 1 to 128 characters, no control characters, not only spaces";
 
 fn valid_id(s: &str) -> bool {
@@ -406,3 +476,6 @@ impl UplinkConfig {
         Duration::from_millis(self.ack_timeout_ms)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,4 @@
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use edge_agent::config::Config;
 use qi_common::logging::LogFormat;
@@ -86,7 +86,8 @@ fn real_main(args: Args) -> Result<()> {
     }
     let cfg = Config::load(&args.config)?;
     if args.check {
-        edge_agent::app::load_profiles(&cfg)?;
+        edge_agent::app::load_profiles(&cfg)
+            .with_context(|| format!("config file {}", args.config.display()))?;
         println!(
             "{}: OK ({} devices)",
             args.config.display(),

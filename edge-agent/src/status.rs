@@ -17,6 +17,9 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+mod host;
+pub use host::{AllowedHosts, BadHostName};
+
 #[derive(Clone)]
 pub struct StatusSources {
     pub gateway_id: String,
@@ -66,7 +69,9 @@ impl StatusSources {
     }
 }
 
-pub fn router(sources: StatusSources) -> Router {
+/// The local API; requests whose Host does not name this gateway are refused
+/// (see [`host`]).
+pub fn router(sources: StatusSources, allowed_hosts: AllowedHosts) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -74,6 +79,10 @@ pub fn router(sources: StatusSources) -> Router {
         .route("/api/v1/devices/{id}", get(device))
         .route("/api/v1/devices/{id}/write", post(write))
         .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(allowed_hosts),
+            host::check_host,
+        ))
         .with_state(sources)
 }
 

@@ -11,7 +11,10 @@ value the agent reads correctly from this server is correct on the wire.
 
 --invalid removes input/holding registers (exception 2 for any read touching
 them). --fill-gaps N fills up to N unused registers between points with 0,
-as a real meter has other quantities there. Prints "ready" when serving.
+as a real meter has other quantities there. --trace prints a line per request
+("request fc=4 address=0 count=76") and per exception response ("exception
+fc=132"), so tests can count what a master really sends. Prints "ready" when
+serving.
 """
 import argparse
 import asyncio
@@ -91,19 +94,30 @@ async def main():
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--invalid", default="")
     ap.add_argument("--fill-gaps", type=int, default=0)
+    ap.add_argument("--trace", action="store_true")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with open(a.profile, "rb") as f:
         profile = tomllib.load(f)
     invalid = [int(x, 0) for x in a.invalid.split(",") if x]
     context = ModbusServerContext(devices={a.unit: build(profile, invalid, a.fill_gaps)}, single=False)
+    def trace(sending, pdu):
+        if not sending:
+            print(f"request fc={pdu.function_code} address={getattr(pdu, 'address', -1)} "
+                  f"count={getattr(pdu, 'count', -1)}", flush=True)
+        elif pdu.function_code & 0x80:
+            print(f"exception fc={pdu.function_code}", flush=True)
+        return pdu
+
+    extra = {"trace_pdu": trace} if a.trace else {}
     print("ready", flush=True)
     if a.transport == "serial":
         await StartAsyncSerialServer(context=context, port=a.device, baudrate=a.baud,
-                                     framer=FramerType.RTU)
+                                     framer=FramerType.RTU, **extra)
     else:
         framer = FramerType.SOCKET if a.transport == "tcp" else FramerType.RTU
-        await StartAsyncTcpServer(context=context, address=("127.0.0.1", a.port), framer=framer)
+        await StartAsyncTcpServer(context=context, address=("127.0.0.1", a.port), framer=framer,
+                                  **extra)
 
 
 if __name__ == "__main__":

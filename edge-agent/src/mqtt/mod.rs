@@ -144,8 +144,16 @@ impl MqttConfig {
                 "mqtt.segment_kib must hold at least one message of max_payload_bytes".into(),
             );
         }
-        if self.segments == 0 || self.max_readings_per_message == 0 {
-            return Err("mqtt.segments and mqtt.max_readings_per_message must be > 0".into());
+        if self.segments == 0 {
+            return Err("mqtt.segments must be > 0".into());
+        }
+        if self.max_readings_per_message == 0 {
+            return Err(
+                "mqtt.max_readings_per_message must be > 0 (0 refuses every message)".into(),
+            );
+        }
+        if self.max_connections == 0 {
+            return Err("mqtt.max_connections must be > 0 (0 refuses every client)".into());
         }
         for (key, v) in [
             ("max_connections", self.max_connections as u64),

@@ -45,6 +45,21 @@ pub struct BadPoint {
     pub failures: u32,
 }
 
+/// Registers the device refuses that belong to no point it reads (they lie in
+/// a gap a coalesced read would bridge): reads are planned around them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedRegisters {
+    pub register: device_profile::RegisterKind,
+    /// First and last refused address (0-based protocol addresses).
+    pub first: u16,
+    pub last: u16,
+    pub error: String,
+    /// Unix milliseconds when first refused.
+    pub since_ms: i64,
+    /// How many times they have been tried and refused.
+    pub failures: u32,
+}
+
 /// The latest value of a point, whether or not it was reported upstream.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveValue {
@@ -78,6 +93,8 @@ pub struct DeviceHealth {
     /// Milliseconds until the next retry, while offline.
     pub next_retry_ms: Option<u64>,
     pub bad_points: Vec<BadPoint>,
+    /// Modbus only: refused registers between points (see [`RefusedRegisters`]).
+    pub refused_registers: Vec<RefusedRegisters>,
     pub values: BTreeMap<String, LiveValue>,
 }
 
@@ -100,6 +117,7 @@ impl DeviceHealth {
             requests_per_cycle: 0,
             next_retry_ms: None,
             bad_points: Vec::new(),
+            refused_registers: Vec::new(),
             values: BTreeMap::new(),
         }
     }

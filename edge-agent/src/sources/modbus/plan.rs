@@ -199,6 +199,28 @@ mod tests {
         check_plan(&p.points, &sel, lim, &blocks);
     }
 
+    #[test]
+    fn refused_registers_in_a_gap_split_the_bridge_there_only() {
+        let p = sdm630();
+        let lim = PlanLimits {
+            max_registers: 80,
+            max_bits: 2000,
+            gap_tolerance: 40,
+        };
+        // Registers 32 and 33 (in the 0x0E..0x33 gap) refused: the reads left and
+        // right of them still bridge what they can; 4 reads are the fewest possible.
+        let avoid = [(RegisterKind::Input, 32, 32), (RegisterKind::Input, 33, 33)];
+        let blocks = plan_reads(&p.points, &all(&p), lim, &avoid);
+        assert_eq!(
+            blocks
+                .iter()
+                .map(|b| (b.start, b.count))
+                .collect::<Vec<_>>(),
+            vec![(0, 14), (0x34, 24), (0x156, 2), (0xFC00, 2)]
+        );
+        check_plan(&p.points, &all(&p), lim, &blocks);
+    }
+
     fn arb_points() -> impl Strategy<Value = Vec<Point>> {
         // Non-overlapping points of random kinds, types and gaps.
         prop::collection::vec((0u8..4, 0u8..5, 0u16..20), 1..80).prop_map(|specs| {

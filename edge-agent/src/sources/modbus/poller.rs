@@ -3,15 +3,16 @@
 //! dead-bands, append to the buffer, and serve writes between polls.
 
 use super::bus::Bus;
+use super::faults::{Faults, uncovered};
 use super::plan::{PlanLimits, ReadBlock, plan_reads};
 use crate::buffer::{Buffer, NewReading};
 use crate::config::DeviceConfig;
-use crate::sources::command::{DeviceCommand, WriteError};
+use crate::sources::command::DeviceCommand;
 use crate::sources::driver::{PollFailure, Poller, drive};
-use crate::sources::health::{BadPoint, DeviceHealth, DeviceState};
+use crate::sources::health::{DeviceHealth, DeviceState};
 use crate::sources::report::Reporter;
 use crate::sources::schedule::Schedule;
-use device_profile::{DataType, Decoded, ModbusDefaults, Profile, RegisterKind};
+use device_profile::{Decoded, ModbusDefaults, Profile, RegisterKind};
 use qi_common::shutdown::Stop;
 use qi_proto::v1::Quality;
 use std::collections::HashMap;
@@ -20,7 +21,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_modbus::ExceptionCode;
-use tokio_modbus::client::{Reader, Writer};
+use tokio_modbus::client::Reader;
+
+mod write;
 
 /// Why one request failed.
 #[derive(Debug)]
@@ -45,13 +48,6 @@ impl std::fmt::Display for Fail {
 enum Data {
     Registers(Vec<u16>),
     Bit(bool),
-}
-
-struct BadState {
-    error: String,
-    since_ms: i64,
-    retry_at: Instant,
-    failures: u32,
 }
 
 const NO_RTT: u64 = u64::MAX;
@@ -93,7 +89,6 @@ pub struct ModbusPoller {
     timeout: Duration,
     inter_request: Duration,
     limits: PlanLimits,
-    bad_retry: Duration,
     retry_min: Duration,
     retry_max: Duration,
     /// point index -> index of its scale-factor point
@@ -103,12 +98,11 @@ pub struct ModbusPoller {
     health: watch::Sender<DeviceHealth>,
     commands: mpsc::Receiver<DeviceCommand>,
     schedule: Schedule,
-    /// Cached read plan per group, with the `bad_generation` it was made for.
+    /// Cached read plan per group, with the `faults.generation` it was made for.
     plans: Vec<Option<(u64, Vec<ReadBlock>)>>,
     /// Requests in the last poll of each group.
     last_requests: Vec<u32>,
-    bad: HashMap<usize, BadState>,
-    bad_generation: u64,
+    faults: Faults,
     reporter: Reporter,
 }
 
@@ -170,7 +164,6 @@ impl ModbusPoller {
                 max_bits: defaults.max_bits_per_read,
                 gap_tolerance: defaults.gap_tolerance,
             },
-            bad_retry: Duration::from_secs(cfg.bad_point_retry_s),
             retry_min: Duration::from_millis(cfg.retry_min_ms),
             retry_max: Duration::from_millis(cfg.retry_max_ms),
             defaults,
@@ -183,8 +176,7 @@ impl ModbusPoller {
             schedule,
             plans,
             last_requests,
-            bad: HashMap::new(),
-            bad_generation: 0,
+            faults: Faults::new(&cfg.id, Duration::from_secs(cfg.bad_point_retry_s)),
             reporter: Reporter::default(),
         };
         (poller, rx)
@@ -275,14 +267,9 @@ impl ModbusPoller {
         }
     }
 
-    /// Registers of points currently skipped: a read bridging a gap must not touch them.
+    /// Registers currently skipped: a read bridging a gap must not touch them.
     fn avoided(&self, now: Instant) -> Vec<(RegisterKind, u32, u32)> {
-        self.bad
-            .iter()
-            .filter(|(_, b)| b.retry_at > now)
-            .filter_map(|(&i, _)| self.profile.points[i].modbus())
-            .map(|l| (l.register, u32::from(l.address), l.end_address()))
-            .collect()
+        self.faults.avoided(&self.profile.points, now)
     }
 
     fn selected_points(&self, gi: usize, now: Instant) -> Vec<usize> {
@@ -290,15 +277,15 @@ impl ModbusPoller {
             .points
             .iter()
             .copied()
-            .filter(|i| self.bad.get(i).is_none_or(|b| b.retry_at <= now))
+            .filter(|&i| !self.faults.skips_point(i, now))
             .collect()
     }
 
     async fn poll_group_inner(&mut self, gi: usize) -> Result<(), Fail> {
         let now = Instant::now();
-        let retry_due = self.bad.values().any(|b| b.retry_at <= now);
+        let retry_due = self.faults.retry_due(now);
         let blocks = match &self.plans[gi] {
-            Some((generation, blocks)) if *generation == self.bad_generation && !retry_due => {
+            Some((generation, blocks)) if *generation == self.faults.generation && !retry_due => {
                 blocks.clone()
             }
             _ => {
@@ -310,7 +297,7 @@ impl ModbusPoller {
                     &self.avoided(now),
                 );
                 if !retry_due {
-                    self.plans[gi] = Some((self.bad_generation, blocks.clone()));
+                    self.plans[gi] = Some((self.faults.generation, blocks.clone()));
                 }
                 blocks
             }
@@ -323,68 +310,87 @@ impl ModbusPoller {
             match self.read_block(&block).await {
                 Ok(items) => {
                     let ts = chrono::Utc::now().timestamp_micros();
-                    for i in &block.points {
-                        if let Some(b) = self.bad.remove(i) {
-                            self.bad_generation += 1;
-                            tracing::info!(device = %self.id, point = %self.profile.points[*i].name,
-                                failures = b.failures, "point readable again");
-                        }
+                    self.faults.read_ok(
+                        &self.profile.points,
+                        &block.points,
+                        block.kind,
+                        block.start,
+                        block.count,
+                    );
+                    // A probe of a gap (no points) only tells what the device accepts.
+                    if !block.points.is_empty() {
+                        results.push((block, items, ts));
                     }
-                    results.push((block, items, ts));
                 }
                 Err(Fail::Exception(code)) => {
                     metrics::counter!("edge_modbus_exceptions_total", "device" => self.id.clone())
                         .increment(1);
                     self.health.send_modify(|h| h.errors.device_errors += 1);
-                    if block.points.len() > 1 {
-                        // Find the refused address: read each half on its own.
-                        let mid = block.points.len() / 2;
-                        let (a, b) = block.points.split_at(mid);
-                        let avoid = self.avoided(now);
-                        let mut halves = plan_reads(&self.profile.points, b, self.limits, &avoid);
-                        halves.reverse();
-                        work.extend(halves);
-                        let mut first = plan_reads(&self.profile.points, a, self.limits, &avoid);
-                        first.reverse();
-                        work.extend(first);
-                    } else if let Some(&i) = block.points.first() {
-                        self.mark_bad(i, format!("Modbus exception: {code}"));
+                    let error = format!("Modbus exception: {code}");
+                    match block.points.len() {
+                        0 => self.bisect_probe(&block, error, &mut work),
+                        1 => self
+                            .faults
+                            .mark_point(&self.profile.points, block.points[0], error),
+                        _ => self.bisect_points(&block, now, &mut work),
                     }
                 }
                 Err(other) => return Err(other),
             }
         }
+        self.faults.log_new_registers();
         self.finish_cycle(gi, results, requests).await;
         Ok(())
     }
 
-    fn mark_bad(&mut self, i: usize, error: String) {
-        let name = self.profile.points[i].name.clone();
-        let retry_at = Instant::now() + self.bad_retry;
-        match self.bad.get_mut(&i) {
-            Some(b) => {
-                b.failures += 1;
-                b.retry_at = retry_at;
-                b.error = error;
-            }
-            None => {
-                // Logged once; retries that fail again are only counted.
-                tracing::warn!(device = %self.id, point = %name, %error,
-                    retry_in_s = self.bad_retry.as_secs(), "device refuses this point; skipping it");
-                metrics::counter!("edge_modbus_bad_points_total", "device" => self.id.clone())
-                    .increment(1);
-                self.bad.insert(
-                    i,
-                    BadState {
-                        error,
-                        since_ms: chrono::Utc::now().timestamp_millis(),
-                        retry_at,
-                        failures: 1,
-                    },
-                );
-            }
+    /// A read of several points was refused: read each half of its points on
+    /// its own, and probe the gaps the read bridged that neither half reads
+    /// (the refused address may be no point's at all).
+    fn bisect_points(&self, block: &ReadBlock, now: Instant, work: &mut Vec<ReadBlock>) {
+        let mid = block.points.len() / 2;
+        let (a, b) = block.points.split_at(mid);
+        let avoid = self.avoided(now);
+        let first = plan_reads(&self.profile.points, a, self.limits, &avoid);
+        let second = plan_reads(&self.profile.points, b, self.limits, &avoid);
+        let covered: Vec<(u16, u16)> = first
+            .iter()
+            .chain(&second)
+            .map(|r| (r.start, r.count))
+            .collect();
+        // Probes go last: the points' own reads come first.
+        for (start, count) in uncovered(block.start, block.count, &covered)
+            .into_iter()
+            .rev()
+        {
+            work.push(ReadBlock {
+                kind: block.kind,
+                start,
+                count,
+                points: Vec::new(),
+            });
         }
-        self.bad_generation += 1;
+        work.extend(second.into_iter().rev());
+        work.extend(first.into_iter().rev());
+    }
+
+    /// A probe of a gap was refused: halve it down to the single addresses.
+    fn bisect_probe(&mut self, block: &ReadBlock, error: String, work: &mut Vec<ReadBlock>) {
+        if block.count == 1 {
+            self.faults.mark_register(block.kind, block.start, error);
+            return;
+        }
+        let half = block.count / 2;
+        for (start, count) in [
+            (block.start + half, block.count - half),
+            (block.start, half),
+        ] {
+            work.push(ReadBlock {
+                kind: block.kind,
+                start,
+                count,
+                points: Vec::new(),
+            });
+        }
     }
 
     /// Decodes every point read this cycle straight from its block (no copies),
@@ -488,16 +494,8 @@ impl ModbusPoller {
         }
         self.last_requests[gi] = requests;
         let total_requests = self.last_requests.iter().sum();
-        let bad_points: Vec<BadPoint> = self
-            .bad
-            .iter()
-            .map(|(&i, b)| BadPoint {
-                point: profile.points[i].name.clone(),
-                error: b.error.clone(),
-                since_ms: b.since_ms,
-                failures: b.failures,
-            })
-            .collect();
+        let bad_points = self.faults.bad_points(&profile.points);
+        let refused_registers = self.faults.refused_registers();
         self.health.send_modify(|h| {
             h.state = if bad_points.is_empty() {
                 DeviceState::Online
@@ -508,6 +506,7 @@ impl ModbusPoller {
                 .first()
                 .map(|b| format!("{}: {}", b.point, b.error));
             h.bad_points = bad_points;
+            h.refused_registers = refused_registers;
             h.consecutive_failures = 0;
             h.polls_ok += 1;
             h.readings += n;
@@ -523,100 +522,6 @@ impl ModbusPoller {
                 h.set_value(&p.name, &p.unit, d, ts / 1000);
             }
         });
-    }
-
-    async fn handle_command(&mut self, cmd: DeviceCommand) {
-        match cmd {
-            DeviceCommand::Write {
-                point,
-                value,
-                reply,
-            } => {
-                let res = self.write(&point, value).await;
-                match &res {
-                    Ok(()) => tracing::info!(device = %self.id, %point, value, "point written"),
-                    Err(e) => {
-                        tracing::warn!(device = %self.id, %point, value, error = %e, "write refused")
-                    }
-                }
-                metrics::counter!("edge_writes_total", "device" => self.id.clone(),
-                    "result" => if res.is_ok() { "ok" } else { "error" })
-                .increment(1);
-                let _ = reply.send(res);
-            }
-        }
-    }
-
-    async fn write(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
-        let Some(p) = self.profile.points.iter().find(|p| p.name == name) else {
-            return Err(WriteError::UnknownPoint(name.to_string()));
-        };
-        let Some(loc) = p.modbus() else {
-            return Err(WriteError::UnknownPoint(name.to_string()));
-        };
-        if !p.writable {
-            return Err(WriteError::NotWritable(name.to_string()));
-        }
-        enum Op {
-            Coil(bool),
-            Registers(Vec<u16>),
-        }
-        let op = match (loc.register, loc.data_type) {
-            (RegisterKind::Coil, DataType::Bool) => {
-                let raw = (value - p.offset) / p.scale;
-                if raw == 0.0 {
-                    Op::Coil(false)
-                } else if raw == 1.0 {
-                    Op::Coil(true)
-                } else {
-                    return Err(WriteError::BadValue(format!(
-                        "a coil takes 0 or 1, got {value}"
-                    )));
-                }
-            }
-            (RegisterKind::Holding, t) => Op::Registers(
-                device_profile::encode_checked(
-                    value,
-                    t,
-                    p.byte_order(&self.defaults),
-                    p.word_order(&self.defaults),
-                    p.scale,
-                    p.offset,
-                )
-                .map_err(|e| WriteError::BadValue(e.to_string()))?,
-            ),
-            _ => return Err(WriteError::NotWritable(name.to_string())),
-        };
-        let mut bus = self.bus.lock().await;
-        bus.pace(self.inter_request).await;
-        let timeout = self.timeout;
-        let ctx = bus
-            .context(self.unit, timeout)
-            .await
-            .map_err(|e| WriteError::Unreachable(e.to_string()))?;
-        let res = tokio::time::timeout(timeout, async {
-            match &op {
-                Op::Coil(on) => ctx.write_single_coil(loc.address, *on).await,
-                Op::Registers(r) if r.len() == 1 => {
-                    ctx.write_single_register(loc.address, r[0]).await
-                }
-                Op::Registers(r) => ctx.write_multiple_registers(loc.address, r).await,
-            }
-        })
-        .await;
-        bus.mark_io();
-        match res {
-            Err(_) => {
-                bus.reset().await;
-                Err(WriteError::Timeout(timeout.as_millis() as u64))
-            }
-            Ok(Err(e)) => {
-                bus.reset().await;
-                Err(WriteError::Unreachable(e.to_string()))
-            }
-            Ok(Ok(Err(code))) => Err(WriteError::DeviceError(format!("Modbus exception: {code}"))),
-            Ok(Ok(Ok(()))) => Ok(()),
-        }
     }
 }
 

@@ -1,0 +1,193 @@
+//! The loader on TOML text: every duration and size that cannot work as 0 is
+//! refused with the file, the line and the key.
+
+use super::Config;
+use qi_common::config::ConfigError;
+
+const BASE: &str = r#"gateway_id = "gw"
+
+[buffer]
+path = "/tmp/unused"
+
+[uplink]
+hub_url = "http://127.0.0.1:50051"
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).expect("write config");
+    Config::load(&path)
+}
+
+/// Loads `text`, expects a refusal naming `key` on line `line`, and returns the message.
+fn refused(text: &str, key: &str, line: usize) -> String {
+    match load(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => {
+            let msg = e.to_string();
+            match e {
+                ConfigError::Invalid {
+                    key: k, line: l, ..
+                } => {
+                    assert_eq!((k.as_str(), l), (key, Some(line)), "{msg}");
+                }
+                other => panic!("wrong kind of error: {other}"),
+            }
+            assert!(msg.contains("agent.toml"), "{msg}");
+            msg
+        }
+    }
+}
+
+fn device(extra: &str, transport: &str) -> String {
+    format!("{BASE}\n[[devices]]\nid = \"d\"\nprofile = \"p\"\ntransport = {transport}\n{extra}\n")
+}
+
+const TCP: &str = r#"{ tcp = "127.0.0.1:502" }"#;
+const SERIAL: &str = r#"{ serial = { device = "/dev/ttyUSB0" } }"#;
+const RTU_TCP: &str = r#"{ rtu_over_tcp = "127.0.0.1:4001" }"#;
+
+#[test]
+fn base_config_loads() {
+    let cfg = load(&device("", TCP)).expect("base config");
+    assert_eq!(cfg.uplink.ack_timeout_ms, 30_000);
+}
+
+#[test]
+fn device_timeout_zero_is_refused() {
+    let msg = refused(&device("timeout_ms = 0", TCP), "devices[0].timeout_ms", 13);
+    assert!(msg.contains("never come online"), "{msg}");
+    load(&device("timeout_ms = 1", TCP)).expect("1 ms is allowed");
+}
+
+#[test]
+fn unit_zero_is_refused_on_rtu_lines_only() {
+    for t in [SERIAL, RTU_TCP] {
+        let msg = refused(&device("unit_id = 0", t), "devices[0].unit_id", 13);
+        assert!(msg.contains("broadcast"), "{msg}");
+    }
+    // Modbus TCP devices are addressed by IP; many answer unit 0.
+    load(&device("unit_id = 0", TCP)).expect("unit 0 over TCP");
+    load(&device("unit_id = 1", SERIAL)).expect("unit 1 on a line");
+}
+
+#[test]
+fn ack_timeout_zero_is_refused() {
+    let text = BASE.replace("[uplink]\n", "[uplink]\nack_timeout_ms = 0\n");
+    let msg = refused(&text, "uplink.ack_timeout_ms", 7);
+    assert!(msg.contains("stalled"), "{msg}");
+}
+
+#[test]
+fn other_zero_durations_and_sizes_are_refused() {
+    let d = |extra: &str| device(extra, TCP);
+    let cases = [
+        (d("poll_interval_ms = 0"), "devices[0].poll_interval_ms", 13),
+        (
+            d("bad_point_retry_s = 0"),
+            "devices[0].bad_point_retry_s",
+            13,
+        ),
+        (d("retry_min_ms = 0"), "devices[0].retry_min_ms", 13),
+        (d("retry_max_ms = 0"), "devices[0].retry_max_ms", 13),
+        (
+            device("", r#"{ serial = { device = "/dev/ttyUSB0", baud = 0 } }"#),
+            "devices[0].transport.serial",
+            12,
+        ),
+        (
+            BASE.replace("[buffer]\n", "[buffer]\ncache_mib = 0\n"),
+            "buffer.cache_mib",
+            4,
+        ),
+        (
+            BASE.replace("[buffer]\n", "[buffer]\nmax_readings = 0\n"),
+            "buffer.max_readings",
+            4,
+        ),
+        (
+            BASE.replace("[buffer]\n", "[buffer]\nmax_disk_mib = 0\n"),
+            "buffer.max_disk_mib",
+            4,
+        ),
+        (
+            BASE.replace("[uplink]\n", "[uplink]\nbatch_max = 0\n"),
+            "uplink.batch_max",
+            7,
+        ),
+        (
+            BASE.replace("[uplink]\n", "[uplink]\nmax_in_flight = 0\n"),
+            "uplink.max_in_flight",
+            7,
+        ),
+        (
+            BASE.replace("[uplink]\n", "[uplink]\nreconnect_min_ms = 0\n"),
+            "uplink.reconnect_min_ms",
+            7,
+        ),
+        (
+            BASE.replace("[uplink]\n", "[uplink]\nreconnect_max_ms = 0\n"),
+            "uplink.reconnect_max_ms",
+            7,
+        ),
+    ];
+    for (text, key, line) in cases {
+        refused(&text, key, line);
+    }
+}
+
+#[test]
+fn negative_durations_are_type_errors_with_the_line() {
+    // Unsigned keys: toml's own report names the line and the key.
+    let e = load(&device("timeout_ms = -5", TCP))
+        .err()
+        .map(|e| e.to_string());
+    let msg = e.unwrap_or_default();
+    assert!(
+        msg.contains("line 13") && msg.contains("timeout_ms"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn zero_means_off_where_documented() {
+    let text = BASE
+        .replace(
+            "[buffer]\n",
+            "[buffer]\nrecycle_after_mib = 0\nflush_every_ms = 0\nttl_s = 0\nhigh_ttl_s = 0\n",
+        )
+        .replace(
+            "[uplink]\n",
+            "[uplink]\nbatch_linger_ms = 0\nshutdown_drain_ms = 0\n",
+        );
+    load(&text).expect("0 = off / at once");
+}
+
+#[test]
+fn zero_mqtt_sizes_are_refused() {
+    for key in [
+        "max_connections",
+        "segments",
+        "max_readings_per_message",
+        "max_payload_bytes",
+        "segment_kib",
+    ] {
+        let text = format!("{BASE}\n[mqtt]\n{key} = 0\n");
+        refused(&text, &format!("mqtt.{key}"), 10);
+    }
+}
+
+#[test]
+fn allowed_hosts_take_plain_names() {
+    let text = format!("{BASE}\n[http]\nallowed_hosts = [\"gw.plant.local\"]\n");
+    let cfg = load(&text).expect("plain name");
+    assert!(
+        cfg.http
+            .allowed_hosts()
+            .is_ok_and(|a| a.accepts("gw.plant.local:8080"))
+    );
+    let text = format!("{BASE}\n[http]\nallowed_hosts = [\"http://gw.plant.local:8080\"]\n");
+    let msg = refused(&text, "http.allowed_hosts", 10);
+    assert!(msg.contains("without scheme, port or path"), "{msg}");
+}
