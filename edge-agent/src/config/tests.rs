@@ -172,10 +172,16 @@ fn zero_mqtt_sizes_are_refused() {
         "max_readings_per_message",
         "max_payload_bytes",
         "segment_kib",
+        "max_pending_connections",
+        "max_connections_per_address",
+        "connect_timeout_ms",
+        "max_keep_alive_s",
     ] {
         let text = format!("{BASE}\n[mqtt]\n{key} = 0\n");
         refused(&text, &format!("mqtt.{key}"), 10);
     }
+    let text = format!("{BASE}\n[mqtt]\nmax_keep_alive_s = 70000\n");
+    refused(&text, "mqtt.max_keep_alive_s", 10);
 }
 
 #[test]

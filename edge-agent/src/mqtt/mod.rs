@@ -152,9 +152,6 @@ impl MqttConfig {
                 "mqtt.max_readings_per_message must be > 0 (0 refuses every message)".into(),
             );
         }
-        if self.max_connections == 0 {
-            return Err("mqtt.max_connections must be > 0 (0 refuses every client)".into());
-        }
         for (key, v) in [
             ("max_connections", self.max_connections as u64),
             (
@@ -169,7 +166,7 @@ impl MqttConfig {
             ("max_keep_alive_s", self.max_keep_alive_s),
         ] {
             if v == 0 {
-                return Err(format!("mqtt.{key} must be > 0"));
+                return Err(format!("mqtt.{key} must be > 0 (0 can never work)"));
             }
         }
         if self.max_keep_alive_s > 65_535 {
