@@ -29,7 +29,7 @@ pub async fn run(
         retention: cfg.retention,
     })
     .await
-    .context("cannot open the database (is PostgreSQL running and the URL right?)")?;
+    .context("cannot open the database")?;
     tracing::info!(tier = %store.tier(), "database ready, migrations applied");
 
     let (stop_trigger, stop) = qi_common::shutdown::channel();
