@@ -87,6 +87,7 @@ fn real_main(args: Args) -> Result<()> {
     let cfg = Config::load(&args.config)?;
     if args.check {
         edge_agent::app::load_profiles(&cfg)?;
+        edge_agent::uplink::check_client_certificate(&cfg.uplink)?;
         println!(
             "{}: OK ({} devices)",
             args.config.display(),
