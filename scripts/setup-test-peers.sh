@@ -3,7 +3,8 @@
 # none of them written here:
 #   - Debian: socat (pseudo-terminal pairs), mbpoll (command-line Modbus master),
 #     libmodbus-dev (its example unit-test-server, built here with fault injection),
-#     pkg-config, mosquitto-clients (mosquitto_pub / mosquitto_sub, MQTT interop).
+#     pkg-config, mosquitto-clients (mosquitto_pub / mosquitto_sub, MQTT interop),
+#     openssl (scripts/gateway-cert.sh, run by the certificate tests).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), in a venv under target/peers/venv.
@@ -24,6 +25,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -d /usr/share/doc/libmodbus-dev/examples ] || missing+=(libmodbus-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} from Debian"
