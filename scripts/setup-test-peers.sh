@@ -3,9 +3,11 @@
 # none of them written here:
 #   - Debian: socat (pseudo-terminal pairs), mbpoll (command-line Modbus master),
 #     libmodbus-dev (its example unit-test-server, built here with fault injection),
-#     pkg-config, mosquitto-clients (mosquitto_pub / mosquitto_sub, MQTT interop).
+#     pkg-config, mosquitto-clients (mosquitto_pub / mosquitto_sub, MQTT interop),
+#     openssl (scripts/gateway-cert.sh, run by the certificate tests).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
-#     pyserial, paho-mqtt (a second MQTT client), in a venv under target/peers/venv.
+#     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
+#     API against its OpenAPI document), in a venv under target/peers/venv.
 # Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -d /usr/share/doc/libmodbus-dev/examples ] || missing+=(libmodbus-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} from Debian"
@@ -36,6 +39,11 @@ if [ ! -x "$peers/venv/bin/python" ] || ! "$peers/venv/bin/python" -c 'import py
   say "installing pymodbus and paho-mqtt (PyPI) into $peers/venv"
   python3 -m venv "$peers/venv"
   "$peers/venv/bin/pip" install -q 'pymodbus[serial]==3.16.1' 'pyserial==3.5' 'paho-mqtt==2.1.0'
+fi
+schemathesis_version=4.32.5
+if [ "$("$peers/venv/bin/schemathesis" --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -n1)" != "$schemathesis_version" ]; then
+  say "installing schemathesis $schemathesis_version (PyPI) into $peers/venv"
+  "$peers/venv/bin/pip" install -q "schemathesis==$schemathesis_version"
 fi
 
 # libmodbus's unit-test-server, unchanged except that the port comes from

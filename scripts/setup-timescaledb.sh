@@ -8,7 +8,14 @@
 #   $QI_TSDB_DIR (default target/timescaledb)/pg/lib/postgresql/15/bin
 # PostgreSQL finds its share/ and lib/ directories relative to its binaries, so
 # the copy loads `timescaledb` while the system's binaries stay as they were.
-# Tests use it when QI_TEST_TIER=apache (see tests/src/pg.rs).
+# Tests use it when QI_TEST_TIER=apache (see tests/src/pg.rs), from the
+# directory this script writes to $QI_TSDB_DIR/bindir.
+#
+# Run as root, the tests start PostgreSQL as the `postgres` user, which must be
+# able to enter every directory on the way to the binaries. A checkout in a
+# private directory (mode 700: root's home, a `mktemp -d` folder) is not; then
+# the build is copied to $QI_TSDB_SHARED_DIR (default /var/lib/qi-test) and
+# that copy is the one recorded in bindir.
 #
 # Needs from Debian: cmake, postgresql-server-dev-15 (this upgrades the PG 15
 # minor release to bookworm-security's, as any security update would), xz-utils.
@@ -27,8 +34,36 @@ pgver=15
 pg=$out/pg
 stamp=$out/.built-$version-pg$pgver
 
+# Records where the tests find the binaries (see the top of this file).
+place() {
+  local bindir=$pg/lib/postgresql/$pgver/bin
+  if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1 && ! as_postgres test -x "$bindir/postgres"; then
+    local shared=${QI_TSDB_SHARED_DIR:-/var/lib/qi-test}/timescaledb-$version-pg$pgver
+    if [ ! -f "$shared/.complete" ] || [ "$stamp" -nt "$shared/.complete" ]; then
+      say "the postgres user cannot enter $out; copying the build to $shared"
+      mkdir -p "$(dirname "$shared")"
+      chmod a+rx "$(dirname "$shared")"
+      rm -rf "$shared.tmp"
+      cp -a "$pg" "$shared.tmp"
+      chmod -R a+rX "$shared.tmp"
+      rm -rf "$shared"
+      mv "$shared.tmp" "$shared"
+      touch "$shared/.complete"
+    fi
+    bindir=$shared/lib/postgresql/$pgver/bin
+    as_postgres test -x "$bindir/postgres" \
+      || { echo "the postgres user cannot run $bindir/postgres either; set QI_TSDB_SHARED_DIR to a directory it can enter" >&2; exit 1; }
+  fi
+  echo "$bindir" >"$out/bindir"
+  chmod a+r "$out/bindir"
+  say "apache tier ready: $bindir"
+}
+as_postgres() {
+  if command -v runuser >/dev/null 2>&1; then runuser -u postgres -- "$@"; else su postgres -s /bin/sh -c '"$0" "$@"' -- "$@"; fi
+}
+
 if [ -f "$stamp" ] && [ -x "$pg/lib/postgresql/$pgver/bin/postgres" ]; then
-  say "apache tier ready: $pg/lib/postgresql/$pgver/bin"
+  place
   exit 0
 fi
 
@@ -82,4 +117,4 @@ chmod -R a+rX "$out"
   || { echo "timescaledb.control missing after install" >&2; exit 1; }
 rm -rf "$out/build" "$out/stage" "$src"
 touch "$stamp"
-say "apache tier ready: $pg/lib/postgresql/$pgver/bin"
+place

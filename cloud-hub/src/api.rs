@@ -53,6 +53,15 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// The request was well-formed but names something that does not exist.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "not_found",
+            message: message.into(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -84,11 +93,7 @@ impl From<QueryRejection> for ApiError {
 }
 
 async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        kind: "not_found",
-        message: "no such endpoint; the API is described at /api/v1/openapi.json".into(),
-    }
+    ApiError::not_found("no such endpoint; the API is described at /api/v1/openapi.json")
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -128,7 +133,7 @@ pub struct ReadingsParams {
 
 pub fn parse_time(name: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
     match v.as_deref() {
-        None | Some("") => Ok(None),
+        None => Ok(None),
         Some(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| Some(t.with_timezone(&Utc)))
             .map_err(|e| {
@@ -141,7 +146,7 @@ pub fn parse_time(name: &str, v: &Option<String>) -> Result<Option<DateTime<Utc>
 
 pub fn parse_limit(v: &Option<String>, default: u32, max: u32) -> Result<i64, ApiError> {
     match v.as_deref() {
-        None | Some("") => Ok(i64::from(default.min(max))),
+        None => Ok(i64::from(default.min(max))),
         Some(s) => match s.parse::<u32>() {
             Ok(n) if n >= 1 && n <= max => Ok(i64::from(n)),
             _ => Err(ApiError::bad_request(format!(
@@ -155,9 +160,10 @@ pub fn filter(name: &str, v: Option<String>) -> Result<Option<String>, ApiError>
     match v {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) if s.len() > 128 || s.chars().any(char::is_control) => Err(ApiError::bad_request(
-            format!("`{name}` must be at most 128 printable characters"),
-        )),
+        // Characters, not bytes: that is what the OpenAPI document's maxLength counts.
+        Some(s) if s.chars().count() > 128 || s.chars().any(char::is_control) => Err(
+            ApiError::bad_request(format!("`{name}` must be at most 128 printable characters")),
+        ),
         Some(s) => Ok(Some(s)),
     }
 }
@@ -177,7 +183,7 @@ async fn readings(
         )));
     }
     let ascending = match p.order.as_deref() {
-        None | Some("") | Some("desc") => false,
+        None | Some("desc") => false,
         Some("asc") => true,
         Some(o) => {
             return Err(ApiError::bad_request(format!(
@@ -215,7 +221,7 @@ async fn devices(
     let Query(p) = params?;
     let limit = parse_limit(&p.limit, 1000, s.max_page_size)?;
     let offset = match p.offset.as_deref() {
-        None | Some("") => 0,
+        None => 0,
         Some(o) => o.parse::<u32>().map(i64::from).map_err(|_| {
             ApiError::bad_request(format!(
                 "`offset` must be a non-negative integer; got {o:?}"
@@ -240,32 +246,35 @@ pub struct WritePointBody {
     value: f64,
 }
 
-/// `{"write_point": {"device": "...", "point": "...", "value": 1.5}, "timeout_s": 60}`
-/// or `{"reload_config": {}}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandBody {
-    write_point: Option<WritePointBody>,
-    reload_config: Option<serde_json::Map<String, serde_json::Value>>,
-    timeout_s: Option<u32>,
-}
+const COMMAND_SHAPE: &str = "body must be {\"write_point\": {\"device\": ..., \"point\": ..., \"value\": number}, \"timeout_s\": 1..86400} or {\"reload_config\": {}}";
 
-/// Queues a command for a gateway. It is delivered while the gateway is
-/// connected, and its state is kept until the gateway reports a result or the
-/// timeout passes (`GET /api/v1/commands/{id}`).
-async fn create_command(
-    State(s): State<ApiState>,
-    Path(gateway): Path<String>,
-    body: Result<Json<CommandBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(b) = body.map_err(|e| ApiError::bad_request(format!(
-        "body must be {{\"write_point\": {{\"device\": ..., \"point\": ..., \"value\": number}}, \"timeout_s\": 1..86400}} or {{\"reload_config\": {{}}}}: {}",
-        e.body_text()
-    )))?;
-    let gateway = filter("gateway", Some(gateway))?
-        .ok_or_else(|| ApiError::bad_request("empty gateway id"))?;
-    let action = match (b.write_point, b.reload_config) {
+/// `{"write_point": {"device": "...", "point": "...", "value": 1.5}, "timeout_s": 60}`
+/// or `{"reload_config": {}}`. Read by hand from a JSON object because serde's
+/// `Option` would take an explicit `null` for a missing key, and the API
+/// refuses what its OpenAPI document does not allow.
+fn command_action(body: serde_json::Value) -> Result<(serde_json::Value, Option<u32>), ApiError> {
+    let bad = |why: &str| ApiError::bad_request(format!("{COMMAND_SHAPE}: {why}"));
+    let serde_json::Value::Object(mut b) = body else {
+        return Err(bad("not a JSON object"));
+    };
+    if let Some(k) = b
+        .keys()
+        .find(|k| !matches!(k.as_str(), "write_point" | "reload_config" | "timeout_s"))
+    {
+        return Err(bad(&format!("unknown field `{k}`")));
+    }
+    let timeout = match b.remove("timeout_s") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or_else(|| ApiError::bad_request("`timeout_s` must be 1..=86400"))?,
+        ),
+    };
+    let action = match (b.remove("write_point"), b.remove("reload_config")) {
         (Some(w), None) => {
+            let w: WritePointBody =
+                serde_json::from_value(w).map_err(|e| bad(&format!("write_point: {e}")))?;
             let device = filter("device", Some(w.device))?
                 .ok_or_else(|| ApiError::bad_request("`device` is empty"))?;
             let point = filter("point", Some(w.point))?
@@ -275,14 +284,31 @@ async fn create_command(
             }
             json!({"write_point": {"device": device, "point": point, "value": w.value}})
         }
-        (None, Some(_)) => json!({"reload_config": {}}),
+        (None, Some(serde_json::Value::Object(o))) if o.is_empty() => json!({"reload_config": {}}),
+        (None, Some(_)) => return Err(bad("`reload_config` takes no options: {}")),
         _ => {
-            return Err(ApiError::bad_request(
+            return Err(bad(
                 "give exactly one action: `write_point` or `reload_config`",
             ));
         }
     };
-    let timeout = b.timeout_s.unwrap_or(60);
+    Ok((action, timeout))
+}
+
+/// Queues a command for a gateway. It is delivered while the gateway is
+/// connected, and its state is kept until the gateway reports a result or the
+/// timeout passes (`GET /api/v1/commands/{id}`).
+async fn create_command(
+    State(s): State<ApiState>,
+    Path(gateway): Path<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(b) =
+        body.map_err(|e| ApiError::bad_request(format!("{COMMAND_SHAPE}: {}", e.body_text())))?;
+    let gateway = filter("gateway", Some(gateway))?
+        .ok_or_else(|| ApiError::bad_request("empty gateway id"))?;
+    let (action, timeout_s) = command_action(b)?;
+    let timeout = timeout_s.unwrap_or(60);
     if !(1..=86_400).contains(&timeout) {
         return Err(ApiError::bad_request("`timeout_s` must be 1..=86400"));
     }
@@ -301,10 +327,6 @@ async fn get_command(
         .map_err(|_| ApiError::bad_request(format!("command id must be an integer; got {id:?}")))?;
     match s.store.command(id).await? {
         Some(row) => Ok(Json(json!(row))),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            kind: "not_found",
-            message: format!("no command {id}"),
-        }),
+        None => Err(ApiError::not_found(format!("no command {id}"))),
     }
 }

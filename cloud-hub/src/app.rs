@@ -29,7 +29,7 @@ pub async fn run(
         retention: cfg.retention,
     })
     .await
-    .context("cannot open the database (is PostgreSQL running and the URL right?)")?;
+    .context("cannot open the database")?;
     tracing::info!(tier = %store.tier(), "database ready, migrations applied");
 
     let (stop_trigger, stop) = qi_common::shutdown::channel();
@@ -38,50 +38,41 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on grpc.listen = {}", cfg.grpc.listen))?;
     tracing::info!(listen = %grpc_listener.local_addr()?, "gRPC ingest listening");
-    let mut server = tonic::transport::Server::builder();
-    if let (Some(cert), Some(key)) = (&cfg.grpc.tls_cert, &cfg.grpc.tls_key) {
-        let read = |p: &std::path::PathBuf, what: &str| {
-            std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))
-        };
-        let mut tls = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(
-                read(cert, "grpc.tls_cert")?,
-                read(key, "grpc.tls_key")?,
-            ),
-        );
-        if cfg.grpc.auth == GatewayAuth::Mtls
-            && let Some(ca) = &cfg.grpc.client_ca
-        {
-            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
-                ca,
-                "grpc.client_ca",
-            )?));
+    let tls = match (&cfg.grpc.tls_cert, &cfg.grpc.tls_key) {
+        (Some(cert), Some(key)) => {
+            let client_ca = match cfg.grpc.auth {
+                GatewayAuth::Mtls => cfg.grpc.client_ca.as_deref(),
+                _ => None,
+            };
+            Some(crate::tls::acceptor(cert, key, client_ca)?)
         }
-        server = server
-            .tls_config(tls)
-            .context("invalid TLS configuration")?;
-    }
+        _ => None,
+    };
     if cfg.grpc.auth == GatewayAuth::None {
         tracing::warn!(
             "grpc.auth = \"none\": any client may claim any gateway id (development only)"
         );
     }
     let auth = Arc::new(Authenticator::new(&cfg.grpc));
-    tracing::info!(auth = ?cfg.grpc.auth, tls = cfg.grpc.tls_cert.is_some(), "gateway authentication");
-    let mut grpc_stop = stop.clone();
-    let grpc = tokio::spawn(
-        server
-            .add_service(
-                // Gateways choose whether to compress; the hub accepts either.
-                UplinkServer::new(IngestService::new(store.clone(), auth))
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-                    .send_compressed(tonic::codec::CompressionEncoding::Gzip),
-            )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                async move { grpc_stop.wait().await },
-            ),
+    tracing::info!(auth = ?cfg.grpc.auth, tls = tls.is_some(), "gateway authentication");
+    let router = tonic::transport::Server::builder().add_service(
+        // Gateways choose whether to compress; the hub accepts either.
+        UplinkServer::new(IngestService::new(store.clone(), auth))
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip),
     );
+    let mut grpc_stop = stop.clone();
+    let grpc_done = async move { grpc_stop.wait().await };
+    let grpc = match tls {
+        Some(acceptor) => tokio::spawn(router.serve_with_incoming_shutdown(
+            crate::tls::incoming(grpc_listener, acceptor, stop.clone()),
+            grpc_done,
+        )),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            grpc_done,
+        )),
+    };
 
     let http_listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await

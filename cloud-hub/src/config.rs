@@ -75,7 +75,8 @@ pub struct DatabaseConfig {
     pub url: String,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
-    /// Give up connecting on start after this long.
+    /// On start, keep retrying (with backoff, each failure logged) for this
+    /// long before giving up; also the pool's wait for a connection.
     #[serde(default = "default_connect_timeout_s")]
     pub connect_timeout_s: u64,
     /// `auto` (the best tier the database offers) or `none`.

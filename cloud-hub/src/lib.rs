@@ -10,3 +10,4 @@ pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod storage;
+pub mod tls;

@@ -88,6 +88,7 @@ fn real_main(args: Args) -> Result<()> {
     if args.check {
         edge_agent::app::load_profiles(&cfg)
             .with_context(|| format!("config file {}", args.config.display()))?;
+        edge_agent::uplink::check_client_certificate(&cfg.uplink)?;
         println!(
             "{}: OK ({} devices)",
             args.config.display(),

@@ -43,6 +43,12 @@ impl Client {
         })
     }
 
+    /// The name to expect in the hub's certificate (default `localhost`).
+    pub fn with_domain(mut self, domain: &str) -> Client {
+        self.tls = self.tls.map(|t| t.domain_name(domain));
+        self
+    }
+
     pub fn with_token(mut self, token: &str) -> Client {
         self.token = Some(token.to_string());
         self

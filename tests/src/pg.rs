@@ -10,7 +10,7 @@
 use crate::process::Proc;
 use anyhow::{Context, Result, bail};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -88,10 +88,21 @@ pub fn test_tier() -> String {
     std::env::var("QI_TEST_TIER").unwrap_or_else(|_| "none".into())
 }
 
+/// The relocated PostgreSQL with TimescaleDB: `QI_TSDB_BINDIR`, else where
+/// `scripts/setup-timescaledb.sh` recorded it (`target/timescaledb/bindir`;
+/// outside the checkout when the `postgres` user cannot enter it).
 fn apache_bindir() -> Result<PathBuf> {
     let dir = match std::env::var_os("QI_TSDB_BINDIR") {
         Some(d) => PathBuf::from(d),
-        None => crate::workspace_root().join("target/timescaledb/pg/lib/postgresql/15/bin"),
+        None => {
+            let out = std::env::var_os("QI_TSDB_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::workspace_root().join("target/timescaledb"));
+            match std::fs::read_to_string(out.join("bindir")) {
+                Ok(recorded) => PathBuf::from(recorded.trim()),
+                Err(_) => out.join("pg/lib/postgresql/15/bin"),
+            }
+        }
     };
     if !dir.join("postgres").is_file() {
         bail!(
@@ -100,6 +111,31 @@ fn apache_bindir() -> Result<PathBuf> {
         );
     }
     Ok(dir)
+}
+
+/// Checks up front that the cluster's owner can run the binaries in
+/// `bindir`: run as root, the tests start PostgreSQL as `postgres`, which
+/// cannot enter a checkout in a mode-700 directory; initdb would then fail
+/// with a bare "Permission denied".
+pub fn check_runnable_as(bindir: &Path, ids: Option<(u32, u32)>) -> Result<()> {
+    let mut probe = Command::new(bindir.join("initdb"));
+    probe.arg("--version");
+    if let Some((uid, gid)) = ids {
+        probe.uid(uid).gid(gid);
+    }
+    match probe.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => bail!(
+            "{}/initdb --version failed: {}",
+            bindir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "the `postgres` user (PostgreSQL's owner when the tests run as root) cannot run {}: a directory on the way is closed to it (a checkout in a mode-700 directory?). Run scripts/setup-timescaledb.sh as root (it copies the build to QI_TSDB_SHARED_DIR, default /var/lib/qi-test, and records it), or set QI_TSDB_BINDIR to a copy `postgres` can reach",
+            bindir.join("initdb").display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot run {}", bindir.join("initdb").display())),
+    }
 }
 
 impl Drop for PgServer {
@@ -140,6 +176,7 @@ impl PgServer {
         } else {
             None
         };
+        check_runnable_as(&bindir, ids)?;
         let as_owner = |cmd: &mut Command| {
             if let Some((uid, gid)) = ids {
                 cmd.uid(uid).gid(gid);

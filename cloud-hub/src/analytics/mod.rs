@@ -51,7 +51,7 @@ async fn series(
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q?;
     let after = match p.after.as_deref() {
-        None | Some("") => 0,
+        None => 0,
         Some(a) => a.parse::<i32>().map_err(|_| {
             ApiError::bad_request(format!(
                 "`after` must be a series id (the previous page's next_after); got {a:?}"
@@ -120,11 +120,17 @@ fn range(
     Ok((from, to))
 }
 
-/// `30s`, `5m`, `1h`, `1d` or plain seconds.
+/// Widest bucket: 10 years of 365 days. PostgreSQL's interval (and the
+/// time arithmetic on it) overflows far above this, and wider buckets make no
+/// sense for measurements; refusing here makes it the client's 400 instead of
+/// a database error.
+pub const MAX_BUCKET_S: i64 = 3650 * 86_400;
+
+/// `30s`, `5m`, `1h`, `1d` or plain seconds, at most [`MAX_BUCKET_S`].
 fn parse_bucket(v: &str) -> Result<i64, ApiError> {
     let bad = || {
         ApiError::bad_request(format!(
-            "`bucket` must be a positive width such as 30s, 5m, 1h or 1d; got {v:?}"
+            "`bucket` must be a positive width of at most 3650d such as 30s, 5m, 1h or 1d; got {v:?}"
         ))
     };
     let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
@@ -140,7 +146,7 @@ fn parse_bucket(v: &str) -> Result<i64, ApiError> {
         _ => return Err(bad()),
     };
     match n.checked_mul(mult) {
-        Some(w) if w > 0 => Ok(w),
+        Some(w) if w > 0 && w <= MAX_BUCKET_S => Ok(w),
         _ => Err(bad()),
     }
 }
@@ -177,7 +183,9 @@ async fn known_series(s: &ApiState, ids: &[i32]) -> Result<Vec<SeriesRow>, ApiEr
         .iter()
         .find(|id| !rows.iter().any(|r| r.series_id == **id))
     {
-        return Err(ApiError::bad_request(format!("unknown series {missing}")));
+        return Err(ApiError::not_found(format!(
+            "unknown series {missing}; /api/v1/series lists the ids"
+        )));
     }
     Ok(rows)
 }
@@ -196,10 +204,7 @@ enum Func {
 }
 
 fn parse_functions(v: &Option<String>) -> Result<Vec<(String, Func)>, ApiError> {
-    let raw = v
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("avg,min,max,count");
+    let raw = v.as_deref().unwrap_or("avg,min,max,count");
     raw.split(',')
         .map(|f| {
             let f = f.trim();
@@ -278,7 +283,7 @@ async fn aggregates(
     }
     let funcs = parse_functions(&p.functions)?;
     let fill = match p.fill.as_deref() {
-        None | Some("") | Some("null") => Fill::Null,
+        None | Some("null") => Fill::Null,
         Some("previous") => Fill::Previous,
         Some("linear") => Fill::Linear,
         Some(f) => {
@@ -301,7 +306,7 @@ async fn aggregates(
         None
     };
     let source = match p.source.as_deref() {
-        None | Some("") | Some("auto") => {
+        None | Some("auto") => {
             if pcts.is_empty() {
                 rollup.unwrap_or(Source::Raw)
             } else {
@@ -435,7 +440,7 @@ async fn downsample(
     let Query(p) = q?;
     let (from, to) = range(&p.from, &p.to)?;
     let n = match p.points.as_deref() {
-        None | Some("") => 500,
+        None => 500,
         Some(v) => match v.parse::<i64>() {
             Ok(n) if (3..=s.analytics.max_points).contains(&n) => n,
             _ => {
@@ -513,7 +518,7 @@ fn num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
     hi: T,
 ) -> Result<T, ApiError> {
     match v.as_deref() {
-        None | Some("") => Ok(default),
+        None => Ok(default),
         Some(s) => match s.parse::<T>() {
             Ok(x) if x >= lo && x <= hi => Ok(x),
             _ => Err(ApiError::bad_request(format!(

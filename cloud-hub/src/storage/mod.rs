@@ -1,6 +1,7 @@
 //! Storage: the only module that speaks SQL. Ingest and the API go through [`Store`].
 
 mod analytics;
+mod connect;
 mod nodelay;
 mod partitions;
 mod rollup;
@@ -13,15 +14,44 @@ pub use tier::{StorageTier, TierChoice};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::time::Duration;
 
+/// The inner errors are part of the message and not exposed as sources:
+/// sqlx's errors already repeat their own source, and a chain printed with
+/// `{:#}` would say the same cause three times.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    #[error("database error: {}", connect::cause(.0))]
+    Db(sqlx::Error),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+    #[error("database.url is not a valid PostgreSQL URL: {}", connect::cause(.0))]
+    Url(sqlx::Error),
+    #[error(
+        "PostgreSQL at {target} (database {database}, user {user}) did not accept a connection: {attempts} attempts in {waited_s:.1} s (database.connect_timeout_s = {timeout_s}); last cause: {cause}"
+    )]
+    Unreachable {
+        target: String,
+        database: String,
+        user: String,
+        attempts: u32,
+        waited_s: f64,
+        timeout_s: u64,
+        cause: String,
+    },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 /// `[retention]`: how long each resolution is kept (days; 0 = forever), and
@@ -157,6 +187,9 @@ pub struct ReadingQuery {
 impl Store {
     /// Connects, applies migrations and sets up the best storage tier available.
     pub async fn open(o: &StoreOptions) -> Result<Store, StoreError> {
+        let opts: PgConnectOptions = o.url.parse().map_err(StoreError::Url)?;
+        connect::wait_for_database(&opts, o.connect_timeout).await?;
+        tracing::info!(target = %connect::target(&opts), "connected to PostgreSQL");
         let pool = PgPoolOptions::new()
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -170,7 +203,7 @@ impl Store {
             })
             .max_connections(o.max_connections)
             .acquire_timeout(o.connect_timeout)
-            .connect(&o.url)
+            .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let tier = tier::setup(&pool, o.tier).await?;

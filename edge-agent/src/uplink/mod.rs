@@ -6,7 +6,10 @@
 //! to its (gateway, seq) dedupe. The hub answers every batch with one ack, in
 //! order, so the oldest batch in flight is the one an ack is for.
 
+mod cert;
 mod queue;
+
+pub use cert::check_client_certificate;
 
 use crate::buffer::{Adoption, Buffer, RecordId};
 use crate::config::UplinkConfig;
@@ -54,8 +57,11 @@ pub struct UplinkStatus {
 pub enum UplinkError {
     #[error("invalid hub url: {0}")]
     Url(String),
+    /// The whole cause chain: tonic's own message is only "transport error".
     #[error("cannot connect to hub: {0}")]
-    Connect(#[source] tonic::transport::Error),
+    Connect(String),
+    #[error("{0}")]
+    Certificate(String),
     #[error("hub refused the stream: {0}")]
     Rpc(#[from] tonic::Status),
     #[error("hub closed the stream")]
@@ -98,6 +104,7 @@ impl Uplink {
             std::fs::read(p)
                 .map_err(|e| UplinkError::Url(format!("uplink.{key} {}: {e}", p.display())))
         };
+        check_client_certificate(&cfg)?;
         let tls = if cfg.hub_url.starts_with("https://") {
             let mut t = tonic::transport::ClientTlsConfig::new();
             if let Some(ca) = &cfg.ca_cert {
@@ -265,12 +272,12 @@ impl Uplink {
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10));
         if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| UplinkError::Url(format!("TLS settings: {e}")))?;
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                UplinkError::Certificate(format!("TLS settings: {}", cert::chain(&e)))
+            })?;
         }
         let channel = tokio::select! {
-            c = endpoint.connect() => c.map_err(UplinkError::Connect)?,
+            c = endpoint.connect() => c.map_err(|e| UplinkError::Connect(cert::chain(&e)))?,
             _ = stop.wait() => return Ok(()),
         };
         let token = self.token.clone();
@@ -446,16 +453,22 @@ impl Uplink {
 }
 
 /// TLS 1.3 checks the client certificate after the handshake, so a refused
-/// certificate surfaces as a broken pipe on the first RPC: say what it means.
+/// certificate surfaces on the first RPC as a broken pipe, a reset, or (hyper)
+/// a cancelled request on a closed connection: say what it means.
 fn explain_refusal(s: tonic::Status) -> UplinkError {
     let m = s.message().to_ascii_lowercase();
+    let detail = match std::error::Error::source(&s) {
+        Some(src) => format!("{}: {}", s.message(), cert::chain(src)),
+        None => s.message().to_string(),
+    };
     if s.code() == tonic::Code::Unknown
         || m.contains("broken pipe")
         || m.contains("connection reset")
+        || (s.code() == tonic::Code::Cancelled && m.contains("cancel"))
     {
         UplinkError::Rpc(tonic::Status::unauthenticated(format!(
-            "the hub closed the connection during the TLS exchange (is this gateway's client certificate missing, expired or not signed by the hub's client CA?): {}",
-            s.message()
+            "the hub closed the connection during the TLS exchange (is this gateway's client certificate missing, expired, not signed by the hub's client CA, or without extendedKeyUsage clientAuth? the hub logs the reason as \"TLS handshake failed\"): {}",
+            detail
         )))
     } else {
         UplinkError::Rpc(s)

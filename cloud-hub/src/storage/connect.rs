@@ -1,0 +1,112 @@
+//! The first connection at start: retried with backoff for
+//! `database.connect_timeout_s`, each failure logged with where and why.
+//!
+//! sqlx's pool retries a refused connection silently until its acquire
+//! timeout and then reports only "pool timed out", so the hub probes with a
+//! single connection first, which returns the real cause.
+
+use super::StoreError;
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use std::time::{Duration, Instant};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A host that swallows packets would otherwise use up the whole budget in
+/// one silent attempt.
+const MAX_ATTEMPT: Duration = Duration::from_secs(10);
+
+/// Where the hub connects, for messages: never the password.
+pub(super) fn target(o: &PgConnectOptions) -> String {
+    match o.get_socket() {
+        Some(dir) => format!("{} (Unix socket)", dir.display()),
+        None => format!("{}:{}", o.get_host(), o.get_port()),
+    }
+}
+
+/// One line naming the cause once. sqlx's errors repeat their source in
+/// their own text ("error returned from database: X" caused by "X").
+pub(super) fn cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", d.message()),
+            None => d.message().to_string(),
+        },
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let more = s.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+fn reason(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Io(_) => "io",
+        sqlx::Error::Tls(_) => "tls",
+        sqlx::Error::Database(_) => "database",
+        _ => "other",
+    }
+}
+
+/// Returns once one connection succeeded, or the last cause once
+/// `budget` is spent (at least one attempt is always made).
+pub(super) async fn wait_for_database(
+    opts: &PgConnectOptions,
+    budget: Duration,
+) -> Result<(), StoreError> {
+    let target = target(opts);
+    let database = opts
+        .get_database()
+        .unwrap_or(opts.get_username())
+        .to_string();
+    let user = opts.get_username().to_string();
+    let started = Instant::now();
+    let deadline = started + budget;
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let limit = remaining.clamp(Duration::from_secs(1), MAX_ATTEMPT);
+        let (why, kind) = match tokio::time::timeout(limit, opts.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                if attempt > 1 {
+                    tracing::info!(%target, attempt, "PostgreSQL accepts connections now");
+                }
+                return Ok(());
+            }
+            Ok(Err(e)) => (cause(&e), reason(&e)),
+            Err(_) => (format!("no answer within {} s", limit.as_secs()), "timeout"),
+        };
+        metrics::counter!("hub_db_connect_failures_total", "reason" => kind).increment(1);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            tracing::warn!(%target, %database, %user, attempt, error = %why, "cannot connect to PostgreSQL; giving up");
+            return Err(StoreError::Unreachable {
+                target,
+                database,
+                user,
+                attempts: attempt,
+                waited_s: started.elapsed().as_secs_f64(),
+                timeout_s: budget.as_secs(),
+                cause: why,
+            });
+        }
+        let wait = backoff.min(remaining);
+        tracing::warn!(
+            %target, %database, %user, attempt, error = %why, retry_in_ms = wait.as_millis() as u64,
+            "cannot connect to PostgreSQL; retrying"
+        );
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
