@@ -56,10 +56,13 @@ pub async fn run(
     let auth = Arc::new(Authenticator::new(&cfg.grpc));
     tracing::info!(auth = ?cfg.grpc.auth, tls = tls.is_some(), "gateway authentication");
     let router = tonic::transport::Server::builder().add_service(
-        // Gateways choose whether to compress; the hub accepts either.
+        // Gateways choose whether to compress (uplink.compression); the hub
+        // accepts gzip, zstd or nothing, and answers in kind.
         UplinkServer::new(IngestService::new(store.clone(), auth))
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip),
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Zstd),
     );
     let mut grpc_stop = stop.clone();
     let grpc_done = async move { grpc_stop.wait().await };
@@ -69,7 +72,10 @@ pub async fn run(
             grpc_done,
         )),
         None => tokio::spawn(router.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                |s| s.map(crate::wire::Counted::new),
+            ),
             grpc_done,
         )),
     };

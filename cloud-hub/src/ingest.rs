@@ -199,7 +199,12 @@ async fn serve_stream(
             }
         };
         let batch = match msg.kind {
-            Some(edge_message::Kind::Batch(b)) => b,
+            Some(edge_message::Kind::Batch(b)) => {
+                // Before compression: set against hub_grpc_wire_bytes_received_total.
+                metrics::counter!("hub_grpc_message_bytes_received_total")
+                    .increment(prost::Message::encoded_len(&b) as u64);
+                b
+            }
             Some(edge_message::Kind::CommandResult(r)) => {
                 let id = i64::try_from(r.id).unwrap_or(-1);
                 let known = store

@@ -11,3 +11,4 @@ pub mod config;
 pub mod ingest;
 pub mod storage;
 pub mod tls;
+pub mod wire;

@@ -127,7 +127,7 @@ pub struct UplinkConfig {
     pub tls_domain: Option<String>,
     /// File holding this gateway's bearer token (hub `grpc.auth = "token"`).
     pub token_file: Option<PathBuf>,
-    /// Compress batches on the wire: `gzip` (for cellular and metered links) or `none`.
+    /// Compress batches on the wire: `gzip`, `zstd` (for cellular and metered links) or `none`.
     #[serde(default)]
     pub compression: Compression,
     /// While a backlog drains, alternate its batches with the newest readings
@@ -145,7 +145,19 @@ fn yes() -> bool {
 pub enum Compression {
     #[default]
     Gzip,
+    Zstd,
     None,
+}
+
+impl Compression {
+    /// tonic's encoding for it (None: uncompressed).
+    pub fn encoding(self) -> Option<tonic::codec::CompressionEncoding> {
+        match self {
+            Compression::Gzip => Some(tonic::codec::CompressionEncoding::Gzip),
+            Compression::Zstd => Some(tonic::codec::CompressionEncoding::Zstd),
+            Compression::None => None,
+        }
+    }
 }
 
 fn default_batch_max() -> usize {

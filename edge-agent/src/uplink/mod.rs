@@ -288,6 +288,10 @@ impl Uplink {
                 }
                 Ok(req)
             });
+        if let Some(enc) = self.cfg.compression.encoding() {
+            // Every batch compressed; the hub accepts gzip and zstd.
+            client = client.send_compressed(enc).accept_compressed(enc);
+        }
         let (tx, rx) = mpsc::channel::<EdgeMessage>(self.cfg.max_in_flight + 1);
         let hello = EdgeMessage {
             kind: Some(edge_message::Kind::Hello(Hello {
