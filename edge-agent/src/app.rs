@@ -1,6 +1,6 @@
 //! Wires the agent together and owns its lifecycle.
 
-use crate::buffer::{Buffer, BufferOptions, LanePolicy};
+use crate::buffer::{Buffer, BufferOptions};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::status::{self, StatusSources};
@@ -18,29 +18,9 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let ttl = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
     let buffer = Arc::new(
-        Buffer::open(
-            &cfg.buffer.path,
-            BufferOptions {
-                cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
-                recycle_after_bytes: cfg.buffer.recycle_after_mib * 1024 * 1024,
-                memory_probe: crate::buffer::resident_bytes,
-                flush_every: (cfg.buffer.flush_every_ms > 0)
-                    .then(|| std::time::Duration::from_millis(cfg.buffer.flush_every_ms)),
-                max_readings: cfg.buffer.max_readings,
-                max_disk_bytes: cfg.buffer.max_disk_mib * 1024 * 1024,
-                normal: LanePolicy {
-                    ttl: ttl(cfg.buffer.ttl_s),
-                    full_policy: cfg.buffer.full_policy,
-                },
-                high: LanePolicy {
-                    ttl: ttl(cfg.buffer.high_ttl_s),
-                    full_policy: cfg.buffer.high_full_policy,
-                },
-            },
-        )
-        .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,
+        Buffer::open(&cfg.buffer.path, BufferOptions::from(&cfg.buffer))
+            .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,
     );
     let stats = buffer.stats();
     tracing::info!(gateway = %cfg.gateway_id, path = %cfg.buffer.path.display(),

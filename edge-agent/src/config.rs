@@ -91,6 +91,31 @@ fn default_max_disk_mib() -> u64 {
 
 pub use crate::buffer::FullPolicy;
 
+/// The buffer's options as the file states them: sizes in MiB become bytes,
+/// and 0 ms / 0 s (the file's "off") becomes no window / no TTL.
+impl From<&BufferConfig> for crate::buffer::BufferOptions {
+    fn from(c: &BufferConfig) -> Self {
+        let mib = |m: u64| m.saturating_mul(1024 * 1024);
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        crate::buffer::BufferOptions {
+            cache_bytes: mib(c.cache_mib),
+            recycle_after_bytes: mib(c.recycle_after_mib),
+            memory_probe: crate::buffer::resident_bytes,
+            flush_every: (c.flush_every_ms > 0).then(|| Duration::from_millis(c.flush_every_ms)),
+            max_readings: c.max_readings,
+            max_disk_bytes: mib(c.max_disk_mib),
+            normal: crate::buffer::LanePolicy {
+                ttl: secs(c.ttl_s),
+                full_policy: c.full_policy,
+            },
+            high: crate::buffer::LanePolicy {
+                ttl: secs(c.high_ttl_s),
+                full_policy: c.high_full_policy,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
