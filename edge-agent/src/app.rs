@@ -6,8 +6,6 @@ use crate::fleet::Fleet;
 use crate::status::{self, StatusSources};
 use crate::uplink::Uplink;
 use anyhow::{Context, Result};
-use qi_common::shutdown::Stop;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Runs the agent until `shutdown` resolves; then stops polling, drains the
@@ -54,28 +52,14 @@ pub async fn run(
         .await
         .context("cannot start the MQTT bus")?;
         if publish_polled {
-            let b = bus.clone();
-            buffer.set_tap(Box::new(move |device, readings| {
-                let body: Vec<serde_json::Value> = readings
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "metric": &*r.metric,
-                            "value": r.value,
-                            "unit": &*r.unit,
-                            "ts": chrono::DateTime::from_timestamp_micros(r.timestamp_us)
-                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                        })
-                    })
-                    .collect();
-                b.publish(
-                    b.topic(device, "telemetry"),
-                    serde_json::Value::Array(body).to_string().into(),
-                    false,
-                );
-            }));
+            buffer.set_tap(crate::mqtt::publish::polled_tap(bus.clone()));
         }
-        tokio::spawn(publish_health(bus, Arc::clone(&fleet), stop.clone()));
+        let devices = Arc::clone(&fleet);
+        tokio::spawn(crate::mqtt::publish::publish_health(
+            bus,
+            move || devices.view().snapshot(),
+            stop.clone(),
+        ));
     }
 
     let allowed_hosts = cfg.http.allowed_hosts().context("http.allowed_hosts")?;
@@ -113,43 +97,4 @@ pub async fn run(
         "edge-agent stopped; buffer flushed"
     );
     Ok(())
-}
-
-/// Each device's health as a retained message on `.../health`, whenever it
-/// changes (checked every second), so a local HMI sees state on subscribe.
-async fn publish_health(bus: crate::mqtt::Bus, fleet: Arc<Fleet>, mut stop: Stop) {
-    let mut last: HashMap<String, String> = HashMap::new();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait() => return,
-        }
-        for rx in fleet.view().health.iter() {
-            let h = rx.borrow().clone();
-            // Counters and times change every poll; publish on state changes
-            // and at most every 30 s otherwise.
-            let key = format!("{:?}|{:?}", h.state, h.last_error);
-            let id = h.device_id.clone();
-            let due = last.get(&id).is_none_or(|k| *k != key) || tick_due(&id);
-            if due {
-                if let Ok(body) = serde_json::to_string(&h) {
-                    bus.publish(bus.topic(&id, "health"), body.into(), true);
-                }
-                last.insert(id, key);
-            }
-        }
-    }
-}
-
-/// True about once every 30 s per device (spread by the id's hash).
-fn tick_due(id: &str) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let h = id
-        .bytes()
-        .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
-    (now + h).is_multiple_of(30)
 }

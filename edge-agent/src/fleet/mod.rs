@@ -26,6 +26,13 @@ pub struct FleetView {
     pub health: Arc<Vec<watch::Receiver<DeviceHealth>>>,
 }
 
+impl FleetView {
+    /// Every device's current health, in configuration order.
+    pub fn snapshot(&self) -> Vec<DeviceHealth> {
+        self.health.iter().map(|rx| rx.borrow().clone()).collect()
+    }
+}
+
 struct Running {
     config: Config,
     stop: StopTrigger,
