@@ -3,7 +3,7 @@
 use crate::buffer::{Buffer, BufferOptions};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::status::{self, StatusSources};
+use crate::local_api::{self, AllowedHosts, ApiState};
 use crate::uplink::Uplink;
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -62,9 +62,9 @@ pub async fn run(
         ));
     }
 
-    let allowed_hosts = cfg.http.allowed_hosts().context("http.allowed_hosts")?;
-    let app = status::router(
-        StatusSources {
+    let allowed_hosts = AllowedHosts::new(&cfg.http.allowed_hosts).context("http.allowed_hosts")?;
+    let app = local_api::router(
+        ApiState {
             gateway_id: cfg.gateway_id.clone(),
             buffer: Arc::clone(&buffer),
             uplink: uplink_status,

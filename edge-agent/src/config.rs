@@ -213,10 +213,40 @@ impl Default for HttpConfig {
     }
 }
 
+/// Why a name in `http.allowed_hosts` cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0:?} is not a host name (give names only, without scheme, port or path)")]
+pub struct BadHostName(pub String);
+
 impl HttpConfig {
-    pub fn allowed_hosts(&self) -> Result<crate::status::AllowedHosts, crate::status::BadHostName> {
-        crate::status::AllowedHosts::new(&self.allowed_hosts)
+    /// `allowed_hosts` in the form the local API compares them (see
+    /// [`allowed_host_name`]); the first unusable entry is the error.
+    pub fn allowed_host_names(&self) -> Result<Vec<String>, BadHostName> {
+        self.allowed_hosts
+            .iter()
+            .map(|n| allowed_host_name(n))
+            .collect()
     }
+}
+
+/// A configured host name, normalised as [`normalize_host_name`] does; only
+/// plain names are accepted (a scheme, port or path would never match a Host).
+pub fn allowed_host_name(name: &str) -> Result<String, BadHostName> {
+    let norm = normalize_host_name(name);
+    let ok = !norm.is_empty()
+        && norm
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if ok {
+        Ok(norm)
+    } else {
+        Err(BadHostName(name.to_string()))
+    }
+}
+
+/// Host names compare case-insensitively and with or without the root's trailing dot.
+pub fn normalize_host_name(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -335,7 +365,7 @@ impl Config {
                 .unwrap_or("mqtt");
             return Err((key.to_string(), e));
         }
-        if let Err(e) = self.http.allowed_hosts() {
+        if let Err(e) = self.http.allowed_host_names() {
             return Err(("http.allowed_hosts".into(), e.to_string()));
         }
         if self.buffer.cache_mib == 0 {
