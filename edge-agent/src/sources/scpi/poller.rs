@@ -96,14 +96,7 @@ impl ScpiPoller {
             &profile.model.id,
             &endpoint.to_string(),
         ));
-        let scpi = profile.scpi.clone().unwrap_or(ScpiDefaults {
-            line_ending: "\n".into(),
-            timeout_ms: 1000,
-            inter_request_delay_ms: 0,
-            init: Vec::new(),
-            error_prefixes: Vec::new(),
-            write_reply: false,
-        });
+        let scpi = profile.scpi_defaults();
         let schedule =
             Schedule::from_profile(&profile, Duration::from_millis(cfg.poll_interval_ms));
         let schedule_len = schedule.groups.len();
