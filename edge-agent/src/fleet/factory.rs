@@ -27,7 +27,7 @@ pub enum DeviceProfileError {
         device: String,
         profile: String,
         #[source]
-        source: device_profile::ProfileError,
+        source: Box<device_profile::ProfileError>,
     },
     /// The profile loads but does not fit the device entry (see [`fits_profile`]).
     #[error("{0}")]
@@ -45,7 +45,7 @@ pub fn load_profiles(cfg: &Config) -> Result<Vec<Profile>, DeviceProfileError> {
                     index: i,
                     device: d.id.clone(),
                     profile: d.profile.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             fits_profile(i, d, &p).map_err(DeviceProfileError::Misfit)?;
