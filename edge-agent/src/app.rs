@@ -1,4 +1,5 @@
-//! Wires the agent together and owns its lifecycle.
+//! Wires the agent together and owns its lifecycle; what each part does
+//! lives in that part (`fleet`, `mqtt`, `local_api`, `uplink`, `buffer`).
 
 use crate::buffer::{Buffer, BufferOptions};
 use crate::config::Config;
@@ -76,7 +77,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "status server on /health and /metrics");
+    tracing::info!(listen = %listener.local_addr()?, "local API on /health, /metrics and /api/v1/devices");
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)

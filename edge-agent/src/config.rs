@@ -195,7 +195,7 @@ fn default_drain_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of the local status server (`/health`, `/metrics`).
+    /// Address of the local API (`/health`, `/metrics`, `/api/v1/devices`).
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
     /// Host names the local API answers to besides IP literals and `localhost`

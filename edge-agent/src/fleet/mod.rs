@@ -1,6 +1,6 @@
 //! The set of running device pollers, replaceable as a whole when the
-//! configuration is reloaded. Its owner is the agent; the status server and
-//! the uplink only ever see a [`FleetView`] snapshot. The fleet builds the
+//! configuration is reloaded. Its owner is the agent; the local API, the MQTT
+//! health publisher and the uplink only ever see a [`FleetView`] snapshot. The fleet builds the
 //! pollers itself ([`factory`]), so starting and replacing them is one job in
 //! one place.
 
