@@ -116,6 +116,36 @@ fn default_line_ending() -> String {
     "\n".into()
 }
 
+/// What a profile without a `[scpi]` table gets: the same values as an empty
+/// `[scpi]` table (the serde defaults above), kept in one place.
+impl Default for ScpiDefaults {
+    fn default() -> Self {
+        ScpiDefaults {
+            line_ending: default_line_ending(),
+            timeout_ms: default_timeout_ms(),
+            inter_request_delay_ms: 0,
+            init: Vec::new(),
+            error_prefixes: Vec::new(),
+            write_reply: false,
+        }
+    }
+}
+
+impl Default for ModbusDefaults {
+    fn default() -> Self {
+        ModbusDefaults {
+            unit_id: default_unit_id(),
+            max_registers_per_read: default_max_registers(),
+            max_bits_per_read: default_max_bits(),
+            gap_tolerance: 0,
+            timeout_ms: default_timeout_ms(),
+            inter_request_delay_ms: 0,
+            byte_order: Endianness::Big,
+            word_order: Endianness::Big,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialDefaults {
@@ -408,16 +438,13 @@ type Invalid = (String, String);
 impl Profile {
     /// The Modbus defaults of a Modbus profile (validation guarantees they exist).
     pub fn modbus_defaults(&self) -> ModbusDefaults {
-        self.modbus.clone().unwrap_or(ModbusDefaults {
-            unit_id: default_unit_id(),
-            max_registers_per_read: default_max_registers(),
-            max_bits_per_read: default_max_bits(),
-            gap_tolerance: 0,
-            timeout_ms: default_timeout_ms(),
-            inter_request_delay_ms: 0,
-            byte_order: Endianness::Big,
-            word_order: Endianness::Big,
-        })
+        self.modbus.clone().unwrap_or_default()
+    }
+
+    /// The line-protocol defaults of an SCPI profile; a profile without a
+    /// `[scpi]` table gets those of an empty one.
+    pub fn scpi_defaults(&self) -> ScpiDefaults {
+        self.scpi.clone().unwrap_or_default()
     }
 
     /// Checks what the type system cannot; returns the offending field and why.

@@ -1,154 +1,13 @@
-//! Wires the agent together and owns its lifecycle.
+//! Wires the agent together and owns its lifecycle; what each part does
+//! lives in that part (`fleet`, `mqtt`, `local_api`, `uplink`, `buffer`).
 
-use crate::buffer::{Buffer, BufferOptions, LanePolicy};
-use crate::config::{Config, DeviceConfig, Transport};
+use crate::buffer::{Buffer, BufferOptions};
+use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::sources::command::DeviceHandle;
-use crate::sources::health::{DeviceHealth, DeviceState};
-use crate::sources::modbus::bus::{Bus, Endpoint};
-use crate::sources::modbus::poller::ModbusPoller;
-use crate::sources::scpi::poller::{ScpiEndpoint, ScpiPoller};
-use crate::sources::serial::LineSettings;
-use crate::status::{self, StatusSources};
+use crate::local_api::{self, AllowedHosts, ApiState};
 use crate::uplink::Uplink;
 use anyhow::{Context, Result};
-use device_profile::{Profile, Protocol};
-use qi_common::shutdown::Stop;
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-/// Loads every device's profile; any error names the device and the file.
-pub fn load_profiles(cfg: &Config) -> Result<Vec<Profile>> {
-    cfg.devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let p = Profile::load_by_id(&cfg.profiles_dir, &d.profile)
-                .with_context(|| format!("devices[{i}] ({}): profile {:?}", d.id, d.profile))?;
-            fits_profile(i, d, &p).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(p)
-        })
-        .collect()
-}
-
-/// What only the device entry and its profile together can get wrong: a
-/// profile's `modbus.unit_id = 0` is fine over TCP but is the broadcast
-/// address on a serial line.
-fn fits_profile(i: usize, d: &DeviceConfig, p: &Profile) -> std::result::Result<(), String> {
-    if p.protocol == Protocol::Modbus
-        && d.transport.is_rtu()
-        && d.unit_id.unwrap_or(p.modbus_defaults().unit_id) == 0
-    {
-        return Err(format!(
-            "devices[{i}] ({}): unit id 0 comes from profile {:?} (modbus.unit_id); on a \
-             serial (RTU) line 0 is the broadcast address: no device answers it, so every \
-             poll would time out; set devices[{i}].unit_id to the device's own address (1..=247)",
-            d.id, d.profile,
-        ));
-    }
-    Ok(())
-}
-
-/// The running acquisition side: one task per device, and what the rest of the agent sees of it.
-pub struct Devices {
-    pub tasks: Vec<JoinHandle<()>>,
-    pub health: Vec<watch::Receiver<DeviceHealth>>,
-    pub handles: HashMap<String, DeviceHandle>,
-}
-
-/// A device that cannot be polled (bad profile, conflicting bus settings):
-/// reported on `/health` with the reason; the other devices run normally.
-fn disabled(d: &DeviceConfig, reason: String, devices: &mut Devices) {
-    tracing::error!(device = %d.id, error = %reason, "device disabled");
-    metrics::counter!("edge_devices_disabled_total").increment(1);
-    let mut h = DeviceHealth::new(&d.id, &d.profile, &d.transport.to_string());
-    h.state = DeviceState::Error;
-    h.last_error = Some(reason.clone());
-    let (_tx, rx) = watch::channel(h);
-    devices.health.push(rx);
-    devices
-        .handles
-        .insert(d.id.clone(), DeviceHandle::disabled(&d.id, reason));
-}
-
-/// Starts one poller per configured device. Devices behind the same Modbus
-/// link share one bus; a bad profile disables only its own device.
-pub fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> Devices {
-    let mut devices = Devices {
-        tasks: Vec::new(),
-        health: Vec::new(),
-        handles: HashMap::new(),
-    };
-    let mut buses: HashMap<Endpoint, Arc<Bus>> = HashMap::new();
-    let mut serial_lines: HashMap<PathBuf, LineSettings> = HashMap::new();
-    for (i, d) in cfg.devices.iter().enumerate() {
-        let profile = match Profile::load_by_id(&cfg.profiles_dir, &d.profile) {
-            Ok(p) => Arc::new(p),
-            Err(e) => {
-                disabled(d, format!("devices[{i}]: {e}"), &mut devices);
-                continue;
-            }
-        };
-        if let Err(e) = fits_profile(i, d, &profile) {
-            disabled(d, e, &mut devices);
-            continue;
-        }
-        let (handle, commands) = DeviceHandle::channel(&d.id);
-        match profile.protocol {
-            Protocol::Modbus => {
-                let endpoint = match &d.transport {
-                    Transport::Tcp(a) => Endpoint::Tcp(a.clone()),
-                    Transport::RtuOverTcp(a) => Endpoint::RtuOverTcp(a.clone()),
-                    Transport::Serial(l) => {
-                        let settings = LineSettings::resolve(l, &profile.serial);
-                        if let Some(other) = serial_lines.get(&settings.device)
-                            && *other != settings
-                        {
-                            disabled(
-                                d,
-                                format!(
-                                    "serial line {} is already used with other settings ({other}); devices on one bus must agree",
-                                    settings.device.display()
-                                ),
-                                &mut devices,
-                            );
-                            continue;
-                        }
-                        serial_lines.insert(settings.device.clone(), settings.clone());
-                        Endpoint::Serial(settings)
-                    }
-                };
-                let bus = Arc::clone(
-                    buses
-                        .entry(endpoint.clone())
-                        .or_insert_with(|| Arc::new(Bus::new(endpoint))),
-                );
-                let (poller, health) =
-                    ModbusPoller::new(d, profile, bus, Arc::clone(buffer), commands);
-                devices.health.push(health);
-                devices.tasks.push(tokio::spawn(poller.run(stop.clone())));
-            }
-            Protocol::Scpi => {
-                let endpoint = match ScpiEndpoint::from_config(&d.transport, &profile) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        disabled(d, format!("devices[{i}].transport: {e}"), &mut devices);
-                        continue;
-                    }
-                };
-                let (poller, health) =
-                    ScpiPoller::new(d, profile, endpoint, Arc::clone(buffer), commands);
-                devices.health.push(health);
-                devices.tasks.push(tokio::spawn(poller.run(stop.clone())));
-            }
-        }
-        devices.handles.insert(d.id.clone(), handle);
-    }
-    devices
-}
 
 /// Runs the agent until `shutdown` resolves; then stops polling, drains the
 /// uplink briefly and flushes the buffer.
@@ -158,29 +17,9 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let ttl = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
     let buffer = Arc::new(
-        Buffer::open(
-            &cfg.buffer.path,
-            BufferOptions {
-                cache_bytes: cfg.buffer.cache_mib * 1024 * 1024,
-                recycle_after_bytes: cfg.buffer.recycle_after_mib * 1024 * 1024,
-                memory_probe: crate::buffer::resident_bytes,
-                flush_every: (cfg.buffer.flush_every_ms > 0)
-                    .then(|| std::time::Duration::from_millis(cfg.buffer.flush_every_ms)),
-                max_readings: cfg.buffer.max_readings,
-                max_disk_bytes: cfg.buffer.max_disk_mib * 1024 * 1024,
-                normal: LanePolicy {
-                    ttl: ttl(cfg.buffer.ttl_s),
-                    full_policy: cfg.buffer.full_policy,
-                },
-                high: LanePolicy {
-                    ttl: ttl(cfg.buffer.high_ttl_s),
-                    full_policy: cfg.buffer.high_full_policy,
-                },
-            },
-        )
-        .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,
+        Buffer::open(&cfg.buffer.path, BufferOptions::from(&cfg.buffer))
+            .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,
     );
     let stats = buffer.stats();
     tracing::info!(gateway = %cfg.gateway_id, path = %cfg.buffer.path.display(),
@@ -214,33 +53,19 @@ pub async fn run(
         .await
         .context("cannot start the MQTT bus")?;
         if publish_polled {
-            let b = bus.clone();
-            buffer.set_tap(Box::new(move |device, readings| {
-                let body: Vec<serde_json::Value> = readings
-                    .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "metric": &*r.metric,
-                            "value": r.value,
-                            "unit": &*r.unit,
-                            "ts": chrono::DateTime::from_timestamp_micros(r.timestamp_us)
-                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                        })
-                    })
-                    .collect();
-                b.publish(
-                    b.topic(device, "telemetry"),
-                    serde_json::Value::Array(body).to_string().into(),
-                    false,
-                );
-            }));
+            buffer.set_tap(crate::mqtt::publish::polled_tap(bus.clone()));
         }
-        tokio::spawn(publish_health(bus, Arc::clone(&fleet), stop.clone()));
+        let devices = Arc::clone(&fleet);
+        tokio::spawn(crate::mqtt::publish::publish_health(
+            bus,
+            move || devices.view().snapshot(),
+            stop.clone(),
+        ));
     }
 
-    let allowed_hosts = cfg.http.allowed_hosts().context("http.allowed_hosts")?;
-    let app = status::router(
-        StatusSources {
+    let allowed_hosts = AllowedHosts::new(&cfg.http.allowed_hosts).context("http.allowed_hosts")?;
+    let app = local_api::router(
+        ApiState {
             gateway_id: cfg.gateway_id.clone(),
             buffer: Arc::clone(&buffer),
             uplink: uplink_status,
@@ -252,7 +77,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "status server on /health and /metrics");
+    tracing::info!(listen = %listener.local_addr()?, "local API on /health, /metrics and /api/v1/devices");
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -273,43 +98,4 @@ pub async fn run(
         "edge-agent stopped; buffer flushed"
     );
     Ok(())
-}
-
-/// Each device's health as a retained message on `.../health`, whenever it
-/// changes (checked every second), so a local HMI sees state on subscribe.
-async fn publish_health(bus: crate::mqtt::Bus, fleet: Arc<Fleet>, mut stop: Stop) {
-    let mut last: HashMap<String, String> = HashMap::new();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait() => return,
-        }
-        for rx in fleet.view().health.iter() {
-            let h = rx.borrow().clone();
-            // Counters and times change every poll; publish on state changes
-            // and at most every 30 s otherwise.
-            let key = format!("{:?}|{:?}", h.state, h.last_error);
-            let id = h.device_id.clone();
-            let due = last.get(&id).is_none_or(|k| *k != key) || tick_due(&id);
-            if due {
-                if let Ok(body) = serde_json::to_string(&h) {
-                    bus.publish(bus.topic(&id, "health"), body.into(), true);
-                }
-                last.insert(id, key);
-            }
-        }
-    }
-}
-
-/// True about once every 30 s per device (spread by the id's hash).
-fn tick_due(id: &str) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let h = id
-        .bytes()
-        .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
-    (now + h).is_multiple_of(30)
 }

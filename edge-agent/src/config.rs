@@ -91,6 +91,31 @@ fn default_max_disk_mib() -> u64 {
 
 pub use crate::buffer::FullPolicy;
 
+/// The buffer's options as the file states them: sizes in MiB become bytes,
+/// and 0 ms / 0 s (the file's "off") becomes no window / no TTL.
+impl From<&BufferConfig> for crate::buffer::BufferOptions {
+    fn from(c: &BufferConfig) -> Self {
+        let mib = |m: u64| m.saturating_mul(1024 * 1024);
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        crate::buffer::BufferOptions {
+            cache_bytes: mib(c.cache_mib),
+            recycle_after_bytes: mib(c.recycle_after_mib),
+            memory_probe: crate::buffer::resident_bytes,
+            flush_every: (c.flush_every_ms > 0).then(|| Duration::from_millis(c.flush_every_ms)),
+            max_readings: c.max_readings,
+            max_disk_bytes: mib(c.max_disk_mib),
+            normal: crate::buffer::LanePolicy {
+                ttl: secs(c.ttl_s),
+                full_policy: c.full_policy,
+            },
+            high: crate::buffer::LanePolicy {
+                ttl: secs(c.high_ttl_s),
+                full_policy: c.high_full_policy,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
@@ -182,7 +207,7 @@ fn default_drain_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of the local status server (`/health`, `/metrics`).
+    /// Address of the local API (`/health`, `/metrics`, `/api/v1/devices`).
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
     /// Host names the local API answers to besides IP literals and `localhost`
@@ -200,10 +225,40 @@ impl Default for HttpConfig {
     }
 }
 
+/// Why a name in `http.allowed_hosts` cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0:?} is not a host name (give names only, without scheme, port or path)")]
+pub struct BadHostName(pub String);
+
 impl HttpConfig {
-    pub fn allowed_hosts(&self) -> Result<crate::status::AllowedHosts, crate::status::BadHostName> {
-        crate::status::AllowedHosts::new(&self.allowed_hosts)
+    /// `allowed_hosts` in the form the local API compares them (see
+    /// [`allowed_host_name`]); the first unusable entry is the error.
+    pub fn allowed_host_names(&self) -> Result<Vec<String>, BadHostName> {
+        self.allowed_hosts
+            .iter()
+            .map(|n| allowed_host_name(n))
+            .collect()
     }
+}
+
+/// A configured host name, normalised as [`normalize_host_name`] does; only
+/// plain names are accepted (a scheme, port or path would never match a Host).
+pub fn allowed_host_name(name: &str) -> Result<String, BadHostName> {
+    let norm = normalize_host_name(name);
+    let ok = !norm.is_empty()
+        && norm
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if ok {
+        Ok(norm)
+    } else {
+        Err(BadHostName(name.to_string()))
+    }
+}
+
+/// Host names compare case-insensitively and with or without the root's trailing dot.
+pub fn normalize_host_name(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -322,7 +377,7 @@ impl Config {
                 .unwrap_or("mqtt");
             return Err((key.to_string(), e));
         }
-        if let Err(e) = self.http.allowed_hosts() {
+        if let Err(e) = self.http.allowed_host_names() {
             return Err(("http.allowed_hosts".into(), e.to_string()));
         }
         if self.buffer.cache_mib == 0 {

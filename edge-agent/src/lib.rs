@@ -2,15 +2,16 @@
 //!
 //! Data path: `sources` (one poller task per instrument) -> `buffer` (sled,
 //! durable, assigns sequence numbers) -> `uplink` (gRPC stream to the hub,
-//! deletes on ack). `status` serves what each of them reports.
+//! deletes on ack). `fleet` owns the pollers; `local_api` serves what each
+//! part reports; `mqtt` is the site bus; `app` only wires them together.
 
 pub mod app;
 pub mod buffer;
 pub mod config;
 pub mod fleet;
+pub mod local_api;
 pub mod mqtt;
 pub mod sources;
-pub mod status;
 pub mod uplink;
 
 use device_profile::{Profile, Protocol};

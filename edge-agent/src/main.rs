@@ -86,7 +86,7 @@ fn real_main(args: Args) -> Result<()> {
     }
     let cfg = Config::load(&args.config)?;
     if args.check {
-        edge_agent::app::load_profiles(&cfg)
+        edge_agent::fleet::load_profiles(&cfg)
             .with_context(|| format!("config file {}", args.config.display()))?;
         edge_agent::uplink::check_client_certificate(&cfg.uplink)?;
         println!(

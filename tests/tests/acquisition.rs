@@ -11,6 +11,24 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// `edge_writes_total` for one device and result ("ok" / "error") in the agent's /metrics.
+async fn writes_counted(stack: &Stack, device: &str, result: &str) -> Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", stack.agent_url()))
+        .await?
+        .text()
+        .await?;
+    let (d, r) = (
+        format!("device=\"{device}\""),
+        format!("result=\"{result}\""),
+    );
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("edge_writes_total{") && l.contains(&d) && l.contains(&r))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
+}
+
 /// `sim.base` of every point of a profile, as its register type carries it.
 fn expected(profile: &str) -> BTreeMap<String, f64> {
     let text =
@@ -454,6 +472,10 @@ async fn ascii_chamber_error_replies_and_writes() -> Result<()> {
         Ok((d["values"]["temperature_setpoint"]["value"].as_f64() == Some(30.0)).then_some(()))
     })
     .await?;
+    // Every write the poller answers is counted, SCPI like Modbus: one done,
+    // two refused (the device's NA reply, the read-only point).
+    assert_eq!(writes_counted(&stack, "chamber", "ok").await?, 1.0);
+    assert_eq!(writes_counted(&stack, "chamber", "error").await?, 2.0);
     Ok(())
 }
 
@@ -511,6 +533,10 @@ async fn modbus_writes_honour_type_scale_and_word_order() -> Result<()> {
     assert_eq!(r.status(), 404);
     // Nothing refused reached the device.
     assert_eq!(mbpoll_holding(port, "4", 0x1A22)?, vec![(0x1A22, 3.0)]);
+    // Two writes done; five refused by the poller (the bad body and the
+    // unknown device never reach it).
+    assert_eq!(writes_counted(&stack, "chamber", "ok").await?, 2.0);
+    assert_eq!(writes_counted(&stack, "chamber", "error").await?, 5.0);
     Ok(())
 }
 

@@ -418,12 +418,19 @@ os._exit(0)
         "garbage was answered: {closed:?}"
     );
     let stack = &b.stack;
+    // Wait for the acknowledged values themselves, not a count: the hub may
+    // also get readings the agent buffered but never acknowledged, and
+    // interleaved batches can bring those first.
     let stored = wait_for(
         "acknowledged readings at the hub",
         Duration::from_secs(20),
         || async {
             let v = hub_values(stack, "th-1", "n").await?;
-            Ok((v.len() >= acked.len()).then_some(v))
+            let have: std::collections::HashSet<u64> = v.iter().map(|x| *x as u64).collect();
+            Ok(acked
+                .iter()
+                .all(|a| have.contains(&(*a as u64)))
+                .then_some(v))
         },
     )
     .await

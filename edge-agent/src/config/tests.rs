@@ -188,12 +188,41 @@ fn zero_mqtt_sizes_are_refused() {
 fn allowed_hosts_take_plain_names() {
     let text = format!("{BASE}\n[http]\nallowed_hosts = [\"gw.plant.local\"]\n");
     let cfg = load(&text).expect("plain name");
-    assert!(
-        cfg.http
-            .allowed_hosts()
-            .is_ok_and(|a| a.accepts("gw.plant.local:8080"))
+    assert_eq!(
+        cfg.http.allowed_host_names(),
+        Ok(vec!["gw.plant.local".to_string()])
     );
     let text = format!("{BASE}\n[http]\nallowed_hosts = [\"http://gw.plant.local:8080\"]\n");
     let msg = refused(&text, "http.allowed_hosts", 10);
     assert!(msg.contains("without scheme, port or path"), "{msg}");
+}
+
+#[test]
+fn buffer_keys_become_buffer_options() {
+    use crate::buffer::BufferOptions;
+    use std::time::Duration;
+    let text = BASE.replace(
+        "path = \"/tmp/unused\"",
+        "path = \"/tmp/unused\"\ncache_mib = 3\nrecycle_after_mib = 5\nmax_readings = 7\n\
+         max_disk_mib = 11\nfull_policy = \"reject_newest\"\nflush_every_ms = 13\nttl_s = 17\n\
+         high_full_policy = \"drop_oldest\"\nhigh_ttl_s = 19",
+    );
+    let cfg = load(&text).expect("valid buffer section");
+    let o = BufferOptions::from(&cfg.buffer);
+    assert_eq!(o.cache_bytes, 3 << 20);
+    assert_eq!(o.recycle_after_bytes, 5 << 20);
+    assert_eq!(o.max_readings, 7);
+    assert_eq!(o.max_disk_bytes, 11 << 20);
+    assert_eq!(o.flush_every, Some(Duration::from_millis(13)));
+    assert_eq!(o.normal.ttl, Some(Duration::from_secs(17)));
+    assert_eq!(o.normal.full_policy, super::FullPolicy::RejectNewest);
+    assert_eq!(o.high.ttl, Some(Duration::from_secs(19)));
+    assert_eq!(o.high.full_policy, super::FullPolicy::DropOldest);
+    // 0 is the file's "off": no group-commit window, no TTL.
+    let o = BufferOptions::from(&load(BASE).expect("defaults").buffer);
+    assert_eq!(
+        (o.flush_every, o.normal.ttl, o.high.ttl),
+        (None, None, None)
+    );
+    assert_eq!(o.cache_bytes, 8 << 20);
 }

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod frame;
 pub mod payload;
 mod proxy;
+pub mod publish;
 pub mod sessions;
 mod websocket;
 

@@ -1,15 +1,14 @@
 //! The loop every poller runs: wait for the next due poll group (or a command,
 //! or the stop signal), poll it, and on failure back off with jitter. Each
-//! protocol supplies only what differs, through [`Poller`].
+//! protocol supplies only what differs, through [`Poller`]; what is the same
+//! lives in its [`PollerCore`].
 
 use super::backoff::Backoff;
-use super::command::DeviceCommand;
-use super::health::{DeviceHealth, record_failure};
-use super::schedule::Schedule;
+use super::command::{DeviceCommand, WriteError};
+use super::core::PollerCore;
+use super::health::record_failure;
 use qi_common::shutdown::Stop;
 use std::future::Future;
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Why a poll could not complete: the device is unreachable or silent.
@@ -19,13 +18,15 @@ pub struct PollFailure {
 }
 
 pub trait Poller: Send {
-    fn schedule(&mut self) -> &mut Schedule;
-    fn commands(&mut self) -> &mut mpsc::Receiver<DeviceCommand>;
-    fn health(&self) -> &watch::Sender<DeviceHealth>;
-    fn retry_bounds(&self) -> (Duration, Duration);
+    fn core(&mut self) -> &mut PollerCore;
     /// Polls group `gi`. Errors mean "offline"; per-point trouble is handled inside.
     fn poll_group(&mut self, gi: usize) -> impl Future<Output = Result<(), PollFailure>> + Send;
-    fn handle(&mut self, cmd: DeviceCommand) -> impl Future<Output = ()> + Send;
+    /// Writes one point, encoded as the protocol and profile say.
+    fn write(
+        &mut self,
+        point: &str,
+        value: f64,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
     /// After a successful poll of `gi` (e.g. to retry failed points sooner).
     fn after_success(&mut self, _gi: usize) {}
     /// After a failed poll, before backing off (e.g. drop the connection).
@@ -33,15 +34,18 @@ pub trait Poller: Send {
 }
 
 pub async fn drive<P: Poller>(p: &mut P, mut stop: Stop) {
-    let (min, max) = p.retry_bounds();
+    let (min, max) = {
+        let c = p.core();
+        (c.retry_min, c.retry_max)
+    };
     let mut backoff = Backoff::new(min, max);
     let mut commands_open = true;
-    while let Some((gi, due)) = p.schedule().next() {
+    while let Some((gi, due)) = p.core().schedule.next() {
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
-            cmd = p.commands().recv(), if commands_open => {
+            cmd = p.core().commands.recv(), if commands_open => {
                 match cmd {
-                    Some(c) => p.handle(c).await,
+                    Some(c) => serve(p, c).await,
                     None => commands_open = false,
                 }
                 continue;
@@ -51,15 +55,32 @@ pub async fn drive<P: Poller>(p: &mut P, mut stop: Stop) {
         match p.poll_group(gi).await {
             Ok(()) => {
                 backoff.reset();
-                p.schedule().advance(gi, due);
+                p.core().schedule.advance(gi, due);
                 p.after_success(gi);
             }
             Err(f) => {
                 p.after_failure();
                 let delay = backoff.next_delay();
-                p.schedule().postpone_all(Instant::now() + delay);
-                record_failure(p.health(), &f.message, f.timeout, delay);
+                let core = p.core();
+                core.schedule.postpone_all(Instant::now() + delay);
+                record_failure(&core.health, &f.message, f.timeout, delay);
             }
+        }
+    }
+}
+
+/// Runs one command between polls and answers it; every write is logged and
+/// counted the same way, whatever the protocol.
+async fn serve<P: Poller>(p: &mut P, cmd: DeviceCommand) {
+    match cmd {
+        DeviceCommand::Write {
+            point,
+            value,
+            reply,
+        } => {
+            let res = p.write(&point, value).await;
+            p.core().record_write(&point, value, &res);
+            let _ = reply.send(res);
         }
     }
 }

@@ -157,6 +157,15 @@ impl DeviceHealth {
     }
 }
 
+impl crate::mqtt::publish::DeviceStatus for DeviceHealth {
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    fn change_key(&self) -> String {
+        format!("{:?}|{:?}", self.state, self.last_error)
+    }
+}
+
 /// Records a failed poll (connect, I/O, timeout): state offline, counters, and
 /// a log line for the first failure and every 10th, so an outage cannot flood the log.
 pub fn record_failure(

@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod command;
+pub mod core;
 pub mod driver;
 pub mod health;
 pub mod modbus;

@@ -5,16 +5,14 @@
 use super::bus::Bus;
 use super::faults::{Faults, uncovered};
 use super::plan::{PlanLimits, ReadBlock, plan_reads};
-use crate::buffer::{Buffer, NewReading};
+use crate::buffer::Buffer;
 use crate::config::DeviceConfig;
-use crate::sources::command::DeviceCommand;
+use crate::sources::command::{DeviceCommand, WriteError};
+use crate::sources::core::{Cycle, PollerCore};
 use crate::sources::driver::{PollFailure, Poller, drive};
-use crate::sources::health::{DeviceHealth, DeviceState};
-use crate::sources::report::Reporter;
-use crate::sources::schedule::Schedule;
+use crate::sources::health::DeviceHealth;
 use device_profile::{Decoded, ModbusDefaults, Profile, RegisterKind};
 use qi_common::shutdown::Stop;
-use qi_proto::v1::Quality;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,56 +52,38 @@ const NO_RTT: u64 = u64::MAX;
 
 /// Metric handles resolved once: a labelled `metrics::counter!` per request
 /// would hash and look up its key every time.
-struct PollerMetrics {
+struct ModbusMetrics {
     request_seconds: metrics::Histogram,
-    polls: metrics::Counter,
-    readings: metrics::Counter,
     decode_errors: metrics::Counter,
 }
 
-impl PollerMetrics {
-    fn new(device: &str) -> PollerMetrics {
+impl ModbusMetrics {
+    fn new(device: &str) -> ModbusMetrics {
         let d = device.to_string();
-        PollerMetrics {
+        ModbusMetrics {
             request_seconds: metrics::histogram!("edge_modbus_request_seconds", "device" => d.clone()),
-            polls: metrics::counter!("edge_modbus_polls_total", "device" => d.clone()),
-            readings: metrics::counter!("edge_readings_total", "device" => d.clone()),
             decode_errors: metrics::counter!("edge_modbus_decode_errors_total", "device" => d),
         }
     }
 }
 
 pub struct ModbusPoller {
-    id: String,
-    m: PollerMetrics,
+    core: PollerCore,
+    m: ModbusMetrics,
     /// Round trip of the latest request (ms), published with the cycle's health.
     /// (f64 bits; NO_RTT when none yet.)
     rtt: std::sync::atomic::AtomicU64,
-    /// Shared copies of the strings every reading carries (no allocation per reading).
-    device: Arc<str>,
-    names: Vec<Arc<str>>,
-    units: Vec<Arc<str>>,
-    profile: Arc<Profile>,
     defaults: ModbusDefaults,
     unit: u8,
     timeout: Duration,
     inter_request: Duration,
     limits: PlanLimits,
-    retry_min: Duration,
-    retry_max: Duration,
     /// point index -> index of its scale-factor point
     scale_factors: HashMap<usize, usize>,
     bus: Arc<Bus>,
-    buffer: Arc<Buffer>,
-    health: watch::Sender<DeviceHealth>,
-    commands: mpsc::Receiver<DeviceCommand>,
-    schedule: Schedule,
     /// Cached read plan per group, with the `faults.generation` it was made for.
     plans: Vec<Option<(u64, Vec<ReadBlock>)>>,
-    /// Requests in the last poll of each group.
-    last_requests: Vec<u32>,
     faults: Faults,
-    reporter: Reporter,
 }
 
 impl ModbusPoller {
@@ -114,11 +94,6 @@ impl ModbusPoller {
         buffer: Arc<Buffer>,
         commands: mpsc::Receiver<DeviceCommand>,
     ) -> (ModbusPoller, watch::Receiver<DeviceHealth>) {
-        let (tx, rx) = watch::channel(DeviceHealth::new(
-            &cfg.id,
-            &profile.model.id,
-            &bus.endpoint().to_string(),
-        ));
         let defaults = profile.modbus_defaults();
         let index: HashMap<&str, usize> = profile
             .points
@@ -137,25 +112,19 @@ impl ModbusPoller {
                     .map(|&sf| (i, sf))
             })
             .collect();
-        let schedule =
-            Schedule::from_profile(&profile, Duration::from_millis(cfg.poll_interval_ms));
-        let plans = vec![None; schedule.groups.len()];
-        let last_requests = vec![0; schedule.groups.len()];
+        let (core, rx) = PollerCore::new(
+            cfg,
+            Arc::clone(&profile),
+            &bus.endpoint().to_string(),
+            buffer,
+            commands,
+            "edge_modbus_polls_total",
+        );
+        let plans = vec![None; core.schedule.groups.len()];
         let poller = ModbusPoller {
-            id: cfg.id.clone(),
-            m: PollerMetrics::new(&cfg.id),
+            core,
+            m: ModbusMetrics::new(&cfg.id),
             rtt: std::sync::atomic::AtomicU64::new(NO_RTT),
-            device: Arc::from(cfg.id.as_str()),
-            names: profile
-                .points
-                .iter()
-                .map(|p| Arc::from(p.name.as_str()))
-                .collect(),
-            units: profile
-                .points
-                .iter()
-                .map(|p| Arc::from(p.unit.as_str()))
-                .collect(),
             unit: cfg.unit_id.unwrap_or(defaults.unit_id),
             timeout: Duration::from_millis(cfg.timeout_ms.unwrap_or(defaults.timeout_ms)),
             inter_request: Duration::from_millis(defaults.inter_request_delay_ms),
@@ -164,31 +133,22 @@ impl ModbusPoller {
                 max_bits: defaults.max_bits_per_read,
                 gap_tolerance: defaults.gap_tolerance,
             },
-            retry_min: Duration::from_millis(cfg.retry_min_ms),
-            retry_max: Duration::from_millis(cfg.retry_max_ms),
             defaults,
             scale_factors,
-            profile,
             bus,
-            buffer,
-            health: tx,
-            commands,
-            schedule,
             plans,
-            last_requests,
             faults: Faults::new(&cfg.id, Duration::from_secs(cfg.bad_point_retry_s)),
-            reporter: Reporter::default(),
         };
         (poller, rx)
     }
 
     pub async fn run(mut self, stop: Stop) {
-        tracing::info!(device = %self.id, endpoint = %self.bus.endpoint(), unit = self.unit,
-            points = self.profile.points.len(), groups = self.schedule.groups.len(), "polling device");
+        tracing::info!(device = %self.core.id, endpoint = %self.bus.endpoint(), unit = self.unit,
+            points = self.core.profile.points.len(), groups = self.core.schedule.groups.len(), "polling device");
         drive(&mut self, stop).await;
         let mut bus = self.bus.lock().await;
         bus.reset().await;
-        tracing::info!(device = %self.id, "poller stopped");
+        tracing::info!(device = %self.core.id, "poller stopped");
     }
 
     /// One request on the bus, with timeout; transport trouble resets the connection.
@@ -269,11 +229,11 @@ impl ModbusPoller {
 
     /// Registers currently skipped: a read bridging a gap must not touch them.
     fn avoided(&self, now: Instant) -> Vec<(RegisterKind, u32, u32)> {
-        self.faults.avoided(&self.profile.points, now)
+        self.faults.avoided(&self.core.profile.points, now)
     }
 
     fn selected_points(&self, gi: usize, now: Instant) -> Vec<usize> {
-        self.schedule.groups[gi]
+        self.core.schedule.groups[gi]
             .points
             .iter()
             .copied()
@@ -291,7 +251,7 @@ impl ModbusPoller {
             _ => {
                 let selected = self.selected_points(gi, now);
                 let blocks = plan_reads(
-                    &self.profile.points,
+                    &self.core.profile.points,
                     &selected,
                     self.limits,
                     &self.avoided(now),
@@ -311,7 +271,7 @@ impl ModbusPoller {
                 Ok(items) => {
                     let ts = chrono::Utc::now().timestamp_micros();
                     self.faults.read_ok(
-                        &self.profile.points,
+                        &self.core.profile.points,
                         &block.points,
                         block.kind,
                         block.start,
@@ -323,15 +283,19 @@ impl ModbusPoller {
                     }
                 }
                 Err(Fail::Exception(code)) => {
-                    metrics::counter!("edge_modbus_exceptions_total", "device" => self.id.clone())
+                    metrics::counter!("edge_modbus_exceptions_total", "device" => self.core.id.clone())
                         .increment(1);
-                    self.health.send_modify(|h| h.errors.device_errors += 1);
+                    self.core
+                        .health
+                        .send_modify(|h| h.errors.device_errors += 1);
                     let error = format!("Modbus exception: {code}");
                     match block.points.len() {
                         0 => self.bisect_probe(&block, error, &mut work),
-                        1 => self
-                            .faults
-                            .mark_point(&self.profile.points, block.points[0], error),
+                        1 => self.faults.mark_point(
+                            &self.core.profile.points,
+                            block.points[0],
+                            error,
+                        ),
                         _ => self.bisect_points(&block, now, &mut work),
                     }
                 }
@@ -350,8 +314,8 @@ impl ModbusPoller {
         let mid = block.points.len() / 2;
         let (a, b) = block.points.split_at(mid);
         let avoid = self.avoided(now);
-        let first = plan_reads(&self.profile.points, a, self.limits, &avoid);
-        let second = plan_reads(&self.profile.points, b, self.limits, &avoid);
+        let first = plan_reads(&self.core.profile.points, a, self.limits, &avoid);
+        let second = plan_reads(&self.core.profile.points, b, self.limits, &avoid);
         let covered: Vec<(u16, u16)> = first
             .iter()
             .chain(&second)
@@ -402,7 +366,7 @@ impl ModbusPoller {
         requests: u32,
     ) {
         let now = Instant::now().into_std();
-        let profile = Arc::clone(&self.profile);
+        let profile = Arc::clone(&self.core.profile);
         // Scale-factor registers first: other points of this cycle need their values.
         let mut sf_values: HashMap<usize, i16> = HashMap::new();
         if !self.scale_factors.is_empty() {
@@ -418,7 +382,7 @@ impl ModbusPoller {
                 }
             }
         }
-        let mut readings = Vec::with_capacity(self.schedule.groups[gi].points.len());
+        let mut readings = Vec::with_capacity(self.core.schedule.groups[gi].points.len());
         let mut live: Vec<(usize, Decoded, i64)> = Vec::with_capacity(readings.capacity());
         let mut decode_errors = 0u64;
         for (block, items, ts) in &results {
@@ -458,85 +422,40 @@ impl ModbusPoller {
                 };
                 match decoded {
                     Ok(Decoded::Number(v)) => {
-                        if p.report && self.reporter.should_report(i, p, v, now) {
-                            readings.push(NewReading {
-                                device_id: Arc::clone(&self.device),
-                                metric: Arc::clone(&self.names[i]),
-                                timestamp_us: *ts,
-                                value: v,
-                                unit: Arc::clone(&self.units[i]),
-                                quality: Quality::Good as i32,
-                                priority: p.priority,
-                            });
-                        }
-                        live.push((i, Decoded::Number(v), *ts));
+                        self.core.offer(i, v, *ts, now, &mut readings);
+                        live.push((i, Decoded::Number(v), *ts / 1000));
                     }
-                    Ok(text) => live.push((i, text, *ts)),
+                    Ok(text) => live.push((i, text, *ts / 1000)),
                     Err(e) => {
                         decode_errors += 1;
-                        tracing::debug!(device = %self.id, point = %p.name, error = %e, "value not decodable");
+                        tracing::debug!(device = %self.core.id, point = %p.name, error = %e, "value not decodable");
                     }
                 }
             }
         }
-        let n = self.buffer.accept(&self.id, &readings).await;
         if decode_errors > 0 {
             self.m.decode_errors.increment(decode_errors);
         }
-        self.m.polls.increment(1);
-        self.m.readings.increment(n);
-        let rtt = match self.rtt.swap(NO_RTT, std::sync::atomic::Ordering::Relaxed) {
+        let rtt_ms = match self.rtt.swap(NO_RTT, std::sync::atomic::Ordering::Relaxed) {
             NO_RTT => None,
             bits => Some(f64::from_bits(bits)),
         };
-        if self.health.borrow().state == DeviceState::Offline {
-            tracing::info!(device = %self.id, group = %self.schedule.groups[gi].name, "device back online");
-        }
-        self.last_requests[gi] = requests;
-        let total_requests = self.last_requests.iter().sum();
-        let bad_points = self.faults.bad_points(&profile.points);
-        let refused_registers = self.faults.refused_registers();
-        self.health.send_modify(|h| {
-            h.state = if bad_points.is_empty() {
-                DeviceState::Online
-            } else {
-                DeviceState::Degraded
-            };
-            h.last_error = bad_points
-                .first()
-                .map(|b| format!("{}: {}", b.point, b.error));
-            h.bad_points = bad_points;
-            h.refused_registers = refused_registers;
-            h.consecutive_failures = 0;
-            h.polls_ok += 1;
-            h.readings += n;
-            h.errors.decode += decode_errors;
-            h.requests_per_cycle = total_requests;
-            if let Some(ms) = rtt {
-                h.record_rtt(ms);
-            }
-            h.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
-            h.next_retry_ms = None;
-            for (i, d, ts) in live {
-                let p = &profile.points[i];
-                h.set_value(&p.name, &p.unit, d, ts / 1000);
-            }
-        });
+        let cycle = Cycle {
+            readings,
+            live,
+            requests,
+            bad_points: self.faults.bad_points(&profile.points),
+            refused_registers: self.faults.refused_registers(),
+            decode_errors,
+            rtt_ms,
+        };
+        self.core.finish_cycle(gi, cycle).await;
     }
 }
 
 impl Poller for ModbusPoller {
-    fn schedule(&mut self) -> &mut Schedule {
-        &mut self.schedule
-    }
-    fn commands(&mut self) -> &mut mpsc::Receiver<DeviceCommand> {
-        &mut self.commands
-    }
-    fn health(&self) -> &watch::Sender<DeviceHealth> {
-        &self.health
-    }
-    fn retry_bounds(&self) -> (Duration, Duration) {
-        (self.retry_min, self.retry_max)
+    fn core(&mut self) -> &mut PollerCore {
+        &mut self.core
     }
     async fn poll_group(&mut self, gi: usize) -> Result<(), PollFailure> {
         self.poll_group_inner(gi).await.map_err(|f| PollFailure {
@@ -544,7 +463,7 @@ impl Poller for ModbusPoller {
             message: f.to_string(),
         })
     }
-    async fn handle(&mut self, cmd: DeviceCommand) {
-        self.handle_command(cmd).await
+    async fn write(&mut self, point: &str, value: f64) -> Result<(), WriteError> {
+        self.write_point(point, value).await
     }
 }

@@ -5,14 +5,12 @@ use super::line::{Io, LineError, LinePort};
 use crate::buffer::{Buffer, NewReading};
 use crate::config::{DeviceConfig, Transport};
 use crate::sources::command::{DeviceCommand, WriteError};
+use crate::sources::core::{Cycle, PollerCore};
 use crate::sources::driver::{PollFailure, Poller, drive};
-use crate::sources::health::{BadPoint, DeviceHealth, DeviceState, LiveValue};
-use crate::sources::report::Reporter;
-use crate::sources::schedule::Schedule;
+use crate::sources::health::{BadPoint, DeviceHealth};
 use crate::sources::serial::LineSettings;
-use device_profile::{DataType, Point, Profile, ScpiDefaults};
+use device_profile::{DataType, Decoded, Point, Profile, ScpiDefaults};
 use qi_common::shutdown::Stop;
-use qi_proto::v1::Quality;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,24 +61,14 @@ enum Outcome {
 }
 
 pub struct ScpiPoller {
-    id: String,
-    profile: Arc<Profile>,
+    core: PollerCore,
     scpi: ScpiDefaults,
     endpoint: ScpiEndpoint,
     timeout: Duration,
     inter_request: Duration,
-    retry_min: Duration,
-    retry_max: Duration,
-    buffer: Arc<Buffer>,
-    health: watch::Sender<DeviceHealth>,
-    commands: mpsc::Receiver<DeviceCommand>,
-    schedule: Schedule,
-    reporter: Reporter,
     port: Option<LinePort>,
     /// Points whose last query failed, with the error (logged once per streak).
     failing: BTreeMap<usize, (String, i64, u32)>,
-    /// Queries in the last poll of each group.
-    last_requests: Vec<u32>,
 }
 
 impl ScpiPoller {
@@ -91,47 +79,31 @@ impl ScpiPoller {
         buffer: Arc<Buffer>,
         commands: mpsc::Receiver<DeviceCommand>,
     ) -> (ScpiPoller, watch::Receiver<DeviceHealth>) {
-        let (tx, rx) = watch::channel(DeviceHealth::new(
-            &cfg.id,
-            &profile.model.id,
+        let scpi = profile.scpi_defaults();
+        let (core, rx) = PollerCore::new(
+            cfg,
+            profile,
             &endpoint.to_string(),
-        ));
-        let scpi = profile.scpi.clone().unwrap_or(ScpiDefaults {
-            line_ending: "\n".into(),
-            timeout_ms: 1000,
-            inter_request_delay_ms: 0,
-            init: Vec::new(),
-            error_prefixes: Vec::new(),
-            write_reply: false,
-        });
-        let schedule =
-            Schedule::from_profile(&profile, Duration::from_millis(cfg.poll_interval_ms));
-        let schedule_len = schedule.groups.len();
+            buffer,
+            commands,
+            "edge_scpi_polls_total",
+        );
         let poller = ScpiPoller {
-            id: cfg.id.clone(),
+            core,
             timeout: Duration::from_millis(cfg.timeout_ms.unwrap_or(scpi.timeout_ms)),
             inter_request: Duration::from_millis(scpi.inter_request_delay_ms),
-            retry_min: Duration::from_millis(cfg.retry_min_ms),
-            retry_max: Duration::from_millis(cfg.retry_max_ms),
             scpi,
-            profile,
             endpoint,
-            buffer,
-            health: tx,
-            commands,
-            schedule,
-            reporter: Reporter::default(),
             port: None,
             failing: BTreeMap::new(),
-            last_requests: vec![0; schedule_len],
         };
         (poller, rx)
     }
 
     pub async fn run(mut self, stop: Stop) {
-        tracing::info!(device = %self.id, endpoint = %self.endpoint, points = self.profile.points.len(), "polling SCPI device");
+        tracing::info!(device = %self.core.id, endpoint = %self.endpoint, points = self.core.profile.points.len(), "polling SCPI device");
         drive(&mut self, stop).await;
-        tracing::info!(device = %self.id, "poller stopped");
+        tracing::info!(device = %self.core.id, "poller stopped");
     }
 
     async fn open(&self) -> Result<LinePort, LineError> {
@@ -153,15 +125,15 @@ impl ScpiPoller {
             port.send(cmd).await?;
             tokio::time::sleep(self.inter_request.max(Duration::from_millis(10))).await;
         }
-        tracing::info!(device = %self.id, endpoint = %self.endpoint, "connected");
+        tracing::info!(device = %self.core.id, endpoint = %self.endpoint, "connected");
         Ok(port)
     }
 
     /// Waits for the line to go quiet and throws away what came in meanwhile.
     async fn resync(&mut self, why: &str) -> Result<(), LineError> {
-        self.health.send_modify(|h| h.errors.resyncs += 1);
-        metrics::counter!("edge_scpi_resyncs_total", "device" => self.id.clone()).increment(1);
-        tracing::debug!(device = %self.id, why, "resynchronising the line");
+        self.core.health.send_modify(|h| h.errors.resyncs += 1);
+        metrics::counter!("edge_scpi_resyncs_total", "device" => self.core.id.clone()).increment(1);
+        tracing::debug!(device = %self.core.id, why, "resynchronising the line");
         if let Some(port) = self.port.as_mut() {
             port.discard_pending(RESYNC_QUIET).await?;
         }
@@ -182,8 +154,8 @@ impl ScpiPoller {
         let (reply, stale) = port.query(cmd, self.timeout).await?;
         let rtt = started.elapsed().as_secs_f64() * 1000.0;
         if stale > 0 {
-            self.health.send_modify(|h| h.errors.resyncs += 1);
-            tracing::debug!(device = %self.id, bytes = stale, "discarded unsolicited input");
+            self.core.health.send_modify(|h| h.errors.resyncs += 1);
+            tracing::debug!(device = %self.core.id, bytes = stale, "discarded unsolicited input");
         }
         Ok((reply, rtt))
     }
@@ -212,8 +184,8 @@ impl ScpiPoller {
     }
 
     async fn poll_group_inner(&mut self, gi: usize) -> Result<(), LineError> {
-        let points = Arc::clone(&self.profile);
-        let indexes = self.schedule.groups[gi].points.clone();
+        let points = Arc::clone(&self.core.profile);
+        let indexes = self.core.schedule.groups[gi].points.clone();
         let mut readings = Vec::new();
         let mut live = Vec::new();
         let mut timeouts_in_a_row = 0;
@@ -234,7 +206,7 @@ impl ScpiPoller {
                 Ok(r) => r,
                 Err(LineError::Timeout(d)) => {
                     timeouts_in_a_row += 1;
-                    self.health.send_modify(|h| h.errors.timeouts += 1);
+                    self.core.health.send_modify(|h| h.errors.timeouts += 1);
                     if timeouts_in_a_row >= TIMEOUTS_BEFORE_OFFLINE && answered == 0 {
                         return Err(LineError::Timeout(d));
                     }
@@ -243,7 +215,7 @@ impl ScpiPoller {
                     continue;
                 }
                 Err(LineError::Noise(n)) => {
-                    self.health.send_modify(|h| h.errors.decode += 1);
+                    self.core.health.send_modify(|h| h.errors.decode += 1);
                     self.resync("noise").await?;
                     self.point_failed(i, format!("garbled reply ({n})"));
                     continue;
@@ -252,12 +224,12 @@ impl ScpiPoller {
             };
             timeouts_in_a_row = 0;
             answered += 1;
-            self.health.send_modify(|h| h.record_rtt(rtt));
+            self.core.health.send_modify(|h| h.record_rtt(rtt));
             self.apply(i, p, &reply, &mut readings, &mut live);
             replies.insert(q.to_string(), reply);
         }
-        self.finish_cycle(gi, readings, live, answered, &points)
-            .await
+        self.finish_cycle(gi, readings, live, answered).await;
+        Ok(())
     }
 
     /// Turns one reply into the point's live value and, if due, a reading.
@@ -267,167 +239,98 @@ impl ScpiPoller {
         p: &Point,
         reply: &str,
         readings: &mut Vec<NewReading>,
-        live: &mut Vec<(String, LiveValue)>,
+        live: &mut Vec<(usize, Decoded, i64)>,
     ) {
         let ts = chrono::Utc::now().timestamp_micros();
-        {
-            match self.parse(p, reply) {
-                Outcome::Value(v) => {
-                    self.point_ok(i);
-                    live.push((
-                        p.name.clone(),
-                        LiveValue {
-                            value: Some(v),
-                            text: None,
-                            unit: p.unit.clone(),
-                            ts_ms: ts / 1000,
-                        },
-                    ));
-                    if p.report
-                        && self
-                            .reporter
-                            .should_report(i, p, v, Instant::now().into_std())
-                    {
-                        readings.push(NewReading {
-                            device_id: Arc::from(self.id.as_str()),
-                            metric: Arc::from(p.name.as_str()),
-                            timestamp_us: ts,
-                            value: v,
-                            unit: Arc::from(p.unit.as_str()),
-                            quality: Quality::Good as i32,
-                            priority: p.priority,
-                        });
+        match self.parse(p, reply) {
+            Outcome::Value(v) => {
+                self.point_ok(i);
+                live.push((i, Decoded::Number(v), ts / 1000));
+                self.core
+                    .offer(i, v, ts, Instant::now().into_std(), readings);
+            }
+            Outcome::Text(t) => {
+                self.point_ok(i);
+                live.push((i, Decoded::Text(t), ts / 1000));
+            }
+            Outcome::PointError(e) => {
+                let device_error = self.is_error_reply(reply);
+                self.core.health.send_modify(|h| {
+                    if device_error {
+                        h.errors.device_errors += 1;
+                    } else {
+                        h.errors.decode += 1;
                     }
-                }
-                Outcome::Text(t) => {
-                    self.point_ok(i);
-                    live.push((
-                        p.name.clone(),
-                        LiveValue {
-                            value: None,
-                            text: Some(t),
-                            unit: p.unit.clone(),
-                            ts_ms: ts / 1000,
-                        },
-                    ));
-                }
-                Outcome::PointError(e) => {
-                    let device_error = self.is_error_reply(reply);
-                    self.health.send_modify(|h| {
-                        if device_error {
-                            h.errors.device_errors += 1;
-                        } else {
-                            h.errors.decode += 1;
-                        }
-                    });
-                    self.point_failed(i, e);
-                }
+                });
+                self.point_failed(i, e);
             }
         }
     }
 
+    /// Appends what is due and publishes health. Noise alone does not make a
+    /// device offline (something is talking); only silence does
+    /// (TIMEOUTS_BEFORE_OFFLINE in poll_group).
     async fn finish_cycle(
         &mut self,
         gi: usize,
         readings: Vec<NewReading>,
-        live: Vec<(String, LiveValue)>,
+        live: Vec<(usize, Decoded, i64)>,
         answered: u32,
-        points: &Profile,
-    ) -> Result<(), LineError> {
-        // Noise alone does not make a device offline: something is talking.
-        // Only silence does (TIMEOUTS_BEFORE_OFFLINE in poll_group).
-        let n = self.buffer.accept(&self.id, &readings).await;
-        metrics::counter!("edge_readings_total", "device" => self.id.clone()).increment(n);
-        metrics::counter!("edge_scpi_polls_total", "device" => self.id.clone()).increment(1);
-        if self.health.borrow().state == DeviceState::Offline {
-            tracing::info!(device = %self.id, "device back online");
-        }
-        let bad: Vec<BadPoint> = self
+    ) {
+        let points = &self.core.profile.points;
+        let bad_points: Vec<BadPoint> = self
             .failing
             .iter()
             .map(|(&i, (e, since, n))| BadPoint {
-                point: points.points[i].name.clone(),
+                point: points[i].name.clone(),
                 error: e.clone(),
                 since_ms: *since,
                 failures: *n,
             })
             .collect();
-        self.last_requests[gi] = answered;
-        let requests = self.last_requests.iter().sum();
-        self.health.send_modify(|h| {
-            h.state = if bad.is_empty() {
-                DeviceState::Online
-            } else {
-                DeviceState::Degraded
-            };
-            h.last_error = bad.first().map(|b| format!("{}: {}", b.point, b.error));
-            h.bad_points = bad;
-            h.consecutive_failures = 0;
-            h.polls_ok += 1;
-            h.readings += n;
-            h.requests_per_cycle = requests;
-            h.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
-            h.next_retry_ms = None;
-            for (k, v) in live {
-                h.values.insert(k, v);
-            }
-        });
-        Ok(())
+        let cycle = Cycle {
+            readings,
+            live,
+            requests: answered,
+            bad_points,
+            ..Cycle::default()
+        };
+        self.core.finish_cycle(gi, cycle).await;
     }
 
     fn point_ok(&mut self, i: usize) {
         if self.failing.remove(&i).is_some() {
-            tracing::info!(device = %self.id, point = %self.profile.points[i].name, "point readable again");
+            tracing::info!(device = %self.core.id, point = %self.core.profile.points[i].name, "point readable again");
         }
     }
 
     fn point_failed(&mut self, i: usize, error: String) {
-        let name = &self.profile.points[i].name;
+        let name = &self.core.profile.points[i].name;
         match self.failing.get_mut(&i) {
             Some(f) => {
                 f.0 = error;
                 f.2 += 1;
             }
             None => {
-                tracing::warn!(device = %self.id, point = %name, %error, "point failed; it stays in the poll and is counted");
+                tracing::warn!(device = %self.core.id, point = %name, %error, "point failed; it stays in the poll and is counted");
                 self.failing
                     .insert(i, (error, chrono::Utc::now().timestamp_millis(), 1));
             }
         }
     }
 
-    async fn handle_command(&mut self, cmd: DeviceCommand) {
-        match cmd {
-            DeviceCommand::Write {
-                point,
-                value,
-                reply,
-            } => {
-                let res = self.write(&point, value).await;
-                match &res {
-                    Ok(()) => tracing::info!(device = %self.id, %point, value, "point written"),
-                    Err(e) => {
-                        tracing::warn!(device = %self.id, %point, value, error = %e, "write refused")
-                    }
-                }
-                let _ = reply.send(res);
-            }
-        }
-    }
-
-    async fn write(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
-        let Some(p) = self.profile.points.iter().find(|p| p.name == name) else {
-            return Err(WriteError::UnknownPoint(name.to_string()));
-        };
-        let (true, Some(template)) = (p.writable, p.write_command.clone()) else {
+    async fn write_point(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
+        let p = self.core.writable_point(name)?;
+        let Some(template) = p.write_command.clone() else {
             return Err(WriteError::NotWritable(name.to_string()));
         };
+        let (scale, offset) = (p.scale, p.offset);
         if !value.is_finite() {
             return Err(WriteError::BadValue(format!(
                 "{value} is not a finite number"
             )));
         }
-        let raw = (value - p.offset) / p.scale;
+        let raw = (value - offset) / scale;
         let cmd = render_write(&template, raw);
         if self.port.is_none() {
             self.port = Some(
@@ -489,17 +392,8 @@ pub fn render_write(template: &str, value: f64) -> String {
 }
 
 impl Poller for ScpiPoller {
-    fn schedule(&mut self) -> &mut Schedule {
-        &mut self.schedule
-    }
-    fn commands(&mut self) -> &mut mpsc::Receiver<DeviceCommand> {
-        &mut self.commands
-    }
-    fn health(&self) -> &watch::Sender<DeviceHealth> {
-        &self.health
-    }
-    fn retry_bounds(&self) -> (Duration, Duration) {
-        (self.retry_min, self.retry_max)
+    fn core(&mut self) -> &mut PollerCore {
+        &mut self.core
     }
     async fn poll_group(&mut self, gi: usize) -> Result<(), PollFailure> {
         self.poll_group_inner(gi).await.map_err(|e| PollFailure {
@@ -507,17 +401,18 @@ impl Poller for ScpiPoller {
             message: e.to_string(),
         })
     }
-    async fn handle(&mut self, cmd: DeviceCommand) {
-        self.handle_command(cmd).await
+    async fn write(&mut self, point: &str, value: f64) -> Result<(), WriteError> {
+        self.write_point(point, value).await
     }
     fn after_success(&mut self, gi: usize) {
         // Points that failed (noise, error replies) are retried soon, not a group interval later.
-        let failing = self.schedule.groups[gi]
+        let failing = self.core.schedule.groups[gi]
             .points
             .iter()
             .any(|i| self.failing.contains_key(i));
         if failing {
-            self.schedule.retry_sooner(gi, self.retry_min);
+            let retry_min = self.core.retry_min;
+            self.core.schedule.retry_sooner(gi, retry_min);
         }
     }
     fn after_failure(&mut self) {

@@ -2,43 +2,16 @@
 //! send on the device's bus.
 
 use super::ModbusPoller;
-use crate::sources::command::{DeviceCommand, WriteError};
+use crate::sources::command::WriteError;
 use device_profile::{DataType, RegisterKind};
 use tokio_modbus::client::Writer;
 
 impl ModbusPoller {
-    pub(super) async fn handle_command(&mut self, cmd: DeviceCommand) {
-        match cmd {
-            DeviceCommand::Write {
-                point,
-                value,
-                reply,
-            } => {
-                let res = self.write(&point, value).await;
-                match &res {
-                    Ok(()) => tracing::info!(device = %self.id, %point, value, "point written"),
-                    Err(e) => {
-                        tracing::warn!(device = %self.id, %point, value, error = %e, "write refused")
-                    }
-                }
-                metrics::counter!("edge_writes_total", "device" => self.id.clone(),
-                    "result" => if res.is_ok() { "ok" } else { "error" })
-                .increment(1);
-                let _ = reply.send(res);
-            }
-        }
-    }
-
-    async fn write(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
-        let Some(p) = self.profile.points.iter().find(|p| p.name == name) else {
-            return Err(WriteError::UnknownPoint(name.to_string()));
-        };
+    pub(super) async fn write_point(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
+        let p = self.core.writable_point(name)?;
         let Some(loc) = p.modbus() else {
             return Err(WriteError::UnknownPoint(name.to_string()));
         };
-        if !p.writable {
-            return Err(WriteError::NotWritable(name.to_string()));
-        }
         enum Op {
             Coil(bool),
             Registers(Vec<u16>),

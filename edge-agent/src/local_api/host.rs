@@ -10,6 +10,7 @@
 //! in `http.allowed_hosts`. The port is not compared: the name is what tells
 //! a rebinding apart, and a proxy or port forward may change the port.
 
+use crate::config::{allowed_host_name, normalize_host_name};
 use axum::extract::{Request, State};
 use axum::http::header::HOST;
 use axum::middleware::Next;
@@ -24,28 +25,19 @@ pub struct AllowedHosts {
     names: HashSet<String>,
 }
 
-/// Why a configured name cannot be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0:?} is not a host name (give names only, without scheme, port or path)")]
-pub struct BadHostName(pub String);
+pub use crate::config::BadHostName;
 
 impl AllowedHosts {
+    /// The names of `http.allowed_hosts`, checked and normalised by the
+    /// configuration's rule ([`crate::config::allowed_host_name`]).
     pub fn new<'a>(
         names: impl IntoIterator<Item = &'a String>,
     ) -> Result<AllowedHosts, BadHostName> {
-        let mut set = HashSet::new();
-        for n in names {
-            let norm = normalize(n);
-            let ok = !norm.is_empty()
-                && norm
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-            if !ok {
-                return Err(BadHostName(n.clone()));
-            }
-            set.insert(norm);
-        }
-        Ok(AllowedHosts { names: set })
+        let names = names
+            .into_iter()
+            .map(|n| allowed_host_name(n))
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(AllowedHosts { names })
     }
 
     /// Whether a request's Host header value names this gateway.
@@ -54,13 +46,9 @@ impl AllowedHosts {
         if name.parse::<IpAddr>().is_ok() {
             return true;
         }
-        let name = normalize(name);
+        let name = normalize_host_name(name);
         name == "localhost" || self.names.contains(&name)
     }
-}
-
-fn normalize(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// `host:port` -> `host`; `[v6]:port` and `[v6]` -> `v6`.

@@ -1,12 +1,17 @@
 //! The set of running device pollers, replaceable as a whole when the
-//! configuration is reloaded. Its owner is the agent; the status server and
-//! the uplink only ever see a [`FleetView`] snapshot.
+//! configuration is reloaded. Its owner is the agent; the local API, the MQTT
+//! health publisher and the uplink only ever see a [`FleetView`] snapshot. The fleet builds the
+//! pollers itself ([`factory`]), so starting and replacing them is one job in
+//! one place.
 
-use crate::app::start_devices;
+mod factory;
+
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::sources::command::DeviceHandle;
 use crate::sources::health::DeviceHealth;
+pub use factory::load_profiles;
+use factory::start_devices;
 use qi_common::shutdown::{Stop, StopTrigger};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,6 +24,13 @@ use tokio::task::JoinHandle;
 pub struct FleetView {
     pub handles: Arc<HashMap<String, DeviceHandle>>,
     pub health: Arc<Vec<watch::Receiver<DeviceHealth>>>,
+}
+
+impl FleetView {
+    /// Every device's current health, in configuration order.
+    pub fn snapshot(&self) -> Vec<DeviceHealth> {
+        self.health.iter().map(|rx| rx.borrow().clone()).collect()
+    }
 }
 
 struct Running {

@@ -1,0 +1,88 @@
+//! `/api/v1/devices`: each device's health, and writes to writable points.
+
+use super::{ApiState, error};
+use crate::sources::command::WriteError;
+use crate::sources::health::DeviceHealth;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+pub(super) async fn list(State(s): State<ApiState>) -> Json<Vec<DeviceHealth>> {
+    Json(s.fleet.view().snapshot())
+}
+
+pub(super) async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    match s
+        .fleet
+        .view()
+        .health
+        .iter()
+        .find(|d| d.borrow().device_id == id)
+    {
+        Some(d) => Json(d.borrow().clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no device {id:?} on this gateway"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WriteRequest {
+    point: String,
+    value: f64,
+}
+
+/// Writes one point: only points the profile marks writable, encoded per the
+/// profile (type, scale, byte and word order); anything else is refused.
+pub(super) async fn write(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<WriteRequest>, JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "body must be {{\"point\": \"name\", \"value\": number}}: {}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    let view = s.fleet.view();
+    let Some(handle) = view.handles.get(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            WriteError::UnknownDevice(id).to_string(),
+        );
+    };
+    match handle.write(&req.point, req.value).await {
+        Ok(()) => Json(json!({"ok": true, "device": id, "point": req.point, "value": req.value}))
+            .into_response(),
+        Err(e) => {
+            let (status, kind) = match &e {
+                WriteError::UnknownDevice(_) | WriteError::UnknownPoint(_) => {
+                    (StatusCode::NOT_FOUND, "not_found")
+                }
+                WriteError::NotWritable(_) => (StatusCode::FORBIDDEN, "not_writable"),
+                WriteError::BadValue(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_value"),
+                WriteError::DeviceError(_) => (StatusCode::BAD_GATEWAY, "device_error"),
+                WriteError::Unreachable(_) | WriteError::NotRunning(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unreachable")
+                }
+                WriteError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            };
+            error(status, kind, e.to_string())
+        }
+    }
+}
