@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod grpc;
+pub mod module_graph;
 pub mod mqtt_raw;
 pub mod peers;
 pub mod pg;

@@ -1,8 +1,8 @@
-//! The agent's top-level modules must form layers: no module may import one
+//! A crate's top-level modules must form layers: no module may import one
 //! that (directly or through others) imports it back. A circle means neither
-//! side can be understood, tested or replaced without the other, which is
-//! what issue #11 set out to end. This reads the sources, so a new circle
-//! fails `cargo test` before review has to spot it.
+//! side can be understood, tested or replaced without the other. This reads
+//! the sources (`crate::` paths), so a new circle fails `cargo test` before
+//! review has to spot it; `tests/tests/module_graph.rs` checks every crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ fn ident_at(s: &str) -> &str {
 
 /// Every top-level module a piece of code names through `crate::`: paths
 /// (`crate::x::y`) and groups (`use crate::{x::y, z}`).
-fn crate_references(code: &str) -> BTreeSet<String> {
+pub fn crate_references(code: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for line in code.lines() {
         let line = line.split("//").next().unwrap_or("");
@@ -82,8 +82,9 @@ fn crate_references(code: &str) -> BTreeSet<String> {
     found
 }
 
-fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// The graph of `crate_dir/src`: module -> modules it names.
+pub fn module_graph(crate_dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let src = crate_dir.join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -103,7 +104,7 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// One circle in the graph, as a path that starts and ends at the same module.
-fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+pub fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     fn visit(
         node: &str,
         graph: &BTreeMap<String, BTreeSet<String>>,
@@ -135,45 +136,4 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         }
     }
     None
-}
-
-#[test]
-fn the_parser_sees_paths_and_groups() {
-    let code = "use crate::a::B;\nuse crate::{c::D, e};\nlet x = crate::f::g();\n\
-                // crate::comment::ignored\nuse crate::{h::{I, J}, k::L};\n";
-    let got: Vec<String> = crate_references(code).into_iter().collect();
-    assert_eq!(got, ["a", "c", "e", "f", "h", "k"]);
-    let mut g = BTreeMap::new();
-    g.insert("a".to_string(), BTreeSet::from(["b".to_string()]));
-    g.insert("b".to_string(), BTreeSet::from(["c".to_string()]));
-    g.insert("c".to_string(), BTreeSet::from(["a".to_string()]));
-    assert_eq!(
-        find_cycle(&g).map(|c| c.join(" -> ")).as_deref(),
-        Some("a -> b -> c -> a")
-    );
-}
-
-#[test]
-fn no_module_imports_one_that_imports_it_back() {
-    let graph = module_graph();
-    assert!(
-        graph.contains_key("sources") && graph.contains_key("buffer"),
-        "{graph:?}"
-    );
-    if let Some(cycle) = find_cycle(&graph) {
-        let edges: Vec<String> = graph
-            .iter()
-            .map(|(m, ts)| {
-                format!(
-                    "  {m} -> {}",
-                    ts.iter().cloned().collect::<Vec<_>>().join(", ")
-                )
-            })
-            .collect();
-        panic!(
-            "import circle: {}\nmodule graph:\n{}",
-            cycle.join(" -> "),
-            edges.join("\n")
-        );
-    }
 }

@@ -1,0 +1,63 @@
+//! The router and the OpenAPI document describe the same API.
+
+use std::collections::BTreeSet;
+
+/// (method, path) of every route declared in the API's source files.
+fn served() -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for src in [include_str!("mod.rs"), include_str!("analytics.rs")] {
+        for part in src.split(".route(").skip(1) {
+            let Some(quoted) = part.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let Some((path, rest)) = quoted.split_once('"') else {
+                continue;
+            };
+            // The handlers of one route: up to the parenthesis closing `.route(`.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(rest.len(), |(i, _)| i);
+            let call = &rest[..end];
+            for m in ["get", "post", "put", "patch", "delete"] {
+                if call.contains(&format!("{m}(")) || call.contains(&format!(".{m}(")) {
+                    out.insert((m.to_string(), path.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_router_and_the_openapi_document_list_the_same_operations() {
+    let doc: serde_json::Value =
+        serde_json::from_str(super::OPENAPI).expect("openapi.json is JSON");
+    let mut documented = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for method in ops.as_object().expect("operations").keys() {
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let mut served = served();
+    // The document itself is served, not described in itself.
+    assert!(served.remove(&("get".into(), "/api/v1/openapi.json".into())));
+    assert!(
+        served.len() >= 13,
+        "route parsing found too little: {served:?}"
+    );
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not in openapi.json: {undocumented:?}; in openapi.json but not served: {unserved:?}"
+    );
+}
