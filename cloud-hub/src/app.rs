@@ -58,7 +58,11 @@ pub async fn run(
     let router = tonic::transport::Server::builder().add_service(
         // Gateways choose whether to compress (uplink.compression); the hub
         // accepts gzip, zstd or nothing, and answers in kind.
-        UplinkServer::new(IngestService::new(store.clone(), auth))
+        UplinkServer::new(IngestService::new(
+            store.clone(),
+            auth,
+            cfg.grpc.max_future_skew_s,
+        ))
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)

@@ -112,6 +112,13 @@ pub struct GrpcConfig {
     /// `token` mode: gateway id -> SHA-256 of its token, 64 hex digits.
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
+    /// Readings stamped further ahead of the hub's clock are refused.
+    #[serde(default = "default_max_future_skew_s")]
+    pub max_future_skew_s: i64,
+}
+
+fn default_max_future_skew_s() -> i64 {
+    qi_proto::limits::MAX_FUTURE_SKEW_S
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -136,6 +143,7 @@ impl Default for GrpcConfig {
             tls_key: None,
             client_ca: None,
             tokens: BTreeMap::new(),
+            max_future_skew_s: default_max_future_skew_s(),
         }
     }
 }
@@ -227,6 +235,14 @@ impl Config {
                 "database.connect_timeout_s".into(),
                 "is 0: no connection could ever be handed out and the hub would not start; \
                  set it to how long to wait for the database (default 30)"
+                    .into(),
+            ));
+        }
+        if self.grpc.max_future_skew_s <= 0 {
+            return Err((
+                "grpc.max_future_skew_s".into(),
+                "must be > 0 (seconds a reading may be stamped ahead of the hub's clock; \
+                 at 0 a gateway whose clock is a moment ahead would have every batch refused)"
                     .into(),
             ));
         }

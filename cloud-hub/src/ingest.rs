@@ -21,11 +21,17 @@ const MAX_UNIT_LEN: usize = 32;
 pub struct IngestService {
     store: Store,
     auth: Arc<Authenticator>,
+    /// `grpc.max_future_skew_s`, in microseconds.
+    max_future_us: i64,
 }
 
 impl IngestService {
-    pub fn new(store: Store, auth: Arc<Authenticator>) -> IngestService {
-        IngestService { store, auth }
+    pub fn new(store: Store, auth: Arc<Authenticator>, max_future_skew_s: i64) -> IngestService {
+        IngestService {
+            store,
+            auth,
+            max_future_us: max_future_skew_s.saturating_mul(1_000_000),
+        }
     }
 }
 
@@ -42,15 +48,21 @@ fn valid_id(s: &str) -> bool {
 /// Checks a batch before anything is written: a bad batch is refused as a
 /// whole, so nothing half-valid is stored.
 pub fn validate_batch(readings: &[Reading]) -> Result<(), String> {
-    validate_batch_at(readings, chrono::Utc::now().timestamp_micros())
+    let skew = qi_proto::limits::MAX_FUTURE_SKEW_S * 1_000_000;
+    validate_batch_at(readings, chrono::Utc::now().timestamp_micros(), skew)
 }
 
-/// `validate_batch` with the hub's clock given (`now_us`, Unix microseconds).
-pub fn validate_batch_at(readings: &[Reading], now_us: i64) -> Result<(), String> {
+/// `validate_batch` with the hub's clock (`now_us`, Unix microseconds) and
+/// how far ahead of it a reading may be stamped (`max_future_us`).
+pub fn validate_batch_at(
+    readings: &[Reading],
+    now_us: i64,
+    max_future_us: i64,
+) -> Result<(), String> {
     if readings.is_empty() {
         return Err("empty batch".into());
     }
-    let latest_us = now_us.saturating_add(qi_proto::limits::MAX_FUTURE_SKEW_S * 1_000_000);
+    let latest_us = now_us.saturating_add(max_future_us);
     let mut prev = 0u64;
     for (i, r) in readings.iter().enumerate() {
         if r.seq == 0 || r.seq > qi_proto::limits::SEQ_MAX {
@@ -86,9 +98,9 @@ pub fn validate_batch_at(readings: &[Reading], now_us: i64) -> Result<(), String
         }
         if r.timestamp_us > latest_us {
             return Err(format!(
-                "reading {i} (seq {}): timestamp more than {} s ahead of the hub's clock",
+                "reading {i} (seq {}): timestamp more than {} s ahead of the hub's clock (grpc.max_future_skew_s)",
                 r.seq,
-                qi_proto::limits::MAX_FUTURE_SKEW_S
+                max_future_us / 1_000_000
             ));
         }
         if !(0..=3).contains(&r.quality) {
@@ -117,8 +129,11 @@ impl Uplink for IngestService {
         let (tx, rx) = mpsc::channel::<Result<HubMessage, Status>>(16);
         let store = self.store.clone();
         let auth = Arc::clone(&self.auth);
+        let max_future_us = self.max_future_us;
         tokio::spawn(async move {
-            if let Err(status) = serve_stream(&store, &auth, &credential, &mut inbound, &tx).await {
+            if let Err(status) =
+                serve_stream(&store, &auth, &credential, &mut inbound, &tx, max_future_us).await
+            {
                 let _ = tx.send(Err(status)).await;
             }
             tracing::debug!(?peer, "uplink stream ended");
@@ -133,6 +148,7 @@ async fn serve_stream(
     credential: &Credential,
     inbound: &mut Streaming<EdgeMessage>,
     tx: &mpsc::Sender<Result<HubMessage, Status>>,
+    max_future_us: i64,
 ) -> Result<(), Status> {
     let hello = match inbound.message().await? {
         Some(EdgeMessage {
@@ -222,8 +238,12 @@ async fn serve_stream(
                 ));
             }
         };
-        validate_batch(&batch.readings)
-            .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
+        validate_batch_at(
+            &batch.readings,
+            chrono::Utc::now().timestamp_micros(),
+            max_future_us,
+        )
+        .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
         let last = batch.readings.last().map(|r| r.seq).unwrap_or(0);
         let (store, gw2) = (store.clone(), gw.clone());
         // A task of its own: a write holding a pooled connection must make
@@ -376,10 +396,11 @@ mod tests {
         let day = qi_proto::limits::MAX_FUTURE_SKEW_S * 1_000_000;
         let mut soon = r(1);
         soon.timestamp_us = now + day;
-        assert!(validate_batch_at(&[soon], now).is_ok());
+        assert!(validate_batch_at(&[soon], now, day).is_ok());
         let mut later = r(2);
         later.timestamp_us = now + day + 1;
-        let e = validate_batch_at(&[r(1), later], now).unwrap_err();
+        let e = validate_batch_at(&[r(1), later.clone()], now, day).unwrap_err();
+        assert!(validate_batch_at(&[r(1), later], now, 2 * day).is_ok());
         assert!(e.contains("ahead of the hub's clock"), "{e}");
     }
 }

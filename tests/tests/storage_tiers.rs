@@ -9,6 +9,8 @@ use e2e_tests::{Stack, wait_for};
 use qi_proto::v1::{Reading, hub_message};
 use std::time::Duration;
 
+const FUTURE: &str = "max_future_skew_s = 1296000\n";
+
 fn at(seq: u64, ts: chrono::DateTime<chrono::Utc>) -> Reading {
     Reading {
         seq,
@@ -46,6 +48,9 @@ async fn samples_are_partitioned_by_day_with_retention_by_drop() -> Result<()> {
         return Ok(());
     }
     let mut stack = Stack::new().await?;
+    // Readings up to 10 days ahead test the partitions made ahead: the hub
+    // is told to take them (grpc.max_future_skew_s, default one day).
+    stack.hub_grpc_extra = FUTURE.into();
     stack.start_hub().await?;
     let pool = stack.db().await?;
     let today = chrono::Utc::now().date_naive();
@@ -101,7 +106,7 @@ async fn samples_are_partitioned_by_day_with_retention_by_drop() -> Result<()> {
         .take()
         .context("hub")?
         .terminate(Duration::from_secs(10))?;
-    stack.hub_grpc_extra = "[retention]\npartition_days_ahead = 12\n".into();
+    stack.hub_grpc_extra = format!("{FUTURE}[retention]\npartition_days_ahead = 12\n");
     stack.start_hub().await?;
     wait_for("the row to move", Duration::from_secs(20), || async {
         Ok((where_is(&pool, 4).await? == name(10)).then_some(()))
@@ -126,7 +131,7 @@ async fn samples_are_partitioned_by_day_with_retention_by_drop() -> Result<()> {
     ] {
         sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&pool).await?;
     }
-    stack.hub_grpc_extra = "[retention]\nraw_days = 30\n".into();
+    stack.hub_grpc_extra = format!("{FUTURE}[retention]\nraw_days = 30\n");
     stack.start_hub().await?;
     wait_for("retention", Duration::from_secs(20), || async {
         Ok((!partitions(&pool)

@@ -46,27 +46,26 @@ pub async fn ensure_partitioned(pool: &PgPool) -> Result<(), sqlx::Error> {
     )
     .fetch_one(&mut *tx)
     .await?;
+    // The table, its indexes and the `readings` view are defined once, by the
+    // migrations; the partitioned table copies them from the old one.
+    let view: String = sqlx::query_scalar("SELECT pg_get_viewdef('readings'::regclass, true)")
+        .fetch_one(&mut *tx)
+        .await?;
     for stmt in [
-        "DROP VIEW readings",
-        "ALTER TABLE samples RENAME TO samples_before",
-        "ALTER INDEX samples_series_ts_seq RENAME TO samples_before_series_ts_seq",
-        "ALTER INDEX samples_received_brin RENAME TO samples_before_received_brin",
-        "CREATE TABLE samples (
-            ts          timestamptz NOT NULL,
-            series_id   integer NOT NULL,
-            seq         bigint NOT NULL,
-            value       double precision NOT NULL,
-            quality     smallint NOT NULL,
-            received_at timestamptz NOT NULL DEFAULT now()
-         ) PARTITION BY RANGE (ts)",
-        "CREATE UNIQUE INDEX samples_series_ts_seq ON samples (series_id, ts, seq)",
-        "CREATE INDEX samples_received_brin ON samples USING brin (received_at)",
-        "CREATE TABLE samples_default PARTITION OF samples DEFAULT",
-        "CREATE VIEW readings AS
-         SELECT x.ts, s.gateway_id, x.seq, s.device_id, s.metric, x.value, s.unit, x.quality, x.received_at, x.series_id
-         FROM samples x JOIN series s USING (series_id)",
+        "DROP VIEW readings".to_string(),
+        "ALTER TABLE samples RENAME TO samples_before".into(),
+        "ALTER INDEX samples_series_ts_seq RENAME TO samples_before_series_ts_seq".into(),
+        "ALTER INDEX samples_received_brin RENAME TO samples_before_received_brin".into(),
+        "CREATE TABLE samples (LIKE samples_before INCLUDING DEFAULTS INCLUDING INDEXES)
+         PARTITION BY RANGE (ts)"
+            .into(),
+        // LIKE names the copied indexes after their columns; keep the migrations' names.
+        "ALTER INDEX samples_series_id_ts_seq_idx RENAME TO samples_series_ts_seq".into(),
+        "ALTER INDEX samples_received_at_idx RENAME TO samples_received_brin".into(),
+        "CREATE TABLE samples_default PARTITION OF samples DEFAULT".into(),
+        format!("CREATE VIEW readings AS {view}"),
     ] {
-        sqlx::query(stmt).execute(&mut *tx).await?;
+        sqlx::query(AssertSqlSafe(stmt)).execute(&mut *tx).await?;
     }
     // The old table becomes the partition of everything before `boundary`
     // (its rows all are: the boundary is past its newest sample).
