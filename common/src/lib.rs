@@ -3,6 +3,7 @@
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod metric_names;
 pub mod shutdown;
 
 /// Installs the Prometheus metrics recorder for this process and returns the

@@ -142,7 +142,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RateLimit {
             }
         }
         if !allowed {
-            metrics::counter!("log_lines_suppressed_total").increment(1);
+            metrics::counter!(crate::metric_names::LOG_LINES_SUPPRESSED_TOTAL).increment(1);
         }
         allowed
     }

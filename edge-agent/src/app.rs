@@ -17,6 +17,9 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    // Before any part records: every family then has its # HELP line, and
+    // counters of events that have not happened yet read 0, not absent.
+    crate::metric_names::describe();
     let buffer = Arc::new(
         Buffer::open(&cfg.buffer.path, BufferOptions::from(&cfg.buffer))
             .with_context(|| format!("cannot open buffer at {}", cfg.buffer.path.display()))?,

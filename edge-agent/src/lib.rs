@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod config;
 pub mod fleet;
 pub mod local_api;
+pub mod metric_names;
 pub mod mqtt;
 pub mod sources;
 pub mod uplink;

@@ -304,7 +304,10 @@ async fn a_stream_that_never_acks_is_detected_and_reopened() -> Result<()> {
     };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(UplinkServer::new(hub))
+            // As the real hub: the agent gzips batches by default.
+            .add_service(
+                UplinkServer::new(hub).accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     stack.start_sim(false).await?;
@@ -328,7 +331,13 @@ async fn a_stream_that_never_acks_is_detected_and_reopened() -> Result<()> {
         .await?
         .text()
         .await?;
-    assert!(metrics.contains("edge_uplink_stalls_total"), "{metrics}");
+    // Present from start at 0 (describe()), so the stall must show as a count.
+    let stalls: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("edge_uplink_stalls_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| metrics.clone())?;
+    assert!(stalls >= 1.0, "{metrics}");
     Ok(())
 }
 

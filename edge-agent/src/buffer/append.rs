@@ -99,11 +99,11 @@ impl Buffer {
             (first, last)
         };
         self.commit(range.1).await?;
-        metrics::counter!("edge_buffer_appended_total").increment(total);
+        metrics::counter!(crate::metric_names::EDGE_BUFFER_APPENDED_TOTAL).increment(total);
         self.appended.notify_one();
         // Durable already: a failed reopen is reported, not the append.
         if let Err(e) = self.recycle_if_due().await {
-            metrics::counter!("edge_buffer_recycle_errors_total").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_BUFFER_RECYCLE_ERRORS_TOTAL).increment(1);
             tracing::warn!(error = %e, "could not reopen the buffer database; retrying on next use");
         }
         Ok(range)
@@ -139,7 +139,7 @@ impl Buffer {
             let covered = self.last_seq.load(Ordering::SeqCst);
             self.db()?.flush_async().await?;
             self.durable_seq.fetch_max(covered, Ordering::SeqCst);
-            metrics::counter!("edge_buffer_fsyncs_total").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_BUFFER_FSYNCS_TOTAL).increment(1);
         }
         Ok(())
     }
@@ -182,7 +182,8 @@ impl Buffer {
                 }
                 Err(BufferError::Full(_)) => {}
                 Err(e) => {
-                    metrics::counter!("edge_buffer_append_errors_total").increment(1);
+                    metrics::counter!(crate::metric_names::EDGE_BUFFER_APPEND_ERRORS_TOTAL)
+                        .increment(1);
                     tracing::error!(device, error = %e, lost = part.len(), "cannot buffer readings");
                 }
             }

@@ -17,7 +17,7 @@ impl Buffer {
             *checked = Some(std::time::Instant::now());
             if let Ok(n) = self.db().and_then(|db| Ok(db.size_on_disk()?)) {
                 self.disk_bytes.store(n, Ordering::Relaxed);
-                metrics::gauge!("edge_buffer_disk_bytes").set(n as f64);
+                metrics::gauge!(crate::metric_names::EDGE_BUFFER_DISK_BYTES).set(n as f64);
             }
         }
         self.disk_bytes.load(Ordering::Relaxed)
@@ -83,7 +83,7 @@ impl Buffer {
                 FullPolicy::RejectNewest => {
                     self.count_dropped(dropped, &why);
                     let before = self.rejected.fetch_add(n, Ordering::Relaxed);
-                    metrics::counter!("edge_buffer_rejected_total").increment(n);
+                    metrics::counter!(crate::metric_names::EDGE_BUFFER_REJECTED_TOTAL).increment(n);
                     if before == 0 || before / 100_000 != (before + n) / 100_000 {
                         tracing::warn!(%why, lane = ?lane, rejected_total = before + n, "buffer full: refusing new readings");
                     }
@@ -101,7 +101,7 @@ impl Buffer {
             return;
         }
         let before = self.dropped.fetch_add(dropped, Ordering::Relaxed);
-        metrics::counter!("edge_buffer_dropped_total").increment(dropped);
+        metrics::counter!(crate::metric_names::EDGE_BUFFER_DROPPED_TOTAL).increment(dropped);
         if before == 0 || before / 100_000 != (before + dropped) / 100_000 {
             tracing::warn!(%why, dropped_total = before + dropped, "buffer full: dropping the oldest readings");
         }
@@ -150,7 +150,8 @@ impl Buffer {
             }
             if expired > 0 {
                 let before = self.expired.fetch_add(expired, Ordering::Relaxed);
-                metrics::counter!("edge_buffer_expired_total").increment(expired);
+                metrics::counter!(crate::metric_names::EDGE_BUFFER_EXPIRED_TOTAL)
+                    .increment(expired);
                 tracing::warn!(
                     expired,
                     expired_total = before + expired,

@@ -109,7 +109,7 @@ impl Buffer {
         if up_to > prev {
             self.db()?.insert(ACKED_KEY, &up_to.to_be_bytes())?;
         }
-        metrics::gauge!("edge_buffer_backlog").set(self.backlog() as f64);
+        metrics::gauge!(crate::metric_names::EDGE_BUFFER_BACKLOG).set(self.backlog() as f64);
         Ok(())
     }
 }

@@ -53,7 +53,7 @@ impl Buffer {
                     aside.display()
                 );
                 tracing::error!(damage = %what, "buffer damaged");
-                metrics::counter!("edge_buffer_quarantined_total").increment(1);
+                metrics::counter!(crate::metric_names::EDGE_BUFFER_QUARANTINED_TOTAL).increment(1);
                 let b = Buffer::open_checked(path, opts)?;
                 // The old counter is gone, and the hub may hold sequences from it.
                 // Restart numbering at the clock in nanoseconds: above anything
@@ -147,7 +147,7 @@ impl Buffer {
     pub(super) fn report_corrupt(&self, bad: u64, what: String) {
         tracing::error!(damage = %what, "buffer damaged; resuming with what is intact");
         self.corrupt.fetch_add(bad, Ordering::Relaxed);
-        metrics::counter!("edge_buffer_corrupt_records_total").increment(bad);
+        metrics::counter!(crate::metric_names::EDGE_BUFFER_CORRUPT_RECORDS_TOTAL).increment(bad);
         if let Ok(mut d) = self.damage.lock() {
             *d = Some(match d.take() {
                 Some(before) => format!("{before}; {what}"),

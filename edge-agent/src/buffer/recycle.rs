@@ -97,7 +97,7 @@ impl Buffer {
             self.memory_at_open.store(rss, Ordering::Relaxed);
         }
         self.recycles.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("edge_buffer_recycles_total").increment(1);
+        metrics::counter!(crate::metric_names::EDGE_BUFFER_RECYCLES_TOTAL).increment(1);
         tracing::info!(
             written_bytes = written,
             backlog = self.backlog(),

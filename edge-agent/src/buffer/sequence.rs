@@ -104,7 +104,7 @@ impl Buffer {
             "sequence numbers beyond {SEQ_PLAUSIBLE_MAX} (taken from a hub holding a forged reading) renumbered: {renumbered} readings now {from}..={last}"
         );
         tracing::error!(damage = %what, "buffer sequence repaired");
-        metrics::counter!("edge_buffer_renumbered_total").increment(renumbered);
+        metrics::counter!(crate::metric_names::EDGE_BUFFER_RENUMBERED_TOTAL).increment(renumbered);
         if let Ok(mut d) = self.damage.lock() {
             *d = Some(match d.take() {
                 Some(before) => format!("{before}; {what}"),

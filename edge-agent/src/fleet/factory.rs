@@ -83,7 +83,7 @@ pub(super) struct Devices {
 /// reported on `/health` with the reason; the other devices run normally.
 fn disabled(d: &DeviceConfig, reason: String, devices: &mut Devices) {
     tracing::error!(device = %d.id, error = %reason, "device disabled");
-    metrics::counter!("edge_devices_disabled_total").increment(1);
+    metrics::counter!(crate::metric_names::EDGE_DEVICES_DISABLED_TOTAL).increment(1);
     let mut h = DeviceHealth::new(&d.id, &d.profile, &d.transport.to_string());
     h.state = DeviceState::Error;
     h.last_error = Some(reason.clone());

@@ -125,7 +125,7 @@ impl Fleet {
         let n = new.devices.len();
         *running = Some(self.launch(new));
         tracing::info!(devices = n, "configuration reloaded");
-        metrics::counter!("edge_config_reloads_total").increment(1);
+        metrics::counter!(crate::metric_names::EDGE_CONFIG_RELOADS_TOTAL).increment(1);
         Ok(if needs_restart.is_empty() {
             format!("reloaded: {n} devices")
         } else {

@@ -52,7 +52,7 @@ pub(super) async fn health(State(s): State<ApiState>) -> Json<HealthReport> {
 
 pub(super) async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     let stats = s.buffer.stats();
-    metrics::gauge!("edge_buffer_backlog").set(stats.backlog as f64);
-    metrics::gauge!("edge_buffer_last_seq").set(stats.last_seq as f64);
+    metrics::gauge!(crate::metric_names::EDGE_BUFFER_BACKLOG).set(stats.backlog as f64);
+    metrics::gauge!(crate::metric_names::EDGE_BUFFER_LAST_SEQ).set(stats.last_seq as f64);
     s.metrics.as_ref().map(|h| h.render()).unwrap_or_default()
 }

@@ -55,7 +55,7 @@ pub fn router(state: ApiState, allowed_hosts: AllowedHosts) -> Router {
 
 /// An error answer, `{"error": kind, "message": ...}`, counted by kind.
 fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
-    metrics::counter!("edge_http_errors_total", "kind" => kind).increment(1);
+    metrics::counter!(crate::metric_names::EDGE_HTTP_ERRORS_TOTAL, "kind" => kind).increment(1);
     (
         status,
         Json(json!({"error": kind, "message": message.into()})),

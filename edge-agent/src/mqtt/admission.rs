@@ -78,7 +78,7 @@ impl Admission {
         }
         *n += 1;
         s.pending += 1;
-        metrics::gauge!("edge_mqtt_pending_connections").set(s.pending as f64);
+        metrics::gauge!(crate::metric_names::EDGE_MQTT_PENDING_CONNECTIONS).set(s.pending as f64);
         Ok(Ticket {
             admission: Arc::clone(self),
             ip,
@@ -114,7 +114,7 @@ impl Ticket {
         s.open += 1;
         s.pending -= 1;
         self.authenticated = true;
-        metrics::gauge!("edge_mqtt_pending_connections").set(s.pending as f64);
+        metrics::gauge!(crate::metric_names::EDGE_MQTT_PENDING_CONNECTIONS).set(s.pending as f64);
         Ok(())
     }
 }
@@ -133,7 +133,7 @@ impl Drop for Ticket {
                 s.by_address.remove(&self.ip);
             }
         }
-        metrics::gauge!("edge_mqtt_pending_connections").set(s.pending as f64);
+        metrics::gauge!(crate::metric_names::EDGE_MQTT_PENDING_CONNECTIONS).set(s.pending as f64);
     }
 }
 

@@ -132,7 +132,7 @@ impl BusPublisher {
             })
             .is_err()
         {
-            metrics::counter!("edge_mqtt_bus_dropped_total").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_MQTT_BUS_DROPPED_TOTAL).increment(1);
         }
     }
 }

@@ -353,13 +353,15 @@ fn connection_limits(cfg: &MqttConfig) -> admission::Limits {
             admission::FDS_RESERVED,
         );
     }
-    metrics::gauge!("edge_mqtt_max_connections").set(fitted.max_connections as f64);
+    metrics::gauge!(crate::metric_names::EDGE_MQTT_MAX_CONNECTIONS)
+        .set(fitted.max_connections as f64);
     fitted
 }
 
 /// Turns a refused connection into a counter and a (rate-limited) log line.
 pub(crate) fn refused(peer: SocketAddr, r: admission::Refused) {
-    metrics::counter!("edge_mqtt_connections_total", "result" => r.label()).increment(1);
+    metrics::counter!(crate::metric_names::EDGE_MQTT_CONNECTIONS_TOTAL, "result" => r.label())
+        .increment(1);
     tracing::warn!(%peer, reason = r.label(), "MQTT connection refused: connection budget reached");
 }
 
@@ -379,7 +381,7 @@ fn spawn_accept(
                     Err(e) => {
                         // Out of descriptors (or memory): wait before trying
                         // again instead of spinning on the same error.
-                        metrics::counter!("edge_mqtt_accept_errors_total").increment(1);
+                        metrics::counter!(crate::metric_names::EDGE_MQTT_ACCEPT_ERRORS_TOTAL).increment(1);
                         tracing::warn!(error = %e, retry_in = ?backoff, "MQTT accept failed");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
@@ -416,11 +418,11 @@ fn spawn_accept(
                                 door.serve(s, peer, cn, ticket, deadline).await
                             }
                             Ok(Err(e)) => {
-                                metrics::counter!("edge_mqtt_connections_total", "result" => "tls_failed").increment(1);
+                                metrics::counter!(crate::metric_names::EDGE_MQTT_CONNECTIONS_TOTAL, "result" => "tls_failed").increment(1);
                                 tracing::warn!(%peer, error = %e, "MQTT TLS handshake failed");
                             }
                             Err(_) => {
-                                metrics::counter!("edge_mqtt_timeouts_total", "phase" => "tls_handshake").increment(1);
+                                metrics::counter!(crate::metric_names::EDGE_MQTT_TIMEOUTS_TOTAL, "phase" => "tls_handshake").increment(1);
                                 tracing::info!(%peer, "MQTT TLS handshake timed out (mqtt.connect_timeout_ms)");
                             }
                         }

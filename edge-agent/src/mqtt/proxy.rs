@@ -78,7 +78,8 @@ struct Session {
 
 impl FrontDoor {
     fn reject(&self, reason: &'static str, topic: &str, error: &str) {
-        metrics::counter!("edge_mqtt_rejected_total", "reason" => reason).increment(1);
+        metrics::counter!(crate::metric_names::EDGE_MQTT_REJECTED_TOTAL, "reason" => reason)
+            .increment(1);
         tracing::warn!(%topic, reason, %error, "MQTT message rejected");
         if self.cfg.error_topic
             && let Some(t) = payload::telemetry_topic(topic)
@@ -106,18 +107,18 @@ impl FrontDoor {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        metrics::gauge!("edge_mqtt_clients").increment(1.0);
+        metrics::gauge!(crate::metric_names::EDGE_MQTT_CLIENTS).increment(1.0);
         let result = self.serve_inner(stream, cert_user, ticket, deadline).await;
-        metrics::gauge!("edge_mqtt_clients").decrement(1.0);
+        metrics::gauge!(crate::metric_names::EDGE_MQTT_CLIENTS).decrement(1.0);
         match result {
             Ok(()) => tracing::debug!(%peer, "MQTT client left"),
             Err(e @ (ConnError::NoConnect | ConnError::KeepAlive(_))) => {
-                metrics::counter!("edge_mqtt_timeouts_total", "phase" => if matches!(e, ConnError::NoConnect) { "connect" } else { "keep_alive" })
+                metrics::counter!(crate::metric_names::EDGE_MQTT_TIMEOUTS_TOTAL, "phase" => if matches!(e, ConnError::NoConnect) { "connect" } else { "keep_alive" })
                     .increment(1);
                 tracing::info!(%peer, error = %e, "MQTT connection closed");
             }
             Err(ConnError::Frame(e)) => {
-                metrics::counter!("edge_mqtt_rejected_total", "reason" => "bad_packet")
+                metrics::counter!(crate::metric_names::EDGE_MQTT_REJECTED_TOTAL, "reason" => "bad_packet")
                     .increment(1);
                 tracing::warn!(%peer, error = %e, "MQTT connection closed: malformed or oversized packet");
             }
@@ -161,7 +162,7 @@ impl FrontDoor {
             Err(FrameError::Protocol(level)) => {
                 // 0x01: unacceptable protocol version.
                 let _ = cwr.write_all(&frame::connack(1)).await;
-                metrics::counter!("edge_mqtt_connections_total", "result" => "bad_protocol")
+                metrics::counter!(crate::metric_names::EDGE_MQTT_CONNECTIONS_TOTAL, "result" => "bad_protocol")
                     .increment(1);
                 return Err(FrameError::Protocol(level).into());
             }
@@ -171,20 +172,22 @@ impl FrontDoor {
             Ok(u) => u,
             Err((code, why)) => {
                 let _ = cwr.write_all(&frame::connack(code)).await;
-                metrics::counter!("edge_mqtt_connections_total", "result" => why).increment(1);
+                metrics::counter!(crate::metric_names::EDGE_MQTT_CONNECTIONS_TOTAL, "result" => why).increment(1);
                 tracing::warn!(client_id = %c.client_id, user = ?c.username, reason = why, "MQTT connection refused");
                 return Err(ConnError::Refused(why));
             }
         };
         let refuse = |code: u8, why: &'static str| {
-            metrics::counter!("edge_mqtt_connections_total", "result" => why).increment(1);
+            metrics::counter!(crate::metric_names::EDGE_MQTT_CONNECTIONS_TOTAL, "result" => why)
+                .increment(1);
             tracing::warn!(client_id = %c.client_id, user = ?c.username, reason = why, "MQTT connection refused");
             (frame::connack(code), ConnError::Refused(why))
         };
         if let Some(w) = &c.will
             && let Err(why) = self.check_will(user.as_ref(), w)
         {
-            metrics::counter!("edge_mqtt_denied_total", "what" => "will").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_MQTT_DENIED_TOTAL, "what" => "will")
+                .increment(1);
             let (ack, e) = refuse(5, why);
             let _ = cwr.write_all(&ack).await;
             return Err(e);
@@ -205,7 +208,8 @@ impl FrontDoor {
             let _ = cwr.write_all(&ack).await;
             return Err(e);
         };
-        metrics::counter!("edge_mqtt_connections_total", "result" => "accepted").increment(1);
+        metrics::counter!(crate::metric_names::EDGE_MQTT_CONNECTIONS_TOTAL, "result" => "accepted")
+            .increment(1);
         tracing::debug!(client_id = %c.client_id, user = ?user.as_ref().map(|u| &u.name), "MQTT client connected");
         let upstream = tokio::net::TcpStream::connect(self.broker).await?;
         upstream.set_nodelay(true)?;
@@ -374,7 +378,7 @@ impl FrontDoor {
                         if allowed {
                             forward.extend_from_slice(&f.bytes);
                         } else {
-                            metrics::counter!("edge_mqtt_denied_total", "what" => "subscribe")
+                            metrics::counter!(crate::metric_names::EDGE_MQTT_DENIED_TOTAL, "what" => "subscribe")
                                 .increment(1);
                             tracing::warn!(client_id = %s.client_id, filters = ?sub.filters, "subscription refused by topic rules");
                             acks.extend_from_slice(&frame::suback(
@@ -408,7 +412,7 @@ impl FrontDoor {
                 // All or nothing across the lanes: the client resends what is
                 // not acknowledged, so a partial append would be stored twice.
                 self.buffer.append_by_priority(&readings).await?;
-                metrics::counter!("edge_mqtt_readings_total").increment(n);
+                metrics::counter!(crate::metric_names::EDGE_MQTT_READINGS_TOTAL).increment(n);
                 readings.clear();
             }
             s.handle.qos2_received(&s.new_qos2);
@@ -446,7 +450,7 @@ impl FrontDoor {
         readings: &mut Vec<NewReading>,
     ) -> Result<(), ConnError> {
         let p = frame::parse_publish(f)?;
-        metrics::counter!("edge_mqtt_messages_total").increment(1);
+        metrics::counter!(crate::metric_names::EDGE_MQTT_MESSAGES_TOTAL).increment(1);
         let ack = |acks: &mut BytesMut, new_qos2: &mut Vec<u16>| match p.qos {
             1 => acks.extend_from_slice(&frame::puback(p.pkid)),
             2 => {
@@ -458,14 +462,14 @@ impl FrontDoor {
         if p.qos == 2 && (s.new_qos2.contains(&p.pkid) || s.handle.qos2_pending(p.pkid)) {
             // A resend of a QoS 2 message the agent has taken already (PUBREC
             // sent, no PUBREL yet): answer again, store nothing (4.3.3).
-            metrics::counter!("edge_mqtt_duplicates_total").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_MQTT_DUPLICATES_TOTAL).increment(1);
             acks.extend_from_slice(&frame::pubrec(p.pkid));
             return Ok(());
         }
         if !valid_topic_name(&p.topic) {
             // MQTT 3.1.1 4.7.1: no wildcards in a topic name. Refused like a
             // bad payload; acknowledged so the client does not resend it forever.
-            metrics::counter!("edge_mqtt_rejected_total", "reason" => "bad_topic").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_MQTT_REJECTED_TOTAL, "reason" => "bad_topic").increment(1);
             tracing::warn!(client_id = %s.client_id, topic = %p.topic, "publish refused: topic name with a wildcard or empty");
             ack(acks, &mut s.new_qos2);
             return Ok(());
@@ -473,13 +477,15 @@ impl FrontDoor {
         if !self.may_publish(s, &p.topic) {
             // MQTT 3.1.1 has no negative PUBACK: like Mosquitto, acknowledge
             // and drop, so the client does not resend forever; counted and logged.
-            metrics::counter!("edge_mqtt_denied_total", "what" => "publish").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_MQTT_DENIED_TOTAL, "what" => "publish")
+                .increment(1);
             tracing::warn!(client_id = %s.client_id, topic = %p.topic, "publish refused by topic rules");
             ack(acks, &mut s.new_qos2);
             return Ok(());
         }
         if p.retain && !s.user.as_ref().is_some_and(|u| u.retain) {
-            metrics::counter!("edge_mqtt_denied_total", "what" => "retain").increment(1);
+            metrics::counter!(crate::metric_names::EDGE_MQTT_DENIED_TOTAL, "what" => "retain")
+                .increment(1);
             tracing::warn!(client_id = %s.client_id, topic = %p.topic, "retained publish refused: user may not retain");
             ack(acks, &mut s.new_qos2);
             return Ok(());

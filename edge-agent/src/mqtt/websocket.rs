@@ -84,7 +84,8 @@ impl axum::serve::Listener for Admitting {
             let (stream, addr) = match self.inner.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    metrics::counter!("edge_mqtt_accept_errors_total").increment(1);
+                    metrics::counter!(crate::metric_names::EDGE_MQTT_ACCEPT_ERRORS_TOTAL)
+                        .increment(1);
                     tracing::warn!(error = %e, retry_in = ?backoff, "MQTT WebSocket accept failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
@@ -151,7 +152,7 @@ impl AsyncRead for Deadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if !self.upgraded.load(Ordering::Acquire) && self.sleep.as_mut().poll(cx).is_ready() {
-            metrics::counter!("edge_mqtt_timeouts_total", "phase" => "websocket_upgrade")
+            metrics::counter!(crate::metric_names::EDGE_MQTT_TIMEOUTS_TOTAL, "phase" => "websocket_upgrade")
                 .increment(1);
             tracing::info!(peer = %self.addr, "MQTT WebSocket upgrade timed out (mqtt.connect_timeout_ms)");
             return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
@@ -216,7 +217,7 @@ async fn bridge(socket: WebSocket, peer: SocketAddr, st: Ws, ticket: Ticket, dea
                 Message::Close(_) => break,
                 // Text frames are not MQTT; pings are answered by axum.
                 Message::Text(_) => {
-                    metrics::counter!("edge_mqtt_rejected_total", "reason" => "websocket_text")
+                    metrics::counter!(crate::metric_names::EDGE_MQTT_REJECTED_TOTAL, "reason" => "websocket_text")
                         .increment(1);
                     tracing::warn!(%peer, "MQTT WebSocket sent a text frame; closing");
                     break;

@@ -79,9 +79,9 @@ impl PollerCore {
         let d = cfg.id.clone();
         let m = CoreMetrics {
             polls: metrics::counter!(polls_metric, "device" => d.clone()),
-            readings: metrics::counter!("edge_readings_total", "device" => d.clone()),
-            writes_ok: metrics::counter!("edge_writes_total", "device" => d.clone(), "result" => "ok"),
-            writes_failed: metrics::counter!("edge_writes_total", "device" => d, "result" => "error"),
+            readings: metrics::counter!(crate::metric_names::EDGE_READINGS_TOTAL, "device" => d.clone()),
+            writes_ok: metrics::counter!(crate::metric_names::EDGE_WRITES_TOTAL, "device" => d.clone(), "result" => "ok"),
+            writes_failed: metrics::counter!(crate::metric_names::EDGE_WRITES_TOTAL, "device" => d, "result" => "error"),
         };
         let core = PollerCore {
             id: cfg.id.clone(),

@@ -176,7 +176,8 @@ pub fn record_failure(
 ) {
     let failures = health.borrow().consecutive_failures + 1;
     let id = health.borrow().device_id.clone();
-    metrics::counter!("edge_poll_failures_total", "device" => id.clone()).increment(1);
+    metrics::counter!(crate::metric_names::EDGE_POLL_FAILURES_TOTAL, "device" => id.clone())
+        .increment(1);
     if failures == 1 || failures.is_multiple_of(10) {
         tracing::warn!(device = %id, %error, failures,
             retry_in_ms = retry_in.as_millis() as u64, "device poll failed; retrying with backoff");

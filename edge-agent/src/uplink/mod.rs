@@ -199,7 +199,7 @@ impl Uplink {
                 None => (false, "unknown command (newer hub?)".to_string()),
             };
             tracing::info!(command = id, ok, %message, "hub command done");
-            metrics::counter!("edge_commands_total", "ok" => if ok { "true" } else { "false" })
+            metrics::counter!(crate::metric_names::EDGE_COMMANDS_TOTAL, "ok" => if ok { "true" } else { "false" })
                 .increment(1);
             let result = EdgeMessage {
                 kind: Some(edge_message::Kind::CommandResult(CommandResult {
@@ -231,7 +231,7 @@ impl Uplink {
                 SessionEnd::Failed(e) => {
                     let delay = backoff.next_delay();
                     failures += 1;
-                    metrics::counter!("edge_uplink_failures_total").increment(1);
+                    metrics::counter!(crate::metric_names::EDGE_UPLINK_FAILURES_TOTAL).increment(1);
                     if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64,
                             "uplink down; reconnecting with backoff");
@@ -329,7 +329,8 @@ impl Uplink {
             // uses it): the hub stores ours anyway, they do not collide
             // (dedupe is on series, time and sequence).
             Adoption::Implausible => {
-                metrics::counter!("edge_uplink_implausible_hub_seq_total").increment(1);
+                metrics::counter!(crate::metric_names::EDGE_UPLINK_IMPLAUSIBLE_HUB_SEQ_TOTAL)
+                    .increment(1);
                 tracing::error!(
                     hub_highest = welcome.highest_committed_seq,
                     own_last = self.buffer.last_seq(),
@@ -404,8 +405,10 @@ impl Uplink {
                         last_progress = tokio::time::Instant::now();
                     }
                     in_flight.push_back((ids, last));
-                    metrics::counter!("edge_uplink_batches_sent_total").increment(1);
-                    metrics::counter!("edge_uplink_readings_sent_total").increment(n);
+                    metrics::counter!(crate::metric_names::EDGE_UPLINK_BATCHES_SENT_TOTAL)
+                        .increment(1);
+                    metrics::counter!(crate::metric_names::EDGE_UPLINK_READINGS_SENT_TOTAL)
+                        .increment(n);
                     self.status.send_modify(|s| {
                         s.batches_sent += 1;
                         s.readings_sent += n;
@@ -432,7 +435,7 @@ impl Uplink {
                             }
                             self.buffer.ack(&ids, up_to)?;
                             last_progress = tokio::time::Instant::now();
-                            metrics::counter!("edge_uplink_acks_total").increment(1);
+                            metrics::counter!(crate::metric_names::EDGE_UPLINK_ACKS_TOTAL).increment(1);
                             self.status.send_modify(|s| {
                                 s.last_ack_seq = Some(up_to);
                                 s.last_ack_ms = Some(chrono::Utc::now().timestamp_millis());
@@ -445,7 +448,7 @@ impl Uplink {
                 _ = self.buffer.appended(), if wait_more => {}
                 _ = tokio::time::sleep_until(linger_until.unwrap_or(stall_at)), if linger_until.is_some() => {}
                 _ = tokio::time::sleep_until(stall_at), if !in_flight.is_empty() => {
-                    metrics::counter!("edge_uplink_stalls_total").increment(1);
+                    metrics::counter!(crate::metric_names::EDGE_UPLINK_STALLS_TOTAL).increment(1);
                     return Err(UplinkError::Stalled(ack_timeout));
                 }
                 // Re-check the buffer now and then in case a wakeup was consumed elsewhere.

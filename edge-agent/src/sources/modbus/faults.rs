@@ -128,7 +128,7 @@ impl Faults {
                 // Logged once; retries that fail again are only counted.
                 tracing::warn!(device = %self.device, point = %points[i].name, %error,
                     retry_in_s = self.retry.as_secs(), "device refuses this point; skipping it");
-                metrics::counter!("edge_modbus_bad_points_total", "device" => self.device.clone())
+                metrics::counter!(crate::metric_names::EDGE_MODBUS_BAD_POINTS_TOTAL, "device" => self.device.clone())
                     .increment(1);
                 self.points.insert(i, Fault::new(error, retry_at));
             }
@@ -142,7 +142,7 @@ impl Faults {
         match self.registers.get_mut(&(kind, address)) {
             Some(f) => f.again(error, retry_at),
             None => {
-                metrics::counter!("edge_modbus_refused_registers_total", "device" => self.device.clone())
+                metrics::counter!(crate::metric_names::EDGE_MODBUS_REFUSED_REGISTERS_TOTAL, "device" => self.device.clone())
                     .increment(1);
                 self.new_registers.push((kind, address));
                 self.registers

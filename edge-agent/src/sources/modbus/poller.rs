@@ -61,8 +61,8 @@ impl ModbusMetrics {
     fn new(device: &str) -> ModbusMetrics {
         let d = device.to_string();
         ModbusMetrics {
-            request_seconds: metrics::histogram!("edge_modbus_request_seconds", "device" => d.clone()),
-            decode_errors: metrics::counter!("edge_modbus_decode_errors_total", "device" => d),
+            request_seconds: metrics::histogram!(crate::metric_names::EDGE_MODBUS_REQUEST_SECONDS, "device" => d.clone()),
+            decode_errors: metrics::counter!(crate::metric_names::EDGE_MODBUS_DECODE_ERRORS_TOTAL, "device" => d),
         }
     }
 }
@@ -118,7 +118,7 @@ impl ModbusPoller {
             &bus.endpoint().to_string(),
             buffer,
             commands,
-            "edge_modbus_polls_total",
+            crate::metric_names::EDGE_MODBUS_POLLS_TOTAL,
         );
         let plans = vec![None; core.schedule.groups.len()];
         let poller = ModbusPoller {
@@ -283,7 +283,7 @@ impl ModbusPoller {
                     }
                 }
                 Err(Fail::Exception(code)) => {
-                    metrics::counter!("edge_modbus_exceptions_total", "device" => self.core.id.clone())
+                    metrics::counter!(crate::metric_names::EDGE_MODBUS_EXCEPTIONS_TOTAL, "device" => self.core.id.clone())
                         .increment(1);
                     self.core
                         .health

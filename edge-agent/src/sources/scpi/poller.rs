@@ -86,7 +86,7 @@ impl ScpiPoller {
             &endpoint.to_string(),
             buffer,
             commands,
-            "edge_scpi_polls_total",
+            crate::metric_names::EDGE_SCPI_POLLS_TOTAL,
         );
         let poller = ScpiPoller {
             core,
@@ -132,7 +132,7 @@ impl ScpiPoller {
     /// Waits for the line to go quiet and throws away what came in meanwhile.
     async fn resync(&mut self, why: &str) -> Result<(), LineError> {
         self.core.health.send_modify(|h| h.errors.resyncs += 1);
-        metrics::counter!("edge_scpi_resyncs_total", "device" => self.core.id.clone()).increment(1);
+        metrics::counter!(crate::metric_names::EDGE_SCPI_RESYNCS_TOTAL, "device" => self.core.id.clone()).increment(1);
         tracing::debug!(device = %self.core.id, why, "resynchronising the line");
         if let Some(port) = self.port.as_mut() {
             port.discard_pending(RESYNC_QUIET).await?;

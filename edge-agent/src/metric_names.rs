@@ -1,0 +1,117 @@
+//! Every metric the agent exposes, named once: code uses these constants,
+//! docs/metrics.md lists the same names with their meaning, and the e2e test
+//! `metrics_docs` holds the three together. Names are part of the interface
+//! (dashboards and alerts use them): rename only with a migration note.
+
+qi_common::metric_names! {
+    // Pollers (one series per configured device).
+    EDGE_MODBUS_POLLS_TOTAL = Counter "edge_modbus_polls_total" ["device"]
+        "Completed poll cycles of a Modbus device.";
+    EDGE_SCPI_POLLS_TOTAL = Counter "edge_scpi_polls_total" ["device"]
+        "Completed poll cycles of an SCPI / line-protocol device.";
+    EDGE_READINGS_TOTAL = Counter "edge_readings_total" ["device"]
+        "Readings a poller appended to the buffer (after dead-bands).";
+    EDGE_POLL_FAILURES_TOTAL = Counter "edge_poll_failures_total" ["device"]
+        "Poll cycles that failed (device down, timeout, I/O error); the poller backs off and retries.";
+    EDGE_WRITES_TOTAL = Counter "edge_writes_total" ["device", "result"]
+        "Writes to writable points through the local API, by result (ok, error).";
+    EDGE_MODBUS_REQUEST_SECONDS = Histogram "edge_modbus_request_seconds" ["device"]
+        "Round trip of one Modbus request.";
+    EDGE_MODBUS_DECODE_ERRORS_TOTAL = Counter "edge_modbus_decode_errors_total" ["device"]
+        "Register values read but not decodable by the profile (e.g. NaN, out of range).";
+    EDGE_MODBUS_EXCEPTIONS_TOTAL = Counter "edge_modbus_exceptions_total" ["device"]
+        "Modbus exception responses from a device.";
+    EDGE_MODBUS_BAD_POINTS_TOTAL = Counter "edge_modbus_bad_points_total" ["device"]
+        "Points a device newly refuses; they are skipped and retried later.";
+    EDGE_MODBUS_REFUSED_REGISTERS_TOTAL = Counter "edge_modbus_refused_registers_total" ["device"]
+        "Gap registers between points a device newly refuses; reads are planned around them.";
+    EDGE_SCPI_RESYNCS_TOTAL = Counter "edge_scpi_resyncs_total" ["device"]
+        "Times an SCPI line was resynchronised after a garbled or unexpected reply.";
+    EDGE_DEVICES_DISABLED_TOTAL = Counter "edge_devices_disabled_total" []
+        "Configured devices that cannot be polled (bad profile, conflicting bus settings).";
+    EDGE_CONFIG_RELOADS_TOTAL = Counter "edge_config_reloads_total" []
+        "Configuration reloads applied.";
+
+    // Buffer.
+    EDGE_BUFFER_APPENDED_TOTAL = Counter "edge_buffer_appended_total" []
+        "Readings appended to the buffer and fsynced (all sources).";
+    EDGE_BUFFER_FSYNCS_TOTAL = Counter "edge_buffer_fsyncs_total" []
+        "Buffer flushes to disk.";
+    EDGE_BUFFER_APPEND_ERRORS_TOTAL = Counter "edge_buffer_append_errors_total" []
+        "Appends that failed to reach the disk.";
+    EDGE_BUFFER_BACKLOG = Gauge "edge_buffer_backlog" []
+        "Readings in the buffer not yet acknowledged by the hub.";
+    EDGE_BUFFER_LAST_SEQ = Gauge "edge_buffer_last_seq" []
+        "Highest sequence number the buffer has assigned.";
+    EDGE_BUFFER_DISK_BYTES = Gauge "edge_buffer_disk_bytes" []
+        "Size of the buffer's files on disk.";
+    EDGE_BUFFER_REJECTED_TOTAL = Counter "edge_buffer_rejected_total" []
+        "New readings refused because the buffer is full (full_policy = reject_newest).";
+    EDGE_BUFFER_DROPPED_TOTAL = Counter "edge_buffer_dropped_total" []
+        "Readings dropped unsent to bound the buffer (oldest first, bulk before high priority).";
+    EDGE_BUFFER_EXPIRED_TOTAL = Counter "edge_buffer_expired_total" []
+        "Readings dropped unsent because they were older than buffer.ttl_s.";
+    EDGE_BUFFER_CORRUPT_RECORDS_TOTAL = Counter "edge_buffer_corrupt_records_total" []
+        "Undecodable buffer records quarantined.";
+    EDGE_BUFFER_QUARANTINED_TOTAL = Counter "edge_buffer_quarantined_total" []
+        "Unreadable buffers moved aside and replaced by an empty one.";
+    EDGE_BUFFER_RENUMBERED_TOTAL = Counter "edge_buffer_renumbered_total" []
+        "Readings renumbered because their sequence numbers were implausibly high.";
+    EDGE_BUFFER_RECYCLES_TOTAL = Counter "edge_buffer_recycles_total" []
+        "Buffer database reopens to return memory (buffer.recycle_after_mib).";
+    EDGE_BUFFER_RECYCLE_ERRORS_TOTAL = Counter "edge_buffer_recycle_errors_total" []
+        "Buffer database reopens that failed (retried on next use).";
+
+    // Uplink.
+    EDGE_UPLINK_BATCHES_SENT_TOTAL = Counter "edge_uplink_batches_sent_total" []
+        "Batches sent to the hub (resends included).";
+    EDGE_UPLINK_READINGS_SENT_TOTAL = Counter "edge_uplink_readings_sent_total" []
+        "Readings sent to the hub (resends included).";
+    EDGE_UPLINK_ACKS_TOTAL = Counter "edge_uplink_acks_total" []
+        "Batch acknowledgements received from the hub.";
+    EDGE_UPLINK_FAILURES_TOTAL = Counter "edge_uplink_failures_total" []
+        "Uplink sessions that ended in an error; the agent reconnects with backoff.";
+    EDGE_UPLINK_STALLS_TOTAL = Counter "edge_uplink_stalls_total" []
+        "Uplink sessions abandoned because the hub did not acknowledge in time.";
+    EDGE_UPLINK_IMPLAUSIBLE_HUB_SEQ_TOTAL = Counter "edge_uplink_implausible_hub_seq_total" []
+        "Hub sequence numbers above the plausible maximum, not taken.";
+    EDGE_COMMANDS_TOTAL = Counter "edge_commands_total" ["ok"]
+        "Hub commands executed, by outcome (true, false).";
+
+    // Local API.
+    EDGE_HTTP_ERRORS_TOTAL = Counter "edge_http_errors_total" ["kind"]
+        "Error answers of the local API, by error kind.";
+
+    // Site MQTT bus.
+    EDGE_MQTT_CONNECTIONS_TOTAL = Counter "edge_mqtt_connections_total" ["result"]
+        "MQTT connection attempts, by result (accepted, refused reasons, tls_failed, ...).";
+    EDGE_MQTT_CLIENTS = Gauge "edge_mqtt_clients" []
+        "MQTT clients connected now.";
+    EDGE_MQTT_PENDING_CONNECTIONS = Gauge "edge_mqtt_pending_connections" []
+        "MQTT connections accepted but not yet past CONNECT.";
+    EDGE_MQTT_MAX_CONNECTIONS = Gauge "edge_mqtt_max_connections" []
+        "MQTT connection limit in effect (mqtt.max_connections fitted to the descriptor limit).";
+    EDGE_MQTT_ACCEPT_ERRORS_TOTAL = Counter "edge_mqtt_accept_errors_total" []
+        "Failed accept() calls on the MQTT listeners.";
+    EDGE_MQTT_TIMEOUTS_TOTAL = Counter "edge_mqtt_timeouts_total" ["phase"]
+        "MQTT connections closed for silence, by phase (tls_handshake, websocket_upgrade, connect, keep_alive).";
+    EDGE_MQTT_REJECTED_TOTAL = Counter "edge_mqtt_rejected_total" ["reason"]
+        "MQTT messages or packets rejected as bad input, by reason.";
+    EDGE_MQTT_DENIED_TOTAL = Counter "edge_mqtt_denied_total" ["what"]
+        "MQTT actions refused by the user's permissions (publish, subscribe, retain, will).";
+    EDGE_MQTT_MESSAGES_TOTAL = Counter "edge_mqtt_messages_total" []
+        "MQTT PUBLISH packets received from clients.";
+    EDGE_MQTT_DUPLICATES_TOTAL = Counter "edge_mqtt_duplicates_total" []
+        "Resent QoS 2 messages answered without storing them again.";
+    EDGE_MQTT_READINGS_TOTAL = Counter "edge_mqtt_readings_total" []
+        "Readings from MQTT telemetry appended to the buffer.";
+    EDGE_MQTT_BUS_DROPPED_TOTAL = Counter "edge_mqtt_bus_dropped_total" []
+        "Messages the agent could not hand to the embedded broker (queue full).";
+}
+
+/// Registers the help text of the agent's metrics and of qi-common's, and
+/// creates the unlabelled counters at zero (see [`qi_common::metric_names::describe`]).
+pub fn describe() {
+    qi_common::metric_names::describe(ALL);
+    qi_common::metric_names::describe(qi_common::metric_names::COMMON);
+}
