@@ -15,6 +15,7 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    crate::metric_names::describe();
     if cfg.database.url.is_empty() {
         anyhow::bail!(
             "no database URL: set database.url in the config file, QI_HUB_DATABASE_URL, or --database-url"
@@ -63,10 +64,10 @@ pub async fn run(
             auth,
             cfg.grpc.max_future_skew_s,
         ))
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd),
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Zstd),
     );
     let mut grpc_stop = stop.clone();
     let grpc_done = async move { grpc_stop.wait().await };

@@ -26,7 +26,8 @@ pub struct Authenticator {
 }
 
 fn refused(reason: &'static str, status: Status) -> Status {
-    metrics::counter!("hub_auth_failures_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metric_names::HUB_AUTH_FAILURES_TOTAL, "reason" => reason)
+        .increment(1);
     tracing::warn!(reason, message = status.message(), "gateway refused");
     status
 }

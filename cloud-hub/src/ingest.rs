@@ -36,7 +36,8 @@ impl IngestService {
 }
 
 fn rejected(reason: &'static str, message: String) -> Status {
-    metrics::counter!("hub_ingest_rejected_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metric_names::HUB_INGEST_REJECTED_TOTAL, "reason" => reason)
+        .increment(1);
     tracing::warn!(reason, %message, "rejecting uplink stream");
     Status::invalid_argument(message)
 }
@@ -175,7 +176,7 @@ async fn serve_stream(
         .await
         .map_err(|e| unavailable(&gw, e))?;
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
-    metrics::gauge!("hub_gateways_connected").increment(1.0);
+    metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
     let _connected = ConnectedGuard;
     send(
         tx,
@@ -217,7 +218,7 @@ async fn serve_stream(
         let batch = match msg.kind {
             Some(edge_message::Kind::Batch(b)) => {
                 // Before compression: set against hub_grpc_wire_bytes_received_total.
-                metrics::counter!("hub_grpc_message_bytes_received_total")
+                metrics::counter!(crate::metric_names::HUB_GRPC_MESSAGE_BYTES_RECEIVED_TOTAL)
                     .increment(prost::Message::encoded_len(&b) as u64);
                 b
             }
@@ -227,7 +228,7 @@ async fn serve_stream(
                     .complete_command(&gw, id, r.ok, &r.message)
                     .await
                     .map_err(|e| unavailable(&gw, e))?;
-                metrics::counter!("hub_command_results_total", "ok" => if r.ok { "true" } else { "false" }).increment(1);
+                metrics::counter!(crate::metric_names::HUB_COMMAND_RESULTS_TOTAL, "ok" => if r.ok { "true" } else { "false" }).increment(1);
                 tracing::info!(gateway = %gw, command = r.id, ok = r.ok, message = %r.message, known, "command result");
                 continue;
             }
@@ -278,10 +279,11 @@ async fn acknowledge(
     started: std::time::Instant,
 ) -> Result<(), Status> {
     let dupes = n - inserted;
-    metrics::histogram!("hub_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
-    metrics::counter!("hub_ingest_readings_total").increment(inserted);
-    metrics::counter!("hub_ingest_duplicates_total").increment(dupes);
-    metrics::counter!("hub_ingest_batches_total").increment(1);
+    metrics::histogram!(crate::metric_names::HUB_INGEST_COMMIT_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::metric_names::HUB_INGEST_READINGS_TOTAL).increment(inserted);
+    metrics::counter!(crate::metric_names::HUB_INGEST_DUPLICATES_TOTAL).increment(dupes);
+    metrics::counter!(crate::metric_names::HUB_INGEST_BATCHES_TOTAL).increment(1);
     if dupes > 0 {
         tracing::info!(gateway = %gw, duplicates = dupes, up_to = last, "redelivered readings ignored");
     }
@@ -323,7 +325,7 @@ async fn send_commands(
             action: Some(action),
         };
         tracing::info!(gateway = %gw, command = c.id, "sending command");
-        metrics::counter!("hub_commands_sent_total").increment(1);
+        metrics::counter!(crate::metric_names::HUB_COMMANDS_SENT_TOTAL).increment(1);
         send(tx, hub_message::Kind::Command(cmd)).await?;
     }
     Ok(())
@@ -332,12 +334,12 @@ async fn send_commands(
 struct ConnectedGuard;
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
-        metrics::gauge!("hub_gateways_connected").decrement(1.0);
+        metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).decrement(1.0);
     }
 }
 
 fn unavailable(gw: &str, e: crate::storage::StoreError) -> Status {
-    metrics::counter!("hub_ingest_db_errors_total").increment(1);
+    metrics::counter!(crate::metric_names::HUB_INGEST_DB_ERRORS_TOTAL).increment(1);
     tracing::error!(gateway = %gw, error = %e, "database write failed; the gateway will resend");
     Status::unavailable("storage unavailable, retry later")
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod ingest;
+pub mod metric_names;
 pub mod storage;
 pub mod tls;
 pub mod wire;

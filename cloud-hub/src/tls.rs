@@ -110,7 +110,7 @@ pub fn incoming(
                     }
                     Ok(Err(e)) => handshake_failed(peer, &e),
                     Err(_) => {
-                        metrics::counter!("hub_grpc_tls_handshake_failures_total", "reason" => "timeout")
+                        metrics::counter!(crate::metric_names::HUB_GRPC_TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => "timeout")
                             .increment(1);
                         tracing::warn!(%peer, reason = "timeout", timeout_s = HANDSHAKE_TIMEOUT.as_secs(), "TLS handshake failed: not finished in time");
                     }
@@ -123,7 +123,7 @@ pub fn incoming(
 
 fn handshake_failed(peer: SocketAddr, e: &std::io::Error) {
     let (reason, detail) = classify(e);
-    metrics::counter!("hub_grpc_tls_handshake_failures_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metric_names::HUB_GRPC_TLS_HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
     tracing::warn!(%peer, reason, error = %detail, "TLS handshake failed");
 }
 

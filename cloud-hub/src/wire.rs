@@ -19,8 +19,8 @@ impl Counted {
     pub fn new(inner: TcpStream) -> Counted {
         Counted {
             inner,
-            received: metrics::counter!("hub_grpc_wire_bytes_received_total"),
-            sent: metrics::counter!("hub_grpc_wire_bytes_sent_total"),
+            received: metrics::counter!(crate::metric_names::HUB_GRPC_WIRE_BYTES_RECEIVED_TOTAL),
+            sent: metrics::counter!(crate::metric_names::HUB_GRPC_WIRE_BYTES_SENT_TOTAL),
         }
     }
 }

@@ -382,7 +382,8 @@ async fn aggregates(
             "values": cols,
         }));
     }
-    metrics::counter!("hub_analytics_queries_total", "kind" => "aggregates").increment(1);
+    metrics::counter!(crate::metric_names::HUB_ANALYTICS_QUERIES_TOTAL, "kind" => "aggregates")
+        .increment(1);
     Ok(Json(json!({
         "from": from, "to": to, "bucket_s": width, "fill": format!("{fill:?}").to_lowercase(),
         "source": source, "rollup_until": if source == Source::Raw { None } else { Some(split) },

@@ -34,7 +34,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!("hub_api_errors_total", "kind" => self.kind).increment(1);
+        metrics::counter!(crate::metric_names::HUB_API_ERRORS_TOTAL, "kind" => self.kind)
+            .increment(1);
         (
             self.status,
             Json(json!({"error": self.kind, "message": self.message})),

@@ -87,7 +87,8 @@ pub(super) async fn wait_for_database(
             Ok(Err(e)) => (cause(&e), reason(&e)),
             Err(_) => (format!("no answer within {} s", limit.as_secs()), "timeout"),
         };
-        metrics::counter!("hub_db_connect_failures_total", "reason" => kind).increment(1);
+        metrics::counter!(crate::metric_names::HUB_DB_CONNECT_FAILURES_TOTAL, "reason" => kind)
+            .increment(1);
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             tracing::warn!(%target, %database, %user, attempt, error = %why, "cannot connect to PostgreSQL; giving up");

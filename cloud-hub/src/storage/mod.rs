@@ -239,7 +239,8 @@ impl Store {
                     r.raw_days,
                 )
                 .await?;
-                metrics::counter!("hub_partitions_dropped_total").increment(dropped as u64);
+                metrics::counter!(crate::metric_names::HUB_PARTITIONS_DROPPED_TOTAL)
+                    .increment(dropped as u64);
             }
             StorageTier::Apache if r.raw_days > 0 => {
                 let dropped: Vec<String> = sqlx::query_scalar(
@@ -255,7 +256,8 @@ impl Store {
                         "raw retention: chunks dropped"
                     );
                 }
-                metrics::counter!("hub_partitions_dropped_total").increment(dropped.len() as u64);
+                metrics::counter!(crate::metric_names::HUB_PARTITIONS_DROPPED_TOTAL)
+                    .increment(dropped.len() as u64);
             }
             StorageTier::Apache => {}
         }
@@ -288,7 +290,7 @@ impl Store {
                 _ = stop.wait() => return,
             }
             if let Err(e) = self.maintain(&r).await {
-                metrics::counter!("hub_maintenance_errors_total").increment(1);
+                metrics::counter!(crate::metric_names::HUB_MAINTENANCE_ERRORS_TOTAL).increment(1);
                 tracing::warn!(error = %e, "storage maintenance failed; retrying in an hour");
             }
         }

@@ -155,11 +155,12 @@ impl Store {
             let t = std::time::Instant::now();
             match self.roll_up().await {
                 Ok(n) => {
-                    metrics::counter!("hub_rollup_buckets_total").increment(n);
-                    metrics::histogram!("hub_rollup_seconds").record(t.elapsed().as_secs_f64());
+                    metrics::counter!(crate::metric_names::HUB_ROLLUP_BUCKETS_TOTAL).increment(n);
+                    metrics::histogram!(crate::metric_names::HUB_ROLLUP_SECONDS)
+                        .record(t.elapsed().as_secs_f64());
                 }
                 Err(e) => {
-                    metrics::counter!("hub_rollup_errors_total").increment(1);
+                    metrics::counter!(crate::metric_names::HUB_ROLLUP_ERRORS_TOTAL).increment(1);
                     tracing::warn!(error = %e, "rollup pass failed; retrying next interval");
                 }
             }

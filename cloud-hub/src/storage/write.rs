@@ -216,7 +216,8 @@ impl Store {
             Ok(n) => n,
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
-                metrics::counter!("hub_ingest_duplicate_batches_total").increment(1);
+                metrics::counter!(crate::metric_names::HUB_INGEST_DUPLICATE_BATCHES_TOTAL)
+                    .increment(1);
                 tx = self.pool.begin().await?;
                 let cols = Columns::of(readings);
                 self.insert_skipping_duplicates(&mut tx, &cols, &ids)

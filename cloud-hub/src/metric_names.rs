@@ -1,0 +1,60 @@
+//! Every metric the hub exposes, named once: code uses these constants,
+//! docs/metrics.md lists the same names with their meaning, and the e2e test
+//! `metrics_docs` holds the three together. Names are part of the interface
+//! (dashboards and alerts use them): rename only with a migration note.
+
+qi_common::metric_names! {
+    HUB_GATEWAYS_CONNECTED = Gauge "hub_gateways_connected" []
+        "Gateways with an open uplink stream now.";
+    HUB_INGEST_BATCHES_TOTAL = Counter "hub_ingest_batches_total" []
+        "Batches committed to the database and acknowledged.";
+    HUB_INGEST_READINGS_TOTAL = Counter "hub_ingest_readings_total" []
+        "Readings newly stored.";
+    HUB_INGEST_DUPLICATES_TOTAL = Counter "hub_ingest_duplicates_total" []
+        "Redelivered readings ignored because the hub already holds them.";
+    HUB_INGEST_DUPLICATE_BATCHES_TOTAL = Counter "hub_ingest_duplicate_batches_total" []
+        "Batches whose bulk copy hit readings already stored and were written again row by row.";
+    HUB_INGEST_COMMIT_SECONDS = Histogram "hub_ingest_commit_seconds" []
+        "Time to write one batch to the database, insert to commit.";
+    HUB_INGEST_REJECTED_TOTAL = Counter "hub_ingest_rejected_total" ["reason"]
+        "Uplink streams refused as invalid, by reason.";
+    HUB_INGEST_DB_ERRORS_TOTAL = Counter "hub_ingest_db_errors_total" []
+        "Database writes that failed; the gateway resends.";
+    HUB_GRPC_WIRE_BYTES_RECEIVED_TOTAL = Counter "hub_grpc_wire_bytes_received_total" []
+        "Bytes received on gRPC connections, below TLS (compressed, as on the wire).";
+    HUB_GRPC_WIRE_BYTES_SENT_TOTAL = Counter "hub_grpc_wire_bytes_sent_total" []
+        "Bytes sent on gRPC connections, below TLS.";
+    HUB_GRPC_MESSAGE_BYTES_RECEIVED_TOTAL = Counter "hub_grpc_message_bytes_received_total" []
+        "Protobuf size of received batches before compression (set against wire bytes).";
+    HUB_GRPC_TLS_HANDSHAKE_FAILURES_TOTAL = Counter "hub_grpc_tls_handshake_failures_total" ["reason"]
+        "gRPC TLS handshakes that failed, by reason (timeout, certificate problems, ...).";
+    HUB_AUTH_FAILURES_TOTAL = Counter "hub_auth_failures_total" ["reason"]
+        "Gateways refused by authentication, by reason.";
+    HUB_COMMANDS_SENT_TOTAL = Counter "hub_commands_sent_total" []
+        "Commands sent to gateways.";
+    HUB_COMMAND_RESULTS_TOTAL = Counter "hub_command_results_total" ["ok"]
+        "Command results received from gateways, by outcome (true, false).";
+    HUB_DB_CONNECT_FAILURES_TOTAL = Counter "hub_db_connect_failures_total" ["reason"]
+        "Failed attempts to connect to PostgreSQL, by reason.";
+    HUB_MAINTENANCE_ERRORS_TOTAL = Counter "hub_maintenance_errors_total" []
+        "Storage maintenance passes (partitions, retention) that failed; retried in an hour.";
+    HUB_PARTITIONS_DROPPED_TOTAL = Counter "hub_partitions_dropped_total" []
+        "Partitions or chunks dropped by raw-data retention.";
+    HUB_ROLLUP_BUCKETS_TOTAL = Counter "hub_rollup_buckets_total" []
+        "Rollup buckets written.";
+    HUB_ROLLUP_SECONDS = Histogram "hub_rollup_seconds" []
+        "Duration of one rollup pass.";
+    HUB_ROLLUP_ERRORS_TOTAL = Counter "hub_rollup_errors_total" []
+        "Rollup passes that failed; retried next interval.";
+    HUB_API_ERRORS_TOTAL = Counter "hub_api_errors_total" ["kind"]
+        "Error answers of the REST API, by error kind.";
+    HUB_ANALYTICS_QUERIES_TOTAL = Counter "hub_analytics_queries_total" ["kind"]
+        "Analytics queries served, by kind.";
+}
+
+/// Registers help texts and creates the unlabelled counters at zero (see
+/// [`qi_common::metric_names::describe`]).
+pub fn describe() {
+    qi_common::metric_names::describe(ALL);
+    qi_common::metric_names::describe(qi_common::metric_names::COMMON);
+}
