@@ -176,6 +176,7 @@ async fn main() -> Result<()> {
             buf_path.display()
         ),
     )?;
+    let hub_cpu_before = cpu_seconds(_hub.pid());
     let t = Instant::now();
     let agent = Proc::spawn(
         "edge-agent",
@@ -199,6 +200,22 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drain_s = t.elapsed().as_secs_f64();
+    let agent_cpu = cpu_seconds(agent.pid());
+    let hub_cpu = cpu_seconds(_hub.pid()) - hub_cpu_before;
+    let hub_metrics = reqwest::get(format!("http://127.0.0.1:{hub_http}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let metric = |name: &str| {
+        hub_metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let wire = metric("hub_grpc_wire_bytes_received_total");
+    let message = metric("hub_grpc_message_bytes_received_total");
     agent.terminate(Duration::from_secs(30))?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
@@ -272,6 +289,18 @@ async fn main() -> Result<()> {
         (batches * 1000) as f64 / drain_s
     );
     println!("agent peak RSS while draining                 : {peak_rss:.1} MiB");
+    let n = (batches * 1000) as f64;
+    println!(
+        "on the wire (hub, below TLS)                  : {:.1} bytes/reading; protobuf {:.1} bytes/reading; wire/protobuf {:.2}",
+        wire / n,
+        message / n,
+        wire / message
+    );
+    println!(
+        "CPU while draining                            : agent {agent_cpu:.1} s ({:.0}% of one core), hub {hub_cpu:.1} s ({:.0}%)",
+        100.0 * agent_cpu / drain_s,
+        100.0 * hub_cpu / drain_s
+    );
     println!(
         "hub database raw COPY (binary), same rows      : {raw_rate:.0} rows/s (one COPY into an identical empty table)"
     );
@@ -280,4 +309,27 @@ async fn main() -> Result<()> {
         (batches * 1000) as f64 / drain_s / raw_rate
     );
     Ok(())
+}
+
+/// User + system CPU time of a process so far, from /proc (Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime are fields 14 and 15 of stat: indexes 11 and 12 after the ")".
+    (ticks(11) + ticks(12)) / hz
 }
