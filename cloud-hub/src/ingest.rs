@@ -15,8 +15,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-const MAX_ID_LEN: usize = 128;
-const MAX_UNIT_LEN: usize = 32;
+use qi_proto::limits::{MAX_ID_LEN, valid_id, valid_unit};
 
 pub struct IngestService {
     store: Store,
@@ -40,10 +39,6 @@ fn rejected(reason: &'static str, message: String) -> Status {
         .increment(1);
     tracing::warn!(reason, %message, "rejecting uplink stream");
     Status::invalid_argument(message)
-}
-
-fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
 }
 
 /// Checks a batch before anything is written: a bad batch is refused as a
@@ -85,7 +80,7 @@ pub fn validate_batch_at(
         if !valid_id(&r.metric) {
             return Err(format!("reading {i} (seq {}): invalid metric", r.seq));
         }
-        if r.unit.len() > MAX_UNIT_LEN || r.unit.chars().any(char::is_control) {
+        if !valid_unit(&r.unit) {
             return Err(format!("reading {i} (seq {}): invalid unit", r.seq));
         }
         if !r.value.is_finite() {

@@ -352,7 +352,7 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         // The hub refuses longer or unprintable ids; catch that here, not as a stalled uplink.
         if !valid_id(&self.gateway_id) {
-            return Err(("gateway_id".into(), ID_RULE.into()));
+            return Err(("gateway_id".into(), id_rule()));
         }
         if !(self.uplink.hub_url.starts_with("http://")
             || self.uplink.hub_url.starts_with("https://"))
@@ -447,7 +447,7 @@ impl Config {
         let mut ids = std::collections::HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
             if !valid_id(&d.id) {
-                return Err((format!("devices[{i}].id"), ID_RULE.into()));
+                return Err((format!("devices[{i}].id"), id_rule()));
             }
             if !ids.insert(d.id.as_str()) {
                 return Err((
@@ -532,10 +532,16 @@ impl Config {
 const BROADCAST_UNIT: &str = "is 0, the broadcast address on a serial (RTU) line: no device \
      answers it, so every poll would time out; set the device's own address (1..=247)";
 
-const ID_RULE: &str = "must be 1 to 128 characters, no control characters, not only spaces";
+/// The hub's rule for ids (`qi_proto::limits::valid_id`), and not only spaces.
+fn id_rule() -> String {
+    format!(
+        "must be 1 to {} bytes, no control characters, not only spaces",
+        qi_proto::limits::MAX_ID_LEN
+    )
+}
 
 fn valid_id(s: &str) -> bool {
-    !s.trim().is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
+    !s.trim().is_empty() && qi_proto::limits::valid_id(s)
 }
 
 impl UplinkConfig {

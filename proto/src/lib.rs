@@ -24,4 +24,20 @@ pub mod limits {
     /// Readings stamped further than this in the future are refused, by the
     /// agent when a device sends one and by the hub in a batch.
     pub const MAX_FUTURE_SKEW_S: i64 = 86_400;
+
+    /// Longest gateway id, device id or metric name, in bytes (UTF-8).
+    pub const MAX_ID_LEN: usize = 128;
+    /// Longest unit, in bytes.
+    pub const MAX_UNIT_LEN: usize = 32;
+
+    /// A gateway id, device id or metric name the hub stores: 1 to
+    /// `MAX_ID_LEN` bytes, no control characters.
+    pub fn valid_id(s: &str) -> bool {
+        !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)
+    }
+
+    /// A unit the hub stores: at most `MAX_UNIT_LEN` bytes, no control characters.
+    pub fn valid_unit(s: &str) -> bool {
+        s.len() <= MAX_UNIT_LEN && !s.chars().any(char::is_control)
+    }
 }

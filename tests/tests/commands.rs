@@ -114,6 +114,23 @@ async fn commands_are_durable_checked_and_answered() -> Result<()> {
         },
     )
     .await?;
+    // A section a reload cannot apply says so in the result (and the log).
+    let mut with_bus = text.clone();
+    with_bus.push_str(&format!(
+        "\n[mqtt]\nlisten = \"127.0.0.1:{}\"\n",
+        e2e_tests::free_port()
+    ));
+    std::fs::write(&cfg, &with_bus)?;
+    let (_, c) = post(&stack, json!({"reload_config": {}})).await?;
+    let done = final_state(&stack, c["id"].as_i64().context("id")?).await?;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        done["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mqtt take effect after a restart"),
+        "{done}"
+    );
     // A broken file is refused with its line; nothing changes.
     std::fs::write(
         &cfg,

@@ -34,9 +34,15 @@ pub fn filter(name: &str, v: Option<String>) -> Result<Option<String>, ApiError>
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
         // Characters, not bytes: that is what the OpenAPI document's maxLength counts.
-        Some(s) if s.chars().count() > 128 || s.chars().any(char::is_control) => Err(
-            ApiError::bad_request(format!("`{name}` must be at most 128 printable characters")),
-        ),
+        Some(s)
+            if s.chars().count() > qi_proto::limits::MAX_ID_LEN
+                || s.chars().any(char::is_control) =>
+        {
+            Err(ApiError::bad_request(format!(
+                "`{name}` must be at most {} printable characters",
+                qi_proto::limits::MAX_ID_LEN
+            )))
+        }
         Some(s) => Ok(Some(s)),
     }
 }

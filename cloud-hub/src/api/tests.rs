@@ -61,3 +61,22 @@ fn the_router_and_the_openapi_document_list_the_same_operations() {
         "served but not in openapi.json: {undocumented:?}; in openapi.json but not served: {unserved:?}"
     );
 }
+
+/// The document's length limits are the wire contract's (qi_proto::limits).
+#[test]
+fn the_documents_length_limits_are_the_contracts() {
+    let doc = super::OPENAPI;
+    let limits: Vec<&str> = doc
+        .split("\"maxLength\"")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.trim_start_matches([':', ' '])
+                .split([',', '}', '\n'])
+                .next()
+        })
+        .map(str::trim)
+        .collect();
+    assert!(!limits.is_empty());
+    let id = qi_proto::limits::MAX_ID_LEN.to_string();
+    assert!(limits.iter().all(|l| *l == id), "{limits:?}");
+}

@@ -115,8 +115,20 @@ impl Fleet {
         if format!("{:?}", new.buffer) != format!("{:?}", old.config.buffer) {
             needs_restart.push("buffer");
         }
-        if new.http.listen != old.config.http.listen {
+        if format!("{:?}", new.http) != format!("{:?}", old.config.http) {
             needs_restart.push("http");
+        }
+        if format!("{:?}", new.mqtt) != format!("{:?}", old.config.mqtt) {
+            needs_restart.push("mqtt");
+        }
+        if format!("{:?}", new.log) != format!("{:?}", old.config.log) {
+            needs_restart.push("log");
+        }
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                sections = %needs_restart.join(", "),
+                "configuration reloaded, but these sections changed and take effect only after a restart"
+            );
         }
         old.stop.fire();
         for t in old.tasks {

@@ -16,8 +16,7 @@ use qi_proto::v1::Quality;
 use serde::Deserialize;
 use std::sync::Arc;
 
-const MAX_NAME: usize = 128;
-const MAX_UNIT: usize = 32;
+use qi_proto::limits::{MAX_ID_LEN, MAX_UNIT_LEN};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PayloadError {
@@ -60,7 +59,7 @@ pub fn telemetry_topic(topic: &str) -> Option<TelemetryTopic<'_>> {
 
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= MAX_NAME
+        && s.len() <= MAX_ID_LEN
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
 }
@@ -159,7 +158,7 @@ pub fn parse(
             let bad = |m: String| PayloadError::Invalid(i, m);
             if !valid_name(&r.metric) {
                 return Err(bad(format!(
-                    "metric {:?} must be 1-128 of [A-Za-z0-9_.:-]",
+                    "metric {:?} must be 1-{MAX_ID_LEN} of [A-Za-z0-9_.:-]",
                     r.metric
                 )));
             }
@@ -172,10 +171,10 @@ pub fn parse(
                 return Err(bad("value is not a finite number".into()));
             }
             let unit = r.unit.unwrap_or_default();
-            if unit.len() > MAX_UNIT || unit.chars().any(char::is_control) {
-                return Err(bad(
-                    "unit is longer than 32 characters or has control characters".into(),
-                ));
+            if !qi_proto::limits::valid_unit(&unit) {
+                return Err(bad(format!(
+                    "unit is longer than {MAX_UNIT_LEN} bytes or has control characters"
+                )));
             }
             let timestamp_us = match &r.ts {
                 Some(v) => parse_ts(v).map_err(bad)?,

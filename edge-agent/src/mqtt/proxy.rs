@@ -507,8 +507,9 @@ impl FrontDoor {
             Err((
                 "bad_device_id",
                 format!(
-                    "device id {:?} must be 1-128 of [A-Za-z0-9_.:-]",
-                    t.device_id
+                    "device id {:?} must be 1-{} of [A-Za-z0-9_.:-]",
+                    t.device_id,
+                    qi_proto::limits::MAX_ID_LEN
                 ),
             ))
         } else if !self.cfg.accept_unknown_devices
