@@ -195,42 +195,30 @@ impl Stack {
     }
 
     pub async fn start_hub(&mut self) -> Result<()> {
-        let cfg = self.dir.path().join("hub.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[database]\nurl = \"{}\"\n{}\n[grpc]\nlisten = \"127.0.0.1:{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{}\"\n",
-                self.pg_url()?,
-                // PGlite: one connection at a time, no COPY FROM STDIN.
-                if pg::test_tier() == "timescale" {
-                    "max_connections = 1\ningest = \"insert\"\n"
-                } else {
-                    ""
-                },
-                self.grpc_port,
-                self.hub_grpc_extra,
-                self.hub_http_port
-            ),
-        )?;
-        let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), cfg.as_os_str()];
-        args.extend(self.hub_args.iter().map(std::ffi::OsStr::new));
-        let proc = Proc::spawn(
-            "cloud-hub",
-            &bin("cloud-hub")?,
-            &args,
-            &self.log_path("hub"),
-        )?;
-        self.hub = Some(proc);
-        let url = format!("{}/ready", self.hub_url());
-        wait_for("hub /ready", Duration::from_secs(30), || async {
-            self.check_alive("hub")?;
-            Ok(get_json(&url).await.ok().filter(|(s, _)| *s == 200))
-        })
+        // PGlite: one connection at a time, no COPY FROM STDIN.
+        let database = if pg::test_tier() == "timescale" {
+            "max_connections = 1\ningest = \"insert\"\n"
+        } else {
+            ""
+        };
+        let proc = HubLaunch {
+            binary: bin("cloud-hub")?,
+            pg_url: &self.pg_url()?,
+            grpc_port: self.grpc_port,
+            http_port: self.hub_http_port,
+            database,
+            grpc: &self.hub_grpc_extra,
+            after: "",
+            args: &self.hub_args,
+            dir: self.dir.path(),
+            log: &self.log_path("hub"),
+        }
+        .start()
         .await?;
+        self.hub = Some(proc);
         Ok(())
     }
 
-    /// Starts the SDM630 simulator; `constant` serves exactly each point's `sim.base`.
     pub async fn start_sim(&mut self, constant: bool) -> Result<()> {
         let extra: &[&str] = if constant { &["--constant"] } else { &[] };
         self.start_sim_with("eastron-sdm630", extra).await
@@ -437,5 +425,51 @@ retry_max_ms = 1000
             }
         }
         s
+    }
+}
+
+/// How to start a hub: the one place the tests and the benchmarks write a
+/// hub's config file and wait for it to be ready.
+pub struct HubLaunch<'a> {
+    /// The `cloud-hub` binary (debug for tests, release for benchmarks).
+    pub binary: PathBuf,
+    pub pg_url: &'a str,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    /// Extra keys of `[database]`.
+    pub database: &'a str,
+    /// Extra keys of `[grpc]` (may be followed by other tables).
+    pub grpc: &'a str,
+    /// Tables after `[http]` (e.g. `[analytics]`).
+    pub after: &'a str,
+    pub args: &'a [String],
+    /// Where `hub.toml` is written.
+    pub dir: &'a Path,
+    pub log: &'a Path,
+}
+
+impl HubLaunch<'_> {
+    /// Writes the config, starts the hub and waits until `/ready` answers 200.
+    pub async fn start(&self) -> Result<Proc> {
+        let cfg = self.dir.join("hub.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[database]\nurl = \"{}\"\n{}\n[grpc]\nlisten = \"127.0.0.1:{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{}\"\n{}",
+                self.pg_url, self.database, self.grpc_port, self.grpc, self.http_port, self.after
+            ),
+        )?;
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), cfg.as_os_str()];
+        args.extend(self.args.iter().map(std::ffi::OsStr::new));
+        let proc = Proc::spawn("cloud-hub", &self.binary, &args, self.log)?;
+        let url = format!("http://127.0.0.1:{}/ready", self.http_port);
+        wait_for("hub /ready", Duration::from_secs(30), || async {
+            if let Some(code) = proc.exit_status()? {
+                bail!("hub exited early ({code}); log:\n{}", proc.log_tail(40));
+            }
+            Ok(get_json(&url).await.ok().filter(|(s, _)| *s == 200))
+        })
+        .await?;
+        Ok(proc)
     }
 }

@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result, bail};
 use e2e_tests::bench::{release_bin, rss_mib};
-use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for};
+use e2e_tests::{HubLaunch, PgServer, Proc, free_port, get_json};
 use edge_agent::buffer::{Buffer, BufferOptions, NewReading, Priority};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,27 +144,19 @@ async fn main() -> Result<()> {
     // 2. Drain to a live hub.
     let pg = PgServer::start().await?;
     let (grpc, hub_http, agent_http) = (free_port(), free_port(), free_port());
-    let hub_cfg = dir.path().join("hub.toml");
-    std::fs::write(
-        &hub_cfg,
-        format!(
-            "[database]\nurl = \"{}\"\nmax_connections = 4\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[http]\nlisten = \"127.0.0.1:{hub_http}\"\n",
-            pg.url()
-        ),
-    )?;
-    let _hub = Proc::spawn(
-        "cloud-hub",
-        &release_bin("cloud-hub")?,
-        &["--config".as_ref(), hub_cfg.as_os_str()],
-        &dir.path().join("hub.log"),
-    )?;
-    wait_for("hub", Duration::from_secs(30), || async {
-        Ok(get_json(&format!("http://127.0.0.1:{hub_http}/ready"))
-            .await
-            .ok()
-            .filter(|(s, _)| *s == 200)
-            .map(|_| ()))
-    })
+    let _hub = HubLaunch {
+        binary: release_bin("cloud-hub")?,
+        pg_url: &pg.url(),
+        grpc_port: grpc,
+        http_port: hub_http,
+        database: "max_connections = 4",
+        grpc: "",
+        after: "",
+        args: &[],
+        dir: dir.path(),
+        log: &dir.path().join("hub.log"),
+    }
+    .start()
     .await?;
     // QI_DRAIN_COMPRESSION=none measures a LAN uplink without gzip.
     let compression = std::env::var("QI_DRAIN_COMPRESSION").unwrap_or_else(|_| "gzip".into());

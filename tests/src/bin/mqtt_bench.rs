@@ -10,7 +10,7 @@
 use anyhow::{Context, Result, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use e2e_tests::bench::{release_bin, rss_mib};
-use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for};
+use e2e_tests::{HubLaunch, PgServer, Proc, free_port, get_json, wait_for};
 use edge_agent::mqtt::frame;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -364,20 +364,20 @@ async fn main() -> Result<()> {
 
     // Latency at 10k msg/s with the hub live.
     let pg = PgServer::start().await?;
-    let hub_cfg = dir.path().join("hub.toml");
-    std::fs::write(
-        &hub_cfg,
-        format!(
-            "[database]\nurl = \"{}\"\nmax_connections = 4\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[http]\nlisten = \"127.0.0.1:{hub_http}\"\n",
-            pg.url()
-        ),
-    )?;
-    let _hub = Proc::spawn(
-        "cloud-hub",
-        &release_bin("cloud-hub")?,
-        &["--config".as_ref(), hub_cfg.as_os_str()],
-        &dir.path().join("hub.log"),
-    )?;
+    let _hub = HubLaunch {
+        binary: release_bin("cloud-hub")?,
+        pg_url: &pg.url(),
+        grpc_port: grpc,
+        http_port: hub_http,
+        database: "max_connections = 4",
+        grpc: "",
+        after: "",
+        args: &[],
+        dir: dir.path(),
+        log: &dir.path().join("hub.log"),
+    }
+    .start()
+    .await?;
     wait_for(
         "backlog drained to the hub",
         Duration::from_secs(600),

@@ -5,7 +5,7 @@
 //!    scripts/bench-query.sh [DAYS]
 use anyhow::{Result, bail};
 use e2e_tests::bench::release_bin;
-use e2e_tests::{PgServer, Proc, free_port, get_json, wait_for};
+use e2e_tests::{HubLaunch, PgServer, free_port, get_json, wait_for};
 use std::time::{Duration, Instant};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -23,30 +23,21 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pg = PgServer::start().await?;
     let (grpc, http) = (free_port(), free_port());
-    let cfg = dir.path().join("hub.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[database]\nurl = \"{}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
-             [analytics]\nrollup_interval_s = 2\nmax_scan_rows = 1000000000\n",
-            pg.url()
-        ),
-    )?;
-    let hub = Proc::spawn(
-        "cloud-hub",
-        &release_bin("cloud-hub")?,
-        &["--config".as_ref(), cfg.as_os_str()],
-        &dir.path().join("hub.log"),
-    )?;
-    let base = format!("http://127.0.0.1:{http}");
-    wait_for("hub", Duration::from_secs(30), || async {
-        Ok(get_json(&format!("{base}/ready"))
-            .await
-            .ok()
-            .filter(|(s, _)| *s == 200)
-            .map(|_| ()))
-    })
+    let hub = HubLaunch {
+        binary: release_bin("cloud-hub")?,
+        pg_url: &pg.url(),
+        grpc_port: grpc,
+        http_port: http,
+        database: "",
+        grpc: "",
+        after: "[analytics]\nrollup_interval_s = 2\nmax_scan_rows = 1000000000\n",
+        args: &[],
+        dir: dir.path(),
+        log: &dir.path().join("hub.log"),
+    }
+    .start()
     .await?;
+    let base = format!("http://127.0.0.1:{http}");
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&pg.url())
