@@ -67,7 +67,8 @@ pub async fn run(
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .send_compressed(tonic::codec::CompressionEncoding::Zstd),
+        .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+        .max_decoding_message_size(qi_proto::limits::MAX_BATCH_BYTES),
     );
     let mut grpc_stop = stop.clone();
     let grpc_done = async move { grpc_stop.wait().await };

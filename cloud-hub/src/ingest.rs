@@ -58,6 +58,13 @@ pub fn validate_batch_at(
     if readings.is_empty() {
         return Err("empty batch".into());
     }
+    if readings.len() > qi_proto::limits::MAX_BATCH_READINGS {
+        return Err(format!(
+            "{} readings in one batch; at most {}",
+            readings.len(),
+            qi_proto::limits::MAX_BATCH_READINGS
+        ));
+    }
     let latest_us = now_us.saturating_add(max_future_us);
     let mut prev = 0u64;
     for (i, r) in readings.iter().enumerate() {

@@ -396,8 +396,9 @@ impl Config {
         if self.buffer.max_disk_mib == 0 {
             return Err(("buffer.max_disk_mib".into(), "must be > 0".into()));
         }
-        if self.uplink.batch_max == 0 || self.uplink.batch_max > 50_000 {
-            return Err(("uplink.batch_max".into(), "must be 1..=50000".into()));
+        let max = qi_proto::limits::MAX_BATCH_READINGS;
+        if self.uplink.batch_max == 0 || self.uplink.batch_max > max {
+            return Err(("uplink.batch_max".into(), format!("must be 1..={max}")));
         }
         let u = &self.uplink;
         if u.client_cert.is_some() != u.client_key.is_some() {

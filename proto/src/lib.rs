@@ -30,6 +30,16 @@ pub mod limits {
     /// Longest unit, in bytes.
     pub const MAX_UNIT_LEN: usize = 32;
 
+    /// Most readings in one batch (`uplink.batch_max` at most).
+    pub const MAX_BATCH_READINGS: usize = 50_000;
+    /// Largest encoded reading: two ids, a unit, and the numbers with their
+    /// field tags and lengths.
+    pub const MAX_READING_BYTES: usize = 2 * MAX_ID_LEN + MAX_UNIT_LEN + 48;
+    /// Largest batch message the hub takes (tonic's default of 4 MiB would
+    /// refuse a full batch of ordinary readings, and the agent would resend
+    /// it forever).
+    pub const MAX_BATCH_BYTES: usize = MAX_BATCH_READINGS * (MAX_READING_BYTES + 4) + 1024;
+
     /// A gateway id, device id or metric name the hub stores: 1 to
     /// `MAX_ID_LEN` bytes, no control characters.
     pub fn valid_id(s: &str) -> bool {

@@ -106,3 +106,47 @@ async fn readings_from_the_far_future_are_refused_by_the_hub() -> Result<()> {
     assert_eq!(hub_count(&stack.db().await?).await?, 0);
     Ok(())
 }
+
+/// A full batch (`uplink.batch_max` at its maximum) is taken whole: tonic's
+/// default 4 MiB message limit once refused it, and the agent would have
+/// resent it forever. One reading more is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_is_taken_and_a_larger_one_refused() -> Result<()> {
+    let max = qi_proto::limits::MAX_BATCH_READINGS as u64;
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));
+    let now = chrono::Utc::now().timestamp_micros();
+    let batch = |from: u64, n: u64| {
+        (from..from + n)
+            .map(|seq| Reading {
+                seq,
+                device_id: "meter-with-a-long-device-identifier-01".into(),
+                metric: "active_power_total_import_phase_l1".into(),
+                timestamp_us: now - 1_000_000 + seq as i64,
+                value: seq as f64,
+                unit: "kW".into(),
+                quality: 1,
+            })
+            .collect::<Vec<_>>()
+    };
+    let (got, status) = grpc::exchange(
+        &client,
+        vec![grpc::hello("gw-full"), grpc::batch(batch(1, max))],
+    )
+    .await?;
+    assert!(status.is_none(), "{status:?}");
+    assert!(
+        matches!(got.last(), Some(hub_message::Kind::Ack(_))),
+        "{got:?}"
+    );
+    assert_eq!(hub_count(&stack.db().await?).await?, max as i64);
+    let (_, status) = grpc::exchange(
+        &client,
+        vec![grpc::hello("gw-full"), grpc::batch(batch(max + 1, max + 1))],
+    )
+    .await?;
+    let status = status.context("a batch over the limit must be refused")?;
+    assert!(status.message().contains("at most"), "{status:?}");
+    Ok(())
+}
