@@ -32,18 +32,7 @@ pub(super) fn cause(e: &sqlx::Error) -> String {
             Some(code) => format!("{} (SQLSTATE {code})", d.message()),
             None => d.message().to_string(),
         },
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                let more = s.to_string();
-                if !text.contains(&more) {
-                    text = format!("{text}: {more}");
-                }
-                source = s.source();
-            }
-            text
-        }
+        other => qi_common::error_chain(other),
     }
 }
 

@@ -41,14 +41,5 @@ pub fn check_client_certificate(cfg: &UplinkConfig) -> Result<(), UplinkError> {
 /// An error and its sources on one line, each cause said once: tonic's
 /// transport errors say only "transport error" and keep the reason below.
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = s.source();
-    }
-    text
+    qi_common::error_chain(e)
 }
