@@ -1,9 +1,11 @@
-//! Just enough of MQTT 3.1.1 framing for the agent's front door: split a
-//! byte stream into packets, read CONNECT, PUBLISH and SUBSCRIBE, and write
-//! the acknowledgements the agent answers itself. Everything else passes
-//! through to the embedded broker untouched.
+//! MQTT 3.1.1 packets at the agent's front door, decoded and encoded by
+//! rumqttc's maintained codec (`mqttbytes::v4`): this module only frames the
+//! byte stream (the raw bytes of each packet are what the broker receives)
+//! and turns the codec's packets into the few facts the front door decides
+//! on (who connects, with which Will; what is published or subscribed).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::{self, QoS, v4};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -13,6 +15,8 @@ pub enum FrameError {
     TooBig(usize, usize),
     #[error("malformed {0} packet")]
     Malformed(&'static str),
+    #[error("malformed packet: {0}")]
+    Invalid(String),
     #[error("MQTT protocol level {0} not supported (3.1.1 only)")]
     Protocol(u8),
 }
@@ -28,70 +32,40 @@ pub const DISCONNECT: u8 = 14;
 pub struct Frame {
     pub first: u8,
     pub bytes: Bytes,
-    /// Offset of the variable header in `bytes`.
-    pub body: usize,
+    /// The largest remaining length accepted (for decoding).
+    max: usize,
 }
 
 impl Frame {
     pub fn kind(&self) -> u8 {
         self.first >> 4
     }
-    fn payload(&self) -> &[u8] {
-        &self.bytes[self.body..]
+    fn decode(&self) -> Result<v4::Packet, FrameError> {
+        let mut b = BytesMut::from(&self.bytes[..]);
+        v4::Packet::read(&mut b, self.max).map_err(|e| match e {
+            mqttbytes::Error::InvalidProtocolLevel(l) => FrameError::Protocol(l),
+            other => FrameError::Invalid(other.to_string()),
+        })
     }
 }
 
 /// Takes the next complete packet off `buf`, if there is one.
 pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
-    let mut len = 0usize;
-    let mut shift = 0;
-    let mut i = 1;
-    loop {
-        let Some(&b) = buf.get(i) else {
+    let header = match mqttbytes::check(buf.iter(), max) {
+        Ok(h) => h,
+        Err(mqttbytes::Error::InsufficientBytes(n)) => {
+            buf.reserve(n);
             return Ok(None);
-        };
-        len |= ((b & 0x7f) as usize) << shift;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
         }
-        shift += 7;
-        if shift > 21 {
-            return Err(FrameError::BadLength);
+        Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => {
+            return Err(FrameError::TooBig(n, max));
         }
-    }
-    if len > max {
-        return Err(FrameError::TooBig(len, max));
-    }
-    if buf.len() < i + len {
-        buf.reserve(i + len - buf.len());
-        return Ok(None);
-    }
+        Err(mqttbytes::Error::MalformedRemainingLength) => return Err(FrameError::BadLength),
+        Err(e) => return Err(FrameError::Invalid(e.to_string())),
+    };
     let first = buf[0];
-    let bytes = buf.split_to(i + len).freeze();
-    Ok(Some(Frame {
-        first,
-        bytes,
-        body: i,
-    }))
-}
-
-fn read_str(b: &mut &[u8], what: &'static str) -> Result<String, FrameError> {
-    let bytes = read_bin(b, what)?;
-    String::from_utf8(bytes).map_err(|_| FrameError::Malformed(what))
-}
-
-fn read_bin(b: &mut &[u8], what: &'static str) -> Result<Vec<u8>, FrameError> {
-    if b.len() < 2 {
-        return Err(FrameError::Malformed(what));
-    }
-    let n = b.get_u16() as usize;
-    if b.len() < n {
-        return Err(FrameError::Malformed(what));
-    }
-    let v = b[..n].to_vec();
-    b.advance(n);
-    Ok(v)
+    let bytes = buf.split_to(header.frame_length()).freeze();
+    Ok(Some(Frame { first, bytes, max }))
 }
 
 /// A CONNECT's Will: what the broker publishes for the client when it
@@ -114,66 +88,42 @@ pub struct Connect {
     pub password: Option<Vec<u8>>,
 }
 
+fn v4_connect(f: &Frame) -> Result<v4::Connect, FrameError> {
+    match f.decode()? {
+        v4::Packet::Connect(c) if c.protocol == mqttbytes::Protocol::V4 => Ok(c),
+        v4::Packet::Connect(_) => Err(FrameError::Protocol(5)),
+        _ => Err(FrameError::Malformed("CONNECT")),
+    }
+}
+
 pub fn parse_connect(f: &Frame) -> Result<Connect, FrameError> {
-    let mut b = f.payload();
-    let name = read_str(&mut b, "CONNECT")?;
-    if b.len() < 4 {
-        return Err(FrameError::Malformed("CONNECT"));
-    }
-    let level = b.get_u8();
-    if name != "MQTT" || level != 4 {
-        return Err(FrameError::Protocol(level));
-    }
-    let flags = b.get_u8();
-    // Reserved bit set, or Will QoS/retain without a Will, or Will QoS 3:
-    // malformed per MQTT 3.1.1 3.1.2-3, 3.1.2-11..15.
-    let will_qos = (flags >> 3) & 0x03;
-    if flags & 0x01 != 0
-        || will_qos == 3
-        || (flags & 0x04 == 0 && (will_qos != 0 || flags & 0x20 != 0))
-    {
-        return Err(FrameError::Malformed("CONNECT flags"));
-    }
-    let keep_alive = b.get_u16();
-    let client_id = read_str(&mut b, "CONNECT")?;
-    let will = if flags & 0x04 != 0 {
-        let topic = read_str(&mut b, "CONNECT will topic")?;
-        read_bin(&mut b, "CONNECT will message")?;
-        Some(Will {
-            topic,
-            qos: will_qos,
-            retain: flags & 0x20 != 0,
-        })
-    } else {
-        None
-    };
-    let username = if flags & 0x80 != 0 {
-        Some(read_str(&mut b, "CONNECT username")?)
-    } else {
-        None
-    };
-    let password = if flags & 0x40 != 0 {
-        Some(read_bin(&mut b, "CONNECT password")?)
-    } else {
-        None
+    let c = v4_connect(f)?;
+    let (username, password) = match c.login {
+        Some(l) => (Some(l.username), Some(l.password.into_bytes())),
+        None => (None, None),
     };
     Ok(Connect {
-        client_id,
-        clean_session: flags & 0x02 != 0,
-        keep_alive,
-        will,
+        client_id: c.client_id,
+        clean_session: c.clean_session,
+        keep_alive: c.keep_alive,
+        will: c.last_will.map(|w| Will {
+            topic: w.topic,
+            qos: w.qos as u8,
+            retain: w.retain,
+        }),
         username,
         password,
     })
 }
 
-/// The same CONNECT with another keep-alive (a parsed CONNECT's
-/// keep-alive sits right after "MQTT", the level and the flags).
-pub fn with_keep_alive(connect: &Frame, keep_alive: u16) -> Bytes {
-    let mut b = BytesMut::from(&connect.bytes[..]);
-    let at = connect.body + 8;
-    b[at..at + 2].copy_from_slice(&keep_alive.to_be_bytes());
-    b.freeze()
+/// The same CONNECT with another keep-alive.
+pub fn with_keep_alive(connect: &Frame, keep_alive: u16) -> Result<Bytes, FrameError> {
+    let mut c = v4_connect(connect)?;
+    c.keep_alive = keep_alive;
+    let mut b = BytesMut::new();
+    c.write(&mut b)
+        .map_err(|e| FrameError::Invalid(e.to_string()))?;
+    Ok(b.freeze())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -188,29 +138,17 @@ pub struct Publish {
 }
 
 pub fn parse_publish(f: &Frame) -> Result<Publish, FrameError> {
-    let qos = (f.first >> 1) & 0x03;
-    if qos == 3 {
-        return Err(FrameError::Malformed("PUBLISH (QoS 3)"));
+    match f.decode()? {
+        v4::Packet::Publish(p) => Ok(Publish {
+            dup: p.dup,
+            qos: p.qos as u8,
+            retain: p.retain,
+            topic: p.topic,
+            pkid: p.pkid,
+            payload: p.payload,
+        }),
+        _ => Err(FrameError::Malformed("PUBLISH")),
     }
-    let mut b = f.payload();
-    let topic = read_str(&mut b, "PUBLISH topic")?;
-    let pkid = if qos > 0 {
-        if b.len() < 2 {
-            return Err(FrameError::Malformed("PUBLISH"));
-        }
-        b.get_u16()
-    } else {
-        0
-    };
-    let consumed = f.bytes.len() - b.len();
-    Ok(Publish {
-        dup: f.first & 0x08 != 0,
-        qos,
-        retain: f.first & 0x01 != 0,
-        topic,
-        pkid,
-        payload: f.bytes.slice(consumed..),
-    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -220,85 +158,80 @@ pub struct Subscribe {
 }
 
 pub fn parse_subscribe(f: &Frame) -> Result<Subscribe, FrameError> {
-    let mut b = f.payload();
-    if b.len() < 2 {
-        return Err(FrameError::Malformed("SUBSCRIBE"));
+    match f.decode()? {
+        v4::Packet::Subscribe(s) => Ok(Subscribe {
+            pkid: s.pkid,
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| (f.path, f.qos as u8))
+                .collect(),
+        }),
+        _ => Err(FrameError::Malformed("SUBSCRIBE")),
     }
-    let pkid = b.get_u16();
-    let mut filters = Vec::new();
-    while !b.is_empty() {
-        let t = read_str(&mut b, "SUBSCRIBE filter")?;
-        if b.is_empty() {
-            return Err(FrameError::Malformed("SUBSCRIBE"));
-        }
-        filters.push((t, b.get_u8() & 0x03));
-    }
-    if filters.is_empty() {
-        return Err(FrameError::Malformed("SUBSCRIBE"));
-    }
-    Ok(Subscribe { pkid, filters })
 }
 
 /// Packet id of a PUBREL.
 pub fn pubrel_pkid(f: &Frame) -> Option<u16> {
-    let b = f.payload();
-    (b.len() >= 2).then(|| u16::from_be_bytes([b[0], b[1]]))
+    match f.decode() {
+        Ok(v4::Packet::PubRel(r)) => Some(r.pkid),
+        _ => None,
+    }
 }
 
-fn ack(kind: u8, pkid: u16) -> Bytes {
-    let mut b = BytesMut::with_capacity(4);
-    b.put_u8(kind);
-    b.put_u8(2);
-    b.put_u16(pkid);
+fn encode(p: v4::Packet) -> Bytes {
+    let mut b = BytesMut::with_capacity(8);
+    // Only fixed-size acknowledgements and publishes the agent built
+    // itself come here; none exceeds the limit.
+    let _ = p.write(&mut b, usize::MAX);
     b.freeze()
 }
 
 pub fn puback(pkid: u16) -> Bytes {
-    ack(0x40, pkid)
+    encode(v4::Packet::PubAck(v4::PubAck::new(pkid)))
 }
 pub fn pubrec(pkid: u16) -> Bytes {
-    ack(0x50, pkid)
+    encode(v4::Packet::PubRec(v4::PubRec::new(pkid)))
 }
 pub fn pubcomp(pkid: u16) -> Bytes {
-    ack(0x70, pkid)
+    encode(v4::Packet::PubComp(v4::PubComp::new(pkid)))
 }
 
 /// CONNACK with a 3.1.1 return code (4: bad user name or password, 5: not authorised).
 pub fn connack(code: u8) -> Bytes {
-    Bytes::from(vec![0x20, 2, 0, code])
+    use v4::ConnectReturnCode as C;
+    let code = match code {
+        0 => C::Success,
+        1 => C::RefusedProtocolVersion,
+        2 => C::BadClientId,
+        3 => C::ServiceUnavailable,
+        4 => C::BadUserNamePassword,
+        _ => C::NotAuthorized,
+    };
+    encode(v4::Packet::ConnAck(v4::ConnAck::new(code, false)))
 }
 
+/// SUBACK with a return code per filter (0x80: failure).
 pub fn suback(pkid: u16, codes: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(4 + codes.len());
-    b.put_u8(0x90);
-    b.put_u8((2 + codes.len()) as u8);
-    b.put_u16(pkid);
-    b.put_slice(codes);
-    b.freeze()
+    let codes = codes
+        .iter()
+        .map(|c| match c {
+            0 => v4::SubscribeReasonCode::Success(QoS::AtMostOnce),
+            1 => v4::SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            2 => v4::SubscribeReasonCode::Success(QoS::ExactlyOnce),
+            _ => v4::SubscribeReasonCode::Failure,
+        })
+        .collect();
+    encode(v4::Packet::SubAck(v4::SubAck::new(pkid, codes)))
 }
 
 /// The same message as QoS 0 (no packet id), for the broker's subscribers:
 /// the agent has acknowledged it already.
 pub fn publish_qos0(p: &Publish) -> Bytes {
-    let body = 2 + p.topic.len() + p.payload.len();
-    let mut b = BytesMut::with_capacity(body + 5);
-    b.put_u8(0x30 | u8::from(p.retain));
-    let mut n = body;
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        b.put_u8(byte);
-        if n == 0 {
-            break;
-        }
-    }
-    b.put_u16(p.topic.len() as u16);
-    b.put_slice(p.topic.as_bytes());
-    b.put_slice(&p.payload);
-    b.freeze()
+    let mut out = v4::Publish::new(p.topic.clone(), QoS::AtMostOnce, Vec::new());
+    out.payload = p.payload.clone();
+    out.retain = p.retain;
+    encode(v4::Packet::Publish(out))
 }
 
 #[cfg(test)]
@@ -353,7 +286,7 @@ mod tests {
         assert_eq!((c.clean_session, c.keep_alive, &c.will), (true, 60, &None));
         assert_eq!(c.username.as_deref(), Some("u"));
         assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
-        let patched = frame(&with_keep_alive(&frame(&raw), 7));
+        let patched = frame(&with_keep_alive(&frame(&raw), 7).unwrap());
         assert_eq!(parse_connect(&patched).unwrap().keep_alive, 7);
         raw[8] = 5;
         assert_eq!(parse_connect(&frame(&raw)), Err(FrameError::Protocol(5)));

@@ -223,7 +223,7 @@ impl FrontDoor {
             k => u64::from(k).min(max_ka),
         };
         if ka != u64::from(c.keep_alive) {
-            uwr.write_all(&frame::with_keep_alive(&connect, ka as u16))
+            uwr.write_all(&frame::with_keep_alive(&connect, ka as u16)?)
                 .await?;
         } else {
             uwr.write_all(&connect.bytes).await?;
