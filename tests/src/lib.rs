@@ -311,6 +311,33 @@ retry_max_ms = 1000
         Ok(cfg)
     }
 
+    /// The agent config of `write_agent_config` plus a site bus on a free
+    /// loopback port (`[mqtt]`, site `s1`, device `th-1`, `extra` keys), with
+    /// `users` as (name, rule lines), each logging in with `password`.
+    /// Returns the bus port and the config path.
+    pub fn write_bus_config(
+        &self,
+        gateway: &str,
+        extra: &str,
+        users: &[(&str, &str)],
+        password: &str,
+    ) -> Result<(u16, PathBuf)> {
+        let port = free_port();
+        let hash = edge_agent::mqtt::auth::hash_password(password, 1000);
+        let cfg = self.write_agent_config(gateway, 500, "")?;
+        let mut text = std::fs::read_to_string(&cfg)?;
+        text.push_str(&format!(
+            "\n[mqtt]\nlisten = \"127.0.0.1:{port}\"\nsite = \"s1\"\ndevices = [\"th-1\"]\n{extra}\n"
+        ));
+        for (name, rules) in users {
+            text.push_str(&format!(
+                "\n[[mqtt.users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\n{rules}\n"
+            ));
+        }
+        std::fs::write(&cfg, text)?;
+        Ok((port, cfg))
+    }
+
     pub async fn start_agent(&mut self, config: &Path) -> Result<()> {
         self.agent = Some(Proc::spawn(
             "edge-agent",

@@ -21,31 +21,18 @@ async fn bus(gateway: &str, extra: &str) -> Result<Bus> {
     let mut stack = Stack::new().await?;
     stack.start_hub().await?;
     stack.start_sim(false).await?;
-    let port = free_port();
-    let hash = edge_agent::mqtt::auth::hash_password(PW, 1000);
-    let cfg = stack.write_agent_config(gateway, 500, "")?;
-    let mut text = std::fs::read_to_string(&cfg)?;
-    text.push_str(&format!(
-        r#"
-[mqtt]
-listen = "127.0.0.1:{port}"
-site = "s1"
-devices = ["th-1"]
-{extra}
-
-[[mqtt.users]]
-name = "sensor"
-password_hash = "{hash}"
-publish = ["site/s1/+/+/telemetry"]
-subscribe = ["site/s1/+/+/errors"]
-
-[[mqtt.users]]
-name = "hmi"
-password_hash = "{hash}"
-subscribe = ["site/#"]
-"#
-    ));
-    std::fs::write(&cfg, text)?;
+    let (port, cfg) = stack.write_bus_config(
+        gateway,
+        extra,
+        &[
+            (
+                "sensor",
+                "publish = [\"site/s1/+/+/telemetry\"]\nsubscribe = [\"site/s1/+/+/errors\"]",
+            ),
+            ("hmi", "subscribe = [\"site/#\"]"),
+        ],
+        PW,
+    )?;
     stack.start_agent(&cfg).await?;
     Ok(Bus { stack, port })
 }

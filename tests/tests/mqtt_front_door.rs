@@ -42,37 +42,19 @@ fn bus_config(
     gateway: &str,
     extra: &str,
 ) -> Result<(SocketAddr, std::path::PathBuf)> {
-    let port = free_port();
-    let hash = edge_agent::mqtt::auth::hash_password(PW, 1000);
-    let cfg = stack.write_agent_config(gateway, 500, "")?;
-    let mut text = std::fs::read_to_string(&cfg)?;
-    text.push_str(&format!(
-        r#"
-[mqtt]
-listen = "127.0.0.1:{port}"
-site = "s1"
-devices = ["th-1"]
-{extra}
-
-[[mqtt.users]]
-name = "sensor"
-password_hash = "{hash}"
-publish = ["site/s1/+/+/telemetry"]
-
-[[mqtt.users]]
-name = "hmi"
-password_hash = "{hash}"
-subscribe = ["site/#"]
-publish = ["hmi/%u/status"]
-
-[[mqtt.users]]
-name = "panel"
-password_hash = "{hash}"
-publish = ["panel/%u/#"]
-retain = true
-"#
-    ));
-    std::fs::write(&cfg, text)?;
+    let (port, cfg) = stack.write_bus_config(
+        gateway,
+        extra,
+        &[
+            ("sensor", "publish = [\"site/s1/+/+/telemetry\"]"),
+            (
+                "hmi",
+                "subscribe = [\"site/#\"]\npublish = [\"hmi/%u/status\"]",
+            ),
+            ("panel", "publish = [\"panel/%u/#\"]\nretain = true"),
+        ],
+        PW,
+    )?;
     Ok((SocketAddr::from(([127, 0, 0, 1], port)), cfg))
 }
 
