@@ -35,6 +35,9 @@ fn a_flood_prints_its_budget_and_says_the_rest_is_suppressed() {
         tracing::warn!(i, "Too many open files");
     }
     let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(out.matches("Too many open files").count(), RateLimit::LINES as usize);
+    assert_eq!(
+        out.matches("Too many open files").count(),
+        RateLimit::LINES as usize
+    );
     assert_eq!(out.matches("its lines are suppressed").count(), 1, "{out}");
 }
