@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod grpc;
+pub mod http;
 pub mod module_graph;
 pub mod mqtt_raw;
 pub mod peers;
@@ -120,9 +121,7 @@ pub async fn hub_count(pool: &sqlx::PgPool) -> Result<i64> {
 
 /// GET a URL and parse JSON, returning the status too.
 pub async fn get_json(url: &str) -> Result<(u16, serde_json::Value)> {
-    let resp = reqwest::get(url)
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let resp = http::get(url).await.with_context(|| format!("GET {url}"))?;
     let status = resp.status().as_u16();
     let body = resp.text().await?;
     let json = serde_json::from_str(&body)

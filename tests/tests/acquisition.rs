@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// `edge_writes_total` for one device and result ("ok" / "error") in the agent's /metrics.
 async fn writes_counted(stack: &Stack, device: &str, result: &str) -> Result<f64> {
-    let text = reqwest::get(format!("{}/metrics", stack.agent_url()))
+    let text = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
         .await?
         .text()
         .await?;
@@ -400,7 +400,7 @@ async fn scpi_over_a_pty_survives_noise_and_garbage() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Writes go out as SCPI commands and read back.
-    let client = reqwest::Client::new();
+    let client = e2e_tests::http::Client::new();
     let url = format!("{}/api/v1/devices/smu/write", stack.agent_url());
     let r = client
         .post(&url)
@@ -438,7 +438,7 @@ async fn ascii_chamber_error_replies_and_writes() -> Result<()> {
     assert_eq!(dev["values"]["model"]["text"], "SH-641,S,F");
     // 5 points, 3 queries: TEMP? and HUMI? each answer two fields and are asked once per cycle.
     assert_eq!(dev["requests_per_cycle"], 3, "{dev}");
-    let client = reqwest::Client::new();
+    let client = e2e_tests::http::Client::new();
     let url = format!("{}/api/v1/devices/chamber/write", stack.agent_url());
     let ok = client
         .post(&url)
@@ -491,7 +491,7 @@ async fn modbus_writes_honour_type_scale_and_word_order() -> Result<()> {
     ))?;
     stack.start_agent(&cfg).await?;
     values_of(&stack, "chamber", 3).await?;
-    let client = reqwest::Client::new();
+    let client = e2e_tests::http::Client::new();
     let url = format!("{}/api/v1/devices/chamber/write", stack.agent_url());
     let post = |body: Value| {
         let (client, url) = (client.clone(), url.clone());

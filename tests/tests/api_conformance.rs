@@ -38,7 +38,7 @@ async fn hub_with_data() -> Result<Stack> {
     let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));
     let (_, err) = exchange(&client, msgs).await?;
     anyhow::ensure!(err.is_none(), "ingest: {err:?}\n{}", stack.logs());
-    let resp = reqwest::Client::new()
+    let resp = e2e_tests::http::Client::new()
         .post(format!(
             "{}/api/v1/gateways/gw-api/commands",
             stack.hub_url()
@@ -86,7 +86,7 @@ async fn client_mistakes_are_400_or_404_not_503() -> Result<()> {
     }
     // Found by schemathesis: the largest f64 went into the command's jsonb
     // but could not be read back (503 after the command was queued).
-    let resp = reqwest::Client::new()
+    let resp = e2e_tests::http::Client::new()
         .post(format!("{api}/gateways/gw-api/commands"))
         .json(
             &serde_json::json!({"write_point": {"device": "d", "point": "p", "value": -f64::MAX}}),
@@ -98,7 +98,7 @@ async fn client_mistakes_are_400_or_404_not_503() -> Result<()> {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["action"]["write_point"]["value"], -f64::MAX, "{body}");
     // `timeout_s: null` is not an integer; an empty `from` is not a time.
-    let resp = reqwest::Client::new()
+    let resp = e2e_tests::http::Client::new()
         .post(format!("{api}/gateways/gw-api/commands"))
         .json(&serde_json::json!({"reload_config": {}, "timeout_s": null}))
         .send()

@@ -276,7 +276,7 @@ async fn hub_deduplicates_redelivered_batches_and_refuses_broken_streams() -> Re
     assert_eq!(n, 5);
 
     // The refusals are counted.
-    let metrics = reqwest::get(format!("{}/metrics", stack.hub_url()))
+    let metrics = e2e_tests::http::get(format!("{}/metrics", stack.hub_url()))
         .await?
         .text()
         .await?;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 async fn post(stack: &Stack, body: Value) -> Result<(u16, Value)> {
-    let r = reqwest::Client::new()
+    let r = e2e_tests::http::Client::new()
         .post(format!(
             "{}/api/v1/gateways/gw-cmd/commands",
             stack.hub_url()

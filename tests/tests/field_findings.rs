@@ -125,7 +125,7 @@ async fn fractional_writes_to_integer_points_are_refused() -> Result<()> {
     let before = holding(port, 10, 5).await?;
     assert_eq!(before, vec![1, 0, 0, 7, 200]);
 
-    let client = reqwest::Client::new();
+    let client = e2e_tests::http::Client::new();
     let url = format!("{}/api/v1/devices/dev/write", stack.agent_url());
     let post = |point: &str, value: f64| {
         let (client, url) = (client.clone(), url.clone());
@@ -252,7 +252,7 @@ async fn local_api_refuses_foreign_host_headers() -> Result<()> {
     std::fs::write(&cfg, text)?;
     stack.start_agent(&cfg).await?;
     let port = stack.agent_http_port;
-    let client = reqwest::Client::new();
+    let client = e2e_tests::http::Client::new();
     let get = |host: String, path: &'static str| {
         let client = client.clone();
         async move {

@@ -296,7 +296,7 @@ async fn refused_handshakes_are_logged_with_peer_and_reason_and_counted() -> Res
 }
 
 async fn get_metrics(url: &str) -> Result<(u16, String)> {
-    let resp = reqwest::get(url).await?;
+    let resp = e2e_tests::http::get(url).await?;
     Ok((resp.status().as_u16(), resp.text().await?))
 }
 

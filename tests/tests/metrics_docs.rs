@@ -267,7 +267,7 @@ async fn a_running_agent_exposes_only_documented_metrics_each_with_help() -> Res
     stack.start_agent(&cfg).await?;
     let metrics_url = format!("{}/metrics", stack.agent_url());
     wait_for("polls counted", Duration::from_secs(20), || async {
-        let text = reqwest::get(&metrics_url).await?.text().await?;
+        let text = e2e_tests::http::get(&metrics_url).await?.text().await?;
         Ok(text
             .lines()
             .any(|l| l.starts_with("edge_readings_total{") && !l.ends_with(" 0"))
@@ -281,13 +281,13 @@ async fn a_running_agent_exposes_only_documented_metrics_each_with_help() -> Res
     };
     let (_, code) = Raw::login(([127, 0, 0, 1], mqtt_port).into(), &bad_login).await?;
     ensure!(code != 0, "a wrong password must be refused");
-    let status = reqwest::get(format!("{}/api/v1/devices/nope", stack.agent_url()))
+    let status = e2e_tests::http::get(format!("{}/api/v1/devices/nope", stack.agent_url()))
         .await?
         .status();
     ensure!(status == 404, "unknown device: {status}");
-    reqwest::get(format!("{}/health", stack.agent_url())).await?;
+    e2e_tests::http::get(format!("{}/health", stack.agent_url())).await?;
 
-    let page = reqwest::get(&metrics_url).await?.text().await?;
+    let page = e2e_tests::http::get(&metrics_url).await?.text().await?;
     let e = parse(&page);
     let mut errors = Vec::new();
     for sample in &e.samples {

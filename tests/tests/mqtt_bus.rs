@@ -109,10 +109,12 @@ async fn hub_values(stack: &Stack, device: &str, metric: &str) -> Result<Vec<f64
 }
 
 async fn agent_metrics(stack: &Stack) -> Result<String> {
-    Ok(reqwest::get(format!("{}/metrics", stack.agent_url()))
-        .await?
-        .text()
-        .await?)
+    Ok(
+        e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
+            .await?
+            .text()
+            .await?,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,7 @@ fn login<'a>(user: &'a str, client_id: &'a str) -> Connect<'a> {
 
 /// The value of one metric line (`name{labels} value`) in the agent's /metrics.
 async fn metric(stack: &Stack, line_start: &str) -> Result<f64> {
-    let text = reqwest::get(format!("{}/metrics", stack.agent_url()))
+    let text = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
         .await?
         .text()
         .await?;

@@ -159,7 +159,7 @@ async fn full_buffer(policy: &str) -> Result<(Value, i64, i64)> {
     );
     assert_eq!(health["devices"][0]["state"], "online", "{health}");
     assert_eq!(health["buffer"]["full_policy"], policy);
-    let metrics = reqwest::get(format!("{}/metrics", stack.agent_url()))
+    let metrics = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
         .await?
         .text()
         .await?;
@@ -327,7 +327,7 @@ async fn a_stream_that_never_acks_is_detected_and_reopened() -> Result<()> {
     assert!(log.contains("stalled"), "{log}");
     // Nothing was acknowledged, so nothing was deleted.
     assert_eq!(h["buffer"]["acked_up_to"], 0, "{h}");
-    let metrics = reqwest::get(format!("{}/metrics", stack.agent_url()))
+    let metrics = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
         .await?
         .text()
         .await?;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use e2e_tests::Stack;
 
 async fn hub_metric(stack: &Stack, name: &str) -> Result<f64> {
-    let text = reqwest::get(format!("{}/metrics", stack.hub_url()))
+    let text = e2e_tests::http::get(format!("{}/metrics", stack.hub_url()))
         .await?
         .text()
         .await?;

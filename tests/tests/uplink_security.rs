@@ -105,7 +105,7 @@ async fn mutual_tls_admits_the_gateway_and_refuses_strangers_and_forgers() -> Re
         .fetch_one(&pool)
         .await?;
     assert_eq!(probes, 0);
-    let metrics = reqwest::get(format!("{}/metrics", stack.hub_url()))
+    let metrics = e2e_tests::http::get(format!("{}/metrics", stack.hub_url()))
         .await?
         .text()
         .await?;

@@ -194,7 +194,7 @@ async fn main() -> Result<()> {
     let drain_s = t.elapsed().as_secs_f64();
     let agent_cpu = cpu_seconds(agent.pid());
     let hub_cpu = cpu_seconds(_hub.pid()) - hub_cpu_before;
-    let hub_metrics = reqwest::get(format!("http://127.0.0.1:{hub_http}/metrics"))
+    let hub_metrics = e2e_tests::http::get(format!("http://127.0.0.1:{hub_http}/metrics"))
         .await?
         .text()
         .await?;
