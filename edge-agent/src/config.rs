@@ -22,6 +22,9 @@ pub struct Config {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Local users, sessions and the login limit of the local API.
+    #[serde(default)]
+    pub auth: crate::identity::AuthConfig,
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
     /// The site MQTT bus; absent: no broker.
@@ -214,6 +217,11 @@ pub struct HttpConfig {
     /// (a browser reaching it by another name may be a DNS rebinding attack).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this certificate chain and key (PEM); both or neither.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -221,6 +229,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_http_listen(),
             allowed_hosts: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -380,6 +390,13 @@ impl Config {
         if let Err(e) = self.http.allowed_host_names() {
             return Err(("http.allowed_hosts".into(), e.to_string()));
         }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err((
+                "http.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        self.auth.validate()?;
         if self.buffer.cache_mib == 0 {
             // sled panics on open without a cache, which the buffer would take
             // for damage and move a healthy buffer aside.

@@ -9,6 +9,7 @@ pub mod app;
 pub mod buffer;
 pub mod config;
 pub mod fleet;
+pub mod identity;
 pub mod local_api;
 pub mod metric_names;
 pub mod mqtt;

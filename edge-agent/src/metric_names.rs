@@ -81,6 +81,20 @@ qi_common::metric_names! {
     // Local API.
     EDGE_HTTP_ERRORS_TOTAL = Counter "edge_http_errors_total" ["kind"]
         "Error answers of the local API, by error kind.";
+    EDGE_AUTH_LOGINS_TOTAL = Counter "edge_auth_logins_total" ["result"]
+        "Local API login attempts, by result (ok, bad_credentials, rate_limited, bad_request, no_users).";
+    EDGE_AUTH_REFUSED_TOTAL = Counter "edge_auth_refused_total" ["reason"]
+        "Local API requests refused by authentication or authorization, by reason (no_credentials, unknown_session, expired_session, user_gone, bad_csrf, forbidden, bad_metrics_token, no_users).";
+    EDGE_AUTH_SESSIONS = Gauge "edge_auth_sessions" []
+        "Local API login sessions open now.";
+    EDGE_AUTH_USERS_FILE_ERRORS_TOTAL = Counter "edge_auth_users_file_errors_total" []
+        "Times the users file could not be read or parsed (no local user can log in meanwhile).";
+    EDGE_AUDIT_EVENTS_TOTAL = Counter "edge_audit_events_total" ["action"]
+        "Local audit events (logins, logouts, device writes) made durable for the hub, by action.";
+    EDGE_AUDIT_ERRORS_TOTAL = Counter "edge_audit_errors_total" []
+        "Local audit events that could not be buffered (buffer error or full); the action itself was still refused or done as logged.";
+    EDGE_HTTP_TLS_HANDSHAKE_FAILURES_TOTAL = Counter "edge_http_tls_handshake_failures_total" []
+        "TLS handshakes on the local API that failed or timed out.";
 
     // Site MQTT bus.
     EDGE_MQTT_CONNECTIONS_TOTAL = Counter "edge_mqtt_connections_total" ["result"]
