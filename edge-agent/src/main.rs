@@ -38,6 +38,30 @@ enum Command {
         #[command(subcommand)]
         action: MqttCommand,
     },
+    /// Local users of the gateway's API (the file `auth.users_file`). The
+    /// running agent sees changes at once. Passwords are read from standard
+    /// input (one line), never from the command line.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a user; the password comes on standard input.
+    Add {
+        name: String,
+        /// viewer, operator, engineer or admin.
+        #[arg(long)]
+        role: edge_agent::identity::Role,
+    },
+    /// Remove a user; their sessions end at their next request.
+    Remove { name: String },
+    /// Set a user's password (from standard input); their sessions end.
+    Passwd { name: String },
+    /// List users and roles.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +109,9 @@ fn real_main(args: Args) -> Result<()> {
         return Ok(());
     }
     let cfg = Config::load(&args.config)?;
+    if let Some(Command::User { action }) = &args.command {
+        return user_command(&cfg, action);
+    }
     if args.check {
         edge_agent::fleet::load_profiles(&cfg)
             .with_context(|| format!("config file {}", args.config.display()))?;
@@ -105,6 +132,50 @@ fn real_main(args: Args) -> Result<()> {
             qi_common::shutdown::signal(),
         )
     })
+}
+
+fn read_password() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.is_empty() {
+        bail!("give a non-empty password on standard input (one line)");
+    }
+    Ok(pw)
+}
+
+fn user_command(cfg: &Config, action: &UserCommand) -> Result<()> {
+    let path = cfg.auth.users_path(&cfg.buffer.path);
+    let store = edge_agent::identity::UserStore::new(path.clone());
+    let file = path.display();
+    match action {
+        UserCommand::Add { name, role } => {
+            store
+                .add(name, *role, &read_password()?)
+                .with_context(|| format!("cannot add user {name:?} to {file}"))?;
+            println!("user {name} ({role}) added to {file}");
+        }
+        UserCommand::Remove { name } => {
+            store
+                .remove(name)
+                .with_context(|| format!("cannot remove user {name:?} from {file}"))?;
+            println!("user {name} removed from {file}");
+        }
+        UserCommand::Passwd { name } => {
+            store
+                .set_password(name, &read_password()?)
+                .with_context(|| format!("cannot change the password of {name:?} in {file}"))?;
+            println!("password of {name} changed in {file}");
+        }
+        UserCommand::List => {
+            for u in store.load().with_context(|| format!("cannot read {file}"))? {
+                println!("{}\t{}", u.name, u.role);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_profiles(files: &[PathBuf]) -> Result<()> {

@@ -124,7 +124,10 @@ pub fn reading(seq: u64, value: f64) -> Reading {
 
 pub fn batch(readings: Vec<Reading>) -> EdgeMessage {
     EdgeMessage {
-        kind: Some(edge_message::Kind::Batch(ReadingBatch { readings })),
+        kind: Some(edge_message::Kind::Batch(ReadingBatch {
+            readings,
+            events: vec![],
+        })),
     }
 }
 

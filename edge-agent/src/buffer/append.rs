@@ -1,7 +1,9 @@
 //! Durable appends: sequence numbers, one record per append, group commit.
 
-use super::record::{LAST_SEQ_KEY, StoredBatch, StoredReading, encode_record, record_key};
-use super::{Buffer, BufferError, Lane, NewReading};
+use super::record::{
+    LAST_SEQ_KEY, StoredBatch, StoredEvent, StoredReading, encode_record, record_key,
+};
+use super::{Buffer, BufferError, Lane, NewEvent, NewReading};
 use std::sync::atomic::Ordering;
 
 impl Buffer {
@@ -13,8 +15,18 @@ impl Buffer {
         lane: Lane,
         readings: &[NewReading],
     ) -> Result<(u64, u64), BufferError> {
-        let mut parts: [&[NewReading]; 2] = [&[], &[]];
-        parts[lane.index()] = readings;
+        let mut parts: [Part; 2] = Default::default();
+        parts[lane.index()].readings = readings;
+        self.append_lanes(parts).await
+    }
+
+    /// Appends audit events (one record in the high lane: the hub's audit
+    /// trail must not lose them to bulk telemetry when the buffer is full),
+    /// numbered from the same sequence as readings and fsynced before this
+    /// returns. They travel and are acknowledged like readings.
+    pub async fn append_events(&self, events: &[NewEvent]) -> Result<(u64, u64), BufferError> {
+        let mut parts: [Part; 2] = Default::default();
+        parts[Lane::High.index()].events = events;
         self.append_lanes(parts).await
     }
 
@@ -27,7 +39,7 @@ impl Buffer {
         readings: &[NewReading],
     ) -> Result<(u64, u64), BufferError> {
         let Some(first) = readings.first() else {
-            return self.append_lanes([&[], &[]]).await;
+            return self.append_lanes(Default::default()).await;
         };
         let lane = Lane::of(first.priority);
         if readings.iter().all(|r| Lane::of(r.priority) == lane) {
@@ -37,11 +49,21 @@ impl Buffer {
             .iter()
             .cloned()
             .partition(|r| Lane::of(r.priority) == Lane::High);
-        self.append_lanes([&high, &normal]).await
+        let parts = [
+            Part {
+                readings: &high,
+                events: &[],
+            },
+            Part {
+                readings: &normal,
+                events: &[],
+            },
+        ];
+        self.append_lanes(parts).await
     }
 
     /// `parts[lane.index()]` go to `lane`; returns the sequence range used.
-    async fn append_lanes(&self, parts: [&[NewReading]; 2]) -> Result<(u64, u64), BufferError> {
+    async fn append_lanes(&self, parts: [Part<'_>; 2]) -> Result<(u64, u64), BufferError> {
         let total = parts.iter().map(|p| p.len()).sum::<usize>() as u64;
         if total == 0 {
             let l = self.last_seq.load(Ordering::SeqCst);
@@ -64,8 +86,9 @@ impl Buffer {
             let mut batch = sled::Batch::default();
             let mut delta = [0i64; 2];
             for lane in Lane::ALL {
-                let readings = parts[lane.index()];
-                if readings.is_empty() {
+                let Part { readings, events } = parts[lane.index()];
+                let count = (readings.len() + events.len()) as u64;
+                if count == 0 {
                     continue;
                 }
                 let record = StoredBatch {
@@ -82,8 +105,23 @@ impl Buffer {
                             quality: r.quality,
                         })
                         .collect(),
+                    events: events
+                        .iter()
+                        .zip(next + readings.len() as u64..)
+                        .map(|(e, seq)| StoredEvent {
+                            seq,
+                            timestamp_us: e.timestamp_us,
+                            actor: e.actor.clone(),
+                            action: e.action.clone(),
+                            target: e.target.clone(),
+                            outcome: e.outcome.clone(),
+                            source_address: e.source_address.clone(),
+                            user_agent: e.user_agent.clone(),
+                            before_json: e.before_json.clone(),
+                            after_json: e.after_json.clone(),
+                        })
+                        .collect(),
                 };
-                let count = readings.len() as u64;
                 let value = encode_record(&record)?;
                 self.written_bytes
                     .fetch_add(value.len() as u64, Ordering::Relaxed);
@@ -189,5 +227,18 @@ impl Buffer {
             }
         }
         accepted
+    }
+}
+
+/// What one append puts into one lane.
+#[derive(Clone, Copy, Default)]
+struct Part<'a> {
+    readings: &'a [NewReading],
+    events: &'a [NewEvent],
+}
+
+impl Part<'_> {
+    fn len(&self) -> usize {
+        self.readings.len() + self.events.len()
     }
 }

@@ -136,9 +136,9 @@ impl Buffer {
                 for item in self.db()?.range(lane_range(lane)) {
                     let (k, v) = item?;
                     let Some(rec) = decode_record(&v) else { break };
-                    match rec.readings.last() {
-                        Some(newest) if newest.timestamp_us < cutoff => {
-                            expired += rec.readings.len() as u64;
+                    match rec.newest_us() {
+                        Some(newest) if newest < cutoff => {
+                            expired += rec.len() as u64;
                             batch.remove(k);
                         }
                         _ => break,

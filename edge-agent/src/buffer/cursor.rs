@@ -10,12 +10,13 @@ impl Buffer {
         Lane::ALL
             .iter()
             .filter_map(|l| {
-                self.read(*l, None, None, 1)
-                    .ok()?
-                    .first()?
-                    .readings
-                    .first()
-                    .map(|r| r.timestamp_us)
+                let rec = self.read(*l, None, None, 1).ok()?.into_iter().next()?;
+                let r = rec.readings.first().map(|r| r.timestamp_us);
+                let e = rec.events.first().map(|e| e.timestamp_us);
+                match (r, e) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             })
             .min()
     }
@@ -53,11 +54,12 @@ impl Buffer {
             }
             match decode_record(&v) {
                 Some(batch) => {
-                    total += batch.readings.len();
+                    total += batch.len();
                     out.push(Record {
                         lane,
                         first_seq: first,
                         readings: batch.readings,
+                        events: batch.events,
                     });
                 }
                 None => damaged.push((k, v, first)),

@@ -44,9 +44,11 @@ mod record;
 mod recycle;
 mod sequence;
 #[cfg(test)]
+mod event_tests;
+#[cfg(test)]
 mod tests;
 
-pub use record::{StoredBatch, StoredReading};
+pub use record::{StoredBatch, StoredEvent, StoredReading};
 pub use recycle::{DEFAULT_RECYCLE_AFTER_BYTES, resident_bytes};
 pub use sequence::Adoption;
 
@@ -172,12 +174,28 @@ pub struct NewReading {
     pub priority: Priority,
 }
 
+/// An audit event as the local API hands it over, before it has a sequence
+/// number (fields as in [`StoredEvent`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewEvent {
+    pub timestamp_us: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub source_address: String,
+    pub user_agent: String,
+    pub before_json: String,
+    pub after_json: String,
+}
+
 /// One stored record (one append): where it is and what it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub lane: Lane,
     pub first_seq: u64,
     pub readings: Vec<StoredReading>,
+    pub events: Vec<StoredEvent>,
 }
 
 impl Record {
@@ -187,8 +205,15 @@ impl Record {
             first_seq: self.first_seq,
         }
     }
+    /// Readings plus events.
+    pub fn len(&self) -> usize {
+        self.readings.len() + self.events.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     pub fn last_seq(&self) -> u64 {
-        self.first_seq + self.readings.len() as u64 - 1
+        self.first_seq + self.len() as u64 - 1
     }
 }
 

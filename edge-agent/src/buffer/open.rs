@@ -114,8 +114,8 @@ impl Buffer {
                 };
                 records += 1;
                 match decode_record(&v) {
-                    Some(rec) if rec.readings.first().map(|r| r.seq) == Some(first) => {
-                        let n = rec.readings.len() as u64;
+                    Some(rec) if rec.first_seq() == Some(first) => {
+                        let n = rec.len() as u64;
                         pending += n;
                         highest = highest.max(first + n - 1);
                     }

@@ -7,10 +7,15 @@
 //! - version 1 (agent 0.1.0): u32 big-endian count, then a protobuf
 //!   `qi.uplink.v1.ReadingBatch`; its first byte is 0 (a record holds far
 //!   fewer than 2^24 readings);
-//! - version 2 (now): the byte 2, the u32 big-endian count, then a protobuf
-//!   `StoredBatch`, whose field numbers are those of version 1.
+//! - version 2: the byte 2, the u32 big-endian count, then a protobuf
+//!   `StoredBatch`, whose field numbers are those of version 1;
+//! - version 3 (records holding audit events): the byte 3, the u32
+//!   big-endian count of readings plus events, then a `StoredBatch` whose
+//!   field 2 holds the events. An older agent that finds one (a downgrade)
+//!   quarantines it instead of miscounting it.
 //!
-//! Both are read; version 2 is written.
+//! All three are read; version 2 is written for readings only (so such
+//! records are what they always were), version 3 when there are events.
 
 use super::{BufferError, Lane};
 use prost::Message;
@@ -21,6 +26,7 @@ pub(super) const ACKED_KEY: &[u8] = b"m/acked";
 pub(super) const PENDING_KEYS: [&[u8]; 2] = [b"m/pending/0", b"m/pending/1"];
 
 const VERSION_2: u8 = 2;
+const VERSION_3: u8 = 3;
 
 /// One reading as the buffer stores it, with its sequence number.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -43,11 +49,109 @@ pub struct StoredReading {
     pub quality: i32,
 }
 
-/// One record: the readings of one append, in sequence order.
+/// Something that happened on the gateway which the hub's audit trail must
+/// show (a login, a logout, a device write), with its sequence number: it
+/// travels and is acknowledged exactly like a reading.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredEvent {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// When it happened, microseconds since the Unix epoch (UTC).
+    #[prost(int64, tag = "2")]
+    pub timestamp_us: i64,
+    #[prost(string, tag = "3")]
+    pub actor: String,
+    #[prost(string, tag = "4")]
+    pub action: String,
+    #[prost(string, tag = "5")]
+    pub target: String,
+    #[prost(string, tag = "6")]
+    pub outcome: String,
+    #[prost(string, tag = "7")]
+    pub source_address: String,
+    #[prost(string, tag = "8")]
+    pub user_agent: String,
+    /// JSON text, empty if unknown.
+    #[prost(string, tag = "9")]
+    pub before_json: String,
+    #[prost(string, tag = "10")]
+    pub after_json: String,
+}
+
+/// One record: the readings (or events) of one append, in sequence order.
+/// Sequence numbers run through the readings, then the events.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredBatch {
     #[prost(message, repeated, tag = "1")]
     pub readings: Vec<StoredReading>,
+    #[prost(message, repeated, tag = "2")]
+    pub events: Vec<StoredEvent>,
+}
+
+impl StoredBatch {
+    /// Readings plus events: the sequence numbers the record holds.
+    pub fn len(&self) -> usize {
+        self.readings.len() + self.events.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn first_seq(&self) -> Option<u64> {
+        self.readings
+            .first()
+            .map(|r| r.seq)
+            .or_else(|| self.events.first().map(|e| e.seq))
+    }
+    pub fn last_seq(&self) -> Option<u64> {
+        self.events
+            .last()
+            .map(|e| e.seq)
+            .or_else(|| self.readings.last().map(|r| r.seq))
+    }
+    /// The newest time stamp in the record.
+    pub fn newest_us(&self) -> Option<i64> {
+        let r = self.readings.last().map(|r| r.timestamp_us);
+        let e = self.events.last().map(|e| e.timestamp_us);
+        r.max(e)
+    }
+    /// The oldest time stamp in the record.
+    pub fn oldest_us(&self) -> Option<i64> {
+        let r = self.readings.first().map(|r| r.timestamp_us);
+        let e = self.events.first().map(|e| e.timestamp_us);
+        match (r, e) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    /// Gives the items consecutive sequence numbers from `first`.
+    pub fn renumber(&mut self, first: u64) {
+        let seqs = first..;
+        let items = self
+            .readings
+            .iter_mut()
+            .map(|r| &mut r.seq)
+            .chain(self.events.iter_mut().map(|e| &mut e.seq));
+        for (slot, seq) in items.zip(seqs) {
+            *slot = seq;
+        }
+    }
+}
+
+impl From<StoredEvent> for qi_proto::v1::AuditEvent {
+    fn from(e: StoredEvent) -> Self {
+        qi_proto::v1::AuditEvent {
+            seq: e.seq,
+            timestamp_us: e.timestamp_us,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            source_address: e.source_address,
+            user_agent: e.user_agent,
+            before_json: e.before_json,
+            after_json: e.after_json,
+        }
+    }
 }
 
 impl From<StoredReading> for qi_proto::v1::Reading {
@@ -85,7 +189,7 @@ pub(super) fn seq_of_key(key: &[u8]) -> Option<u64> {
 fn header_at(v: &[u8]) -> Option<usize> {
     match v.first()? {
         0 => Some(0),
-        &VERSION_2 => Some(1),
+        &VERSION_2 | &VERSION_3 => Some(1),
         _ => None,
     }
 }
@@ -102,14 +206,18 @@ pub(super) fn decode_record(v: &[u8]) -> Option<StoredBatch> {
     let n = record_count(v)?;
     let at = header_at(v)? + 4;
     let batch = StoredBatch::decode(v.get(at..)?).ok()?;
-    (batch.readings.len() == n as usize).then_some(batch)
+    (batch.len() == n as usize).then_some(batch)
 }
 
 /// A record's bytes, in the current version.
 pub(super) fn encode_record(rec: &StoredBatch) -> Result<Vec<u8>, BufferError> {
     let mut value = Vec::with_capacity(5 + rec.encoded_len());
-    value.push(VERSION_2);
-    value.extend_from_slice(&(rec.readings.len() as u32).to_be_bytes());
+    value.push(if rec.events.is_empty() {
+        VERSION_2
+    } else {
+        VERSION_3
+    });
+    value.extend_from_slice(&(rec.len() as u32).to_be_bytes());
     rec.encode(&mut value)
         .map_err(|e| BufferError::Corrupt(e.to_string()))?;
     Ok(value)
@@ -135,6 +243,7 @@ mod tests {
     fn records_round_trip_and_damage_is_refused() {
         let rec = StoredBatch {
             readings: vec![reading(7), reading(8)],
+            events: vec![],
         };
         let bytes = encode_record(&rec).unwrap();
         assert_eq!((bytes[0], record_count(&bytes)), (VERSION_2, Some(2)));
@@ -152,11 +261,41 @@ mod tests {
         assert_eq!(decode_record(&bytes[..bytes.len() - 3]), None);
     }
 
+    #[test]
+    fn event_records_are_version_3_and_count_their_events() {
+        let rec = StoredBatch {
+            readings: vec![],
+            events: vec![StoredEvent {
+                seq: 9,
+                timestamp_us: 1_700_000_000_000_000,
+                actor: "ann".into(),
+                action: "login".into(),
+                ..Default::default()
+            }],
+        };
+        let bytes = encode_record(&rec).unwrap();
+        assert_eq!((bytes[0], record_count(&bytes)), (VERSION_3, Some(1)));
+        assert_eq!(decode_record(&bytes), Some(rec.clone()));
+        // Readings-only records stay exactly what agents before events wrote.
+        let plain = StoredBatch {
+            readings: vec![reading(1)],
+            events: vec![],
+        };
+        assert_eq!(encode_record(&plain).unwrap()[0], VERSION_2);
+        let mut both = StoredBatch {
+            readings: vec![reading(1)],
+            events: rec.events,
+        };
+        both.renumber(20);
+        assert_eq!((both.first_seq(), both.last_seq()), (Some(20), Some(21)));
+    }
+
     /// What agent 0.1.0 wrote: the count, then the wire type's encoding.
     #[test]
     fn version_1_records_still_decode() {
         let wire = qi_proto::v1::ReadingBatch {
             readings: vec![reading(1).into(), reading(2).into()],
+            events: vec![],
         };
         let mut v1 = (2u32).to_be_bytes().to_vec();
         wire.encode(&mut v1).unwrap();

@@ -68,7 +68,7 @@ impl Buffer {
             if let Some(item) = db.range(plausible).next_back() {
                 let (_, v) = item?;
                 if let Some(rec) = decode_record(&v) {
-                    let top = rec.readings.last().map_or(0, |r| r.seq);
+                    let top = rec.last_seq().unwrap_or(0);
                     last = last.max(top.min(SEQ_PLAUSIBLE_MAX));
                 }
             }
@@ -85,14 +85,12 @@ impl Buffer {
                     continue;
                 };
                 let first = last + 1;
-                for r in &mut rec.readings {
-                    last += 1;
-                    r.seq = last;
-                }
+                rec.renumber(first);
+                last += rec.len() as u64;
                 let value = encode_record(&rec)?;
                 batch.remove(k);
                 batch.insert(&record_key(lane, first), value);
-                renumbered += rec.readings.len() as u64;
+                renumbered += rec.len() as u64;
             }
         }
         batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());

@@ -19,7 +19,7 @@ use crate::sources::command::WriteError;
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
-    Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch, command,
+    AuditEvent, Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch, command,
     edge_message, hub_message,
 };
 use queue::SendQueue;
@@ -389,16 +389,21 @@ impl Uplink {
                     queue.take(&pick);
                     let ids: Vec<RecordId> = pick.records.iter().map(|r| r.id()).collect();
                     // The buffer's stored type becomes the wire type here, at the edge.
-                    let readings: Vec<Reading> = pick
-                        .records
-                        .into_iter()
-                        .flat_map(|r| r.readings)
-                        .map(Reading::from)
-                        .collect();
+                    let mut readings: Vec<Reading> = Vec::new();
+                    let mut events: Vec<AuditEvent> = Vec::new();
+                    for r in pick.records {
+                        readings.extend(r.readings.into_iter().map(Reading::from));
+                        events.extend(r.events.into_iter().map(AuditEvent::from));
+                    }
                     let n = readings.len() as u64;
-                    let last = readings.iter().map(|r| r.seq).max().unwrap_or(0);
+                    let last = readings
+                        .iter()
+                        .map(|r| r.seq)
+                        .chain(events.iter().map(|e| e.seq))
+                        .max()
+                        .unwrap_or(0);
                     let msg = EdgeMessage {
-                        kind: Some(edge_message::Kind::Batch(ReadingBatch { readings })),
+                        kind: Some(edge_message::Kind::Batch(ReadingBatch { readings, events })),
                     };
                     tx.send(msg).await.map_err(|_| UplinkError::Closed)?;
                     if in_flight.is_empty() {

@@ -28,7 +28,7 @@ pub struct Pick {
 
 impl Pick {
     pub fn len(&self) -> usize {
-        self.records.iter().map(|r| r.readings.len()).sum()
+        self.records.iter().map(|r| r.len()).sum()
     }
 }
 
