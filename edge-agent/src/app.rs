@@ -4,9 +4,10 @@
 use crate::buffer::{Buffer, BufferOptions};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::local_api::{self, AllowedHosts, ApiState};
+use crate::local_api::{self, AllowedHosts, ApiState, AuthState};
 use crate::uplink::Uplink;
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use std::sync::Arc;
 
 /// Runs the agent until `shutdown` resolves; then stops polling, drains the
@@ -67,6 +68,19 @@ pub async fn run(
     }
 
     let allowed_hosts = AllowedHosts::new(&cfg.http.allowed_hosts).context("http.allowed_hosts")?;
+    let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            local_api::tls::acceptor(cert, key).context("cannot set up HTTPS for the local API")?,
+        ),
+        _ => None,
+    };
+    let users_file = cfg.auth.users_path(&cfg.buffer.path);
+    let auth = Arc::new(AuthState::new(&cfg.auth, users_file.clone(), tls.is_some()));
+    if auth.users.current().is_empty() {
+        tracing::warn!(users_file = %users_file.display(),
+            "no local users: every protected route of the local API refuses; add one with \
+             `edge-agent --config FILE user add NAME --role operator` (password on stdin)");
+    }
     let app = local_api::router(
         ApiState {
             gateway_id: cfg.gateway_id.clone(),
@@ -74,19 +88,40 @@ pub async fn run(
             uplink: uplink_status,
             fleet: Arc::clone(&fleet),
             metrics,
+            auth,
         },
         allowed_hosts,
-    );
+    )
+    .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "local API on /health, /metrics and /api/v1/devices");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %listener.local_addr()?, scheme, users_file = %users_file.display(),
+        "local API on /health, /metrics, /api/v1/login and /api/v1/devices");
     let mut http_stop = stop.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_stop.wait().await })
-            .await
-    });
+    let graceful = async move { http_stop.wait().await };
+    let http = match tls {
+        Some(acceptor) => {
+            // tap_io: the wrapper through which axum hands the peer address
+            // of a custom listener to ConnectInfo<SocketAddr>.
+            let listener =
+                local_api::tls::TlsListener::new(listener, acceptor, stop.clone())?.tap_io(|_| {});
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            })
+        }
+        None => {
+            let listener = listener.tap_io(|_| {});
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            })
+        }
+    };
 
     shutdown.await;
     stop_trigger.fire();

@@ -170,7 +170,10 @@ fn user_command(cfg: &Config, action: &UserCommand) -> Result<()> {
             println!("password of {name} changed in {file}");
         }
         UserCommand::List => {
-            for u in store.load().with_context(|| format!("cannot read {file}"))? {
+            for u in store
+                .load()
+                .with_context(|| format!("cannot read {file}"))?
+            {
                 println!("{}\t{}", u.name, u.role);
             }
         }

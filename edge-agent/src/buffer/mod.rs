@@ -39,12 +39,12 @@
 mod append;
 mod bounds;
 mod cursor;
+#[cfg(test)]
+mod event_tests;
 mod open;
 mod record;
 mod recycle;
 mod sequence;
-#[cfg(test)]
-mod event_tests;
 #[cfg(test)]
 mod tests;
 

@@ -1,7 +1,7 @@
 //! argon2id password hashes in the PHC string format (`$argon2id$v=19$...`).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// A fresh argon2id hash (OWASP's parameters: 19 MiB, 2 passes) with a random salt.
 pub fn hash_password(password: &str) -> Result<String, String> {

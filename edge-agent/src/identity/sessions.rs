@@ -162,7 +162,10 @@ mod tests {
         let (token, csrf) = s.create(&ann);
         let got = s.check(&token, &users).unwrap();
         assert_eq!((got.user.as_str(), got.csrf), ("ann", csrf));
-        assert_eq!(s.check("forged", &users).unwrap_err(), SessionError::Unknown);
+        assert_eq!(
+            s.check("forged", &users).unwrap_err(),
+            SessionError::Unknown
+        );
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(s.check(&token, &users).unwrap_err(), SessionError::Expired);
         let (token, _) = s.create(&ann);

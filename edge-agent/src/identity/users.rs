@@ -41,9 +41,7 @@ pub enum UserError {
     Unknown(String),
     #[error("user {0:?} exists already (use `user passwd` to change the password)")]
     Exists(String),
-    #[error(
-        "{0:?} is not a user name: 1 to 64 characters, letters, digits, '.', '-', '_', '@'"
-    )]
+    #[error("{0:?} is not a user name: 1 to 64 characters, letters, digits, '.', '-', '_', '@'")]
     BadName(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
@@ -142,7 +140,10 @@ impl UserStore {
     }
 
     /// Applies `change` to the file's users and writes the result atomically.
-    fn update(&self, change: impl FnOnce(&mut Vec<User>) -> Result<(), UserError>) -> Result<(), UserError> {
+    fn update(
+        &self,
+        change: impl FnOnce(&mut Vec<User>) -> Result<(), UserError>,
+    ) -> Result<(), UserError> {
         let mut users = self.load()?;
         change(&mut users)?;
         self.write(&users)
@@ -243,11 +244,23 @@ mod tests {
         let store = UserStore::new(dir.path().join("state/users.json"));
         assert!(store.current().is_empty());
         store.add("ann", Role::Operator, "pw-1").unwrap();
-        assert!(matches!(store.add("ann", Role::Viewer, "x"), Err(UserError::Exists(_))));
-        assert!(matches!(store.add("a b", Role::Viewer, "x"), Err(UserError::BadName(_))));
-        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode();
+        assert!(matches!(
+            store.add("ann", Role::Viewer, "x"),
+            Err(UserError::Exists(_))
+        ));
+        assert!(matches!(
+            store.add("a b", Role::Viewer, "x"),
+            Err(UserError::BadName(_))
+        ));
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(store.authenticate("ann", "pw-1").map(|u| u.role), Some(Role::Operator));
+        assert_eq!(
+            store.authenticate("ann", "pw-1").map(|u| u.role),
+            Some(Role::Operator)
+        );
         assert!(store.authenticate("ann", "pw-2").is_none());
         assert!(store.authenticate("bob", "pw-1").is_none());
         // Another process (the CLI) changes the file: seen without a restart.
@@ -258,7 +271,9 @@ mod tests {
         assert!(store.get("ann").is_none());
         assert!(matches!(other.remove("ann"), Err(UserError::Unknown(_))));
         // No temporary files left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("state")).unwrap().collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .collect();
         assert_eq!(names.len(), 1);
     }
 }

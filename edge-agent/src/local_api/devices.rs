@@ -1,12 +1,15 @@
 //! `/api/v1/devices`: each device's health, and writes to writable points.
 
+use super::audit::{self, Event, Origin};
 use super::{ApiState, error};
+use crate::identity::Session;
 use crate::sources::command::WriteError;
 use crate::sources::health::DeviceHealth;
+use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -40,9 +43,14 @@ pub(super) struct WriteRequest {
 
 /// Writes one point: only points the profile marks writable, encoded per the
 /// profile (type, scale, byte and word order); anything else is refused.
+/// Every write that reaches a device is audited (who, what, before, after,
+/// outcome).
 pub(super) async fn write(
     State(s): State<ApiState>,
     Path(id): Path<String>,
+    Extension(sess): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<WriteRequest>, JsonRejection>,
 ) -> Response {
     let req = match body {
@@ -66,7 +74,34 @@ pub(super) async fn write(
             WriteError::UnknownDevice(id).to_string(),
         );
     };
-    match handle.write(&req.point, req.value).await {
+    // The last polled value, if the point is polled: what the write replaced.
+    let before = view
+        .health
+        .iter()
+        .find(|d| d.borrow().device_id == id)
+        .and_then(|d| d.borrow().values.get(&req.point).and_then(|v| v.value))
+        .map(|v| json!(v));
+    let result = handle.write(&req.point, req.value).await;
+    let outcome = match &result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::info!(user = %sess.user, device = %id, point = %req.point, value = req.value,
+        ok = result.is_ok(), "device write through the local API");
+    audit::record(
+        &s.buffer,
+        &Origin::of(peer, &headers),
+        Event {
+            actor: &sess.user,
+            action: "device_write",
+            target: format!("device/{id}/point/{}", req.point),
+            outcome: &outcome,
+            before,
+            after: Some(json!(req.value)),
+        },
+    )
+    .await;
+    match result {
         Ok(()) => Json(json!({"ok": true, "device": id, "point": req.point, "value": req.value}))
             .into_response(),
         Err(e) => {

@@ -4,9 +4,9 @@ use super::ApiState;
 use crate::buffer::BufferStats;
 use crate::sources::health::{DeviceHealth, DeviceState};
 use crate::uplink::{LinkState, UplinkStatus};
-use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -45,9 +45,18 @@ impl ApiState {
 
 // Always 200 while the process serves: a degraded uplink is reported in the
 // body, not as an HTTP failure, so a watchdog does not restart a gateway that
-// is correctly buffering through an outage.
-pub(super) async fn health(State(s): State<ApiState>) -> Json<HealthReport> {
-    Json(s.report())
+// is correctly buffering through an outage. Without a session only the
+// status is shown: liveness probes need no credential, and device names,
+// errors, the hub's address and the software version stay with logged-in users.
+pub(super) async fn health(
+    State(s): State<ApiState>,
+    session: Option<Extension<crate::identity::Session>>,
+) -> Response {
+    let report = s.report();
+    match session {
+        Some(_) => Json(report).into_response(),
+        None => Json(serde_json::json!({"status": report.status})).into_response(),
+    }
 }
 
 pub(super) async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {

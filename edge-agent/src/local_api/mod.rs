@@ -1,7 +1,9 @@
 //! The gateway's local HTTP API: `/health` (JSON for people and scripts),
-//! `/metrics` (Prometheus), the device list and the write endpoint. It is
-//! meant for the site's LAN and will grow a web page and a login, hence one
-//! room per concern: [`health`], [`devices`], and the Host check in [`host`].
+//! `/metrics` (Prometheus), the device list and the write endpoint, behind a
+//! login. It is meant for the site's LAN and will grow a web page, hence one
+//! room per concern: [`health`], [`devices`], [`login`], who may call what
+//! in [`auth`], the local audit trail in [`audit`], HTTPS in [`tls`], and
+//! the Host check in [`host`].
 
 use crate::buffer::Buffer;
 use crate::fleet::Fleet;
@@ -16,10 +18,15 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+mod audit;
+pub mod auth;
 mod devices;
 mod health;
 mod host;
+mod login;
+pub mod tls;
 
+pub use auth::{Access, AuthState, PERMISSIONS};
 pub use health::HealthReport;
 pub use host::{AllowedHosts, BadHostName};
 
@@ -34,17 +41,27 @@ pub struct ApiState {
     pub uplink: watch::Receiver<UplinkStatus>,
     pub fleet: Arc<Fleet>,
     pub metrics: Option<PrometheusHandle>,
+    pub auth: Arc<AuthState>,
 }
 
 /// The local API; requests whose Host does not name this gateway are refused
-/// (see [`host`]).
+/// (see [`host`]), then every route is checked against [`PERMISSIONS`].
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
+/// login limit and the audit trail need the client's address.
 pub fn router(state: ApiState, allowed_hosts: AllowedHosts) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics_text))
+        .route("/api/v1/login", post(login::login))
+        .route("/api/v1/logout", post(login::logout))
+        .route("/api/v1/session", get(login::session))
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::one))
         .route("/api/v1/devices/{id}/write", post(devices::write))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(allowed_hosts),

@@ -19,8 +19,8 @@ use crate::sources::command::WriteError;
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
-    AuditEvent, Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch, command,
-    edge_message, hub_message,
+    AuditEvent, Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch,
+    command, edge_message, hub_message,
 };
 use queue::SendQueue;
 use serde::Serialize;
