@@ -7,6 +7,7 @@
 //! gets its own database in it); otherwise every test starts its own cluster
 //! with the Debian binaries (initdb into a temp dir, random port).
 
+pub mod agent_auth;
 pub mod bench;
 pub mod grpc;
 pub mod http;
@@ -337,7 +338,10 @@ retry_max_ms = 1000
         Ok((port, cfg))
     }
 
+    /// Starts the agent with `config`, with the harness's operator user
+    /// added first and its session registered for [`Stack::agent_url`].
     pub async fn start_agent(&mut self, config: &Path) -> Result<()> {
+        agent_auth::add_user(config, agent_auth::USER, "operator", agent_auth::PASSWORD)?;
         self.agent = Some(Proc::spawn(
             "edge-agent",
             &bin("edge-agent")?,
@@ -349,7 +353,8 @@ retry_max_ms = 1000
             self.check_alive("agent")?;
             Ok(get_json(&url).await.ok().map(|_| ()))
         })
-        .await
+        .await?;
+        agent_auth::login_and_remember(&self.agent_url()).await
     }
 
     fn check_alive(&self, which: &str) -> Result<()> {

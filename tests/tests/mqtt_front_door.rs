@@ -461,6 +461,12 @@ async fn running_short_of_descriptors_refuses_clients_not_the_agent() -> Result<
     let mut stack = Stack::edge_only()?;
     stack.start_sim(false).await?;
     let (addr, cfg) = bus_config(&stack, "gw-door-fds", "max_connections_per_address = 1000")?;
+    e2e_tests::agent_auth::add_user(
+        &cfg,
+        e2e_tests::agent_auth::USER,
+        "operator",
+        e2e_tests::agent_auth::PASSWORD,
+    )?;
     let mut cmd = std::process::Command::new("prlimit");
     cmd.args(["--nofile=512:512", "--"])
         .arg(bin("edge-agent")?)
@@ -474,6 +480,7 @@ async fn running_short_of_descriptors_refuses_clients_not_the_agent() -> Result<
     })
     .await
     .with_context(|| stack.logs())?;
+    e2e_tests::agent_auth::login_and_remember(&stack.agent_url()).await?;
     // 512 descriptors: 256 kept aside, 64 pending, (512-256-64)/3 = 64 clients.
     assert_eq!(metric(&stack, "edge_mqtt_max_connections").await?, 64.0);
     let mut clients = Vec::new();
