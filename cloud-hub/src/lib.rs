@@ -9,6 +9,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod identity;
 pub mod ingest;
 pub mod metric_names;
 pub mod storage;

@@ -92,6 +92,13 @@ impl NewEntry {
         }
     }
 
+    /// Where the request came from.
+    pub fn origin(mut self, o: &Origin) -> NewEntry {
+        self.source_addr = o.addr.clone();
+        self.user_agent = o.user_agent.clone();
+        self
+    }
+
     pub fn before(mut self, v: serde_json::Value) -> NewEntry {
         self.before = Some(v);
         self
@@ -101,6 +108,14 @@ impl NewEntry {
         self.after = Some(v);
         self
     }
+}
+
+/// Where a request came from: peer address and user agent (cut to 256
+/// characters; it is the caller's text).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub addr: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// An entry as stored.
