@@ -6,8 +6,10 @@
 pub mod analytics;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod identity;
 pub mod ingest;
 pub mod metric_names;
 pub mod storage;
