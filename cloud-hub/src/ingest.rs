@@ -116,6 +116,79 @@ pub fn validate_batch_at(
     Ok(())
 }
 
+/// Longest text field of a gateway audit event, and longest before/after JSON.
+const MAX_EVENT_FIELD: usize = 512;
+const MAX_EVENT_JSON: usize = 4096;
+
+/// Checks a batch's audit events (see `AuditEvent` in uplink.proto): each
+/// seq in range, strictly increasing, none shared with a reading; bounded
+/// printable text; before/after valid JSON; a plausible time. Like readings,
+/// one bad event refuses the whole batch, before anything is written.
+pub fn validate_events(
+    batch: &qi_proto::v1::ReadingBatch,
+    now_us: i64,
+    max_future_us: i64,
+) -> Result<(), String> {
+    let events = &batch.events;
+    if batch.readings.len() + events.len() > qi_proto::limits::MAX_BATCH_READINGS {
+        return Err(format!(
+            "{} readings and events in one batch; at most {}",
+            batch.readings.len() + events.len(),
+            qi_proto::limits::MAX_BATCH_READINGS
+        ));
+    }
+    let readings: std::collections::HashSet<u64> = batch.readings.iter().map(|r| r.seq).collect();
+    let printable = |s: &str| s.len() <= MAX_EVENT_FIELD && !s.chars().any(char::is_control);
+    let json_ok = |s: &str| {
+        s.is_empty()
+            || (s.len() <= MAX_EVENT_JSON && serde_json::from_str::<serde_json::Value>(s).is_ok())
+    };
+    let mut prev = 0u64;
+    for (i, e) in events.iter().enumerate() {
+        let at = format!("event {i} (seq {})", e.seq);
+        if e.seq == 0 || e.seq > qi_proto::limits::SEQ_MAX {
+            return Err(format!("{at}: seq out of range 1..=2^63-1"));
+        }
+        if e.seq <= prev {
+            return Err(format!("{at}: seq not above the previous {prev}"));
+        }
+        prev = e.seq;
+        if readings.contains(&e.seq) {
+            return Err(format!("{at}: seq also used by a reading"));
+        }
+        let action_ok = !e.action.is_empty()
+            && e.action.len() <= 64
+            && e.action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !action_ok {
+            return Err(format!("{at}: action must be 1..=64 of a-z and _"));
+        }
+        for (name, v) in [
+            ("actor", &e.actor),
+            ("target", &e.target),
+            ("outcome", &e.outcome),
+            ("source_address", &e.source_address),
+            ("user_agent", &e.user_agent),
+        ] {
+            if !printable(v) {
+                return Err(format!(
+                    "{at}: {name} longer than {MAX_EVENT_FIELD} bytes or not printable"
+                ));
+            }
+        }
+        if !json_ok(&e.before_json) || !json_ok(&e.after_json) {
+            return Err(format!(
+                "{at}: before/after must be JSON of at most {MAX_EVENT_JSON} bytes"
+            ));
+        }
+        if chrono::DateTime::from_timestamp_micros(e.timestamp_us).is_none()
+            || e.timestamp_us > now_us.saturating_add(max_future_us)
+        {
+            return Err(format!("{at}: timestamp out of range or ahead of the hub's clock"));
+        }
+    }
+    Ok(())
+}
+
 type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -241,13 +314,20 @@ async fn serve_stream(
                 ));
             }
         };
-        validate_batch_at(
-            &batch.readings,
-            chrono::Utc::now().timestamp_micros(),
-            max_future_us,
-        )
-        .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
-        let last = batch.readings.last().map(|r| r.seq).unwrap_or(0);
+        let now_us = chrono::Utc::now().timestamp_micros();
+        // An events-only batch (a gateway's local audit) has no readings.
+        if !(batch.readings.is_empty() && !batch.events.is_empty()) {
+            validate_batch_at(&batch.readings, now_us, max_future_us)
+                .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
+        }
+        validate_events(&batch, now_us, max_future_us)
+            .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
+        let last = batch
+            .readings
+            .last()
+            .map(|r| r.seq)
+            .max(batch.events.last().map(|e| e.seq))
+            .unwrap_or(0);
         let (store, gw2) = (store.clone(), gw.clone());
         // A task of its own: a write holding a pooled connection must make
         // progress while this loop awaits something else (commands also need
@@ -255,10 +335,13 @@ async fn serve_stream(
         // unpolled future would never give its connection back).
         writing.push_back(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let inserted = store
-                .insert_batch(&gw2, &batch.readings)
+            let (inserted, events) = store
+                .insert_batch_with_events(&gw2, &batch.readings, &batch.events)
                 .await
                 .map_err(|e| unavailable(&gw2, e))?;
+            if events > 0 {
+                tracing::info!(gateway = %gw2, events, "gateway audit events appended to the audit trail");
+            }
             Ok::<_, Status>((last, batch.readings.len() as u64, inserted, started))
         }));
     }
@@ -392,6 +475,45 @@ mod tests {
         assert!(validate_batch(&[q]).is_err());
         assert!(validate_batch(&[r(qi_proto::limits::SEQ_MAX)]).is_ok());
         assert!(validate_batch(&[r(qi_proto::limits::SEQ_MAX + 1)]).is_err());
+    }
+
+    fn ev(seq: u64) -> qi_proto::v1::AuditEvent {
+        qi_proto::v1::AuditEvent {
+            seq,
+            timestamp_us: 1_700_000_000_000_000,
+            actor: "ann".into(),
+            action: "device_write".into(),
+            target: "device:d/point:p".into(),
+            outcome: "ok".into(),
+            after_json: "1.5".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn audit_events_are_checked_like_readings() {
+        use qi_proto::v1::ReadingBatch;
+        let now = 1_700_000_000_000_000 + 1;
+        let day = 86_400_000_000;
+        let ok = |readings: Vec<Reading>, events| {
+            validate_events(&ReadingBatch { readings, events }, now, day)
+        };
+        assert!(ok(vec![r(1)], vec![ev(2), ev(3)]).is_ok());
+        assert!(ok(vec![], vec![ev(5)]).is_ok());
+        assert!(ok(vec![r(2)], vec![ev(2)]).unwrap_err().contains("reading"));
+        assert!(ok(vec![], vec![ev(3), ev(3)]).unwrap_err().contains("not above"));
+        let mut bad = ev(1);
+        bad.action = "DROP TABLE".into();
+        assert!(ok(vec![], vec![bad]).is_err());
+        let mut bad = ev(1);
+        bad.after_json = "{not json".into();
+        assert!(ok(vec![], vec![bad]).is_err());
+        let mut bad = ev(1);
+        bad.actor = "a\nb".into();
+        assert!(ok(vec![], vec![bad]).is_err());
+        let mut bad = ev(1);
+        bad.timestamp_us = now + 2 * day;
+        assert!(ok(vec![], vec![bad]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod connect;
+pub mod gateway_events;
 mod nodelay;
 mod partitions;
 mod rollup;

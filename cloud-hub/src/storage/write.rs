@@ -5,7 +5,7 @@
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use qi_proto::v1::Reading;
+use qi_proto::v1::{AuditEvent, Reading};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -185,6 +185,26 @@ impl Store {
         gateway_id: &str,
         readings: &[Reading],
     ) -> Result<u64, StoreError> {
+        self.insert_batch_with_events(gateway_id, readings, &[])
+            .await
+            .map(|(n, _)| n)
+    }
+
+    /// Stores a batch's readings and appends its audit events to the audit
+    /// trail in the same transaction (see [`super::gateway_events`]).
+    /// Returns (new readings, new events).
+    pub async fn insert_batch_with_events(
+        &self,
+        gateway_id: &str,
+        readings: &[Reading],
+        events: &[AuditEvent],
+    ) -> Result<(u64, u64), StoreError> {
+        if readings.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
+            tx.commit().await?;
+            return Ok((0, new));
+        }
         let ids = self.series_ids(gateway_id, readings).await?;
         // Fast path: a batch the hub has never seen goes in by binary COPY
         // (TCP_NODELAY is set on the connections, see `nodelay`). A duplicate
@@ -196,8 +216,9 @@ impl Store {
                 .insert_skipping_duplicates(&mut tx, &Columns::of(readings), &ids)
                 .await?;
             self.note_devices(&mut tx, gateway_id, readings).await?;
+            let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
             tx.commit().await?;
-            return Ok(inserted);
+            return Ok((inserted, new));
         }
         let copied = {
             let data = encode_copy(readings, &ids);
@@ -226,8 +247,9 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         self.note_devices(&mut tx, gateway_id, readings).await?;
+        let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
         tx.commit().await?;
-        Ok(inserted)
+        Ok((inserted, new))
     }
 
     async fn insert_skipping_duplicates(

@@ -82,9 +82,15 @@ pub(super) async fn write(
         .and_then(|d| d.borrow().values.get(&req.point).and_then(|v| v.value))
         .map(|v| json!(v));
     let result = handle.write(&req.point, req.value).await;
-    let outcome = match &result {
-        Ok(()) => "ok".to_string(),
-        Err(e) => e.to_string(),
+    // A failed write is its own action, with the error where the new value
+    // would be: the trail shows at a glance what changed and what did not.
+    let (action, outcome, after) = match &result {
+        Ok(()) => ("device_write", "ok".to_string(), json!(req.value)),
+        Err(e) => (
+            "device_write_failed",
+            e.to_string(),
+            json!({"requested": req.value, "error": e.to_string()}),
+        ),
     };
     tracing::info!(user = %sess.user, device = %id, point = %req.point, value = req.value,
         ok = result.is_ok(), "device write through the local API");
@@ -93,11 +99,11 @@ pub(super) async fn write(
         &Origin::of(peer, &headers),
         Event {
             actor: &sess.user,
-            action: "device_write",
-            target: format!("device/{id}/point/{}", req.point),
+            action,
+            target: format!("device:{id}/point:{}", req.point),
             outcome: &outcome,
             before,
-            after: Some(json!(req.value)),
+            after: Some(after),
         },
     )
     .await;
