@@ -126,6 +126,10 @@ say "starting simulated Eastron SDM630 on Modbus TCP 127.0.0.1:$sim_port"
 "$bin/instrument-sim" --profile firmware-profiles/eastron-sdm630.toml --listen "127.0.0.1:$sim_port" >"$run/instrument-sim.log" 2>&1 &
 pids+=($!)
 
+# The agent's local API needs a login: a demo operator (password on stdin).
+printf '%s\n' demo-operator-password | "$bin/edge-agent" --config "$run/edge-agent.toml" \
+  user add demo --role operator >/dev/null 2>&1 || true
+
 say "starting edge-agent (status :$agent_port)"
 "$bin/edge-agent" --config "$run/edge-agent.toml" >"$run/edge-agent.log" 2>&1 &
 pids+=($!)
@@ -145,7 +149,11 @@ cat <<TXT
   All metrics, newest 20:   curl '$api/readings?device=sdm630-demo&limit=20'
   Known devices:            curl '$api/devices'
   Hub readiness / metrics:  curl http://127.0.0.1:$hub_port/ready   http://127.0.0.1:$hub_port/metrics
-  Gateway health:           curl http://127.0.0.1:$agent_port/health
+  Gateway health:           curl http://127.0.0.1:$agent_port/health   (status only without a login)
+  Gateway login (demo / demo-operator-password), then the full health and devices:
+    curl -c $run/agent.cookies -H 'content-type: application/json' \\
+      -d '{"username":"demo","password":"demo-operator-password"}' http://127.0.0.1:$agent_port/api/v1/login
+    curl -b $run/agent.cookies http://127.0.0.1:$agent_port/api/v1/devices
   Site MQTT bus:            mosquitto_sub -p $mqtt_port -t 'site/#' -v   (Debian: mosquitto-clients)
   Publish a reading:        mosquitto_pub -p $mqtt_port -q 1 -t site/demo/thermo/th-1/telemetry -m temp=21.5
   PostgreSQL:               psql postgres://postgres@127.0.0.1:$pg_port/postgres

@@ -158,7 +158,9 @@ pub fn validate_events(
         }
         let action_ok = !e.action.is_empty()
             && e.action.len() <= 64
-            && e.action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            && e.action
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_');
         if !action_ok {
             return Err(format!("{at}: action must be 1..=64 of a-z and _"));
         }
@@ -183,7 +185,9 @@ pub fn validate_events(
         if chrono::DateTime::from_timestamp_micros(e.timestamp_us).is_none()
             || e.timestamp_us > now_us.saturating_add(max_future_us)
         {
-            return Err(format!("{at}: timestamp out of range or ahead of the hub's clock"));
+            return Err(format!(
+                "{at}: timestamp out of range or ahead of the hub's clock"
+            ));
         }
     }
     Ok(())
@@ -316,7 +320,8 @@ async fn serve_stream(
         };
         let now_us = chrono::Utc::now().timestamp_micros();
         // An events-only batch (a gateway's local audit) has no readings.
-        if !(batch.readings.is_empty() && !batch.events.is_empty()) {
+        let events_only = batch.readings.is_empty() && !batch.events.is_empty();
+        if !events_only {
             validate_batch_at(&batch.readings, now_us, max_future_us)
                 .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
         }
@@ -501,7 +506,11 @@ mod tests {
         assert!(ok(vec![r(1)], vec![ev(2), ev(3)]).is_ok());
         assert!(ok(vec![], vec![ev(5)]).is_ok());
         assert!(ok(vec![r(2)], vec![ev(2)]).unwrap_err().contains("reading"));
-        assert!(ok(vec![], vec![ev(3), ev(3)]).unwrap_err().contains("not above"));
+        assert!(
+            ok(vec![], vec![ev(3), ev(3)])
+                .unwrap_err()
+                .contains("not above")
+        );
         let mut bad = ev(1);
         bad.action = "DROP TABLE".into();
         assert!(ok(vec![], vec![bad]).is_err());

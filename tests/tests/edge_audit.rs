@@ -40,9 +40,17 @@ async fn logins_and_writes_reach_the_hub_audit_once_even_through_an_outage() -> 
     stack.start_agent(&cfg).await?;
     let pool = stack.db().await?;
     // The harness's login reaches the trail while the hub is up.
-    wait_for("the first login in the hub's audit", Duration::from_secs(30), || async {
-        Ok(audit_rows(&pool).await?.iter().any(|r| r.1 == "gateway.login").then_some(()))
-    })
+    wait_for(
+        "the first login in the hub's audit",
+        Duration::from_secs(30),
+        || async {
+            Ok(audit_rows(&pool)
+                .await?
+                .iter()
+                .any(|r| r.1 == "gateway.login")
+                .then_some(()))
+        },
+    )
     .await
     .with_context(|| stack.logs())?;
     wait_for("a polled setpoint", Duration::from_secs(10), || async {
@@ -57,7 +65,9 @@ async fn logins_and_writes_reach_the_hub_audit_once_even_through_an_outage() -> 
     let failed = agent_auth::login(&base, agent_auth::USER, "wrong password").await;
     assert!(failed.is_err());
     let op = agent_auth::login(&base, agent_auth::USER, agent_auth::PASSWORD).await?;
-    let client = reqwest::Client::builder().user_agent("bench-hmi/1.0").build()?;
+    let client = reqwest::Client::builder()
+        .user_agent("bench-hmi/1.0")
+        .build()?;
     let mut write = client
         .post(format!("{base}/api/v1/devices/chamber/write"))
         .json(&json!({"point": "temperature_setpoint", "value": 31.5}));
@@ -72,20 +82,30 @@ async fn logins_and_writes_reach_the_hub_audit_once_even_through_an_outage() -> 
     }
     assert_eq!(logout.send().await?.status(), 200);
     // The agent restarts before the hub is back: the events are on its disk.
-    stack.agent.take().context("agent")?.terminate(Duration::from_secs(10))?;
+    stack
+        .agent
+        .take()
+        .context("agent")?
+        .terminate(Duration::from_secs(10))?;
     stack.start_agent(&cfg).await?;
     stack.start_hub().await?;
 
-    wait_for("the outage's events in the hub's audit", Duration::from_secs(60), || async {
-        let rows = audit_rows(&pool).await?;
-        Ok(rows.iter().any(|r| r.1 == "gateway.logout").then_some(()))
-    })
+    wait_for(
+        "the outage's events in the hub's audit",
+        Duration::from_secs(60),
+        || async {
+            let rows = audit_rows(&pool).await?;
+            Ok(rows.iter().any(|r| r.1 == "gateway.logout").then_some(()))
+        },
+    )
     .await
     .with_context(|| stack.logs())?;
     // The uplink has acknowledged everything: no event is owed or duplicated.
-    wait_for("the agent's high lane drained", Duration::from_secs(30), || async {
-        Ok((stack.agent_health().await?["buffer"]["backlog_high"] == 0).then_some(()))
-    })
+    wait_for(
+        "the agent's high lane drained",
+        Duration::from_secs(30),
+        || async { Ok((stack.agent_health().await?["buffer"]["backlog_high"] == 0).then_some(())) },
+    )
     .await?;
     let rows = audit_rows(&pool).await?;
     let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
@@ -107,7 +127,10 @@ async fn logins_and_writes_reach_the_hub_audit_once_even_through_an_outage() -> 
         assert_eq!(r.4.as_deref(), Some("127.0.0.1"), "{r:?}");
     }
     let w = &rows[3];
-    assert_eq!(w.2, "gateway:gw-acq/device:chamber/point:temperature_setpoint");
+    assert_eq!(
+        w.2,
+        "gateway:gw-acq/device:chamber/point:temperature_setpoint"
+    );
     assert_eq!(w.5.as_deref(), Some("bench-hmi/1.0"));
     let before: f64 = w.6.as_deref().context("before")?.parse()?;
     assert!(before.is_finite());

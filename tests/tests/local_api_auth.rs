@@ -13,6 +13,8 @@ use std::time::Duration;
 
 const VIEWER: (&str, &str) = ("vera", "viewer password");
 
+type Headers = Vec<(String, String)>;
+
 /// A stack with one writable device (`chamber`: a Binder MK53 on the
 /// simulator, setpoint `temperature_setpoint`) and `auth` keys.
 async fn chamber_stack(auth: &str) -> Result<Stack> {
@@ -85,7 +87,7 @@ async fn every_route_with_no_credentials_a_viewer_and_an_operator() -> Result<()
     let base = stack.agent_url();
     let viewer = agent_auth::login(&base, VIEWER.0, VIEWER.1).await?;
     let operator = agent_auth::login(&base, agent_auth::USER, agent_auth::PASSWORD).await?;
-    let callers: [(&str, Option<Role>, Vec<(String, String)>); 3] = [
+    let callers: [(&str, Option<Role>, Headers); 3] = [
         ("nobody", None, vec![]),
         ("viewer", Some(Role::Viewer), viewer.headers()),
         ("operator", Some(Role::Operator), operator.headers()),
@@ -151,7 +153,7 @@ async fn forged_expired_foreign_and_csrf_less_requests_write_nothing() -> Result
         v
     };
     let forged = "qi_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    let cases: Vec<(&str, Vec<(String, String)>, StatusCode, &str)> = vec![
+    let cases: Vec<(&str, Headers, StatusCode, &str)> = vec![
         (
             "viewer's write",
             viewer.headers(),

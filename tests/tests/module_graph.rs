@@ -45,7 +45,10 @@ fn check(crate_name: &str, expect: &[&str]) {
 
 #[test]
 fn no_module_of_the_agent_imports_one_that_imports_it_back() {
-    check("edge-agent", &["sources", "buffer", "mqtt", "local_api"]);
+    check(
+        "edge-agent",
+        &["sources", "buffer", "mqtt", "local_api", "identity"],
+    );
 }
 
 #[test]

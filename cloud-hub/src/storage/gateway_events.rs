@@ -12,7 +12,11 @@ use sqlx::PgConnection;
 /// The audit entry for one event, as the hub's trail names things: actions
 /// `gateway.<action>`, targets under `gateway:<id>/`.
 pub fn entry(gateway: &str, e: &AuditEvent) -> NewEntry {
-    let json = |s: &str| (!s.is_empty()).then(|| serde_json::from_str(s).ok()).flatten();
+    let json = |s: &str| {
+        (!s.is_empty())
+            .then(|| serde_json::from_str(s).ok())
+            .flatten()
+    };
     let mut n = NewEntry::new(
         ActorKind::GatewayUser,
         e.actor.clone(),
@@ -54,12 +58,14 @@ pub(super) async fn record(
         let stored = crate::audit::append_in(&mut *conn, entry(gateway, e))
             .await
             .map_err(|AuditError::Db(e)| StoreError::Db(e))?;
-        sqlx::query("UPDATE gateway_audit_events SET audit_id = $3 WHERE gateway_id = $1 AND seq = $2")
-            .bind(gateway)
-            .bind(seq)
-            .bind(stored.id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE gateway_audit_events SET audit_id = $3 WHERE gateway_id = $1 AND seq = $2",
+        )
+        .bind(gateway)
+        .bind(seq)
+        .bind(stored.id)
+        .execute(&mut *conn)
+        .await?;
         new += 1;
     }
     Ok(new)
