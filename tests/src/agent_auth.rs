@@ -17,7 +17,18 @@ pub const PASSWORD: &str = "e2e operator password";
 /// `edge-agent --config CONFIG user add NAME --role ROLE`, password on stdin.
 /// A user already there (an agent restarted on the same config) is fine.
 pub fn add_user(config: &Path, name: &str, role: &str, password: &str) -> Result<()> {
-    let mut child = Command::new(crate::bin("edge-agent")?)
+    add_user_with(&crate::bin("edge-agent")?, config, name, role, password)
+}
+
+/// [`add_user`] with a given `edge-agent` binary (the benchmarks' release build).
+pub fn add_user_with(
+    binary: &Path,
+    config: &Path,
+    name: &str,
+    role: &str,
+    password: &str,
+) -> Result<()> {
+    let mut child = Command::new(binary)
         .arg("--config")
         .arg(config)
         .args(["user", "add", name, "--role", role])

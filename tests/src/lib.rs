@@ -408,10 +408,16 @@ retry_max_ms = 1000
 
     /// Checks the hub holds sequences `1..=last_seq` of `gateway` exactly once,
     /// in time order per device.
+    ///
+    /// Audit events (the harness's own logins, for one) share the gateway's
+    /// sequence with readings, so the sequences the hub holds are those of
+    /// its readings and of its `gateway_audit_events`.
     pub async fn assert_exactly_once(&self, gateway: &str, last_seq: i64) -> Result<()> {
         let pool = self.db().await?;
         let (count, distinct, min, max): (i64, i64, Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM readings WHERE gateway_id = $1",
+            "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM (
+                 SELECT seq FROM readings WHERE gateway_id = $1
+                 UNION ALL SELECT seq FROM gateway_audit_events WHERE gateway_id = $1) x",
         )
         .bind(gateway)
         .fetch_one(&pool)

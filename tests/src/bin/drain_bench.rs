@@ -170,15 +170,31 @@ async fn main() -> Result<()> {
     )?;
     let hub_cpu_before = cpu_seconds(_hub.pid());
     let t = Instant::now();
+    let agent_bin = release_bin("edge-agent")?;
+    e2e_tests::agent_auth::add_user_with(
+        &agent_bin,
+        &agent_cfg,
+        e2e_tests::agent_auth::USER,
+        "viewer",
+        e2e_tests::agent_auth::PASSWORD,
+    )?;
     let agent = Proc::spawn(
         "edge-agent",
-        &release_bin("edge-agent")?,
+        &agent_bin,
         &["--config".as_ref(), agent_cfg.as_os_str()],
         &dir.path().join("agent.log"),
     )?;
     let mut peak_rss: f64 = 0.0;
     let health = format!("http://127.0.0.1:{agent_http}/health");
+    let agent_url = format!("http://127.0.0.1:{agent_http}");
+    let mut logged_in = false;
     loop {
+        // /health shows the buffer only to a logged-in user.
+        if !logged_in {
+            logged_in = e2e_tests::agent_auth::login_and_remember(&agent_url)
+                .await
+                .is_ok();
+        }
         peak_rss = peak_rss.max(rss_mib(agent.pid()));
         if let Ok((_, h)) = get_json(&health).await
             && h["buffer"]["backlog"] == 0

@@ -104,13 +104,25 @@ async fn main() -> Result<()> {
     }
     let cfg_path = dir.path().join("agent.toml");
     std::fs::write(&cfg_path, cfg)?;
+    let agent_bin = release_bin("edge-agent")?;
+    e2e_tests::agent_auth::add_user_with(
+        &agent_bin,
+        &cfg_path,
+        e2e_tests::agent_auth::USER,
+        "viewer",
+        e2e_tests::agent_auth::PASSWORD,
+    )?;
     let agent = Proc::spawn(
         "edge-agent",
-        &release_bin("edge-agent")?,
+        &agent_bin,
         &["--config".as_ref(), cfg_path.as_os_str()],
         &dir.path().join("agent.log"),
     )?;
     let url = format!("http://127.0.0.1:{http}");
+    wait_for("agent login", Duration::from_secs(20), || async {
+        Ok(e2e_tests::agent_auth::login_and_remember(&url).await.ok())
+    })
+    .await?;
     wait_for("agent polling", Duration::from_secs(20), || async {
         Ok((total_readings(&url).await? > 0).then_some(()))
     })
