@@ -86,7 +86,7 @@ qi_common::metric_names! {
     EDGE_AUTH_REFUSED_TOTAL = Counter "edge_auth_refused_total" ["reason"]
         "Local API requests refused by authentication or authorization, by reason (no_credentials, unknown_session, expired_session, user_gone, bad_csrf, forbidden, bad_metrics_token, no_users).";
     EDGE_AUTH_SESSIONS = Gauge "edge_auth_sessions" []
-        "Local API login sessions open now.";
+        "Local API login sessions held (updated at each login and logout; expired ones are pruned at the next login).";
     EDGE_AUTH_USERS_FILE_ERRORS_TOTAL = Counter "edge_auth_users_file_errors_total" []
         "Times the users file could not be read or parsed (no local user can log in meanwhile).";
     EDGE_AUDIT_EVENTS_TOTAL = Counter "edge_audit_events_total" ["action"]

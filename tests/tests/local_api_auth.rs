@@ -440,3 +440,26 @@ async fn https_with_a_configured_certificate_and_secure_cookies() -> Result<()> 
     assert!(!untrusted.status.success());
     Ok(())
 }
+
+/// Sessions live in the agent's memory: a restart ends them (docs/security.md
+/// says why); the users file survives, so logging in again works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_sessions_but_keeps_users() -> Result<()> {
+    let mut stack = chamber_stack("").await?;
+    let base = stack.agent_url();
+    let before = agent_auth::login(&base, agent_auth::USER, agent_auth::PASSWORD).await?;
+    let (s, _) = call(&stack, "GET", "/api/v1/devices", &before.headers()).await?;
+    assert_eq!(s, StatusCode::OK);
+    stack
+        .agent
+        .take()
+        .context("agent")?
+        .terminate(Duration::from_secs(10))?;
+    stack.start_agent(&config(&stack)).await?;
+    let (s, body) = call(&stack, "GET", "/api/v1/devices", &before.headers()).await?;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    let after = agent_auth::login(&base, agent_auth::USER, agent_auth::PASSWORD).await?;
+    let (s, _) = call(&stack, "GET", "/api/v1/devices", &after.headers()).await?;
+    assert_eq!(s, StatusCode::OK);
+    Ok(())
+}
