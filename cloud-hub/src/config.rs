@@ -420,7 +420,11 @@ mod tests {
     fn load_text(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("hub.toml");
-        std::fs::write(&p, text).expect("write");
+        std::fs::write(
+            &p,
+            format!("[database]\nurl = \"postgres://x@127.0.0.1/x\"\n{text}"),
+        )
+        .expect("write");
         Config::load(&p)
     }
 
