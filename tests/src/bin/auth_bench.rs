@@ -91,12 +91,11 @@ async fn main() -> Result<()> {
         sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
     e2e_tests::wait_for("rollups", Duration::from_secs(3600), || async {
         // Compared in SQL: the initial watermark is -infinity, which chrono cannot hold.
-        let done: Option<bool> = sqlx::query_scalar(
-            "SELECT watermark > $1 FROM rollup_state WHERE name = 'samples'",
-        )
-        .bind(loaded_at)
-        .fetch_optional(&pool)
-        .await?;
+        let done: Option<bool> =
+            sqlx::query_scalar("SELECT watermark > $1 FROM rollup_state WHERE name = 'samples'")
+                .bind(loaded_at)
+                .fetch_optional(&pool)
+                .await?;
         Ok(done.filter(|d| *d).map(|_| ()))
     })
     .await?;
