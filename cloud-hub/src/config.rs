@@ -22,6 +22,17 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     #[serde(default)]
     pub retention: crate::storage::Retention,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: who may use the REST API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[auth.oidc]`: single sign-on with an OpenID Connect provider.
+    #[serde(default)]
+    pub oidc: Option<crate::identity::oidc::OidcConfig>,
 }
 
 /// `[analytics]`: rollups and query limits.
@@ -247,6 +258,10 @@ impl Config {
             ));
         }
         self.validate_analytics()?;
+        if let Some(oidc) = &self.auth.oidc {
+            oidc.validate()
+                .map_err(|(key, why)| (format!("auth.oidc.{key}"), why))?;
+        }
         self.validate_retention()
     }
 
@@ -383,6 +398,13 @@ mod tests {
                 "{extra}"
             );
         }
+        assert_eq!(
+            refusal(
+                "[auth.oidc]\nissuer = \"http://id.example\"\naudience = \"urn:qi:hub\"\n\
+                 [auth.oidc.role_map]\nops = \"viewer\""
+            ),
+            Some(("auth.oidc.issuer".to_string(), Some(4)))
+        );
         // 0 = forever where documented.
         assert_eq!(
             refusal("[retention]\nraw_days = 0\nminute_days = 0\nhour_days = 0"),

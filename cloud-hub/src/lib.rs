@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod identity;
 pub mod ingest;
 pub mod metric_names;
 pub mod storage;
