@@ -602,11 +602,23 @@ fn key_set(jwks: &Value, jwks_uri: String) -> Result<KeySet, String> {
 
 /// The one algorithm a key may verify: from its type and curve, and its
 /// `alg` if it names one (which must then agree).
+fn decoded_len(b64: &str) -> Option<usize> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64.trim_end_matches('='))
+        .ok()
+        .map(|b| b.len())
+}
+
 fn signing_alg(jwk: &Jwk) -> Option<Algorithm> {
     let by_type = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
         AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+        // jsonwebtoken slices the first 32 bytes of an Ed25519 key when it
+        // verifies: a shorter `x` from a broken key set would panic there.
+        AlgorithmParameters::OctetKeyPair(p)
+            if p.curve == EllipticCurve::Ed25519 && decoded_len(&p.x) == Some(32) =>
+        {
             Algorithm::EdDSA
         }
         _ => return None,
@@ -629,6 +641,23 @@ mod tests {
     fn token_with_header(h: &str) -> String {
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         format!("{}.{}.", e.encode(h), e.encode("{}"))
+    }
+
+    #[test]
+    fn keys_of_other_kinds_or_broken_ones_are_skipped() {
+        let x32 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "kid": "ok", "x": x32},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "short", "x": "AAAA"},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "enc", "use": "enc", "x": x32},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "hs", "alg": "HS256", "x": x32},
+            {"kty": "oct", "kid": "secret", "k": "c2VjcmV0"},
+            {"kty": "weird", "kid": "w"}
+        ]});
+        let set = key_set(&jwks, "https://id.example/jwks".into()).expect("parses");
+        let mut kids: Vec<&String> = set.by_kid.keys().collect();
+        kids.sort();
+        assert_eq!(kids, ["ok"]);
     }
 
     #[test]
