@@ -337,6 +337,29 @@ mod tests {
         assert_eq!(cfg.database.ingest, crate::storage::IngestMethod::Copy);
     }
 
+    #[test]
+    fn the_examples_single_sign_on_block_loads_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cloud-hub.toml");
+        let text = std::fs::read_to_string(&path).expect("example config");
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [auth.oidc]"))
+            .map_while(|l| l.strip_prefix("# "))
+            .map(|l| format!("{}\n", l.split("  #").next().unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("hub.toml");
+        std::fs::write(
+            &file,
+            format!("[database]\nurl = \"postgres://x@h/qi\"\n{block}"),
+        )
+        .expect("write config");
+        let cfg = Config::load(&file).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let oidc = cfg.auth.oidc.expect("[auth.oidc] present");
+        assert_eq!(oidc.roles_claim, "realm_access.roles");
+        assert_eq!(oidc.role_map.len(), 4);
+    }
+
     /// Loads `extra` appended to a minimal config; returns the refusal's key and line.
     fn refusal(extra: &str) -> Option<(String, Option<usize>)> {
         let dir = tempfile::tempdir().expect("temp dir");

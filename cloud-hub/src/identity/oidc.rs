@@ -293,6 +293,13 @@ impl OidcVerifier {
                         backoff = Duration::from_secs(1);
                         Duration::from_secs(me.cfg.jwks_max_age_s)
                     }
+                    Err(e) if me.is_ready() => {
+                        tracing::warn!(issuer = %me.cfg.issuer, error = %e, retry_in_s = backoff.as_secs(),
+                            "could not refresh the identity provider's keys; the cached ones stay in use");
+                        let w = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        w
+                    }
                     Err(e) => {
                         tracing::warn!(issuer = %me.cfg.issuer, error = %e, retry_in_s = backoff.as_secs(),
                             "identity provider not reachable; its tokens are refused until it is");
