@@ -95,17 +95,27 @@ pub async fn run(
         Duration::from_secs(cfg.analytics.rollup_interval_s.max(1)),
         stop.clone(),
     ));
+    let identity = Arc::new(
+        crate::identity::Identity::open(store.pool().clone(), &cfg.auth)
+            .await
+            .context("cannot load the token signing keys")?,
+    );
+    tokio::spawn(identity.clone().run_rotation(stop.clone()));
     let app = api::router(ApiState {
         store,
         max_page_size: cfg.http.max_page_size,
         metrics,
         analytics: cfg.analytics.clone(),
+        identity,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_stop.wait().await })
-            .await
+        axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_stop.wait().await })
+        .await
     });
 
     shutdown.await;

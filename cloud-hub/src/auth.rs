@@ -6,6 +6,7 @@
 //! bearer token must hash to the value configured for the claimed gateway.
 
 use crate::config::{GatewayAuth, GrpcConfig};
+use crate::identity::constant_time_eq;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use tonic::Status;
@@ -105,10 +106,6 @@ fn common_name(der: &[u8]) -> Option<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -48,6 +48,10 @@ qi_common::metric_names! {
         "Rollup passes that failed; retried next interval.";
     HUB_API_ERRORS_TOTAL = Counter "hub_api_errors_total" ["kind"]
         "Error answers of the REST API, by error kind.";
+    HUB_API_AUTH_FAILURES_TOTAL = Counter "hub_api_auth_failures_total" ["reason"]
+        "REST requests refused by authentication or authorization, by reason.";
+    HUB_AUDIT_ENTRIES_TOTAL = Counter "hub_audit_entries_total" ["actor_kind"]
+        "Entries appended to the audit trail, by kind of actor.";
     HUB_ANALYTICS_QUERIES_TOTAL = Counter "hub_analytics_queries_total" ["kind"]
         "Analytics queries served, by kind.";
 }

@@ -1,10 +1,10 @@
 //! Commands queued for gateways (setpoint writes, config reloads) and their state.
 
 use super::{ApiError, ApiState, filter};
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
@@ -73,6 +73,8 @@ pub(super) fn command_action(
 /// timeout passes (`GET /api/v1/commands/{id}`).
 pub(super) async fn create_command(
     State(s): State<ApiState>,
+    Extension(by): Extension<crate::identity::Principal>,
+    super::guard::ReqOrigin(origin, _): super::guard::ReqOrigin,
     Path(gateway): Path<String>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
@@ -86,7 +88,18 @@ pub(super) async fn create_command(
         return Err(ApiError::bad_request("`timeout_s` must be 1..=86400"));
     }
     let deadline = Utc::now() + chrono::Duration::seconds(i64::from(timeout));
-    let row = s.store.create_command(&gateway, &action, deadline).await?;
+    let entry = crate::audit::NewEntry::new(
+        by.kind,
+        &by.id,
+        "command.create",
+        format!("gateway:{gateway}"),
+    )
+    .origin(&origin)
+    .after(action.clone());
+    let row = s
+        .store
+        .create_command(&gateway, &action, deadline, entry)
+        .await?;
     tracing::info!(command = row.id, %gateway, "command queued");
     Ok((StatusCode::ACCEPTED, Json(json!(row))))
 }

@@ -6,16 +6,24 @@
 //! metrics), `readings` (readings and devices), `commands` (commands to
 //! gateways), `analytics` (series, live state, aggregates, downsampling,
 //! statistics, anomalies; the computations live in `crate::analytics`).
-//! Every route is declared in `router`, and described in `openapi.json`.
+//! `guard` (authentication and authorization of every request), `auth`
+//! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`.
+//! Every route is declared in `router`, described in `openapi.json`, and has
+//! a rule in `crate::identity::permissions`.
 
 mod analytics;
+mod audit;
+mod auth;
 mod commands;
 mod error;
+mod guard;
+mod keys;
 mod params;
 mod readings;
 mod status;
 #[cfg(test)]
 mod tests;
+mod users;
 
 pub use error::ApiError;
 pub use params::{filter, parse_limit, parse_time};
@@ -23,7 +31,7 @@ pub use readings::{DevicesParams, ReadingsParams};
 
 use crate::storage::Store;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 #[derive(Clone)]
@@ -32,6 +40,7 @@ pub struct ApiState {
     pub max_page_size: u32,
     pub metrics: Option<PrometheusHandle>,
     pub analytics: crate::config::AnalyticsConfig,
+    pub identity: std::sync::Arc<crate::identity::Identity>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -48,6 +57,25 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/commands/{id}", get(commands::get_command))
         .merge(analytics::routes())
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route("/api/v1/auth/jwks.json", get(auth::jwks))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{username}",
+            get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route("/api/v1/keys", get(keys::list).post(keys::create))
+        .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api/v1/gateways/{gateway}/site", put(keys::set_site))
+        .route("/api/v1/audit", get(audit::list))
+        // Route layers run after routing, so the guard sees the matched path.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .fallback(status::not_found)
         .with_state(state)

@@ -356,20 +356,30 @@ impl Store {
             .await?)
     }
 
+    /// Queues a command and appends `audit` (who asked) in the same transaction.
     pub async fn create_command(
         &self,
         gateway_id: &str,
         action: &serde_json::Value,
         deadline: DateTime<Utc>,
+        audit: crate::audit::NewEntry,
     ) -> Result<CommandRow, StoreError> {
-        Ok(sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(format!(
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(format!(
             "INSERT INTO commands (gateway_id, action, deadline) VALUES ($1, $2, $3) RETURNING {COMMAND_COLUMNS}"
         )))
         .bind(gateway_id)
         .bind(action)
         .bind(deadline)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut audit = audit;
+        audit.target = format!("{}/command:{}", audit.target, row.id);
+        crate::audit::append_in(&mut tx, audit)
+            .await
+            .map_err(|crate::audit::AuditError::Db(e)| StoreError::Db(e))?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Marks open commands whose deadline passed as expired (for one gateway, or all).

@@ -1,0 +1,246 @@
+//! Roles, permissions and the one table that says what each operation of the
+//! REST API requires. docs/security.md shows the same table; the role-matrix
+//! test (tests/tests/role_matrix.rs) calls every operation of the OpenAPI
+//! document with every role and checks the answers against [`required`].
+
+use serde::{Deserialize, Serialize};
+
+/// Roles, weakest first: each has every permission of the ones before it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads data, live state and analytics.
+    Viewer,
+    /// Also sends commands to gateways (writes to field devices) and runs tests.
+    Operator,
+    /// Also changes the asset registry, approves runs and issues certificates.
+    Engineer,
+    /// Also manages users, API keys, sites and reads the audit trail.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Engineer, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Engineer => "engineer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn has(self, p: Permission) -> bool {
+        match p.min_role() {
+            None => true,
+            Some(min) => self >= min,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Nobody needs to be signed in (health probes, login, the public keys).
+    Public,
+    /// Any signed-in principal (its own identity).
+    SignedIn,
+    /// Readings, devices, live state, analytics.
+    ReadData,
+    /// The hub's Prometheus metrics.
+    ReadMetrics,
+    /// Commands that write to field devices.
+    SendCommands,
+    /// Users, API keys, gateway sites.
+    ManageIdentity,
+    /// The audit trail.
+    ReadAudit,
+}
+
+impl Permission {
+    /// The weakest role that has it; None for `Public` and `SignedIn`.
+    pub fn min_role(self) -> Option<Role> {
+        match self {
+            Permission::Public | Permission::SignedIn => None,
+            Permission::ReadData | Permission::ReadMetrics => Some(Role::Viewer),
+            Permission::SendCommands => Some(Role::Operator),
+            Permission::ManageIdentity | Permission::ReadAudit => Some(Role::Admin),
+        }
+    }
+}
+
+/// Which gateways an operation touches, for principals limited to sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Not about gateways (its own identity, public routes).
+    None,
+    /// The gateway named by the `{gateway}` path segment or the `gateway`
+    /// query parameter; a site-limited caller must name one of its sites'.
+    Gateway,
+    /// The gateways of the series named by `{id}` or the `series` parameter.
+    Series,
+    /// The gateway of the command `{id}`.
+    Command,
+    /// The whole fleet or the hub itself: unscoped principals only.
+    Fleet,
+}
+
+/// One operation of the API: method, path as in the OpenAPI document, what
+/// it needs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rule {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub permission: Permission,
+    pub scope: Scope,
+}
+
+const fn rule(
+    method: &'static str,
+    path: &'static str,
+    permission: Permission,
+    scope: Scope,
+) -> Rule {
+    Rule {
+        method,
+        path,
+        permission,
+        scope,
+    }
+}
+
+use Permission as P;
+use Scope as S;
+
+/// Every operation the hub serves. A route missing here is refused to
+/// everyone (fail closed), and a unit test keeps this table, the router and
+/// openapi.json in step.
+pub const RULES: &[Rule] = &[
+    rule("GET", "/health", P::Public, S::None),
+    rule("GET", "/ready", P::Public, S::None),
+    rule("GET", "/api/v1/openapi.json", P::Public, S::None),
+    rule("GET", "/api/v1/auth/jwks.json", P::Public, S::None),
+    rule("POST", "/api/v1/auth/login", P::Public, S::None),
+    rule("POST", "/api/v1/auth/refresh", P::Public, S::None),
+    rule("POST", "/api/v1/auth/logout", P::Public, S::None),
+    rule("GET", "/api/v1/auth/me", P::SignedIn, S::None),
+    rule("GET", "/metrics", P::ReadMetrics, S::Fleet),
+    rule("GET", "/api/v1/readings", P::ReadData, S::Gateway),
+    rule("GET", "/api/v1/devices", P::ReadData, S::Gateway),
+    rule("GET", "/api/v1/series", P::ReadData, S::Gateway),
+    rule("GET", "/api/v1/latest", P::ReadData, S::Gateway),
+    rule("GET", "/api/v1/aggregates", P::ReadData, S::Series),
+    rule(
+        "GET",
+        "/api/v1/series/{id}/downsample",
+        P::ReadData,
+        S::Series,
+    ),
+    rule("GET", "/api/v1/series/{id}/stats", P::ReadData, S::Series),
+    rule(
+        "GET",
+        "/api/v1/series/{id}/anomalies",
+        P::ReadData,
+        S::Series,
+    ),
+    rule(
+        "POST",
+        "/api/v1/gateways/{gateway}/commands",
+        P::SendCommands,
+        S::Gateway,
+    ),
+    rule("GET", "/api/v1/commands/{id}", P::ReadData, S::Command),
+    rule(
+        "PUT",
+        "/api/v1/gateways/{gateway}/site",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
+    rule("GET", "/api/v1/users", P::ManageIdentity, S::Fleet),
+    rule("POST", "/api/v1/users", P::ManageIdentity, S::Fleet),
+    rule(
+        "GET",
+        "/api/v1/users/{username}",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
+    rule(
+        "PATCH",
+        "/api/v1/users/{username}",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/users/{username}",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
+    rule("GET", "/api/v1/keys", P::ManageIdentity, S::Fleet),
+    rule("POST", "/api/v1/keys", P::ManageIdentity, S::Fleet),
+    rule("DELETE", "/api/v1/keys/{id}", P::ManageIdentity, S::Fleet),
+    rule("GET", "/api/v1/audit", P::ReadAudit, S::Fleet),
+];
+
+/// The rule of an operation, by method and matched route path.
+pub fn required(method: &str, path: &str) -> Option<&'static Rule> {
+    RULES
+        .iter()
+        .find(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_and_inherit() {
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Engineer);
+        assert!(Role::Engineer < Role::Admin);
+        assert!(!Role::Viewer.has(Permission::SendCommands));
+        assert!(Role::Operator.has(Permission::SendCommands));
+        assert!(!Role::Engineer.has(Permission::ManageIdentity));
+        assert!(Role::Admin.has(Permission::ReadAudit));
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+    }
+
+    #[test]
+    fn each_operation_has_one_rule() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in RULES {
+            assert!(
+                seen.insert((r.method, r.path)),
+                "two rules for {} {}",
+                r.method,
+                r.path
+            );
+        }
+    }
+}
