@@ -1,6 +1,8 @@
 //! The hub's configuration file (TOML). Every key is documented in
 //! `docs/configuration.md`; keep the two in step.
 
+pub mod oidc;
+
 use qi_common::config::{ConfigError, load_toml_validated};
 use qi_common::logging::LogFormat;
 use serde::Deserialize;
@@ -120,7 +122,7 @@ pub struct AuthConfig {
     pub login_attempts_per_minute: u32,
     /// `[auth.oidc]`: single sign-on with an OpenID Connect provider.
     #[serde(default)]
-    pub oidc: Option<crate::identity::oidc::OidcConfig>,
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 fn default_issuer() -> String {

@@ -1,9 +1,8 @@
 //! The identity provider's documents over HTTP(S): hyper with rustls on ring
 //! and the webpki roots (reqwest's rustls feature would pull aws-lc-rs).
 //!
-//! Plain `http://` is allowed only to loopback hosts (a provider run by the
-//! tests, or a sidecar on the same machine): anywhere else an attacker on
-//! the path could hand the hub their own keys.
+//! Every URL passes `config::oidc::check_url` first (https, or http to
+//! loopback only).
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
@@ -11,7 +10,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// Discovery documents and key sets are a few KiB; anything far larger is
@@ -20,28 +18,6 @@ const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
 /// Why a URL may not be used, or a fetch failed (a human-readable sentence).
 pub(super) type FetchError = String;
-
-/// Checks the scheme policy; returns the parsed URI.
-pub(super) fn check_url(url: &str) -> Result<http::Uri, FetchError> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    let host = uri.host().ok_or_else(|| format!("`{url}` has no host"))?;
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") if is_loopback(host) => Ok(uri),
-        Some("http") => Err(format!(
-            "`{url}` is plain http to a host that is not loopback; use https"
-        )),
-        _ => Err(format!("`{url}` must start with https://")),
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
 
 pub(super) struct Fetcher {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
@@ -63,7 +39,7 @@ impl Fetcher {
 
     /// GETs a JSON document (status 200, at most 1 MiB, within the timeout).
     pub(super) async fn get_json(&self, url: &str) -> Result<serde_json::Value, FetchError> {
-        let uri = check_url(url)?;
+        let uri = crate::config::oidc::check_url(url)?;
         let request = http::Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
@@ -102,31 +78,4 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_http_only_to_loopback() {
-        for ok in [
-            "https://login.example.com/realms/ops",
-            "http://127.0.0.1:8080",
-            "http://127.3.4.5/x",
-            "http://localhost:9000/",
-            "http://[::1]:9000/",
-        ] {
-            assert!(check_url(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://login.example.com",
-            "http://10.0.0.1:8080",
-            "ftp://127.0.0.1/",
-            "login.example.com",
-            "",
-        ] {
-            assert!(check_url(bad).is_err(), "{bad}");
-        }
-    }
 }
