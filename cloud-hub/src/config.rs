@@ -212,8 +212,10 @@ impl Default for GrpcConfig {
     }
 }
 
+/// Loopback: a hub reachable from other machines needs gateway
+/// authentication first (validate refuses `auth = "none"` elsewhere).
 fn default_grpc_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 50051))
+    SocketAddr::from(([127, 0, 0, 1], 50051))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,8 +238,11 @@ impl Default for HttpConfig {
     }
 }
 
+/// Loopback: central ops reach the API through a TLS-terminating proxy, or
+/// set this to a routable address knowingly (tokens and passwords travel in
+/// it).
 fn default_http_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8081))
+    SocketAddr::from(([127, 0, 0, 1], 8081))
 }
 fn default_max_limit() -> u32 {
     10_000
@@ -289,7 +294,51 @@ impl Config {
                     }
                 }
             }
+            GatewayAuth::None if !g.listen.ip().is_loopback() => {
+                return Err((
+                    "grpc.auth".into(),
+                    format!(
+                        "is \"none\" while grpc.listen = {} is reachable from other machines: \
+                         any host could send readings for any gateway. Set grpc.auth = \"mtls\" \
+                         (with tls_cert, tls_key, client_ca) or \"token\" (with [grpc.tokens]); \
+                         see docs/security.md. For a hub that only local gateways reach, \
+                         listen on 127.0.0.1",
+                        g.listen
+                    ),
+                ));
+            }
             _ => {}
+        }
+        let a = &self.auth;
+        if a.access_token_ttl_s == 0 || a.access_token_ttl_s > 86_400 {
+            return Err((
+                "auth.access_token_ttl_s".into(),
+                "must be 1..=86400 seconds".into(),
+            ));
+        }
+        if a.refresh_token_ttl_s < a.access_token_ttl_s {
+            return Err((
+                "auth.refresh_token_ttl_s".into(),
+                "must be at least auth.access_token_ttl_s".into(),
+            ));
+        }
+        if a.signing_key_rotation_days == 0 {
+            return Err((
+                "auth.signing_key_rotation_days".into(),
+                "must be >= 1".into(),
+            ));
+        }
+        if a.login_attempts_per_minute == 0 {
+            return Err((
+                "auth.login_attempts_per_minute".into(),
+                "must be >= 1 (0 would lock everyone out)".into(),
+            ));
+        }
+        if a.issuer.is_empty() || a.audience.is_empty() {
+            return Err((
+                "auth.issuer".into(),
+                "issuer and audience must not be empty".into(),
+            ));
         }
         if self.http.max_page_size == 0 {
             return Err(("http.max_page_size".into(), "must be >= 1".into()));
@@ -377,6 +426,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("hub.toml");
+        std::fs::write(
+            &p,
+            format!("[database]\nurl = \"postgres://x@127.0.0.1/x\"\n{text}"),
+        )
+        .expect("write");
+        Config::load(&p)
+    }
+
+    #[test]
+    fn an_unauthenticated_grpc_listener_must_be_loopback() {
+        let e = load_text("[grpc]\nlisten = \"0.0.0.0:50051\"\n").expect_err("refused");
+        let msg = e.to_string();
+        assert!(msg.contains("grpc.auth") && msg.contains("mtls"), "{msg}");
+        let ok = load_text("[grpc]\nlisten = \"127.0.0.1:50051\"\n").expect("loopback is fine");
+        assert!(ok.grpc.listen.ip().is_loopback());
+        let d = load_text("").expect("empty config");
+        assert!(d.grpc.listen.ip().is_loopback() && d.http.listen.ip().is_loopback());
+        assert!(load_text("[auth]\nlogin_attempts_per_minute = 0\n").is_err());
+        assert!(load_text("[auth]\naccess_token_ttl_s = 0\n").is_err());
+    }
 
     #[test]
     fn the_example_config_loads() {
