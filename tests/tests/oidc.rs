@@ -580,3 +580,28 @@ async fn the_hub_starts_while_the_provider_is_down_and_takes_its_tokens_once_it_
     assert!(log.contains("identity provider reached"), "{log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn cached_keys_keep_working_while_the_provider_is_down() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut iss = issuer(&dir).await?;
+    let mut cfg = config(&iss.url);
+    cfg.jwks_min_refresh_s = 1;
+    cfg.jwks_max_age_s = 1;
+    let v = OidcVerifier::discover(cfg).await?;
+    let token = iss.token("viewer", HUB_AUDIENCE).await?;
+    assert_eq!(outcome(&v, &token).await, "accepted");
+
+    iss.stop()?;
+    // The cached set is now older than jwks_max_age_s and cannot be
+    // refreshed: the failure is logged, the keys stay in use.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(outcome(&v, &token).await, "accepted");
+    // A key it never saw cannot be fetched: refused as unknown, not as an outage.
+    let (key, _) = ed25519_key()?;
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some("new-kid".into());
+    let t = jsonwebtoken::encode(&h, &claims(&iss.url), &key)?;
+    assert_eq!(outcome(&v, &t).await, "unknown_key");
+    Ok(())
+}

@@ -280,13 +280,18 @@ impl OidcVerifier {
         let current = self.read_state().keys.clone();
         let set = match current {
             None => self.fetch(false).await?,
-            Some(set) if set.fetched_at.elapsed() > max_age => match self.fetch(false).await {
-                Ok(fresh) => fresh,
-                Err(e) => {
-                    tracing::warn!(issuer = %self.cfg.issuer, error = %e,
-                        "could not refresh the identity provider's keys; using the ones cached");
-                    set
-                }
+            // While another request's fetch is under way (the provider may be
+            // slow or down), the cached keys answer instead of waiting for it.
+            Some(set) if set.fetched_at.elapsed() > max_age => match self.fetching.try_lock() {
+                Ok(one) => match self.fetch_locked(false, one).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        tracing::warn!(issuer = %self.cfg.issuer, error = %e,
+                            "could not refresh the identity provider's keys; using the ones cached");
+                        set
+                    }
+                },
+                Err(_) => set,
             },
             Some(set) => set,
         };
@@ -311,7 +316,16 @@ impl OidcVerifier {
     /// `jwks_min_refresh_s` old: then returns the cached keys, or, if there
     /// are none, the error of that attempt.
     async fn fetch(&self, force: bool) -> Result<Arc<KeySet>, OidcError> {
-        let _one = self.fetching.lock().await;
+        let one = self.fetching.lock().await;
+        self.fetch_locked(force, one).await
+    }
+
+    /// [`OidcVerifier::fetch`] holding the fetch lock (`_one`).
+    async fn fetch_locked(
+        &self,
+        force: bool,
+        _one: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<Arc<KeySet>, OidcError> {
         let min = Duration::from_secs(self.cfg.jwks_min_refresh_s);
         {
             let st = self.read_state();
