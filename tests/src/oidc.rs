@@ -101,17 +101,21 @@ impl Issuer {
         .context("node not installed? run scripts/setup-test-peers.sh")?;
         let url = format!("{}/.well-known/openid-configuration", self.url);
         let http = self.http.clone();
-        wait_for(&self.name, Duration::from_secs(30), || {
+        // Some(false): the process exited (no point waiting on).
+        let up = wait_for(&self.name, Duration::from_secs(30), || {
             let (p, url, http) = (&p, url.clone(), http.clone());
             async move {
                 if p.exit_status()?.is_some() {
-                    bail!("issuer exited: {}", p.log_tail(30));
+                    return Ok(Some(false));
                 }
                 let up = http.get(&url).send().await.is_ok_and(|r| r.status() == 200);
-                Ok(up.then_some(()))
+                Ok(up.then_some(true))
             }
         })
         .await?;
+        if !up {
+            bail!("{} exited: {}", self.name, p.log_tail(30));
+        }
         self.proc = Some(p);
         Ok(())
     }
@@ -211,4 +215,26 @@ pub fn kid_of(token: &str) -> Result<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h)?;
     let v: Value = serde_json::from_slice(&bytes)?;
     Ok(v["kid"].as_str().context("no kid")?.to_string())
+}
+
+/// Claims of a token from `iss` that would pass the hub's checks (admin of
+/// every site), for tests that forge tokens.
+pub fn forgeable_claims(iss: &str) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({"iss": iss, "aud": HUB_AUDIENCE, "sub": "mallory", "iat": now, "exp": now + 300,
+           "roles": ["qi-admin"], "sites": ["*"]})
+}
+
+/// A JWT with `header` and `claims` and an empty signature (`alg: none`
+/// style, or a token nobody can check yet).
+pub fn unsigned(header: &Value, claims: &Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    )
 }
