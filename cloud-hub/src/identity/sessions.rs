@@ -118,6 +118,7 @@ impl Sessions<'_> {
         sites: Option<Vec<String>>,
         family: &str,
     ) -> Result<TokenPair, AuthError> {
+        self.signer.reload_if_older(Duration::from_secs(1)).await?;
         let refresh = format!("{REFRESH_PREFIX}{}", random_token());
         let expires = Utc::now()
             + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
