@@ -1,6 +1,8 @@
 //! The hub's configuration file (TOML). Every key is documented in
 //! `docs/configuration.md`; keep the two in step.
 
+pub mod oidc;
+
 use qi_common::config::{ConfigError, load_toml_validated};
 use qi_common::logging::LogFormat;
 use serde::Deserialize;
@@ -118,6 +120,9 @@ pub struct AuthConfig {
     /// Login, refresh and logout attempts one source address may make per minute.
     #[serde(default = "default_login_attempts")]
     pub login_attempts_per_minute: u32,
+    /// `[auth.oidc]`: single sign-on with an OpenID Connect provider.
+    #[serde(default)]
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 fn default_issuer() -> String {
@@ -148,6 +153,7 @@ impl Default for AuthConfig {
             refresh_token_ttl_s: default_refresh_ttl(),
             signing_key_rotation_days: default_rotation_days(),
             login_attempts_per_minute: default_login_attempts(),
+            oidc: None,
         }
     }
 }
@@ -354,6 +360,10 @@ impl Config {
             ));
         }
         self.validate_analytics()?;
+        if let Some(oidc) = &self.auth.oidc {
+            oidc.validate()
+                .map_err(|(key, why)| (format!("auth.oidc.{key}"), why))?;
+        }
         self.validate_retention()
     }
 
@@ -453,6 +463,29 @@ mod tests {
         assert_eq!(cfg.database.ingest, crate::storage::IngestMethod::Copy);
     }
 
+    #[test]
+    fn the_examples_single_sign_on_block_loads_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cloud-hub.toml");
+        let text = std::fs::read_to_string(&path).expect("example config");
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [auth.oidc]"))
+            .map_while(|l| l.strip_prefix("# "))
+            .map(|l| format!("{}\n", l.split("  #").next().unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("hub.toml");
+        std::fs::write(
+            &file,
+            format!("[database]\nurl = \"postgres://x@h/qi\"\n{block}"),
+        )
+        .expect("write config");
+        let cfg = Config::load(&file).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let oidc = cfg.auth.oidc.expect("[auth.oidc] present");
+        assert_eq!(oidc.roles_claim, "realm_access.roles");
+        assert_eq!(oidc.role_map.len(), 4);
+    }
+
     /// Loads `extra` appended to a minimal config; returns the refusal's key and line.
     fn refusal(extra: &str) -> Option<(String, Option<usize>)> {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -514,6 +547,13 @@ mod tests {
                 "{extra}"
             );
         }
+        assert_eq!(
+            refusal(
+                "[auth.oidc]\nissuer = \"http://id.example\"\naudience = \"urn:qi:hub\"\n\
+                 [auth.oidc.role_map]\nops = \"viewer\""
+            ),
+            Some(("auth.oidc.issuer".to_string(), Some(4)))
+        );
         // 0 = forever where documented.
         assert_eq!(
             refusal("[retention]\nraw_days = 0\nminute_days = 0\nhour_days = 0"),

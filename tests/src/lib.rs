@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod http;
 pub mod module_graph;
 pub mod mqtt_raw;
+pub mod oidc;
 pub mod peers;
 pub mod pg;
 pub mod pki;
