@@ -6,8 +6,11 @@
 
 use std::sync::Mutex;
 
+/// Header name and value.
+type Headers = Vec<(String, String)>;
+
 /// Base URL -> headers every request under it carries.
-static CREDENTIALS: Mutex<Vec<(String, Vec<(String, String)>)>> = Mutex::new(Vec::new());
+static CREDENTIALS: Mutex<Vec<(String, Headers)>> = Mutex::new(Vec::new());
 
 /// Remember `headers` for every request whose URL starts with `base_url`
 /// (replacing what was registered for it before).

@@ -7,7 +7,8 @@
 //!   this process over loopback TCP, one database;
 //! - the same query's p95 while 16 clients hammer the login endpoint with
 //!   wrong passwords (limiter opened up so every attempt is hashed).
-//!    scripts/bench-auth.sh [DAYS]
+//!
+//! Run: `scripts/bench-auth.sh [DAYS]`
 use anyhow::{Result, bail};
 use cloud_hub::api::{self, ApiState};
 use cloud_hub::config::{AnalyticsConfig, AuthConfig};
