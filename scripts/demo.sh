@@ -116,6 +116,12 @@ transport = { tcp = "127.0.0.1:$sim_port" }
 poll_interval_ms = 1000
 TOML
 
+# Every REST operation but the health probes needs a credential: a viewer
+# API key for the demo's requests (kept in the run directory, mode 600).
+(umask 077; "$bin/cloud-hub" --config "$run/cloud-hub.toml" key create --name demo --role viewer \
+  >"$run/hub-api-key" 2>>"$run/cloud-hub.log") || { tail -20 "$run/cloud-hub.log"; exit 1; }
+auth="Authorization: Bearer $(cat "$run/hub-api-key")"
+
 say "starting cloud-hub (gRPC :$grpc_port, REST :$hub_port)"
 "$bin/cloud-hub" --config "$run/cloud-hub.toml" >"$run/cloud-hub.log" 2>&1 &
 pids+=($!)
@@ -136,7 +142,7 @@ pids+=($!)
 
 api="http://127.0.0.1:$hub_port/api/v1"
 for _ in $(seq 100); do
-  n=$(curl -fs "$api/readings?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])' 2>/dev/null || echo 0)
+  n=$(curl -fs -H "$auth" "$api/readings?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])' 2>/dev/null || echo 0)
   [ "$n" -gt 0 ] && break; sleep 0.2
 done
 
@@ -145,10 +151,13 @@ cat <<TXT
   The platform is running. Readings flow every second:
     simulated SDM630 --Modbus TCP--> edge-agent --gRPC--> cloud-hub --> PostgreSQL
 
-  Latest readings (REST):   curl '$api/readings?device=sdm630-demo&metric=voltage_l1&limit=5'
-  All metrics, newest 20:   curl '$api/readings?device=sdm630-demo&limit=20'
-  Known devices:            curl '$api/devices'
-  Hub readiness / metrics:  curl http://127.0.0.1:$hub_port/ready   http://127.0.0.1:$hub_port/metrics
+  The hub's REST API needs a credential; a viewer API key for this demo is in
+  $run/hub-api-key (docs/security.md: users, roles, keys):
+    auth="Authorization: Bearer \$(cat $run/hub-api-key)"
+  Latest readings (REST):   curl -H "\$auth" '$api/readings?device=sdm630-demo&metric=voltage_l1&limit=5'
+  All metrics, newest 20:   curl -H "\$auth" '$api/readings?device=sdm630-demo&limit=20'
+  Known devices:            curl -H "\$auth" '$api/devices'
+  Hub readiness / metrics:  curl http://127.0.0.1:$hub_port/ready;  curl -H "\$auth" http://127.0.0.1:$hub_port/metrics
   Gateway health:           curl http://127.0.0.1:$agent_port/health   (status only without a login)
   Gateway login (demo / demo-operator-password), then the full health and devices:
     curl -c $run/agent.cookies -H 'content-type: application/json' \\
@@ -165,7 +174,7 @@ TXT
 
 # Show the data arriving until stopped.
 while true; do
-  curl -fs "$api/readings?device=sdm630-demo&metric=voltage_l1&limit=1" | python3 -c '
+  curl -fs -H "$auth" "$api/readings?device=sdm630-demo&metric=voltage_l1&limit=1" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 for r in d["readings"]:

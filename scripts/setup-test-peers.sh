@@ -8,6 +8,8 @@
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), in a venv under target/peers/venv.
+#   - npm: oidc-provider (a real OpenID Connect issuer for the hub's single sign-on
+#     tests), pinned with tests/peers/oidc/package-lock.json, under target/peers/node/oidc.
 # Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} from Debian"
@@ -64,5 +67,19 @@ fi
 if [ ! -x "$peers/bin/modbus_loop" ] || [ bench/modbus_loop.c -nt "$peers/bin/modbus_loop" ]; then
   say "building bench/modbus_loop.c (libmodbus reference loop)"
   gcc $cflags -pthread -o "$peers/bin/modbus_loop" bench/modbus_loop.c $libs
+fi
+# oidc-provider: installed exactly as locked (npm ci) into its own folder; the
+# lock file is copied along so a changed lock reinstalls.
+oidc_src=tests/peers/oidc
+oidc_dst=$peers/node/oidc
+if ! cmp -s "$oidc_src/package-lock.json" "$oidc_dst/package-lock.json" \
+  || [ ! -f "$oidc_dst/node_modules/oidc-provider/package.json" ]; then
+  say "installing oidc-provider (npm) into $oidc_dst"
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [ "$node_major" -ge 20 ] || { echo "oidc-provider needs Node.js >= 20 (have $(node --version 2>/dev/null || echo none))" >&2; exit 1; }
+  rm -rf "$oidc_dst"
+  mkdir -p "$oidc_dst"
+  cp "$oidc_src/package.json" "$oidc_src/package-lock.json" "$oidc_dst/"
+  (cd "$oidc_dst" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 say "peers ready in $peers"

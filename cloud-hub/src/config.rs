@@ -1,6 +1,8 @@
 //! The hub's configuration file (TOML). Every key is documented in
 //! `docs/configuration.md`; keep the two in step.
 
+pub mod oidc;
+
 use qi_common::config::{ConfigError, load_toml_validated};
 use qi_common::logging::LogFormat;
 use serde::Deserialize;
@@ -118,6 +120,9 @@ pub struct AuthConfig {
     /// Login, refresh and logout attempts one source address may make per minute.
     #[serde(default = "default_login_attempts")]
     pub login_attempts_per_minute: u32,
+    /// `[auth.oidc]`: single sign-on with an OpenID Connect provider.
+    #[serde(default)]
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 fn default_issuer() -> String {
@@ -148,6 +153,7 @@ impl Default for AuthConfig {
             refresh_token_ttl_s: default_refresh_ttl(),
             signing_key_rotation_days: default_rotation_days(),
             login_attempts_per_minute: default_login_attempts(),
+            oidc: None,
         }
     }
 }
@@ -206,8 +212,10 @@ impl Default for GrpcConfig {
     }
 }
 
+/// Loopback: a hub reachable from other machines needs gateway
+/// authentication first (validate refuses `auth = "none"` elsewhere).
 fn default_grpc_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 50051))
+    SocketAddr::from(([127, 0, 0, 1], 50051))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,8 +238,11 @@ impl Default for HttpConfig {
     }
 }
 
+/// Loopback: central ops reach the API through a TLS-terminating proxy, or
+/// set this to a routable address knowingly (tokens and passwords travel in
+/// it).
 fn default_http_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8081))
+    SocketAddr::from(([127, 0, 0, 1], 8081))
 }
 fn default_max_limit() -> u32 {
     10_000
@@ -283,7 +294,51 @@ impl Config {
                     }
                 }
             }
+            GatewayAuth::None if !g.listen.ip().is_loopback() => {
+                return Err((
+                    "grpc.auth".into(),
+                    format!(
+                        "is \"none\" while grpc.listen = {} is reachable from other machines: \
+                         any host could send readings for any gateway. Set grpc.auth = \"mtls\" \
+                         (with tls_cert, tls_key, client_ca) or \"token\" (with [grpc.tokens]); \
+                         see docs/security.md. For a hub that only local gateways reach, \
+                         listen on 127.0.0.1",
+                        g.listen
+                    ),
+                ));
+            }
             _ => {}
+        }
+        let a = &self.auth;
+        if a.access_token_ttl_s == 0 || a.access_token_ttl_s > 86_400 {
+            return Err((
+                "auth.access_token_ttl_s".into(),
+                "must be 1..=86400 seconds".into(),
+            ));
+        }
+        if a.refresh_token_ttl_s < a.access_token_ttl_s {
+            return Err((
+                "auth.refresh_token_ttl_s".into(),
+                "must be at least auth.access_token_ttl_s".into(),
+            ));
+        }
+        if a.signing_key_rotation_days == 0 {
+            return Err((
+                "auth.signing_key_rotation_days".into(),
+                "must be >= 1".into(),
+            ));
+        }
+        if a.login_attempts_per_minute == 0 {
+            return Err((
+                "auth.login_attempts_per_minute".into(),
+                "must be >= 1 (0 would lock everyone out)".into(),
+            ));
+        }
+        if a.issuer.is_empty() || a.audience.is_empty() {
+            return Err((
+                "auth.issuer".into(),
+                "issuer and audience must not be empty".into(),
+            ));
         }
         if self.http.max_page_size == 0 {
             return Err(("http.max_page_size".into(), "must be >= 1".into()));
@@ -305,6 +360,10 @@ impl Config {
             ));
         }
         self.validate_analytics()?;
+        if let Some(oidc) = &self.auth.oidc {
+            oidc.validate()
+                .map_err(|(key, why)| (format!("auth.oidc.{key}"), why))?;
+        }
         self.validate_retention()
     }
 
@@ -368,6 +427,30 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("hub.toml");
+        std::fs::write(
+            &p,
+            format!("[database]\nurl = \"postgres://x@127.0.0.1/x\"\n{text}"),
+        )
+        .expect("write");
+        Config::load(&p)
+    }
+
+    #[test]
+    fn an_unauthenticated_grpc_listener_must_be_loopback() {
+        let e = load_text("[grpc]\nlisten = \"0.0.0.0:50051\"\n").expect_err("refused");
+        let msg = e.to_string();
+        assert!(msg.contains("grpc.auth") && msg.contains("mtls"), "{msg}");
+        let ok = load_text("[grpc]\nlisten = \"127.0.0.1:50051\"\n").expect("loopback is fine");
+        assert!(ok.grpc.listen.ip().is_loopback());
+        let d = load_text("").expect("empty config");
+        assert!(d.grpc.listen.ip().is_loopback() && d.http.listen.ip().is_loopback());
+        assert!(load_text("[auth]\nlogin_attempts_per_minute = 0\n").is_err());
+        assert!(load_text("[auth]\naccess_token_ttl_s = 0\n").is_err());
+    }
+
     #[test]
     fn the_example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cloud-hub.toml");
@@ -378,6 +461,29 @@ mod tests {
         assert_eq!(cfg.retention.raw_days, 30);
         assert_eq!(cfg.database.tier, crate::storage::TierChoice::Auto);
         assert_eq!(cfg.database.ingest, crate::storage::IngestMethod::Copy);
+    }
+
+    #[test]
+    fn the_examples_single_sign_on_block_loads_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cloud-hub.toml");
+        let text = std::fs::read_to_string(&path).expect("example config");
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [auth.oidc]"))
+            .map_while(|l| l.strip_prefix("# "))
+            .map(|l| format!("{}\n", l.split("  #").next().unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("hub.toml");
+        std::fs::write(
+            &file,
+            format!("[database]\nurl = \"postgres://x@h/qi\"\n{block}"),
+        )
+        .expect("write config");
+        let cfg = Config::load(&file).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let oidc = cfg.auth.oidc.expect("[auth.oidc] present");
+        assert_eq!(oidc.roles_claim, "realm_access.roles");
+        assert_eq!(oidc.role_map.len(), 4);
     }
 
     /// Loads `extra` appended to a minimal config; returns the refusal's key and line.
@@ -441,6 +547,13 @@ mod tests {
                 "{extra}"
             );
         }
+        assert_eq!(
+            refusal(
+                "[auth.oidc]\nissuer = \"http://id.example\"\naudience = \"urn:qi:hub\"\n\
+                 [auth.oidc.role_map]\nops = \"viewer\""
+            ),
+            Some(("auth.oidc.issuer".to_string(), Some(4)))
+        );
         // 0 = forever where documented.
         assert_eq!(
             refusal("[retention]\nraw_days = 0\nminute_days = 0\nhour_days = 0"),

@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Parser;
 use cloud_hub::config::Config;
+use cloud_hub::identity::Role;
 use qi_common::logging::LogFormat;
 use std::path::PathBuf;
 
@@ -22,6 +23,76 @@ struct Args {
     /// Log format (human or json); overrides `log.format`.
     #[arg(long)]
     log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Users of the REST API.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// API keys for machines (scripts, Prometheus, dashboards).
+    Key {
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
+    /// The keys that sign access tokens.
+    SigningKey {
+        #[command(subcommand)]
+        action: SigningKeyCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input (one line).
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Limit the user to this site (repeat for several); none: every site.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+    },
+    /// Set a user's password (read from standard input); revokes its sessions.
+    Passwd { name: String },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum KeyCommand {
+    /// Create an API key and print it (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke an API key by its id.
+    Revoke { id: String },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum SigningKeyCommand {
+    /// Make a new signing key now; tokens of the old one stay valid until they expire.
+    Rotate,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AuditCommand {
+    /// Recompute the hash chain; exit status 1 and each problem printed if it is broken.
+    Verify,
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,7 +105,56 @@ fn real_main(args: Args) -> Result<()> {
         cfg.database.url = url;
     }
     let format = args.log_format.unwrap_or(cfg.log.format);
+    if let Some(command) = args.command {
+        return run_command(cfg, command);
+    }
     qi_common::daemon::run(format, "info,sqlx=warn", |metrics| {
         cloud_hub::app::run(cfg, metrics, qi_common::shutdown::signal())
+    })
+}
+
+fn run_command(cfg: Config, command: Command) -> Result<()> {
+    // Warnings only: the command's own output is what the operator reads.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        use cloud_hub::cli;
+        match command {
+            Command::User {
+                action: UserCommand::Add { name, role, sites },
+            } => cli::user_add(&cfg, &name, role, sites).await,
+            Command::User {
+                action: UserCommand::Passwd { name },
+            } => cli::user_passwd(&cfg, &name).await,
+            Command::Key {
+                action:
+                    KeyCommand::Create {
+                        name,
+                        role,
+                        sites,
+                        expires_in_days,
+                    },
+            } => cli::key_create(&cfg, &name, role, sites, expires_in_days).await,
+            Command::Key {
+                action: KeyCommand::Revoke { id },
+            } => cli::key_revoke(&cfg, &id).await,
+            Command::SigningKey {
+                action: SigningKeyCommand::Rotate,
+            } => cli::signing_key_rotate(&cfg).await,
+            Command::Audit {
+                action: AuditCommand::Verify,
+            } => {
+                if cli::audit_verify(&cfg).await? {
+                    Ok(())
+                } else {
+                    std::process::exit(1)
+                }
+            }
+        }
     })
 }

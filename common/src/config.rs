@@ -108,7 +108,14 @@ pub fn locate_key(text: &str, key: &str) -> Option<usize> {
             return Some(j + 1);
         }
         let header = format!("[{path}]");
-        let h = (start..end).find(|&j| is_header(lines[j], &header))?;
+        let Some(h) = (start..end).find(|&j| is_header(lines[j], &header)) else {
+            // A table only ever written as part of a deeper header
+            // (`[auth.oidc]` without `[auth]`): look on inside that one.
+            let deeper = format!("[{path}.");
+            (start..end).find(|&j| lines[j].trim().starts_with(&deeper))?;
+            table = path;
+            continue;
+        };
         start = h + 1;
         end = section_end(start, &path);
         table = path;
@@ -124,6 +131,14 @@ mod tests {
     use super::locate_key;
 
     const TEXT: &str = "gateway_id = \"gw\"\n\n[uplink]\nhub_url = \"x\"\nbatch_max = 0\n\n[[devices]]\nid = \"a\"\n\n[[devices]]\nid = \"b\"\ntransport = { tcp = \"nope\" }\npoll_interval_ms = 0\n";
+
+    #[test]
+    fn finds_keys_of_a_table_named_only_by_a_deeper_header() {
+        let text = "[database]\nurl = \"x\"\n\n[auth.oidc]\nissuer = \"y\"\n";
+        assert_eq!(locate_key(text, "auth.oidc.issuer"), Some(5));
+        assert_eq!(locate_key(text, "auth.oidc"), Some(4));
+        assert_eq!(locate_key(text, "auth.nothing"), None);
+    }
 
     #[test]
     fn finds_top_level_table_and_array_keys() {

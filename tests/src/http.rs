@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-/// Header name and value pairs.
+/// Header name and value.
 type Headers = Vec<(String, String)>;
 
 /// Base URL -> headers every request under it carries.

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod module_graph;
 pub mod mqtt_raw;
+pub mod oidc;
 pub mod peers;
 pub mod pg;
 pub mod pki;
@@ -128,6 +129,35 @@ pub async fn get_json(url: &str) -> Result<(u16, serde_json::Value)> {
     let json = serde_json::from_str(&body)
         .with_context(|| format!("GET {url}: body is not JSON: {body}"))?;
     Ok((status, json))
+}
+
+/// Runs a `cloud-hub` subcommand against `config`, feeding `stdin`; returns
+/// its standard output, or an error with its output if it failed.
+pub fn hub_command(binary: &Path, config: &Path, args: &[&str], stdin: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "cloud-hub {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A running platform slice: PostgreSQL, hub, simulator and agent, each
@@ -496,6 +526,19 @@ impl HubLaunch<'_> {
                 self.pg_url, self.database, self.grpc_port, self.grpc, self.http_port, self.after
             ),
         )?;
+        // An admin key for the tests' requests, made before the hub starts
+        // (single-connection servers would not take the command's connection
+        // next to the hub's).
+        let key = hub_command(
+            &self.binary,
+            &cfg,
+            &["key", "create", "--name", "e2e-harness", "--role", "admin"],
+            "",
+        )?;
+        http::remember(
+            &format!("http://127.0.0.1:{}", self.http_port),
+            vec![("authorization".into(), format!("Bearer {}", key.trim()))],
+        );
         let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), cfg.as_os_str()];
         args.extend(self.args.iter().map(std::ffi::OsStr::new));
         let proc = Proc::spawn("cloud-hub", &self.binary, &args, self.log)?;

@@ -3,7 +3,8 @@
 //! `scripts/setup-test-peers.sh`) generates valid and invalid requests from
 //! `/api/v1/openapi.json` and runs all its checks (no 5xx, documented status
 //! codes and content types, response schemas, invalid input refused, valid
-//! input accepted) against a real hub with data in a real database.
+//! input accepted) against a real hub with data in a real database, signed
+//! in as an admin (API key), so the identity operations are driven too.
 //! Also the cases the field trial found by hand: an overflowing bucket width
 //! and unknown series ids.
 
@@ -129,9 +130,16 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() -> Result<()>
         let schema = format!("{}/api/v1/openapi.json", stack.hub_url());
         let base = stack.hub_url();
         let report = report.clone();
+        // With the admin's key, so every operation is reached (its own
+        // `ignored_auth` check also calls each without it and expects 401).
+        let auth = e2e_tests::http::headers_for(&base)
+            .into_iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| format!("Authorization: {v}"))
+            .unwrap_or_default();
         move || {
             Command::new(&st)
-                .args(["run", &schema, "--url", &base])
+                .args(["run", &schema, "--url", &base, "-H", &auth])
                 .args(["--checks", "all", "--max-examples", "40", "--seed", "7"])
                 // One worker: Python 3.11.7's ast module is not thread-safe
                 // under hypothesis ("AST constructor recursion depth mismatch").

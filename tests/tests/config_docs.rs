@@ -200,6 +200,7 @@ fn the_hubs_documented_keys_are_exactly_the_accepted_ones() -> Result<()> {
         t.trace_simple_type::<cloud_hub::config::GatewayAuth>()?;
         t.trace_simple_type::<cloud_hub::storage::IngestMethod>()?;
         t.trace_simple_type::<cloud_hub::storage::TierChoice>()?;
+        t.trace_simple_type::<cloud_hub::identity::oidc::MappedRole>()?;
         Ok(())
     })?;
     assert!(accepted.contains_key("database.url"), "{accepted:?}");

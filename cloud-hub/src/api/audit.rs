@@ -30,9 +30,9 @@ pub(super) async fn list(
     let before_id = p
         .before_id
         .as_deref()
-        .map(|v| v.parse::<i64>())
-        .transpose()
-        .map_err(|_| ApiError::bad_request("`before_id` must be an integer"))?;
+        .map(|v| v.parse::<i64>().ok().filter(|n| *n >= 1))
+        .map(|v| v.ok_or_else(|| ApiError::bad_request("`before_id` must be a positive integer")))
+        .transpose()?;
     let q = AuditQuery {
         actor: filter("actor", p.actor)?,
         action: filter("action", p.action)?,

@@ -20,7 +20,7 @@ pub(super) struct NewKey {
     #[serde(default)]
     sites: Option<Vec<String>>,
     /// Days until the key stops working; absent: never.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::params::present")]
     expires_in_days: Option<u32>,
 }
 

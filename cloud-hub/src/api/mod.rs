@@ -43,7 +43,30 @@ pub struct ApiState {
     pub identity: std::sync::Arc<crate::identity::Identity>,
 }
 
+/// The API, every operation behind the guard (authentication, role, sites).
 pub fn router(state: ApiState) -> Router {
+    routes()
+        // Route layers run after routing, so the guard sees the matched path.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .fallback(status::not_found)
+        .with_state(state)
+}
+
+/// The same API with no guard: every operation open to anyone. Only for
+/// the benchmark that measures what the guard costs (tests/src/bin/
+/// auth_bench.rs); the hub never serves it.
+pub fn router_without_guard_for_benchmarks(state: ApiState) -> Router {
+    routes()
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .fallback(status::not_found)
+        .with_state(state)
+}
+
+fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(status::health))
@@ -71,14 +94,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/gateways/{gateway}/site", put(keys::set_site))
         .route("/api/v1/audit", get(audit::list))
-        // Route layers run after routing, so the guard sees the matched path.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::guard,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-        .fallback(status::not_found)
-        .with_state(state)
 }
 
 /// The API's description (OpenAPI 3), served as is.

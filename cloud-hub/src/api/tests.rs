@@ -62,7 +62,8 @@ fn the_router_and_the_openapi_document_list_the_same_operations() {
     );
 }
 
-/// The document's length limits are the wire contract's (qi_proto::limits).
+/// The document's length limits are the code's: ids as the wire contract
+/// (qi_proto::limits), usernames and passwords as the identity module.
 #[test]
 fn the_documents_length_limits_are_the_contracts() {
     let doc = super::OPENAPI;
@@ -77,6 +78,50 @@ fn the_documents_length_limits_are_the_contracts() {
         .map(str::trim)
         .collect();
     assert!(!limits.is_empty());
-    let id = qi_proto::limits::MAX_ID_LEN.to_string();
-    assert!(limits.iter().all(|l| *l == id), "{limits:?}");
+    let known = [
+        qi_proto::limits::MAX_ID_LEN,
+        crate::identity::users::MAX_USERNAME_LEN,
+        crate::identity::passwords::MAX_LEN,
+    ]
+    .map(|n| n.to_string());
+    assert!(
+        limits.iter().all(|l| known.iter().any(|k| k == l)),
+        "{limits:?}"
+    );
+}
+
+/// Every operation has exactly one rule in the permission table, and the
+/// document's `security` says the same: public operations none, others bearer.
+#[test]
+fn every_operation_has_a_permission_rule_and_the_document_agrees() {
+    use crate::identity::permissions::{Permission, RULES, required};
+    let doc: serde_json::Value =
+        serde_json::from_str(super::OPENAPI).expect("openapi.json is JSON");
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let mut served = served();
+    served.insert(("get".into(), "/api/v1/openapi.json".into()));
+    for (m, p) in &served {
+        assert!(
+            required(m, p).is_some(),
+            "{m} {p} has no rule in identity::permissions::RULES"
+        );
+    }
+    assert_eq!(
+        served.len(),
+        RULES.len(),
+        "rules for routes that are not served"
+    );
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            let rule = required(method, path).expect("rule");
+            let security = op["security"]
+                .as_array()
+                .expect("every operation declares security");
+            assert_eq!(
+                security.is_empty(),
+                rule.permission == Permission::Public,
+                "{method} {path}: security {security:?} but rule {rule:?}"
+            );
+        }
+    }
 }

@@ -27,10 +27,13 @@ pub(super) struct NewUser {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UserPatch {
+    #[serde(default, deserialize_with = "super::params::present")]
     role: Option<Role>,
     #[serde(default, with = "serde_with_double_option")]
     sites: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "super::params::present")]
     disabled: Option<bool>,
+    #[serde(default, deserialize_with = "super::params::present")]
     password: Option<String>,
 }
 

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool, Row};
 
 /// Advisory lock key of the audit chain ("QIAUDIT" as a number); appends
 /// take it for the rest of their transaction.
-const CHAIN_LOCK: i64 = 0x5149_4155_4449_54;
+const CHAIN_LOCK: i64 = 0x0051_4941_5544_4954;
 
 /// Appends in its own transaction.
 pub async fn append(pool: &PgPool, e: NewEntry) -> Result<Entry, AuditError> {

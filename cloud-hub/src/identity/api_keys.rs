@@ -9,6 +9,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+/// secret_hash, role, sites, expires_at, revoked_at
+type KeyRow = (
+    Vec<u8>,
+    String,
+    Option<Vec<String>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 pub const PREFIX: &str = "qik_";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -70,13 +79,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Principal, A
     if id.len() > 64 || secret.len() > 128 {
         return Err(bad());
     }
-    let row: Option<(
-        Vec<u8>,
-        String,
-        Option<Vec<String>>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
+    let row: Option<KeyRow> = sqlx::query_as(
         "SELECT secret_hash, role, sites, expires_at, revoked_at FROM api_keys WHERE id = $1",
     )
     .bind(id)

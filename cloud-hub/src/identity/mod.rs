@@ -14,6 +14,7 @@
 
 pub mod api_keys;
 pub mod limiter;
+pub mod oidc;
 pub mod passwords;
 pub mod permissions;
 pub mod service;

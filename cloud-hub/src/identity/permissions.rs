@@ -231,6 +231,35 @@ mod tests {
         }
     }
 
+    /// docs/security.md shows this table; its rows must say what the code does.
+    #[test]
+    fn the_documented_table_is_this_one() {
+        let doc = include_str!("../../../docs/security.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+        for r in RULES {
+            let least = match r.permission {
+                Permission::Public => "public",
+                Permission::SignedIn => "signed in",
+                p => p.min_role().map_or("?", Role::as_str),
+            };
+            let op = format!("| `{} {}` |", r.method, r.path);
+            let row = rows
+                .iter()
+                .find(|l| l.starts_with(&op))
+                .unwrap_or_else(|| panic!("docs/security.md has no row for {op}"));
+            assert!(
+                row.contains(&format!("| {least} |")),
+                "docs/security.md says {row:?}; the code says {least}"
+            );
+        }
+        let documented = rows.iter().filter(|l| l.contains(" /")).count();
+        assert_eq!(
+            documented,
+            RULES.len(),
+            "rows for operations that have no rule"
+        );
+    }
+
     #[test]
     fn each_operation_has_one_rule() {
         let mut seen = std::collections::BTreeSet::new();

@@ -4,9 +4,10 @@
 //! brute-force limiter.
 
 use super::limiter::Limiter;
+use super::oidc::OidcVerifier;
 use super::sessions::Sessions;
 use super::signing::Signer;
-use super::{AuthError, Principal, api_keys};
+use super::{AuthError, Principal, Role, api_keys};
 use crate::audit::ActorKind;
 use crate::config::AuthConfig;
 use sqlx::PgPool;
@@ -19,6 +20,8 @@ pub struct Identity {
     pub refresh_ttl: Duration,
     /// Login, refresh and logout attempts per source address.
     pub limiter: Limiter,
+    /// `[auth.oidc]`: tokens of the configured OpenID Connect provider.
+    pub oidc: Option<Arc<OidcVerifier>>,
 }
 
 impl Identity {
@@ -31,11 +34,24 @@ impl Identity {
             Duration::from_secs(cfg.signing_key_rotation_days.saturating_mul(86_400)),
         )
         .await?;
+        // No I/O here: the provider may be down while the hub starts; the
+        // keys are fetched in the background and on first use.
+        let oidc = match &cfg.oidc {
+            Some(c) => {
+                let v = Arc::new(
+                    OidcVerifier::new(c.clone()).map_err(|e| AuthError::Internal(e.to_string()))?,
+                );
+                v.spawn_refresh();
+                Some(v)
+            }
+            None => None,
+        };
         Ok(Identity {
             pool,
             signer,
             refresh_ttl: Duration::from_secs(cfg.refresh_token_ttl_s),
             limiter: Limiter::new(cfg.login_attempts_per_minute, Duration::from_secs(60)),
+            oidc,
         })
     }
 
@@ -66,6 +82,9 @@ impl Identity {
                 sites: c.sites,
             });
         }
+        if let Some(oidc) = &self.oidc {
+            return oidc_principal(oidc, token).await;
+        }
         Err(AuthError::unauthenticated(
             "unknown_issuer",
             "not a token of this hub nor an API key",
@@ -84,4 +103,24 @@ impl Identity {
             }
         }
     }
+}
+
+/// A provider's token as a principal with the highest of its mapped roles.
+async fn oidc_principal(oidc: &OidcVerifier, token: &str) -> Result<Principal, AuthError> {
+    let id = oidc
+        .verify(token)
+        .await
+        .map_err(|e| AuthError::unauthenticated(e.reason(), e.to_string()))?;
+    let role = id
+        .roles
+        .iter()
+        .filter_map(|r| Role::parse(r))
+        .max()
+        .ok_or_else(|| AuthError::unauthenticated("no_role", "token maps to no hub role"))?;
+    Ok(Principal {
+        kind: ActorKind::Oidc,
+        id: format!("oidc:{}", id.subject),
+        role,
+        sites: id.sites,
+    })
 }

@@ -12,6 +12,15 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 
+/// family, user_id, expires_at, used_at, revoked_at
+type RefreshRow = (
+    String,
+    i64,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 pub const REFRESH_PREFIX: &str = "qir_";
 
 /// What login and refresh answer.
@@ -118,6 +127,7 @@ impl Sessions<'_> {
         sites: Option<Vec<String>>,
         family: &str,
     ) -> Result<TokenPair, AuthError> {
+        self.signer.reload_if_older(Duration::from_secs(1)).await?;
         let refresh = format!("{REFRESH_PREFIX}{}", random_token());
         let expires = Utc::now()
             + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
@@ -146,13 +156,7 @@ impl Sessions<'_> {
             return Err(refused("bad_refresh_token", "refresh token not valid"));
         }
         let mut tx = self.pool.begin().await?;
-        let row: Option<(
-            String,
-            i64,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        )> = sqlx::query_as(
+        let row: Option<RefreshRow> = sqlx::query_as(
             "SELECT family, user_id, expires_at, used_at, revoked_at FROM refresh_tokens
                  WHERE token_hash = $1 FOR UPDATE",
         )

@@ -15,6 +15,15 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+/// kid, private_pkcs8, public_key, created_at, retired_at
+type KeyRow = (
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
 /// Tokens within this much of their `exp`/`nbf` are still taken (clocks of
 /// hub replicas differ a little).
 pub const LEEWAY_S: u64 = 30;
@@ -165,13 +174,7 @@ impl Signer {
     /// Reads the keys that may verify tokens now.
     pub async fn reload(&self) -> Result<(), AuthError> {
         let keep_s = self.access_ttl.as_secs() as f64 + LEEWAY_S as f64;
-        let rows: Vec<(
-            String,
-            Vec<u8>,
-            Vec<u8>,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-        )> = sqlx::query_as(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, private_pkcs8, public_key, created_at, retired_at FROM signing_keys
                  WHERE retired_at IS NULL OR retired_at > now() - make_interval(secs => $1)
                  ORDER BY created_at",
@@ -270,6 +273,21 @@ impl Signer {
                 };
                 AuthError::unauthenticated(reason, format!("token refused: {e}"))
             })
+    }
+
+    /// Reloads if the keys were read longer than `age` ago: logins call it,
+    /// so a rotation made by another replica or the command line signs the
+    /// next login's token.
+    pub async fn reload_if_older(&self, age: Duration) -> Result<(), AuthError> {
+        let stale = self
+            .last_reload
+            .lock()
+            .map(|t| t.elapsed() >= age)
+            .unwrap_or(true);
+        if stale {
+            self.reload().await?;
+        }
+        Ok(())
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {

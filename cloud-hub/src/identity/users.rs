@@ -33,10 +33,12 @@ impl From<String> for RoleText {
 
 const COLUMNS: &str = "id, username, role, sites, disabled, created_at, updated_at";
 
+pub const MAX_USERNAME_LEN: usize = 64;
+
 /// Usernames: 1-64 characters of letters, digits and `._@-`.
 pub fn valid_username(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 64
+        && s.len() <= MAX_USERNAME_LEN
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
 }
