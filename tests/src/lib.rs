@@ -11,6 +11,7 @@ pub mod agent_auth;
 pub mod bench;
 pub mod grpc;
 pub mod http;
+pub mod hub_auth;
 pub mod module_graph;
 pub mod mqtt_raw;
 pub mod oidc;
