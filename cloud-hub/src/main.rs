@@ -56,7 +56,7 @@ enum UserCommand {
     /// Create a user; the password is read from standard input (one line).
     Add {
         name: String,
-        #[arg(long, value_enum)]
+        #[arg(long)]
         role: Role,
         /// Limit the user to this site (repeat for several); none: every site.
         #[arg(long = "site")]
@@ -72,7 +72,7 @@ enum KeyCommand {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, value_enum)]
+        #[arg(long)]
         role: Role,
         #[arg(long = "site")]
         sites: Vec<String>,

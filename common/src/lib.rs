@@ -4,6 +4,7 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod metric_names;
+pub mod role;
 pub mod shutdown;
 
 /// An error with its causes on one line, each said once: wrappers such as

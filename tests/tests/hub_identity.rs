@@ -69,7 +69,7 @@ async fn role_matrix_over_every_operation_of_the_openapi_document() -> Result<()
             let allowed = match (rule.permission, role) {
                 (Permission::Public, _) => true,
                 (_, None) => false,
-                (p, Some(r)) => r.has(p),
+                (p, Some(r)) => p.allows(*r),
             };
             let who = role.map_or("no credential".to_string(), |r| r.to_string());
             if allowed {

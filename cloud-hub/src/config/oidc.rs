@@ -51,26 +51,8 @@ fn default_http_timeout_s() -> u64 {
     5
 }
 
-/// The hub's roles, highest first (the order `OidcIdentity::roles` keeps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MappedRole {
-    Admin,
-    Engineer,
-    Operator,
-    Viewer,
-}
-
-impl MappedRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MappedRole::Admin => "admin",
-            MappedRole::Engineer => "engineer",
-            MappedRole::Operator => "operator",
-            MappedRole::Viewer => "viewer",
-        }
-    }
-}
+/// What a provider's claim value maps to: one of the hub's roles.
+pub use qi_common::role::Role as MappedRole;
 
 impl OidcConfig {
     /// Checks the settings; on error, the key (below `auth.oidc`) and why.

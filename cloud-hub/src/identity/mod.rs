@@ -41,7 +41,7 @@ pub struct Principal {
 
 impl Principal {
     pub fn may(&self, p: Permission) -> bool {
-        self.role.has(p)
+        p.allows(self.role)
     }
 }
 
@@ -108,9 +108,4 @@ pub(crate) fn sha256(s: &str) -> Vec<u8> {
     sha2::Sha256::digest(s.as_bytes()).to_vec()
 }
 
-/// Equal contents in time that does not depend on where they differ.
-/// (Lengths are not secret here: digests and tokens have fixed lengths.)
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
-}
+pub(crate) use qi_common::role::same_secret as constant_time_eq;

@@ -3,63 +3,10 @@
 //! test (tests/tests/role_matrix.rs) calls every operation of the OpenAPI
 //! document with every role and checks the answers against [`required`].
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Roles, weakest first: each has every permission of the ones before it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads data, live state and analytics.
-    Viewer,
-    /// Also sends commands to gateways (writes to field devices) and runs tests.
-    Operator,
-    /// Also changes the asset registry, approves runs and issues certificates.
-    Engineer,
-    /// Also manages users, API keys, sites and reads the audit trail.
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Engineer, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Engineer => "engineer",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    pub fn has(self, p: Permission) -> bool {
-        match p.min_role() {
-            None => true,
-            Some(min) => self >= min,
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Roles, weakest first (one definition for hub and gateways).
+pub use qi_common::role::Role;
 
 /// What an operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,6 +29,11 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Whether `role` has this permission.
+    pub fn allows(self, role: Role) -> bool {
+        self.min_role().is_none_or(|min| role >= min)
+    }
+
     /// The weakest role that has it; None for `Public` and `SignedIn`.
     pub fn min_role(self) -> Option<Role> {
         match self {
@@ -222,10 +174,10 @@ mod tests {
     fn roles_are_ordered_and_inherit() {
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Engineer);
         assert!(Role::Engineer < Role::Admin);
-        assert!(!Role::Viewer.has(Permission::SendCommands));
-        assert!(Role::Operator.has(Permission::SendCommands));
-        assert!(!Role::Engineer.has(Permission::ManageIdentity));
-        assert!(Role::Admin.has(Permission::ReadAudit));
+        assert!(!Permission::SendCommands.allows(Role::Viewer));
+        assert!(Permission::SendCommands.allows(Role::Operator));
+        assert!(!Permission::ManageIdentity.allows(Role::Engineer));
+        assert!(Permission::ReadAudit.allows(Role::Admin));
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }

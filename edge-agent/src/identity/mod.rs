@@ -20,57 +20,8 @@ pub use ratelimit::LoginLimiter;
 pub use sessions::{Session, SessionError, Sessions};
 pub use users::{User, UserError, UserStore, valid_user_name};
 
-/// What a user may do, each role including the ones below it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read-only screens: device state, health, metrics.
-    Viewer,
-    /// Device writes (and run control).
-    Operator,
-    /// Configuration work (reserved for the coming web page).
-    Engineer,
-    /// User management (reserved; today users are managed with the CLI).
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Engineer, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Engineer => "engineer",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: one of viewer, operator, engineer, admin"))
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Constant-time equality, for secrets a caller presents (CSRF tokens,
-/// the metrics token's hash): the time taken must not tell how much matched.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.ct_eq(b).into()
-}
+/// The roles are the hub's (one definition in `qi_common::role`).
+pub use qi_common::role::{Role, same_secret};
 
 /// Lowercase hex SHA-256, the form configured token hashes take.
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -40,7 +40,8 @@ pub(super) fn roles(
                 claim: path.to_string(),
             })?;
     let mut mapped: Vec<MappedRole> = values.iter().filter_map(|v| map.get(v).copied()).collect();
-    mapped.sort();
+    // Highest first.
+    mapped.sort_by(|a, b| b.cmp(a));
     mapped.dedup();
     if mapped.is_empty() {
         return Err(OidcError::NoRole {
