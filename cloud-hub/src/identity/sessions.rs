@@ -127,7 +127,10 @@ impl Sessions<'_> {
         sites: Option<Vec<String>>,
         family: &str,
     ) -> Result<TokenPair, AuthError> {
-        self.signer.reload_if_older(Duration::from_secs(1)).await?;
+        // Only a successful login or refresh gets here (one small query next
+        // to an argon2 hash): a rotation by another replica or the command
+        // line signs this token.
+        self.signer.reload().await?;
         let refresh = format!("{REFRESH_PREFIX}{}", random_token());
         let expires = Utc::now()
             + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));

@@ -275,21 +275,6 @@ impl Signer {
             })
     }
 
-    /// Reloads if the keys were read longer than `age` ago: logins call it,
-    /// so a rotation made by another replica or the command line signs the
-    /// next login's token.
-    pub async fn reload_if_older(&self, age: Duration) -> Result<(), AuthError> {
-        let stale = self
-            .last_reload
-            .lock()
-            .map(|t| t.elapsed() >= age)
-            .unwrap_or(true);
-        if stale {
-            self.reload().await?;
-        }
-        Ok(())
-    }
-
     fn key(&self, kid: &str) -> Option<DecodingKey> {
         self.keys
             .read()
