@@ -20,7 +20,8 @@ async fn store(cfg: &Config) -> Result<Store> {
     }
     Store::open(&StoreOptions {
         url: cfg.database.url.clone(),
-        max_connections: 2,
+        // At most two, and no more than the hub itself may open (PGlite serves one).
+        max_connections: cfg.database.max_connections.min(2),
         connect_timeout: Duration::from_secs(cfg.database.connect_timeout_s),
         tier: cfg.database.tier,
         ingest: cfg.database.ingest,
