@@ -33,3 +33,51 @@ pub fn rss_mib(pid: u32) -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// Loads `days` of 1 Hz samples for 10 series of gateway `bench` straight
+/// into the hub's schema (the query benchmarks' data set). Returns the series
+/// ids and the loaded range (to = the current hour).
+pub async fn load_ten_series(
+    pool: &sqlx::PgPool,
+    days: i64,
+) -> Result<(
+    Vec<i32>,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+)> {
+    sqlx::query("INSERT INTO gateways (gateway_id) VALUES ('bench')")
+        .execute(pool)
+        .await?;
+    let ids: Vec<i32> = sqlx::query_scalar(
+        "INSERT INTO series (gateway_id, device_id, metric, unit)
+         SELECT 'bench', 'dev-' || i, 'temp', 'Cel' FROM generate_series(1, 10) i RETURNING series_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let to: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT date_trunc('hour', now())")
+        .fetch_one(pool)
+        .await?;
+    let from = to - chrono::Duration::days(days);
+    let t = std::time::Instant::now();
+    for (k, id) in ids.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO samples (ts, series_id, seq, value, quality)
+             SELECT $2 + make_interval(secs => s), $1, $3 + s, 20 + 5 * sin(s / 3600.0) + random(), 1
+             FROM generate_series(0, $4 - 1) s",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(k as i64 * 100_000_000)
+        .bind(days * 86_400)
+        .execute(pool)
+        .await?;
+        eprintln!(
+            "series {}/{} loaded ({:.0} s)",
+            k + 1,
+            ids.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    sqlx::query("ANALYZE").execute(pool).await?;
+    Ok((ids, from, to))
+}

@@ -361,11 +361,14 @@ async fn brute_force_scope_escalation_injection_and_hostile_bodies() -> Result<(
     assert_eq!(s, 403, "command to another site: {v}");
 
     // Escalation: an operator cannot make keys, users, or move gateways.
+    assert_eq!(
+        counts(&pool).await?,
+        before,
+        "refused scoped requests changed nothing"
+    );
     let op = new_key(&stack, Role::Operator, None).await?;
-    let before = {
-        let _ = before;
-        counts(&pool).await?
-    };
+    // The key just made changed the counts: refusals from here on must not.
+    let before = counts(&pool).await?;
     for (m, p, b) in [
         (
             Method::POST,

@@ -42,44 +42,12 @@ async fn main() -> Result<()> {
         .max_connections(2)
         .connect(&pg.url())
         .await?;
-    sqlx::query("INSERT INTO gateways (gateway_id) VALUES ('bench')")
-        .execute(&pool)
-        .await?;
-    let ids: Vec<i32> = sqlx::query_scalar(
-        "INSERT INTO series (gateway_id, device_id, metric, unit)
-         SELECT 'bench', 'dev-' || i, 'temp', 'Cel' FROM generate_series(1, 10) i RETURNING series_id",
-    )
-    .fetch_all(&pool)
-    .await?;
     let t = Instant::now();
-    let to: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT date_trunc('hour', now())")
-        .fetch_one(&pool)
-        .await?;
-    let from = to - chrono::Duration::days(days);
-    for (k, id) in ids.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO samples (ts, series_id, seq, value, quality)
-             SELECT $2 + make_interval(secs => s), $1, $3 + s, 20 + 5 * sin(s / 3600.0) + random(), 1
-             FROM generate_series(0, $4 - 1) s",
-        )
-        .bind(id)
-        .bind(from)
-        .bind(k as i64 * 100_000_000)
-        .bind(days * 86_400)
-        .execute(&pool)
-        .await?;
-        eprintln!(
-            "series {}/{} loaded ({:.0} s)",
-            k + 1,
-            ids.len(),
-            t.elapsed().as_secs_f64()
-        );
-    }
+    let (ids, from, to) = e2e_tests::bench::load_ten_series(&pool, days).await?;
     let load_s = t.elapsed().as_secs_f64();
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM samples")
         .fetch_one(&pool)
         .await?;
-    sqlx::query("ANALYZE").execute(&pool).await?;
     // Wait for the hub's rollup worker to cover everything.
     let t = Instant::now();
     let loaded_at: chrono::DateTime<chrono::Utc> =
