@@ -55,12 +55,15 @@ pub async fn run(
         );
     }
     let auth = Arc::new(Authenticator::new(&cfg.grpc));
+    // Events a subscriber may fall behind by / events kept for resuming.
+    let live = crate::live::Fanout::new(4096, 4096);
     tracing::info!(auth = ?cfg.grpc.auth, tls = tls.is_some(), "gateway authentication");
     let router = tonic::transport::Server::builder().add_service(
         // Gateways choose whether to compress (uplink.compression); the hub
         // accepts gzip, zstd or nothing, and answers in kind.
         UplinkServer::new(IngestService::new(
             store.clone(),
+            Arc::clone(&live),
             auth,
             cfg.grpc.max_future_skew_s,
         ))
@@ -107,6 +110,7 @@ pub async fn run(
         metrics,
         analytics: cfg.analytics.clone(),
         identity,
+        live,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

@@ -19,15 +19,22 @@ use qi_proto::limits::{MAX_ID_LEN, valid_id, valid_unit};
 
 pub struct IngestService {
     store: Store,
+    live: Arc<crate::live::Fanout>,
     auth: Arc<Authenticator>,
     /// `grpc.max_future_skew_s`, in microseconds.
     max_future_us: i64,
 }
 
 impl IngestService {
-    pub fn new(store: Store, auth: Arc<Authenticator>, max_future_skew_s: i64) -> IngestService {
+    pub fn new(
+        store: Store,
+        live: Arc<crate::live::Fanout>,
+        auth: Arc<Authenticator>,
+        max_future_skew_s: i64,
+    ) -> IngestService {
         IngestService {
             store,
+            live,
             auth,
             max_future_us: max_future_skew_s.saturating_mul(1_000_000),
         }
@@ -208,11 +215,12 @@ impl Uplink for IngestService {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<HubMessage, Status>>(16);
         let store = self.store.clone();
+        let live = Arc::clone(&self.live);
         let auth = Arc::clone(&self.auth);
         let max_future_us = self.max_future_us;
         tokio::spawn(async move {
             if let Err(status) =
-                serve_stream(&store, &auth, &credential, &mut inbound, &tx, max_future_us).await
+                serve_stream(&store, &live, &auth, &credential, &mut inbound, &tx, max_future_us).await
             {
                 let _ = tx.send(Err(status)).await;
             }
@@ -224,6 +232,7 @@ impl Uplink for IngestService {
 
 async fn serve_stream(
     store: &Store,
+    live: &Arc<crate::live::Fanout>,
     auth: &Authenticator,
     credential: &Credential,
     inbound: &mut Streaming<EdgeMessage>,
@@ -333,25 +342,50 @@ async fn serve_stream(
             .map(|r| r.seq)
             .max(batch.events.last().map(|e| e.seq))
             .unwrap_or(0);
-        let (store, gw2) = (store.clone(), gw.clone());
+        let (store, gw2, live) = (store.clone(), gw.clone(), Arc::clone(live));
         // A task of its own: a write holding a pooled connection must make
         // progress while this loop awaits something else (commands also need
         // a connection; with the pool exhausted, a write parked inside an
         // unpolled future would never give its connection back).
         writing.push_back(tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let (inserted, events) = store
+            let stored = store
                 .insert_batch_with_events(&gw2, &batch.readings, &batch.events)
                 .await
                 .map_err(|e| unavailable(&gw2, e))?;
-            if events > 0 {
-                tracing::info!(gateway = %gw2, events, "gateway audit events appended to the audit trail");
+            if stored.events > 0 {
+                tracing::info!(gateway = %gw2, events = stored.events, "gateway audit events appended to the audit trail");
             }
-            Ok::<_, Status>((last, batch.readings.len() as u64, inserted, started))
+            // A redelivered batch was seen live the first time.
+            if stored.readings > 0 {
+                publish_readings(&live, &gw2, &batch.readings, &stored.series_ids);
+            }
+            Ok::<_, Status>((last, batch.readings.len() as u64, stored.readings, started))
         }));
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
     Ok(())
+}
+
+/// Hands a committed batch to the live subscribers (SSE, alarms).
+fn publish_readings(live: &crate::live::Fanout, gw: &str, readings: &[Reading], ids: &[i32]) {
+    let readings = readings
+        .iter()
+        .zip(ids)
+        .map(|(r, &series_id)| crate::live::LiveReading {
+            series_id,
+            device: r.device_id.clone(),
+            metric: r.metric.clone(),
+            unit: r.unit.clone(),
+            ts: chrono::DateTime::from_timestamp_micros(r.timestamp_us).unwrap_or_default(),
+            value: r.value,
+            quality: i16::try_from(r.quality).unwrap_or(0),
+        })
+        .collect();
+    live.publish(crate::live::EventBody::Readings {
+        gateway: gw.to_string(),
+        readings,
+    });
 }
 
 /// A batch's write: (last seq, readings, newly stored, when the write began).

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod ingest;
+pub mod live;
 pub mod metric_names;
 pub mod storage;
 pub mod tls;

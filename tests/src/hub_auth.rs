@@ -77,7 +77,7 @@ pub async fn counts(pool: &sqlx::PgPool) -> Result<Vec<i64>> {
         "users",
         "api_keys",
         "commands",
-        "gateway_sites",
+        "twin_relations",
         "refresh_tokens",
     ] {
         out.push(

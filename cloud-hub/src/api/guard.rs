@@ -117,7 +117,18 @@ async fn check_scope(
         .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
         .unwrap_or_default();
     let gateways: Vec<String> = match scope {
-        Scope::None => return Ok(()),
+        Scope::None | Scope::Filtered => return Ok(()),
+        Scope::Twin => {
+            let id = path_param("id").unwrap_or_default();
+            let site = sites::of_twin(&s.identity.pool, &id).await?;
+            return match site {
+                Some(site) if allowed.contains(&site) => Ok(()),
+                _ => Err(refuse(format!(
+                    "{} is limited to sites {allowed:?}; twin {id:?} is not in one of them",
+                    principal.id
+                ))),
+            };
+        }
         Scope::Fleet => {
             return Err(refuse(format!(
                 "{} is limited to sites {allowed:?}; this operation spans the whole fleet",

@@ -117,7 +117,11 @@ pub(super) async fn set_site(
         )));
     }
     let mut tx = s.identity.pool.begin().await?;
-    let before = sites::set(&mut tx, &gateway, &b.site).await?;
+    let before = match sites::set(&mut tx, &gateway, &b.site).await {
+        Ok(before) => before,
+        Err(e @ sites::PlaceError::NotASite(..)) => return Err(ApiError::conflict(e.to_string())),
+        Err(sites::PlaceError::Db(e)) => return Err(e.into()),
+    };
     audit::append_in(
         &mut tx,
         NewEntry::new(

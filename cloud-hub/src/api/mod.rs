@@ -41,6 +41,8 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     pub analytics: crate::config::AnalyticsConfig,
     pub identity: std::sync::Arc<crate::identity::Identity>,
+    /// What just happened (committed readings, twin changes, ...), for live streams.
+    pub live: std::sync::Arc<crate::live::Fanout>,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).

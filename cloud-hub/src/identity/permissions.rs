@@ -22,6 +22,10 @@ pub enum Permission {
     ReadMetrics,
     /// Commands that write to field devices.
     SendCommands,
+    /// Acknowledge alarms (the people at the benches and in the control room).
+    HandleAlarms,
+    /// The asset registry: twins, types, relations, desired state, alarm rules.
+    ManageTwins,
     /// Users, API keys, gateway sites.
     ManageIdentity,
     /// The audit trail.
@@ -39,7 +43,8 @@ impl Permission {
         match self {
             Permission::Public | Permission::SignedIn => None,
             Permission::ReadData | Permission::ReadMetrics => Some(Role::Viewer),
-            Permission::SendCommands => Some(Role::Operator),
+            Permission::SendCommands | Permission::HandleAlarms => Some(Role::Operator),
+            Permission::ManageTwins => Some(Role::Engineer),
             Permission::ManageIdentity | Permission::ReadAudit => Some(Role::Admin),
         }
     }
@@ -60,6 +65,12 @@ pub enum Scope {
     Command,
     /// The whole fleet or the hub itself: unscoped principals only.
     Fleet,
+    /// The twin named by `{id}`: a site-limited caller must name a twin in
+    /// one of its sites (`twin_site`, migration 0008).
+    Twin,
+    /// A listing or stream the handler itself narrows to the caller's
+    /// sites (`Principal::sites`): what lies outside is left out, not refused.
+    Filtered,
 }
 
 /// One operation of the API: method, path as in the OpenAPI document, what

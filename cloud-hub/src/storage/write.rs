@@ -187,23 +187,26 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.insert_batch_with_events(gateway_id, readings, &[])
             .await
-            .map(|(n, _)| n)
+            .map(|b| b.readings)
     }
 
     /// Stores a batch's readings and appends its audit events to the audit
     /// trail in the same transaction (see [`super::gateway_events`]).
-    /// Returns (new readings, new events).
     pub async fn insert_batch_with_events(
         &self,
         gateway_id: &str,
         readings: &[Reading],
         events: &[AuditEvent],
-    ) -> Result<(u64, u64), StoreError> {
+    ) -> Result<BatchStored, StoreError> {
         if readings.is_empty() {
             let mut tx = self.pool.begin().await?;
             let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
             tx.commit().await?;
-            return Ok((0, new));
+            return Ok(BatchStored {
+                readings: 0,
+                events: new,
+                series_ids: Vec::new(),
+            });
         }
         let ids = self.series_ids(gateway_id, readings).await?;
         // Fast path: a batch the hub has never seen goes in by binary COPY
@@ -216,9 +219,14 @@ impl Store {
                 .insert_skipping_duplicates(&mut tx, &Columns::of(readings), &ids)
                 .await?;
             self.note_devices(&mut tx, gateway_id, readings).await?;
+            note_latest(&mut tx, readings, &ids).await?;
             let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
             tx.commit().await?;
-            return Ok((inserted, new));
+            return Ok(BatchStored {
+                readings: inserted,
+                events: new,
+                series_ids: ids,
+            });
         }
         let copied = {
             let data = encode_copy(readings, &ids);
@@ -247,9 +255,14 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         self.note_devices(&mut tx, gateway_id, readings).await?;
+        note_latest(&mut tx, readings, &ids).await?;
         let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
         tx.commit().await?;
-        Ok((inserted, new))
+        Ok(BatchStored {
+            readings: inserted,
+            events: new,
+            series_ids: ids,
+        })
     }
 
     async fn insert_skipping_duplicates(
@@ -324,6 +337,67 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// What a committed batch added.
+#[derive(Debug)]
+pub struct BatchStored {
+    /// Readings new to the database (a redelivery adds none).
+    pub readings: u64,
+    /// Audit events new to the audit trail.
+    pub events: u64,
+    /// The series id of each reading of the batch, in order.
+    pub series_ids: Vec<i32>,
+}
+
+/// Keeps each series' latest reading (`series_latest`, the twins' reported
+/// state) current in the batch's transaction. A redelivered or late reading
+/// older than the stored one leaves it alone.
+async fn note_latest(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    readings: &[Reading],
+    ids: &[i32],
+) -> Result<(), StoreError> {
+    let mut latest: HashMap<i32, &Reading> = HashMap::new();
+    for (r, &id) in readings.iter().zip(ids) {
+        let e = latest.entry(id).or_insert(r);
+        if (r.timestamp_us, r.seq) > (e.timestamp_us, e.seq) {
+            *e = r;
+        }
+    }
+    // Sorted, so concurrent batches lock rows in one order (no deadlock).
+    let mut latest: Vec<(i32, &Reading)> = latest.into_iter().collect();
+    latest.sort_unstable_by_key(|(id, _)| *id);
+    let n = latest.len();
+    let (mut id, mut ts, mut value, mut quality, mut seq) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, r) in latest {
+        id.push(i);
+        ts.push(DateTime::<Utc>::from_timestamp_micros(r.timestamp_us).unwrap_or_default());
+        value.push(r.value);
+        quality.push(i16::try_from(r.quality).unwrap_or(0));
+        seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
+    }
+    sqlx::query(
+        "INSERT INTO series_latest AS l (series_id, ts, value, quality, seq)
+         SELECT * FROM UNNEST($1::int4[], $2::timestamptz[], $3::float8[], $4::int2[], $5::int8[])
+         ON CONFLICT (series_id) DO UPDATE
+            SET ts = EXCLUDED.ts, value = EXCLUDED.value, quality = EXCLUDED.quality, seq = EXCLUDED.seq
+          WHERE (l.ts, l.seq) < (EXCLUDED.ts, EXCLUDED.seq)",
+    )
+    .bind(&id)
+    .bind(&ts)
+    .bind(&value)
+    .bind(&quality)
+    .bind(&seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ async fn main() -> Result<()> {
         metrics: None,
         analytics: AnalyticsConfig::default(),
         identity: identity.clone(),
+        live: cloud_hub::live::Fanout::new(16, 0),
     };
     let guarded = serve(api::router(state.clone())).await?;
     let open = serve(api::router_without_guard_for_benchmarks(state)).await?;
