@@ -61,6 +61,17 @@ CREATE INDEX twins_kind ON twins (kind, twin_id) WHERE deleted_at IS NULL;
 CREATE INDEX twins_type ON twins (type_id, twin_id) WHERE deleted_at IS NULL;
 CREATE INDEX twins_location ON twins (latitude, longitude)
     WHERE latitude IS NOT NULL AND deleted_at IS NULL;
+CREATE INDEX twins_attributes ON twins USING gin (attributes jsonb_path_ops);
+-- Text search (`q=`) over id, name and serial number: a trigram index where
+-- pg_trgm is installed (PostgreSQL's contrib), a scan where it is not.
+DO $$
+BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX twins_text ON twins
+        USING gin ((twin_id || ' ' || name || ' ' || coalesce(serial_number, '')) gin_trgm_ops);
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'pg_trgm is not available: twin text search scans';
+END $$;
 
 -- The graph. A relation is never deleted: it ends (valid_to), so "as of a
 -- time" queries see the past. Direction: contains parent > child;

@@ -219,8 +219,16 @@ impl Uplink for IngestService {
         let auth = Arc::clone(&self.auth);
         let max_future_us = self.max_future_us;
         tokio::spawn(async move {
-            if let Err(status) =
-                serve_stream(&store, &live, &auth, &credential, &mut inbound, &tx, max_future_us).await
+            if let Err(status) = serve_stream(
+                &store,
+                &live,
+                &auth,
+                &credential,
+                &mut inbound,
+                &tx,
+                max_future_us,
+            )
+            .await
             {
                 let _ = tx.send(Err(status)).await;
             }

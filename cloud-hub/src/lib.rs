@@ -16,4 +16,5 @@ pub mod live;
 pub mod metric_names;
 pub mod storage;
 pub mod tls;
+pub mod twins;
 pub mod wire;

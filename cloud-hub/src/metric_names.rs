@@ -54,6 +54,10 @@ qi_common::metric_names! {
         "Entries appended to the audit trail, by kind of actor.";
     HUB_ANALYTICS_QUERIES_TOTAL = Counter "hub_analytics_queries_total" ["kind"]
         "Analytics queries served, by kind.";
+    HUB_TWIN_WRITES_TOTAL = Counter "hub_twin_writes_total" ["action"]
+        "Changes to the twin registry committed, by action (twin.create, relation.end, ...).";
+    HUB_TWIN_WRITES_REFUSED_TOTAL = Counter "hub_twin_writes_refused_total" ["reason"]
+        "Changes to the twin registry refused, by reason (invalid, conflict, stale).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

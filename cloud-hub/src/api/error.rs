@@ -92,6 +92,29 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::twins::TwinError> for ApiError {
+    fn from(e: crate::twins::TwinError) -> ApiError {
+        use crate::twins::TwinError as E;
+        match e {
+            E::Invalid(i) => {
+                metrics::counter!(crate::metric_names::HUB_TWIN_WRITES_REFUSED_TOTAL, "reason" => "invalid").increment(1);
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", i.to_string())
+            }
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict(m) => {
+                metrics::counter!(crate::metric_names::HUB_TWIN_WRITES_REFUSED_TOTAL, "reason" => "conflict").increment(1);
+                ApiError::conflict(m)
+            }
+            e @ E::Stale { .. } => {
+                metrics::counter!(crate::metric_names::HUB_TWIN_WRITES_REFUSED_TOTAL, "reason" => "stale").increment(1);
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "stale", e.to_string())
+            }
+            E::Db(e) => ApiError::unavailable(e),
+            E::Audit(e) => ApiError::unavailable(e),
+        }
+    }
+}
+
 impl From<crate::storage::StoreError> for ApiError {
     fn from(e: crate::storage::StoreError) -> ApiError {
         ApiError::unavailable(e)

@@ -23,10 +23,12 @@ mod readings;
 mod status;
 #[cfg(test)]
 mod tests;
+mod twin_types;
+mod twins;
 mod users;
 
 pub use error::ApiError;
-pub use params::{filter, parse_limit, parse_time};
+pub use params::{filter, parse_limit, parse_time, present};
 pub use readings::{DevicesParams, ReadingsParams};
 
 use crate::storage::Store;
@@ -96,6 +98,8 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/gateways/{gateway}/site", put(keys::set_site))
         .route("/api/v1/audit", get(audit::list))
+        .merge(twins::routes())
+        .merge(twin_types::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

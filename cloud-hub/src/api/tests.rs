@@ -5,7 +5,12 @@ use std::collections::BTreeSet;
 /// (method, path) of every route declared in the API's source files.
 fn served() -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for src in [include_str!("mod.rs"), include_str!("analytics.rs")] {
+    for src in [
+        include_str!("mod.rs"),
+        include_str!("analytics.rs"),
+        include_str!("twins.rs"),
+        include_str!("twin_types.rs"),
+    ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {
                 continue;
@@ -82,6 +87,9 @@ fn the_documents_length_limits_are_the_contracts() {
         qi_proto::limits::MAX_ID_LEN,
         crate::identity::users::MAX_USERNAME_LEN,
         crate::identity::passwords::MAX_LEN,
+        crate::twins::model::MAX_TEXT_LEN,
+        crate::twins::model::MAX_QUERY_TEXT_LEN,
+        crate::twins::model::MAX_CURSOR_LEN,
     ]
     .map(|n| n.to_string());
     assert!(

@@ -168,6 +168,37 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/api/v1/keys", P::ManageIdentity, S::Fleet),
     rule("DELETE", "/api/v1/keys/{id}", P::ManageIdentity, S::Fleet),
     rule("GET", "/api/v1/audit", P::ReadAudit, S::Fleet),
+    rule("GET", "/api/v1/twins", P::ReadData, S::Filtered),
+    rule("POST", "/api/v1/twins", P::ManageTwins, S::Filtered),
+    rule("GET", "/api/v1/twins/{id}", P::ReadData, S::Twin),
+    rule("PATCH", "/api/v1/twins/{id}", P::ManageTwins, S::Twin),
+    rule("DELETE", "/api/v1/twins/{id}", P::ManageTwins, S::Twin),
+    rule("GET", "/api/v1/twins/{id}/ancestors", P::ReadData, S::Twin),
+    rule(
+        "GET",
+        "/api/v1/twins/{id}/descendants",
+        P::ReadData,
+        S::Twin,
+    ),
+    rule("GET", "/api/v1/twins/{id}/relations", P::ReadData, S::Twin),
+    rule("GET", "/api/v1/twins/{id}/history", P::ReadData, S::Twin),
+    rule("POST", "/api/v1/relations", P::ManageTwins, S::Filtered),
+    rule(
+        "DELETE",
+        "/api/v1/relations/{id}",
+        P::ManageTwins,
+        S::Filtered,
+    ),
+    rule("GET", "/api/v1/twin-types", P::ReadData, S::None),
+    rule("POST", "/api/v1/twin-types", P::ManageTwins, S::Fleet),
+    rule("GET", "/api/v1/twin-types/{id}", P::ReadData, S::None),
+    rule("PUT", "/api/v1/twin-types/{id}", P::ManageTwins, S::Fleet),
+    rule(
+        "DELETE",
+        "/api/v1/twin-types/{id}",
+        P::ManageTwins,
+        S::Fleet,
+    ),
 ];
 
 /// The rule of an operation, by method and matched route path.
