@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod json_fields;
 pub mod logging;
 pub mod metric_names;
 pub mod role;

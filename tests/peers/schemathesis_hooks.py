@@ -105,8 +105,16 @@ KINDS_BOUND = {"gateway": ("gateway_id",), "instrument": ("gateway_id", "device_
 
 def _breaks_a_twin_rule(case):
     path, method = case.operation.path, case.method.upper()
+    # Only the ETag of an answer can match; any other version is a 412.
+    if (case.headers or {}).get("If-Match", "*") != "*":
+        return True
     body = case.body if isinstance(case.body, dict) else {}
     q = case.query or {}
+    # PostgreSQL's jsonb cannot hold U+0000 anywhere in metadata or
+    # attributes; OpenAPI 3.0 cannot say so of a free object.
+    import json as _json
+    if "\\u0000" in _json.dumps({k: body.get(k) for k in ("metadata", "attributes")}):
+        return True
     if path == "/api/v1/twins" and method == "GET":
         if "cursor" in q:  # only a previous page's answer makes one
             return True
@@ -142,6 +150,12 @@ def _breaks_a_twin_rule(case):
             if m.get("min") is not None and m.get("max") is not None and m["min"] > m["max"]:
                 return True
     if path == "/api/v1/relations" and method == "POST":
-        if body.get("valid_from") and body.get("valid_to") and body["valid_to"] <= body["valid_from"]:
+        calibration = body.get("kind") == "calibrated_by"
+        if (body.get("target") is not None) == calibration or (body.get("target_ref") is not None) != calibration:
+            return True
+        frm, to = _time(body.get("valid_from") or ""), _time(body.get("valid_to") or "")
+        if frm and frm > datetime.now(timezone.utc):
+            return True
+        if to and (to <= (frm or datetime.now(timezone.utc)) or body.get("kind") in ("contains", "connected_to")):
             return True
     return False

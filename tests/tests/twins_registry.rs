@@ -277,7 +277,7 @@ async fn discovered_instruments_are_placed_queried_and_kept_consistent() -> Resu
         Some(&json!({"kind": "contains", "source": "hall-1", "target": "lab-berlin"})),
     )
     .await?;
-    ensure!(s == 422 || s == 409, "{s} {v}");
+    ensure!(s == 409, "{s} {v}");
     ensure!(
         registry_rows(&pg).await? == rows,
         "refused writes changed the registry"

@@ -47,13 +47,4 @@ pub fn filter(name: &str, v: Option<String>) -> Result<Option<String>, ApiError>
     }
 }
 
-/// For optional body fields that may be absent but not `null` (serde's
-/// `Option` would take `null` as absent, and the document does not allow it):
-/// `#[serde(default, deserialize_with = "super::params::present")]`.
-pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
-}
+pub use qi_common::json_fields::present;

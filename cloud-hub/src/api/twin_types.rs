@@ -56,7 +56,7 @@ async fn list(
     }
     if p.after
         .as_ref()
-        .is_some_and(|a| a.chars().count() > model::MAX_TEXT_LEN)
+        .is_some_and(|a| a.chars().count() > model::MAX_TEXT_LEN || a.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request("`after` is not a type id"));
     }

@@ -161,7 +161,6 @@ fn short(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
                 model::MAX_QUERY_TEXT_LEN
             )))
         }
-        Some(s) if s.is_empty() => Ok(None),
         v => Ok(v),
     }
 }
@@ -187,6 +186,9 @@ async fn list(
                 ApiError::bad_request("`attr` must be name:value (value as JSON, or text)")
             })?;
             let v = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
+            if model::has_nul(&v) {
+                return Err(ApiError::bad_request("`attr` holds a NUL character"));
+            }
             Some(json!({ k: v }))
         }
     };
@@ -404,6 +406,13 @@ async fn descendants(
     let Query(q) = q?;
     let at = parse_time("at", &q.at)?.unwrap_or_else(Utc::now);
     let kind = short("kind", q.kind)?;
+    if let Some(k) = &kind
+        && model::Kind::parse(k).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "`kind` must be site, area, bench, gateway, instrument or sample",
+        ));
+    }
     let depth = match q.depth.as_deref() {
         None => None,
         Some(d) => Some(
@@ -471,7 +480,7 @@ async fn history(
     let Query(q) = q?;
     let before_id = match q.before_id.as_deref() {
         None => None,
-        Some(b) => Some(b.parse::<i64>().map_err(|_| {
+        Some(b) => Some(b.parse::<i64>().ok().filter(|b| *b >= 1).ok_or_else(|| {
             ApiError::bad_request(
                 "`before_id` must be the id of an entry (the previous page's next_before_id)",
             )

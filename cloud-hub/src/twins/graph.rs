@@ -107,8 +107,9 @@ pub async fn relate(
             "contains and connected_to last until ended (DELETE the relation, or place the twin elsewhere)",
         ));
     }
+    // The twins' kinds are stored state: a pair they do not allow conflicts with it.
     if !kind.allows(source_kind, target_kind) {
-        return Err(invalid(format!(
+        return Err(TwinError::Conflict(format!(
             "a {} cannot {} a {}",
             source_kind.as_str(),
             kind.as_str().replace('_', " "),

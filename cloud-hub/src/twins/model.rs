@@ -179,12 +179,27 @@ pub fn check_object(what: &str, v: &Value) -> Result<(), Invalid> {
             "`{what}` is {size} bytes; the limit is {MAX_JSON_BYTES}"
         )));
     }
+    if has_nul(v) {
+        return Err(field(format!(
+            "`{what}` contains a NUL character (\\u0000), which PostgreSQL cannot store"
+        )));
+    }
     if depth(v) > MAX_JSON_DEPTH {
         return Err(field(format!(
             "`{what}` nests deeper than {MAX_JSON_DEPTH} levels"
         )));
     }
     Ok(())
+}
+
+/// Whether any key or string in `v` holds U+0000 (jsonb refuses it).
+pub fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn depth(v: &Value) -> usize {
@@ -253,6 +268,8 @@ pub fn parse_specs(v: &Value) -> Result<Vec<(String, AttributeSpec)>, Invalid> {
                     "attribute {k:?}: {e} (expected {{\"type\": \"number\"|\"string\"|\"boolean\", \"required\": bool, \"unit\": \"...\"}})"
                 ))
             })?;
+            check_text("attribute unit", &spec.unit)?;
+            check_text("attribute description", &spec.description)?;
             out.push((k.clone(), spec));
         }
     }
@@ -337,6 +354,8 @@ mod tests {
             deep = json!({ "a": deep });
         }
         assert!(check_object("metadata", &deep).is_err());
+        assert!(check_object("metadata", &json!({"a\u{0}": 1})).is_err());
+        assert!(check_object("metadata", &json!({"a": ["\u{0}"]})).is_err());
         assert!(check_location(Some(91.0), Some(0.0)).is_err());
         assert!(check_location(Some(1.0), None).is_err());
     }

@@ -104,8 +104,27 @@ fn parse_kind(k: &str) -> Result<Kind, TwinError> {
     })
 }
 
-/// Everything a twin's fields must satisfy, new or changed.
-async fn check_fields(conn: &mut PgConnection, t: &Twin, kind: Kind) -> Result<(), TwinError> {
+/// Everything a twin's fields must satisfy, new or changed. A rule that
+/// depends on what is stored (the twin's kind on a change, its type's
+/// definition) is a conflict (409); one the request breaks on its own is
+/// invalid (422).
+async fn check_fields(
+    conn: &mut PgConnection,
+    t: &Twin,
+    kind: Kind,
+    kind_is_stored: bool,
+) -> Result<(), TwinError> {
+    let by_kind = |msg: String| {
+        if kind_is_stored {
+            TwinError::Conflict(format!(
+                "twin {:?} is a {}: {msg}",
+                t.twin_id,
+                kind.as_str()
+            ))
+        } else {
+            invalid(msg)
+        }
+    };
     model::check_text("name", &t.name)?;
     if let Some(s) = &t.serial_number {
         model::check_text("serial_number", s)?;
@@ -114,10 +133,17 @@ async fn check_fields(conn: &mut PgConnection, t: &Twin, kind: Kind) -> Result<(
         }
     }
     if kind == Kind::Sample && t.serial_number.is_none() {
-        return Err(invalid("a sample needs a `serial_number`"));
+        return Err(by_kind("a sample needs a `serial_number`".into()));
     }
     model::check_object("metadata", &t.metadata)?;
-    model::check_location(t.latitude, t.longitude)?;
+    model::check_location(t.latitude, t.longitude).map_err(|e| {
+        if kind_is_stored {
+            // A change of one coordinate meets the stored other one.
+            TwinError::Conflict(format!("twin {:?}: {e}", t.twin_id))
+        } else {
+            TwinError::Invalid(e)
+        }
+    })?;
     for (what, v) in [("gateway_id", &t.gateway_id), ("device_id", &t.device_id)] {
         if let Some(v) = v
             && !qi_proto::limits::valid_id(v)
@@ -130,17 +156,17 @@ async fn check_fields(conn: &mut PgConnection, t: &Twin, kind: Kind) -> Result<(
     }
     match kind {
         Kind::Gateway if t.device_id.is_some() => {
-            return Err(invalid("a gateway twin binds `gateway_id` only"));
+            return Err(by_kind("a gateway twin binds `gateway_id` only".into()));
         }
         Kind::Instrument if t.device_id.is_some() != t.gateway_id.is_some() => {
-            return Err(invalid(
-                "an instrument binds both `gateway_id` and `device_id`, or neither",
+            return Err(by_kind(
+                "an instrument binds both `gateway_id` and `device_id`, or neither".into(),
             ));
         }
         Kind::Site | Kind::Area | Kind::Bench | Kind::Sample
             if t.gateway_id.is_some() || t.device_id.is_some() =>
         {
-            return Err(invalid(format!(
+            return Err(by_kind(format!(
                 "a {} is not bound to ingest data (`gateway_id`, `device_id`)",
                 kind.as_str()
             )));
@@ -154,7 +180,7 @@ async fn check_fields(conn: &mut PgConnection, t: &Twin, kind: Kind) -> Result<(
                 .await?
                 .ok_or_else(|| TwinError::NotFound(format!("no twin type {type_id:?}")))?;
             if ty.kind != kind.as_str() {
-                return Err(invalid(format!(
+                return Err(TwinError::Conflict(format!(
                     "type {type_id:?} is for {}s, not {}s",
                     ty.kind,
                     kind.as_str()
@@ -163,7 +189,13 @@ async fn check_fields(conn: &mut PgConnection, t: &Twin, kind: Kind) -> Result<(
             model::parse_specs(&ty.attributes)?
         }
     };
-    model::check_attributes(&t.attributes, &specs)?;
+    // The type's definition is stored state: what it refuses is a conflict.
+    model::check_attributes(&t.attributes, &specs).map_err(|e| {
+        TwinError::Conflict(format!(
+            "type {:?}: {e}",
+            t.type_id.as_deref().unwrap_or("")
+        ))
+    })?;
     Ok(())
 }
 
@@ -216,7 +248,7 @@ pub async fn create(
         updated_at: now,
         deleted_at: None,
     };
-    check_fields(conn, &draft, kind).await?;
+    check_fields(conn, &draft, kind, false).await?;
     let t: Twin = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO twins (twin_id, kind, type_id, name, serial_number, attributes, metadata,
                             latitude, longitude, gateway_id, device_id)
@@ -272,19 +304,19 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct TwinPatch {
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "crate::api::present")]
+    #[serde(default, deserialize_with = "qi_common::json_fields::present")]
     pub type_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::api::present")]
+    #[serde(default, deserialize_with = "qi_common::json_fields::present")]
     pub serial_number: Option<Option<String>>,
     pub attributes: Option<Value>,
     pub metadata: Option<Value>,
-    #[serde(default, deserialize_with = "crate::api::present")]
+    #[serde(default, deserialize_with = "qi_common::json_fields::present")]
     pub latitude: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "crate::api::present")]
+    #[serde(default, deserialize_with = "qi_common::json_fields::present")]
     pub longitude: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "crate::api::present")]
+    #[serde(default, deserialize_with = "qi_common::json_fields::present")]
     pub gateway_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "crate::api::present")]
+    #[serde(default, deserialize_with = "qi_common::json_fields::present")]
     pub device_id: Option<Option<String>>,
     /// Set false once an engineer has looked at a discovered twin.
     pub discovered: Option<bool>,
@@ -350,7 +382,7 @@ pub async fn update(
     if let Some(d) = p.discovered {
         t.discovered = d;
     }
-    check_fields(conn, &t, kind).await?;
+    check_fields(conn, &t, kind, true).await?;
     let after: Twin = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE twins SET type_id = $2, name = $3, serial_number = $4, attributes = $5,
                 metadata = $6, latitude = $7, longitude = $8, gateway_id = $9, device_id = $10,
