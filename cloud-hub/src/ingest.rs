@@ -219,8 +219,16 @@ impl Uplink for IngestService {
         let auth = Arc::clone(&self.auth);
         let max_future_us = self.max_future_us;
         tokio::spawn(async move {
-            if let Err(status) =
-                serve_stream(&store, &live, &auth, &credential, &mut inbound, &tx, max_future_us).await
+            if let Err(status) = serve_stream(
+                &store,
+                &live,
+                &auth,
+                &credential,
+                &mut inbound,
+                &tx,
+                max_future_us,
+            )
+            .await
             {
                 let _ = tx.send(Err(status)).await;
             }
@@ -259,10 +267,14 @@ async fn serve_stream(
     }
     auth.check(credential, &hello.gateway_id)?;
     let gw = hello.gateway_id;
+    // Before anything is written: a bad description refuses the stream whole.
+    crate::models::validate(&hello.devices)
+        .map_err(|m| rejected("bad_device_info", format!("gateway {gw}: Hello: {m}")))?;
     let highest = store
         .gateway_connected(&gw, &hello.agent_version)
         .await
         .map_err(|e| unavailable(&gw, e))?;
+    record_models(store, live, &gw, &hello.devices).await?;
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
     metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
     let _connected = ConnectedGuard;
@@ -365,6 +377,38 @@ async fn serve_stream(
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
     Ok(())
+}
+
+/// The models of the gateway's devices (from its Hello) become twin types
+/// and typed instrument twins; the twins that changed are announced live.
+async fn record_models(
+    store: &Store,
+    live: &crate::live::Fanout,
+    gw: &str,
+    devices: &[qi_proto::v1::DeviceInfo],
+) -> Result<(), Status> {
+    match crate::models::apply_hello(store.pool(), gw, devices).await {
+        Ok(applied) => {
+            if !applied.types_changed.is_empty() || !applied.twins_typed.is_empty() {
+                tracing::info!(gateway = %gw, types = ?applied.types_changed,
+                    twins = applied.twins_typed.len(), "instrument models recorded from the gateway's profiles");
+            }
+            for (twin_id, version) in applied.twins_typed {
+                live.publish(crate::live::EventBody::Twin {
+                    twin_id,
+                    kind: "instrument".into(),
+                    change: "type_from_profile".into(),
+                    version,
+                });
+            }
+            Ok(())
+        }
+        Err(crate::models::ModelError::Invalid(m)) => Err(rejected(
+            "bad_device_info",
+            format!("gateway {gw}: Hello: {m}"),
+        )),
+        Err(crate::models::ModelError::Db(e)) => Err(unavailable(gw, e.into())),
+    }
 }
 
 /// Hands a committed batch to the live subscribers (SSE, alarms).

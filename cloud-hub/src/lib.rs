@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ingest;
 pub mod live;
 pub mod metric_names;
+pub mod models;
 pub mod storage;
 pub mod tls;
 pub mod wire;
