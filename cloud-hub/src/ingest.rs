@@ -275,6 +275,17 @@ async fn serve_stream(
         .await
         .map_err(|e| unavailable(&gw, e))?;
     record_models(store, live, &gw, &hello.devices).await?;
+    // Before the first command tick, so re-sent values go out with it. A
+    // failure here must not cost the gateway its stream: the values are
+    // tried again on its next connect.
+    match crate::desired::reconcile_gateway(store, live, &gw).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(gateway = %gw, resent = n, "desired values re-sent"),
+        Err(e) => {
+            metrics::counter!(crate::metric_names::HUB_INGEST_DB_ERRORS_TOTAL).increment(1);
+            tracing::error!(gateway = %gw, error = %e, "reconciling desired state failed; retried on the next connect");
+        }
+    }
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
     metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
     let _connected = ConnectedGuard;
@@ -330,6 +341,9 @@ async fn serve_stream(
                     .map_err(|e| unavailable(&gw, e))?;
                 metrics::counter!(crate::metric_names::HUB_COMMAND_RESULTS_TOTAL, "ok" => if r.ok { "true" } else { "false" }).increment(1);
                 tracing::info!(gateway = %gw, command = r.id, ok = r.ok, message = %r.message, known, "command result");
+                if known && let Err(e) = crate::desired::on_command_result(store, live, id).await {
+                    tracing::warn!(gateway = %gw, command = r.id, error = %e, "desired state of a command result not announced");
+                }
                 continue;
             }
             _ => {

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod desired;
 pub mod identity;
 pub mod ingest;
 pub mod live;

@@ -6,6 +6,7 @@
 //! metrics), `readings` (readings and devices), `commands` (commands to
 //! gateways), `analytics` (series, live state, aggregates, downsampling,
 //! statistics, anomalies; the computations live in `crate::analytics`).
+//! `desired` (desired state of instrument twins, `crate::desired`).
 //! `guard` (authentication and authorization of every request), `auth`
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`.
 //! Every route is declared in `router`, described in `openapi.json`, and has
@@ -15,6 +16,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod commands;
+mod desired;
 mod error;
 mod guard;
 mod keys;
@@ -82,6 +84,7 @@ fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/commands/{id}", get(commands::get_command))
         .merge(analytics::routes())
+        .merge(desired::routes())
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))

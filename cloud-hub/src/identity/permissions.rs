@@ -168,6 +168,19 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/api/v1/keys", P::ManageIdentity, S::Fleet),
     rule("DELETE", "/api/v1/keys/{id}", P::ManageIdentity, S::Fleet),
     rule("GET", "/api/v1/audit", P::ReadAudit, S::Fleet),
+    rule("GET", "/api/v1/twins/{id}/desired", P::ReadData, S::Twin),
+    rule(
+        "PUT",
+        "/api/v1/twins/{id}/desired/{point}",
+        P::ManageTwins,
+        S::Twin,
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/twins/{id}/desired/{point}",
+        P::ManageTwins,
+        S::Twin,
+    ),
 ];
 
 /// The rule of an operation, by method and matched route path.
