@@ -278,7 +278,8 @@ async fn instruments_are_served_as_shells_and_a_site_exports_as_a_verified_envir
     )
     .await?;
     assert_eq!(s, 404);
-    for bad in ["not*base64", "%2F%2F%2F", "_w"] {
+    // Not base64url (a stray character, stray bits, an impossible length): 400.
+    for bad in ["not*base64", "%2F%2F%2F", "00", "A"] {
         let (s, v) = call(
             Method::GET,
             &format!("{url}/api/v1/aas/shells/{bad}"),
@@ -288,6 +289,15 @@ async fn instruments_are_served_as_shells_and_a_site_exports_as_a_verified_envir
         .await?;
         assert_eq!(s, 400, "{bad}: {v}");
     }
+    // Base64url of bytes that are not UTF-8 names no shell of ours: 404.
+    let (s, v) = call(
+        Method::GET,
+        &format!("{url}/api/v1/aas/shells/_w"),
+        Some(&viewer),
+        None,
+    )
+    .await?;
+    assert_eq!(s, 404, "{v}");
     let (s, _) = call(
         Method::GET,
         &format!("{url}/api/v1/aas/export"),

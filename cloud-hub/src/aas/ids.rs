@@ -3,18 +3,13 @@
 //! encoded, without padding).
 
 use base64::Engine;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
-/// Encodes without padding; decodes with or without it (clients differ).
-const B64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// Longest identifier the metamodel allows (Identifier: 1..=2000 characters).
-pub const MAX_IDENTIFIER_LEN: usize = 2000;
+/// What the OpenAPI document says an id in a path looks like, exactly what
+/// [`decode`] takes: base64url in whole groups of four, or a last group of
+/// two or three whose final character carries no stray bits, then up to
+/// two `=` (padding is tolerated, not checked: clients differ).
+pub const PATTERN: &str = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{4}|[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])={0,2}$";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
@@ -28,13 +23,38 @@ pub fn encode(id: &str) -> String {
     B64.encode(id.as_bytes())
 }
 
-pub fn decode(text: &str) -> Result<String, IdError> {
+/// The identifier a path segment encodes. Err when it is not base64url
+/// (the caller's mistake: 400); None when it decodes to bytes that are not
+/// UTF-8 (no identifier of ours: 404). The OpenAPI document's pattern for
+/// ids is exactly what the first check accepts.
+pub fn decode(text: &str) -> Result<Option<String>, IdError> {
     let bad = || IdError::NotBase64Url(text.chars().take(64).collect());
-    if text.is_empty() || text.len() > MAX_IDENTIFIER_LEN * 2 {
+    if unpadded(text).is_empty() {
         return Err(bad());
     }
-    let bytes = B64.decode(text).map_err(|_| bad())?;
-    String::from_utf8(bytes).map_err(|_| bad())
+    let bytes = B64.decode(unpadded(text)).map_err(|_| bad())?;
+    // Our ids hold no control characters (and PostgreSQL text no NUL).
+    Ok(String::from_utf8(bytes)
+        .ok()
+        .filter(|s| !s.chars().any(char::is_control)))
+}
+
+/// A paging cursor: opaque to clients, a position to us. Bytes that are
+/// not UTF-8 still order somewhere, so any base64url text is a cursor.
+pub fn decode_cursor(text: &str) -> Result<String, IdError> {
+    let bad = || IdError::NotBase64Url(text.chars().take(64).collect());
+    if unpadded(text).is_empty() {
+        return Err(bad());
+    }
+    let bytes = B64.decode(unpadded(text)).map_err(|_| bad())?;
+    // PostgreSQL text holds no NUL; the position barely moves without them.
+    Ok(String::from_utf8_lossy(&bytes).replace('\0', ""))
+}
+
+fn unpadded(text: &str) -> &str {
+    text.strip_suffix("==")
+        .or_else(|| text.strip_suffix('='))
+        .unwrap_or(text)
 }
 
 /// The three submodels of an instrument's shell, in the order they are listed.
@@ -150,16 +170,26 @@ mod tests {
             !enc.contains('=') && !enc.contains('/') && !enc.contains('+'),
             "{enc}"
         );
-        assert_eq!(decode(&enc).as_deref(), Ok(id.as_str()));
+        assert_eq!(decode(&enc), Ok(Some(id.clone())));
         let padded = base64::engine::general_purpose::URL_SAFE.encode(id.as_bytes());
-        assert_eq!(
-            decode(&padded).as_deref(),
-            Ok(id.as_str()),
-            "padding is accepted"
-        );
+        assert_eq!(decode(&padded), Ok(Some(id.clone())), "padding is accepted");
         assert!(decode("not base64!").is_err());
         assert!(decode("").is_err());
-        assert!(decode(&encode_bytes(&[0xff, 0xfe])).is_err(), "not UTF-8");
+        assert_eq!(
+            decode(&encode_bytes(&[0xff, 0xfe])),
+            Ok(None),
+            "not UTF-8: no id of ours"
+        );
+        // Non-canonical trailing bits and impossible lengths are not base64url.
+        let pattern = regex_lite_free_pattern_check;
+        for ok in [
+            "AA", "AAA", "AAAA", "AA==", "AA=", "AAA=", "AAAA==", "_w", "-_8",
+        ] {
+            assert!(pattern(ok) && decode(ok).is_ok(), "{ok}");
+        }
+        for bad in ["00", "A", "A===", "AB", "AAB", "a*b", "==", "AAAAA"] {
+            assert!(!pattern(bad) && decode(bad).is_err(), "{bad}");
+        }
         assert_eq!(twin_of_shell(&id), Some("instrument:gw-1:meter/1"));
         assert_eq!(twin_of_shell("urn:qi:twin::aas"), None);
         let sm = submodel_id("a:sm:b", SubmodelKind::TimeSeries);
@@ -168,6 +198,26 @@ mod tests {
             Some(("a:sm:b", SubmodelKind::TimeSeries))
         );
         assert_eq!(twin_of_submodel("urn:qi:twin:a:sm:other"), None);
+    }
+
+    /// [`PATTERN`] spelt out (no regex engine in the hub): groups of four,
+    /// or a last group of two or three without stray bits, then `={0,2}`.
+    fn regex_lite_free_pattern_check(s: &str) -> bool {
+        let body = s
+            .strip_suffix("==")
+            .or_else(|| s.strip_suffix('='))
+            .unwrap_or(s);
+        let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if body.is_empty() || !body.chars().all(alphabet) {
+            return false;
+        }
+        let last = body.chars().last().unwrap_or('A');
+        match body.len() % 4 {
+            0 => true,
+            2 => "AQgw".contains(last),
+            3 => "AEIMQUYcgkosw048".contains(last),
+            _ => false,
+        }
     }
 
     fn encode_bytes(b: &[u8]) -> String {

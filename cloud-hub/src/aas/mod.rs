@@ -148,7 +148,7 @@ pub async fn shells(
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<Page, AasError> {
-    let after = cursor.map(ids::decode).transpose()?;
+    let after = cursor.map(ids::decode_cursor).transpose()?;
     let mut inst = instruments_after(pool, sites, after.as_deref(), false, limit + 1).await?;
     let more = inst.len() as i64 > limit;
     inst.truncate(usize::try_from(limit).unwrap_or(0));
@@ -165,8 +165,11 @@ pub async fn shells(
 
 pub async fn shell(pool: &PgPool, sites: Sites<'_>, encoded: &str) -> Result<Value, AasError> {
     let id = ids::decode(encoded)?;
-    let missing = || AasError::NotFound(format!("no shell {id:?}"));
-    let twin = ids::twin_of_shell(&id).ok_or_else(missing)?;
+    let missing = || AasError::NotFound(format!("no shell {}", id.as_deref().unwrap_or(encoded)));
+    let twin = id
+        .as_deref()
+        .and_then(ids::twin_of_shell)
+        .ok_or_else(missing)?;
     let i = instrument(pool, sites, twin).await?.ok_or_else(missing)?;
     Ok(model::shell(&i))
 }
@@ -180,14 +183,16 @@ pub async fn submodels(
     limit: i64,
     base_url: &str,
 ) -> Result<Page, AasError> {
-    let after = match cursor.map(ids::decode).transpose()? {
-        Some(id) => Some(
-            ids::twin_of_submodel(&id)
-                .map(|(t, k)| (t.to_string(), k))
-                .ok_or_else(|| AasError::Id(ids::IdError::NotBase64Url("cursor".into())))?,
-        ),
-        None => None,
-    };
+    // A cursor is the last submodel's id; any other text is a position
+    // among twin ids (after every submodel of that twin).
+    let after: Option<(String, usize)> =
+        cursor
+            .map(ids::decode_cursor)
+            .transpose()?
+            .map(|c| match ids::twin_of_submodel(&c) {
+                Some((t, k)) => (t.to_string(), k.index()),
+                None => (c, usize::MAX),
+            });
     let per = SubmodelKind::ALL.len() as i64;
     let needed = (limit + 1 + per - 1) / per + 1;
     let inst = instruments_after(
@@ -204,9 +209,9 @@ pub async fn submodels(
     let mut more = false;
     'outer: for i in &inst {
         for k in SubmodelKind::ALL {
-            if let Some((t, kind)) = &after
+            if let Some((t, last)) = &after
                 && *t == i.twin_id
-                && k.index() <= kind.index()
+                && k.index() <= *last
             {
                 continue;
             }
@@ -237,8 +242,12 @@ pub async fn submodel(
     base_url: &str,
 ) -> Result<Value, AasError> {
     let id = ids::decode(encoded)?;
-    let missing = || AasError::NotFound(format!("no submodel {id:?}"));
-    let (twin, kind) = ids::twin_of_submodel(&id).ok_or_else(missing)?;
+    let missing =
+        || AasError::NotFound(format!("no submodel {}", id.as_deref().unwrap_or(encoded)));
+    let (twin, kind) = id
+        .as_deref()
+        .and_then(ids::twin_of_submodel)
+        .ok_or_else(missing)?;
     let i = instrument(pool, sites, twin).await?.ok_or_else(missing)?;
     let series = series_of(pool, std::slice::from_ref(&i)).await?;
     Ok(model::submodel_of(

@@ -57,7 +57,12 @@ fn page(
 ) -> Result<(Option<String>, i64), ApiError> {
     let Query(p) = q?;
     let limit = parse_limit(&p.limit, DEFAULT_LIMIT, s.max_page_size)?;
-    Ok((p.cursor.filter(|c| !c.is_empty()), limit))
+    if p.cursor.as_deref() == Some("") {
+        return Err(ApiError::bad_request(
+            "`cursor` is empty: pass `paging_metadata.cursor` of the previous page, or leave it out for the first",
+        ));
+    }
+    Ok((p.cursor, limit))
 }
 
 pub(super) async fn shells(
