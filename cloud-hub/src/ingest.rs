@@ -275,17 +275,8 @@ async fn serve_stream(
         .await
         .map_err(|e| unavailable(&gw, e))?;
     record_models(store, live, &gw, &hello.devices).await?;
-    // Before the first command tick, so re-sent values go out with it. A
-    // failure here must not cost the gateway its stream: the values are
-    // tried again on its next connect.
-    match crate::desired::reconcile_gateway(store, live, &gw).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(gateway = %gw, resent = n, "desired values re-sent"),
-        Err(e) => {
-            metrics::counter!(crate::metric_names::HUB_INGEST_DB_ERRORS_TOTAL).increment(1);
-            tracing::error!(gateway = %gw, error = %e, "reconciling desired state failed; retried on the next connect");
-        }
-    }
+    // Before the first command tick, so re-sent values go out with it.
+    crate::desired::reconcile_on_connect(store, live, &gw).await;
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
     metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
     let _connected = ConnectedGuard;
@@ -393,30 +384,16 @@ async fn serve_stream(
     Ok(())
 }
 
-/// The models of the gateway's devices (from its Hello) become twin types
-/// and typed instrument twins; the twins that changed are announced live.
+/// The models of the gateway's devices (its Hello) become twin types and
+/// typed instrument twins (`crate::models`).
 async fn record_models(
     store: &Store,
     live: &crate::live::Fanout,
     gw: &str,
     devices: &[qi_proto::v1::DeviceInfo],
 ) -> Result<(), Status> {
-    match crate::models::apply_hello(store.pool(), gw, devices).await {
-        Ok(applied) => {
-            if !applied.types_changed.is_empty() || !applied.twins_typed.is_empty() {
-                tracing::info!(gateway = %gw, types = ?applied.types_changed,
-                    twins = applied.twins_typed.len(), "instrument models recorded from the gateway's profiles");
-            }
-            for (twin_id, version) in applied.twins_typed {
-                live.publish(crate::live::EventBody::Twin {
-                    twin_id,
-                    kind: "instrument".into(),
-                    change: "type_from_profile".into(),
-                    version,
-                });
-            }
-            Ok(())
-        }
+    match crate::models::record(store.pool(), live, gw, devices).await {
+        Ok(()) => Ok(()),
         Err(crate::models::ModelError::Invalid(m)) => Err(rejected(
             "bad_device_info",
             format!("gateway {gw}: Hello: {m}"),

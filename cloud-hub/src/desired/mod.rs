@@ -10,7 +10,7 @@
 
 mod reconcile;
 
-pub use reconcile::{on_command_result, reconcile_gateway};
+pub use reconcile::{on_command_result, reconcile_gateway, reconcile_on_connect};
 
 use crate::audit::{ActorKind, NewEntry, Origin};
 use chrono::{DateTime, Utc};

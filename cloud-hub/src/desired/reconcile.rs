@@ -98,6 +98,20 @@ pub async fn reconcile_gateway(
     Ok(changed.len())
 }
 
+/// [`reconcile_gateway`] when a gateway connects. A failure must not cost
+/// the gateway its stream: it is logged and counted, and the values are
+/// tried again on the next connect.
+pub async fn reconcile_on_connect(store: &Store, live: &Fanout, gateway: &str) {
+    match reconcile_gateway(store, live, gateway).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(%gateway, resent = n, "desired values re-sent"),
+        Err(e) => {
+            metrics::counter!(crate::metric_names::HUB_INGEST_DB_ERRORS_TOTAL).increment(1);
+            tracing::error!(%gateway, error = %e, "reconciling desired state failed; retried on the next connect");
+        }
+    }
+}
+
 /// A gateway reported a command's result: if the command carries a desired
 /// value, its new tracking state is announced.
 pub async fn on_command_result(

@@ -200,6 +200,30 @@ pub async fn apply_hello(
     Ok(out)
 }
 
+/// [`apply_hello`], logged, with each twin typed announced on the live
+/// fan-out.
+pub async fn record(
+    pool: &PgPool,
+    live: &crate::live::Fanout,
+    gateway: &str,
+    devices: &[DeviceInfo],
+) -> Result<(), ModelError> {
+    let applied = apply_hello(pool, gateway, devices).await?;
+    if !applied.types_changed.is_empty() || !applied.twins_typed.is_empty() {
+        tracing::info!(%gateway, types = ?applied.types_changed, twins = applied.twins_typed.len(),
+            "instrument models recorded from the gateway's profiles");
+    }
+    for (twin_id, version) in applied.twins_typed {
+        live.publish(crate::live::EventBody::Twin {
+            twin_id,
+            kind: "instrument".into(),
+            change: "type_from_profile".into(),
+            version,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
