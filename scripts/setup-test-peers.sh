@@ -7,7 +7,8 @@
 #     openssl (scripts/gateway-cert.sh, run by the certificate tests).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
-#     API against its OpenAPI document), in a venv under target/peers/venv.
+#     API against its OpenAPI document), aas-core3.0 (the aas-core-works SDK: checks
+#     the hub's Asset Administration Shell export), in a venv under target/peers/venv.
 #   - npm: oidc-provider (a real OpenID Connect issuer for the hub's single sign-on
 #     tests), pinned with tests/peers/oidc/package-lock.json, under target/peers/node/oidc.
 # Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
@@ -47,6 +48,13 @@ schemathesis_version=4.32.5
 if [ "$("$peers/venv/bin/schemathesis" --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -n1)" != "$schemathesis_version" ]; then
   say "installing schemathesis $schemathesis_version (PyPI) into $peers/venv"
   "$peers/venv/bin/pip" install -q "schemathesis==$schemathesis_version"
+fi
+aas_core_version=1.1.4
+if [ "$("$peers/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("aas-core3.0"))' 2>/dev/null)" != "$aas_core_version" ]; then
+  say "installing aas-core3.0 $aas_core_version (PyPI) into $peers/venv"
+  # Through the venv's python, not its pip script: a venv copied from another
+  # checkout keeps that checkout's path in its scripts' #! lines.
+  "$peers/venv/bin/python" -m pip install -q "aas-core3.0==$aas_core_version"
 fi
 
 # libmodbus's unit-test-server, unchanged except that the port comes from

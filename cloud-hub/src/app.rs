@@ -111,6 +111,7 @@ pub async fn run(
         analytics: cfg.analytics.clone(),
         identity,
         live,
+        public_url: cfg.http.public_url(),
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

@@ -227,6 +227,21 @@ pub struct HttpConfig {
     /// Largest `limit` a list endpoint accepts.
     #[serde(default = "default_max_limit")]
     pub max_page_size: u32,
+    /// The API's base URL as clients reach it (a proxy in front); empty:
+    /// `http://<listen>`.
+    #[serde(default)]
+    pub public_url: String,
+}
+
+impl HttpConfig {
+    /// The base URL links to the API are made from, without a trailing `/`.
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_string()
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -234,6 +249,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_http_listen(),
             max_page_size: default_max_limit(),
+            public_url: String::new(),
         }
     }
 }
@@ -342,6 +358,17 @@ impl Config {
         }
         if self.http.max_page_size == 0 {
             return Err(("http.max_page_size".into(), "must be >= 1".into()));
+        }
+        let url = &self.http.public_url;
+        if !url.is_empty()
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || url.contains(['?', '#', ' '])
+                || url.chars().any(char::is_control))
+        {
+            return Err((
+                "http.public_url".into(),
+                "must be an http:// or https:// URL without query or fragment, e.g. \"https://hub.example.com\"".into(),
+            ));
         }
         if self.database.connect_timeout_s == 0 {
             return Err((
@@ -559,5 +586,29 @@ mod tests {
             refusal("[retention]\nraw_days = 0\nminute_days = 0\nhour_days = 0"),
             None
         );
+    }
+
+    #[test]
+    fn the_public_url_is_a_base_url_and_defaults_to_the_listener() {
+        for bad in [
+            "hub.example",
+            "ftp://hub",
+            "https://hub/?x=1",
+            "https://hub/#top",
+        ] {
+            assert_eq!(
+                refusal(&format!("[http]\npublic_url = \"{bad}\"")),
+                Some(("http.public_url".to_string(), Some(4))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            refusal("[http]\npublic_url = \"https://hub.example/qi/\""),
+            None
+        );
+        let mut h = HttpConfig::default();
+        assert_eq!(h.public_url(), "http://127.0.0.1:8081");
+        h.public_url = "https://hub.example/qi/".into();
+        assert_eq!(h.public_url(), "https://hub.example/qi");
     }
 }

@@ -267,10 +267,16 @@ async fn serve_stream(
     }
     auth.check(credential, &hello.gateway_id)?;
     let gw = hello.gateway_id;
+    // Before anything is written: a bad description refuses the stream whole.
+    crate::models::validate(&hello.devices)
+        .map_err(|m| rejected("bad_device_info", format!("gateway {gw}: Hello: {m}")))?;
     let highest = store
         .gateway_connected(&gw, &hello.agent_version)
         .await
         .map_err(|e| unavailable(&gw, e))?;
+    record_models(store, live, &gw, &hello.devices).await?;
+    // Before the first command tick, so re-sent values go out with it.
+    crate::desired::reconcile_on_connect(store, live, &gw).await;
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
     metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
     let _connected = ConnectedGuard;
@@ -326,6 +332,9 @@ async fn serve_stream(
                     .map_err(|e| unavailable(&gw, e))?;
                 metrics::counter!(crate::metric_names::HUB_COMMAND_RESULTS_TOTAL, "ok" => if r.ok { "true" } else { "false" }).increment(1);
                 tracing::info!(gateway = %gw, command = r.id, ok = r.ok, message = %r.message, known, "command result");
+                if known && let Err(e) = crate::desired::on_command_result(store, live, id).await {
+                    tracing::warn!(gateway = %gw, command = r.id, error = %e, "desired state of a command result not announced");
+                }
                 continue;
             }
             _ => {
@@ -373,6 +382,24 @@ async fn serve_stream(
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
     Ok(())
+}
+
+/// The models of the gateway's devices (its Hello) become twin types and
+/// typed instrument twins (`crate::models`).
+async fn record_models(
+    store: &Store,
+    live: &crate::live::Fanout,
+    gw: &str,
+    devices: &[qi_proto::v1::DeviceInfo],
+) -> Result<(), Status> {
+    match crate::models::record(store.pool(), live, gw, devices).await {
+        Ok(()) => Ok(()),
+        Err(crate::models::ModelError::Invalid(m)) => Err(rejected(
+            "bad_device_info",
+            format!("gateway {gw}: Hello: {m}"),
+        )),
+        Err(crate::models::ModelError::Db(e)) => Err(unavailable(gw, e.into())),
+    }
 }
 
 /// Hands a committed batch to the live subscribers (SSE, alarms).

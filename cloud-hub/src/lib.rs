@@ -3,6 +3,7 @@
 //! Data path: `ingest` (gRPC streams from gateways) -> `storage` (PostgreSQL /
 //! TimescaleDB, the only module with SQL) -> `api` (REST for central ops).
 
+pub mod aas;
 pub mod analytics;
 pub mod api;
 pub mod app;
@@ -10,10 +11,12 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod desired;
 pub mod identity;
 pub mod ingest;
 pub mod live;
 pub mod metric_names;
+pub mod models;
 pub mod storage;
 pub mod tls;
 pub mod twins;

@@ -52,6 +52,8 @@ qi_common::metric_names! {
         "REST requests refused by authentication or authorization, by reason.";
     HUB_AUDIT_ENTRIES_TOTAL = Counter "hub_audit_entries_total" ["actor_kind"]
         "Entries appended to the audit trail, by kind of actor.";
+    HUB_DESIRED_COMMANDS_TOTAL = Counter "hub_desired_commands_total" ["why"]
+        "Commands queued to carry desired values to devices, by why (set by a person, resend after a gateway came back).";
     HUB_ANALYTICS_QUERIES_TOTAL = Counter "hub_analytics_queries_total" ["kind"]
         "Analytics queries served, by kind.";
     HUB_TWIN_WRITES_TOTAL = Counter "hub_twin_writes_total" ["action"]

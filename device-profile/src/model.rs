@@ -399,6 +399,22 @@ pub struct ModbusLocation {
 }
 
 impl Point {
+    /// The engineering values the point's register can hold (`raw * scale +
+    /// offset` over the integer type's range), for integer registers of up to
+    /// 32 bits: what a write can put on the device. None for floats (bounded
+    /// only by the format), text, bits and SCPI points.
+    pub fn value_range(&self) -> Option<(f64, f64)> {
+        let (lo, hi) = match self.data_type? {
+            DataType::U16 => (0.0, f64::from(u16::MAX)),
+            DataType::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+            DataType::U32 => (0.0, f64::from(u32::MAX)),
+            DataType::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+            _ => return None,
+        };
+        let (a, b) = (lo * self.scale + self.offset, hi * self.scale + self.offset);
+        Some((a.min(b), a.max(b)))
+    }
+
     /// Where the point lives on a Modbus device. Only meaningful for Modbus
     /// profiles that passed validation (which guarantees the fields exist).
     pub fn modbus(&self) -> Option<ModbusLocation> {

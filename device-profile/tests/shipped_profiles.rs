@@ -43,3 +43,18 @@ fn errors_name_the_line_or_the_field() {
         .to_string();
     assert!(e.contains("max_registers_per_read"), "{e}");
 }
+
+#[test]
+fn integer_registers_bound_what_a_write_can_hold() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-profiles");
+    let p = Profile::load_by_id(&dir, "binder-mk53").expect("binder profile");
+    let point = |n: &str| p.points.iter().find(|x| x.name == n).expect("point");
+    assert_eq!(point("operating_mode").value_range(), Some((0.0, 65535.0)));
+    // Floats are bounded only by their format: no range to show.
+    assert_eq!(point("temperature_setpoint").value_range(), None);
+    let scaled = "format_version = 1\n[model]\nid = \"x\"\nmanufacturer = \"m\"\nname = \"n\"\ndevice_type = \"t\"\n[modbus]\n[[points]]\nname = \"a\"\nunit = \"V\"\nregister = \"holding\"\naddress = 0\ntype = \"i16\"\nscale = -0.1\noffset = 5\nwritable = true\n";
+    let p = Profile::parse(scaled, Path::new("x.toml")).expect("parses");
+    let (lo, hi) = p.points[0].value_range().expect("range");
+    assert!((lo - (32767.0 * -0.1 + 5.0)).abs() < 1e-9, "{lo}");
+    assert!((hi - (-32768.0 * -0.1 + 5.0)).abs() < 1e-9, "{hi}");
+}

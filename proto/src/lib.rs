@@ -40,6 +40,20 @@ pub mod limits {
     /// it forever).
     pub const MAX_BATCH_BYTES: usize = MAX_BATCH_READINGS * (MAX_READING_BYTES + 4) + 1024;
 
+    /// Most devices one gateway describes in its Hello.
+    pub const MAX_HELLO_DEVICES: usize = 4096;
+    /// Most points one device (firmware profile) describes.
+    pub const MAX_DEVICE_POINTS: usize = 1024;
+    /// Longest free text of a device or point description (manufacturer,
+    /// model, description), in bytes.
+    pub const MAX_TEXT_LEN: usize = 512;
+
+    /// Free text the hub stores (names, descriptions): at most
+    /// `MAX_TEXT_LEN` bytes, no control characters.
+    pub fn valid_text(s: &str) -> bool {
+        s.len() <= MAX_TEXT_LEN && !s.chars().any(char::is_control)
+    }
+
     /// A gateway id, device id or metric name the hub stores: 1 to
     /// `MAX_ID_LEN` bytes, no control characters.
     pub fn valid_id(s: &str) -> bool {

@@ -136,6 +136,7 @@ pub fn hello(gw: &str) -> EdgeMessage {
         kind: Some(edge_message::Kind::Hello(Hello {
             gateway_id: gw.into(),
             agent_version: "test".into(),
+            devices: vec![],
         })),
     }
 }

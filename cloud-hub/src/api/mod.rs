@@ -6,15 +6,18 @@
 //! metrics), `readings` (readings and devices), `commands` (commands to
 //! gateways), `analytics` (series, live state, aggregates, downsampling,
 //! statistics, anomalies; the computations live in `crate::analytics`).
+//! `aas` (Asset Administration Shell read API, `crate::aas`), `desired` (desired state of instrument twins, `crate::desired`).
 //! `guard` (authentication and authorization of every request), `auth`
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`.
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
+mod aas;
 mod analytics;
 mod audit;
 mod auth;
 mod commands;
+mod desired;
 mod error;
 mod guard;
 mod keys;
@@ -45,6 +48,9 @@ pub struct ApiState {
     pub identity: std::sync::Arc<crate::identity::Identity>,
     /// What just happened (committed readings, twin changes, ...), for live streams.
     pub live: std::sync::Arc<crate::live::Fanout>,
+    /// The API's base URL as clients reach it (`http.public_url`), for links
+    /// in documents the hub hands out (AAS time-series endpoints).
+    pub public_url: String,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -84,6 +90,8 @@ fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/commands/{id}", get(commands::get_command))
         .merge(analytics::routes())
+        .merge(desired::routes())
+        .merge(aas::routes())
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))

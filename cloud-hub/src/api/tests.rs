@@ -10,6 +10,8 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("analytics.rs"),
         include_str!("twins.rs"),
         include_str!("twin_types.rs"),
+        include_str!("desired.rs"),
+        include_str!("aas.rs"),
     ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {
@@ -132,4 +134,30 @@ fn every_operation_has_a_permission_rule_and_the_document_agrees() {
             );
         }
     }
+}
+
+/// The document's pattern for AAS ids and cursors is what the hub decodes
+/// (a schema-valid id is never refused as malformed).
+#[test]
+fn the_documents_aas_id_pattern_is_the_decoders() {
+    let doc: serde_json::Value =
+        serde_json::from_str(super::OPENAPI).expect("openapi.json is JSON");
+    let mut seen = 0;
+    for path in [
+        "/api/v1/aas/shells",
+        "/api/v1/aas/shells/{id}",
+        "/api/v1/aas/submodels",
+        "/api/v1/aas/submodels/{id}",
+    ] {
+        for p in doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+        {
+            if p["name"] == "id" || p["name"] == "cursor" {
+                assert_eq!(p["schema"]["pattern"], crate::aas::ids::PATTERN, "{path}");
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 4);
 }

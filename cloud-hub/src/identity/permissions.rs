@@ -199,6 +199,29 @@ pub const RULES: &[Rule] = &[
         P::ManageTwins,
         S::Fleet,
     ),
+    rule("GET", "/api/v1/twins/{id}/desired", P::ReadData, S::Twin),
+    rule(
+        "PUT",
+        "/api/v1/twins/{id}/desired/{point}",
+        P::ManageTwins,
+        S::Twin,
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/twins/{id}/desired/{point}",
+        P::ManageTwins,
+        S::Twin,
+    ),
+    rule("GET", "/api/v1/aas/shells", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/aas/shells/{id}", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/aas/submodels", P::ReadData, S::Filtered),
+    rule(
+        "GET",
+        "/api/v1/aas/submodels/{id}",
+        P::ReadData,
+        S::Filtered,
+    ),
+    rule("GET", "/api/v1/aas/export", P::ReadData, S::Filtered),
 ];
 
 /// The rule of an operation, by method and matched route path.

@@ -173,6 +173,24 @@ pub struct CommandRow {
 const COMMAND_COLUMNS: &str =
     "id, gateway_id, action, state, created_at, deadline, sent_at, completed_at, result";
 
+/// Queues a command inside the caller's transaction (what a capability that
+/// turns its own state into commands, such as desired state, needs).
+pub async fn insert_command(
+    conn: &mut sqlx::PgConnection,
+    gateway_id: &str,
+    action: &serde_json::Value,
+    deadline: DateTime<Utc>,
+) -> Result<CommandRow, sqlx::Error> {
+    sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO commands (gateway_id, action, deadline) VALUES ($1, $2, $3) RETURNING {COMMAND_COLUMNS}"
+    )))
+    .bind(gateway_id)
+    .bind(action)
+    .bind(deadline)
+    .fetch_one(conn)
+    .await
+}
+
 /// Filters of `GET /api/v1/readings`, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct ReadingQuery {
@@ -366,14 +384,7 @@ impl Store {
         audit: crate::audit::NewEntry,
     ) -> Result<CommandRow, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query_as::<_, CommandRow>(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO commands (gateway_id, action, deadline) VALUES ($1, $2, $3) RETURNING {COMMAND_COLUMNS}"
-        )))
-        .bind(gateway_id)
-        .bind(action)
-        .bind(deadline)
-        .fetch_one(&mut *tx)
-        .await?;
+        let row = insert_command(&mut tx, gateway_id, action, deadline).await?;
         let mut audit = audit;
         audit.target = format!("{}/command:{}", audit.target, row.id);
         crate::audit::append_in(&mut tx, audit)
@@ -383,18 +394,19 @@ impl Store {
         Ok(row)
     }
 
-    /// Marks open commands whose deadline passed as expired (for one gateway, or all).
-    async fn expire_commands(&self, gateway_id: Option<&str>) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Marks open commands whose deadline passed as expired (for one gateway,
+    /// or all); returns their ids.
+    pub async fn expire_commands(&self, gateway_id: Option<&str>) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
             "UPDATE commands SET state = 'expired', completed_at = now(),
                     result = 'deadline passed before the gateway reported a result'
              WHERE state IN ('pending', 'sent') AND deadline < now()
-               AND ($1::text IS NULL OR gateway_id = $1)",
+               AND ($1::text IS NULL OR gateway_id = $1)
+             RETURNING id",
         )
         .bind(gateway_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn command(&self, id: i64) -> Result<Option<CommandRow>, StoreError> {

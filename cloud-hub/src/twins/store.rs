@@ -473,7 +473,7 @@ async fn pending_commands(conn: &mut PgConnection, t: &Twin) -> Result<i64, sqlx
     };
     sqlx::query_scalar(
         "SELECT count(*) FROM commands
-         WHERE gateway_id = $1 AND state IN ('pending', 'sent')
+         WHERE gateway_id = $1 AND state IN ('pending', 'sent') AND deadline >= now()
            AND action -> 'write_point' ->> 'device' = $2",
     )
     .bind(gw)

@@ -77,6 +77,7 @@ pub(super) struct Devices {
     pub tasks: Vec<JoinHandle<()>>,
     pub health: Vec<watch::Receiver<DeviceHealth>>,
     pub handles: HashMap<String, DeviceHandle>,
+    pub models: Vec<(String, Arc<Profile>)>,
 }
 
 /// A device that cannot be polled (bad profile, conflicting bus settings):
@@ -101,6 +102,7 @@ pub(super) fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> 
         tasks: Vec::new(),
         health: Vec::new(),
         handles: HashMap::new(),
+        models: Vec::new(),
     };
     let mut buses: HashMap<Endpoint, Arc<Bus>> = HashMap::new();
     let mut serial_lines: HashMap<PathBuf, LineSettings> = HashMap::new();
@@ -116,6 +118,7 @@ pub(super) fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> 
             disabled(d, e, &mut devices);
             continue;
         }
+        let model = Arc::clone(&profile);
         let (handle, commands) = DeviceHandle::channel(&d.id);
         match profile.protocol {
             Protocol::Modbus => {
@@ -166,6 +169,7 @@ pub(super) fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> 
             }
         }
         devices.handles.insert(d.id.clone(), handle);
+        devices.models.push((d.id.clone(), model));
     }
     devices
 }

@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 pub struct FleetView {
     pub handles: Arc<HashMap<String, DeviceHandle>>,
     pub health: Arc<Vec<watch::Receiver<DeviceHealth>>>,
+    /// Each running device's id and firmware profile, in configuration order
+    /// (what the uplink tells the hub in its Hello).
+    pub models: Arc<Vec<(String, Arc<device_profile::Profile>)>>,
 }
 
 impl FleetView {
@@ -69,6 +72,7 @@ impl Fleet {
             *v = FleetView {
                 handles: Arc::new(devices.handles),
                 health: Arc::new(devices.health),
+                models: Arc::new(devices.models),
             };
         }
         Running {

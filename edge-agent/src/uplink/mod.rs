@@ -7,6 +7,7 @@
 //! order, so the oldest batch in flight is the one an ack is for.
 
 mod cert;
+pub mod hello;
 mod queue;
 
 pub use cert::check_client_certificate;
@@ -297,6 +298,11 @@ impl Uplink {
             kind: Some(edge_message::Kind::Hello(Hello {
                 gateway_id: self.gateway_id.clone(),
                 agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                devices: self
+                    .fleet
+                    .as_ref()
+                    .map(|f| hello::device_infos(&f.view()))
+                    .unwrap_or_default(),
             })),
         };
         tx.send(hello).await.map_err(|_| UplinkError::Closed)?;

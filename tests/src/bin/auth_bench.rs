@@ -87,6 +87,7 @@ async fn main() -> Result<()> {
         analytics: AnalyticsConfig::default(),
         identity: identity.clone(),
         live: cloud_hub::live::Fanout::new(16, 0),
+        public_url: String::new(),
     };
     let guarded = serve(api::router(state.clone())).await?;
     let open = serve(api::router_without_guard_for_benchmarks(state)).await?;

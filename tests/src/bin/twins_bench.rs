@@ -120,6 +120,7 @@ async fn main() -> Result<()> {
         analytics: AnalyticsConfig::default(),
         identity: identity.clone(),
         live: cloud_hub::live::Fanout::new(16, 0),
+        public_url: String::new(),
     };
     let base = serve(api::router(state)).await?;
     let mut tx = pool.begin().await?;
