@@ -522,7 +522,7 @@ async fn relate(
     let mut tx = s.identity.pool.begin().await?;
     let rel = graph::relate(&mut tx, r, &actor).await?;
     tx.commit().await?;
-    relation_changed(&s, &rel, "relation.create");
+    relation_changed(&s, &rel, "relation.create").await;
     Ok((StatusCode::CREATED, Json(json!(rel))))
 }
 
@@ -549,20 +549,35 @@ async fn end_relation(
     let mut tx = s.identity.pool.begin().await?;
     let rel = graph::end(&mut tx, rid, &actor).await?;
     tx.commit().await?;
-    relation_changed(&s, &rel, "relation.end");
+    relation_changed(&s, &rel, "relation.end").await;
     Ok(Json(json!(rel)))
 }
 
 /// Both twins a relation joins changed place: subtree filters of live
 /// streams must be recomputed.
-fn relation_changed(s: &ApiState, rel: &graph::Relation, action: &'static str) {
+async fn relation_changed(s: &ApiState, rel: &graph::Relation, action: &'static str) {
     metrics::counter!(crate::metric_names::HUB_TWIN_WRITES_TOTAL, "action" => action).increment(1);
-    for id in std::iter::once(&rel.source_id).chain(rel.target_id.as_ref()) {
+    let ids: Vec<&String> = std::iter::once(&rel.source_id)
+        .chain(rel.target_id.as_ref())
+        .collect();
+    // The change is committed: a failed lookup only leaves the kind out.
+    let kinds: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT twin_id, kind, version FROM twins WHERE twin_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&s.identity.pool)
+            .await
+            .unwrap_or_default();
+    for id in ids {
+        let (kind, version) = kinds
+            .iter()
+            .find(|k| &k.0 == id)
+            .map(|k| (k.1.clone(), k.2))
+            .unwrap_or_default();
         s.live.publish(EventBody::Twin {
             twin_id: id.clone(),
-            kind: String::new(),
+            kind,
             change: action.to_string(),
-            version: 0,
+            version,
         });
     }
 }
