@@ -45,6 +45,26 @@ pub async fn call(
     Ok((status, v))
 }
 
+/// A request with an `If-Match` header (optimistic concurrency).
+pub async fn call_if_match(
+    method: Method,
+    url: &str,
+    token: &str,
+    etag: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value)> {
+    let mut rb = crate::http::Client::bare()
+        .request(method, url)
+        .bearer_auth(token)
+        .header("If-Match", etag);
+    if let Some(b) = body {
+        rb = rb.json(b);
+    }
+    let r = rb.send().await?;
+    let s = r.status().as_u16();
+    Ok((s, r.json().await.unwrap_or(Value::Null)))
+}
+
 /// The harness's admin key (what `Stack::start_hub` registered).
 pub fn admin_token(stack: &Stack) -> String {
     crate::http::headers_for(&stack.hub_url())
