@@ -184,7 +184,7 @@ async fn discovered_instruments_are_placed_queried_and_kept_consistent() -> Resu
         (
             json!({"kind": "contains", "source": "bench-3", "target": "lab-berlin"}),
             "relations",
-            422,
+            409,
         ),
         (
             json!({"kind": "contains", "source": "hall-1", "target": "hall-1"}),
@@ -199,7 +199,7 @@ async fn discovered_instruments_are_placed_queried_and_kept_consistent() -> Resu
         (
             json!({"kind": "measures", "source": inst, "target": "hall-1"}),
             "relations",
-            422,
+            409,
         ),
         (json!({"twin_id": "x1", "kind": "robot"}), "twins", 422),
         (json!({"twin_id": "bad id/", "kind": "site"}), "twins", 422),

@@ -29,7 +29,7 @@ async fn search_pages_sorts_and_finds_by_place_and_attribute() -> Result<()> {
     )
     .await?;
     ensure!(
-        s == 422 && v["message"].as_str().is_some_and(|m| m.contains("area_m2")),
+        s == 409 && v["message"].as_str().is_some_and(|m| m.contains("area_m2")),
         "{s} {v}"
     );
     for i in 0..25 {

@@ -109,10 +109,15 @@ pub async fn relate(
     }
     // The twins' kinds are stored state: a pair they do not allow conflicts with it.
     if !kind.allows(source_kind, target_kind) {
+        let verb = match kind {
+            RelationKind::Contains => "contain",
+            RelationKind::ConnectedTo => "be connected to",
+            RelationKind::Measures => "measure",
+            RelationKind::CalibratedBy => "be calibrated by",
+        };
         return Err(TwinError::Conflict(format!(
-            "a {} cannot {} a {}",
+            "a {} cannot {verb} a {}",
             source_kind.as_str(),
-            kind.as_str().replace('_', " "),
             target_kind.map_or("certificate", Kind::as_str)
         )));
     }
