@@ -157,6 +157,9 @@ cat <<TXT
   Latest readings (REST):   curl -H "\$auth" '$api/readings?device=sdm630-demo&metric=voltage_l1&limit=5'
   All metrics, newest 20:   curl -H "\$auth" '$api/readings?device=sdm630-demo&limit=20'
   Known devices:            curl -H "\$auth" '$api/devices'
+  The meter's twin (model from its profile, live state): curl -H "\$auth" '$api/twins/instrument:demo-gateway:sdm630-demo'
+  Twins (docs/twins.md):    curl -H "\$auth" '$api/twins?kind=instrument'
+  As an AAS environment:    curl -H "\$auth" '$api/aas/shells'
   Hub readiness / metrics:  curl http://127.0.0.1:$hub_port/ready;  curl -H "\$auth" http://127.0.0.1:$hub_port/metrics
   Gateway health:           curl http://127.0.0.1:$agent_port/health   (status only without a login)
   Gateway login (demo / demo-operator-password), then the full health and devices:

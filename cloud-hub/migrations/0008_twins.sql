@@ -42,6 +42,11 @@ CREATE TABLE twins (
     device_id     text,
     -- Created by discovery at ingest and not yet placed by an engineer.
     discovered    boolean NOT NULL DEFAULT false,
+    -- Where the twin sits now: the ids from its root down to itself, each
+    -- followed by U+001F (ids never hold control characters). Kept by
+    -- `twin_repath` from the current relations; a subtree is one index
+    -- range (`path >= p AND path < p without its last U+001F || ' '`).
+    path          text COLLATE "C" NOT NULL DEFAULT '',
     version       bigint NOT NULL DEFAULT 1,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
@@ -59,6 +64,7 @@ CREATE UNIQUE INDEX twins_instrument_binding ON twins (gateway_id, device_id)
     WHERE kind = 'instrument' AND deleted_at IS NULL;
 CREATE INDEX twins_kind ON twins (kind, twin_id) WHERE deleted_at IS NULL;
 CREATE INDEX twins_type ON twins (type_id, twin_id) WHERE deleted_at IS NULL;
+CREATE INDEX twins_path ON twins (path) WHERE deleted_at IS NULL;
 CREATE INDEX twins_location ON twins (latitude, longitude)
     WHERE latitude IS NOT NULL AND deleted_at IS NULL;
 CREATE INDEX twins_attributes ON twins USING gin (attributes jsonb_path_ops);
@@ -112,6 +118,61 @@ CREATE TABLE series_latest (
 INSERT INTO series_latest (series_id, ts, value, quality, seq)
 SELECT DISTINCT ON (series_id) series_id, ts, value, quality, seq
 FROM samples ORDER BY series_id, ts DESC, seq DESC;
+
+-- The current parent of a twin: its container, or for an instrument placed
+-- nowhere, the gateway it is connected to.
+CREATE FUNCTION twin_parent(child text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT source_id FROM twin_relations
+          WHERE target_id = child AND kind = 'contains' AND valid_to IS NULL LIMIT 1),
+        (SELECT target_id FROM twin_relations
+          WHERE source_id = child AND kind = 'connected_to' AND valid_to IS NULL LIMIT 1))
+$$;
+
+-- Recomputes a twin's path from its parent's and moves its whole subtree
+-- with it (every path under the old one shares its prefix).
+CREATE FUNCTION twin_repath(start text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    old_path text;
+    new_path text;
+    parent   text;
+BEGIN
+    SELECT path INTO old_path FROM twins WHERE twin_id = start;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    parent := twin_parent(start);
+    new_path := coalesce((SELECT path FROM twins WHERE twin_id = parent), '') || start || chr(31);
+    IF new_path = old_path THEN
+        RETURN;
+    END IF;
+    IF old_path = '' THEN
+        UPDATE twins SET path = new_path WHERE twin_id = start;
+    ELSE
+        UPDATE twins SET path = new_path || substr(path, length(old_path) + 1)
+         WHERE path >= old_path COLLATE "C" AND path < (left(old_path, -1) || ' ') COLLATE "C";
+    END IF;
+END $$;
+
+CREATE FUNCTION twins_path_of_new() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.path := NEW.twin_id || chr(31);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER twins_path_new BEFORE INSERT ON twins
+    FOR EACH ROW EXECUTE FUNCTION twins_path_of_new();
+
+CREATE FUNCTION twins_path_on_relation() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.kind = 'contains' THEN
+        PERFORM twin_repath(NEW.target_id);
+    ELSIF NEW.kind = 'connected_to' THEN
+        PERFORM twin_repath(NEW.source_id);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER twin_relations_path AFTER INSERT OR UPDATE ON twin_relations
+    FOR EACH ROW EXECUTE FUNCTION twins_path_on_relation();
 
 -- Discovery: a gateway or device first seen at ingest becomes a twin
 -- (discovered = true) connected to its gateway, unless a twin is already
@@ -188,29 +249,17 @@ ON CONFLICT DO NOTHING;
 
 DROP TABLE gateway_sites;
 
--- The site a twin lies in: the nearest twin of kind site going up the
--- current graph (a contains parent; for an instrument not placed yet, the
--- gateway it is connected to; for a sample, the instrument measuring it);
--- itself when it is a site. Scopes principals to sites; one definition for
--- every query.
+-- The site a twin lies in: the nearest twin of kind site on its path
+-- (its containers; for an instrument placed nowhere, its gateway's), itself
+-- when it is a site. Scopes principals to sites; one definition for every
+-- query.
 CREATE FUNCTION twin_site(start text) RETURNS text LANGUAGE sql STABLE AS $$
-    WITH RECURSIVE up(id, depth) AS (
-        SELECT start, 0
-        UNION ALL
-        SELECT CASE WHEN r.kind = 'contains' THEN r.source_id
-                    WHEN r.kind = 'connected_to' THEN r.target_id
-                    ELSE r.source_id END,
-               up.depth + 1
-        FROM up JOIN twin_relations r
-          ON r.valid_to IS NULL
-         AND ((r.kind = 'contains' AND r.target_id = up.id)
-           OR (r.kind = 'connected_to' AND r.source_id = up.id)
-           OR (r.kind = 'measures' AND r.target_id = up.id))
-        WHERE up.depth < 64
-    )
-    SELECT t.twin_id FROM up JOIN twins t ON t.twin_id = up.id
-    WHERE t.kind = 'site' AND t.deleted_at IS NULL
-    ORDER BY up.depth, t.twin_id LIMIT 1
+    SELECT t.twin_id
+    FROM twins me,
+         unnest(string_to_array(rtrim(me.path, chr(31)), chr(31))) WITH ORDINALITY AS p(id, n)
+         JOIN twins t ON t.twin_id = p.id
+    WHERE me.twin_id = start AND t.kind = 'site' AND t.deleted_at IS NULL
+    ORDER BY p.n DESC LIMIT 1
 $$;
 
 -- A twin's subtree along contains relations valid at `at` (the root

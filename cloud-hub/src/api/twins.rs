@@ -404,7 +404,7 @@ async fn descendants(
 ) -> Result<Json<Value>, ApiError> {
     let id = twin_id(p)?;
     let Query(q) = q?;
-    let at = parse_time("at", &q.at)?.unwrap_or_else(Utc::now);
+    let at = parse_time("at", &q.at)?;
     let kind = short("kind", q.kind)?;
     if let Some(k) = &kind
         && model::Kind::parse(k).is_none()
@@ -427,9 +427,12 @@ async fn descendants(
     let limit = parse_limit(&q.limit, 1000, s.max_page_size)?;
     let nodes =
         graph::descendants(&s.identity.pool, &id, at, kind.as_deref(), depth, limit).await?;
-    Ok(Json(
-        json!({"twin_id": id, "at": at, "count": nodes.len(), "descendants": nodes}),
-    ))
+    Ok(Json(json!({
+        "twin_id": id,
+        "at": at.unwrap_or_else(Utc::now),
+        "count": nodes.len(),
+        "descendants": nodes,
+    })))
 }
 
 async fn relations(

@@ -347,16 +347,47 @@ pub async fn ancestors(
     .await
 }
 
-/// The subtree under a twin at `at` (the twin itself excluded), by depth
-/// then id, optionally one kind and a depth limit; at most `limit` nodes.
+/// The subtree under a twin (the twin itself excluded), by depth then id,
+/// optionally one kind and a depth limit; at most `limit` nodes. Now: one
+/// range of the paths index; as of an earlier time: the dated relations.
 pub async fn descendants(
     pool: &PgPool,
     id: &str,
-    at: DateTime<Utc>,
+    at: Option<DateTime<Utc>>,
     kind: Option<&str>,
     max_depth: Option<i32>,
     limit: i64,
 ) -> Result<Vec<Node>, sqlx::Error> {
+    let Some(at) = at else {
+        let root: Option<String> =
+            sqlx::query_scalar("SELECT path FROM twins WHERE twin_id = $1 AND deleted_at IS NULL")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        let Some(root) = root else {
+            return Ok(Vec::new());
+        };
+        let (lo, hi) = super::search::subtree_range(&root);
+        let base = i32::try_from(root.matches('\u{1f}').count()).unwrap_or(i32::MAX);
+        return sqlx::query_as(
+            "SELECT * FROM (
+                 SELECT twin_id, kind, name, type_id,
+                        length(path) - length(replace(path, chr(31), '')) - $3 AS depth,
+                        false AS deleted
+                 FROM twins
+                 WHERE deleted_at IS NULL AND path >= $1 AND path < $2) d
+             WHERE depth > 0 AND ($4::text IS NULL OR kind = $4) AND ($5::int IS NULL OR depth <= $5)
+             ORDER BY depth, twin_id LIMIT $6",
+        )
+        .bind(lo)
+        .bind(hi)
+        .bind(base)
+        .bind(kind)
+        .bind(max_depth)
+        .bind(limit)
+        .fetch_all(pool)
+        .await;
+    };
     sqlx::query_as(
         "SELECT t.twin_id, t.kind, t.name, t.type_id, d.depth, t.deleted_at IS NOT NULL AS deleted
          FROM twin_descendants($1, $2) d JOIN twins t ON t.twin_id = d.twin_id

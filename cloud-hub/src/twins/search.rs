@@ -154,9 +154,9 @@ pub async fn list(
          WHERE ($1 OR deleted_at IS NULL)
            AND ($2::text IS NULL OR kind = $2)
            AND ($3::text IS NULL OR type_id = $3)
-           AND ($4::text IS NULL OR twin_id IN (SELECT d.twin_id FROM twin_descendants($4, now()) d))
-           AND ($5::text[] IS NULL OR twin_id IN (
-                SELECT d.twin_id FROM unnest($5::text[]) s(site), twin_descendants(s.site, now()) d))
+           AND ($4::text IS NULL OR (path >= $4 AND path < $5))
+           AND ($19::text[] IS NULL OR EXISTS (
+                SELECT 1 FROM unnest($19::text[], $20::text[]) r(lo, hi) WHERE path >= r.lo AND path < r.hi))
            AND ($6::jsonb IS NULL OR attributes @> $6)
            AND ($7::text IS NULL OR (twin_id || ' ' || name || ' ' || coalesce(serial_number, '')) ILIKE $7)
            AND ($8::float8 IS NULL OR (latitude BETWEEN $8 AND $10 AND longitude BETWEEN $9 AND $11))
@@ -175,12 +175,26 @@ pub async fn list(
         (None, Some((lat, lon, r))) => Some(box_around(lat, lon, r)),
         (None, None) => None,
     };
+    // Subtrees are ranges of paths (migration 0008): look the roots up once.
+    let within = match &f.within {
+        Some(w) => Some(
+            subtree_ranges(pool, std::slice::from_ref(w), false)
+                .await?
+                .pop()
+                .unwrap_or_default(),
+        ),
+        None => None,
+    };
+    let sites = match &f.sites {
+        Some(s) => Some(subtree_ranges(pool, s, true).await?),
+        None => None,
+    };
     let twins: Vec<Twin> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(f.include_deleted)
         .bind(&f.kind)
         .bind(&f.type_id)
-        .bind(&f.within)
-        .bind(&f.sites)
+        .bind(within.as_ref().map(|r| r.0.clone()))
+        .bind(within.as_ref().map(|r| r.1.clone()))
         .bind(&f.attributes)
         .bind(f.text.as_deref().map(like_pattern))
         .bind(bbox.map(|b| b.0))
@@ -194,6 +208,8 @@ pub async fn list(
         .bind(after.map(|c| c.key.clone()))
         .bind(after.map(|c| c.id.clone()))
         .bind(limit + 1)
+        .bind(sites.as_ref().map(|v| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>()))
+        .bind(sites.as_ref().map(|v| v.iter().map(|r| r.1.clone()).collect::<Vec<_>>()))
         .fetch_all(pool)
         .await?;
     let mut twins = twins;
@@ -210,6 +226,35 @@ pub async fn list(
         None
     };
     Ok(Page { twins, next })
+}
+
+/// The path ranges of the subtrees under `roots` (live twins; sites only
+/// when `sites_only`): (lo, hi) with every path in the subtree in
+/// lo <= path < hi. A root that does not exist gives an empty range.
+pub async fn subtree_ranges(
+    pool: &PgPool,
+    roots: &[String],
+    sites_only: bool,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let paths: Vec<String> = sqlx::query_scalar(
+        "SELECT path FROM twins WHERE twin_id = ANY($1) AND deleted_at IS NULL
+           AND (NOT $2 OR kind = 'site')",
+    )
+    .bind(roots)
+    .bind(sites_only)
+    .fetch_all(pool)
+    .await?;
+    if paths.is_empty() {
+        return Ok(vec![(String::new(), String::new())]);
+    }
+    Ok(paths.into_iter().map(|p| subtree_range(&p)).collect())
+}
+
+/// Paths end with U+001F; every path below `p` starts with it and sorts
+/// (collation C) before `p` with its last U+001F replaced by a space.
+pub fn subtree_range(p: &str) -> (String, String) {
+    let hi = format!("{} ", p.strip_suffix('\u{1f}').unwrap_or(p));
+    (p.to_string(), hi)
 }
 
 /// Whether `t` lies at most `radius_m` from (lat, lon) on the sphere.
@@ -252,6 +297,16 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(like_pattern("50%_a\\"), "%50\\%\\_a\\\\%");
+    }
+
+    #[test]
+    fn a_path_range_holds_the_subtree_and_nothing_beside_it() {
+        let (lo, hi) = subtree_range("site-1\u{1f}");
+        let inside = "site-1\u{1f}hall\u{1f}bench\u{1f}";
+        let beside = "site-10\u{1f}";
+        assert!(lo.as_str() <= inside && inside < hi.as_str());
+        assert!(!(lo.as_str() <= beside && beside < hi.as_str()));
+        assert!(lo.as_str() <= "site-1\u{1f}" && "site-1\u{1f}" < hi.as_str());
     }
 
     #[test]
