@@ -7,7 +7,8 @@
 //! gateways), `analytics` (series, live state, aggregates, downsampling,
 //! statistics, anomalies; the computations live in `crate::analytics`).
 //! `guard` (authentication and authorization of every request), `auth`
-//! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`.
+//! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
+//! live stream of twins).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -18,6 +19,7 @@ mod commands;
 mod error;
 mod guard;
 mod keys;
+mod live;
 mod params;
 mod readings;
 mod status;
@@ -43,6 +45,8 @@ pub struct ApiState {
     pub identity: std::sync::Arc<crate::identity::Identity>,
     /// What just happened (committed readings, twin changes, ...), for live streams.
     pub live: std::sync::Arc<crate::live::Fanout>,
+    /// The SSE streams over `live` (limits, open streams, the twin index).
+    pub streams: std::sync::Arc<crate::live::sse::Streams>,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -96,6 +100,7 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/gateways/{gateway}/site", put(keys::set_site))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/twins/stream", get(live::stream))
 }
 
 /// The API's description (OpenAPI 3), served as is.

@@ -168,6 +168,7 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/api/v1/keys", P::ManageIdentity, S::Fleet),
     rule("DELETE", "/api/v1/keys/{id}", P::ManageIdentity, S::Fleet),
     rule("GET", "/api/v1/audit", P::ReadAudit, S::Fleet),
+    rule("GET", "/api/v1/twins/stream", P::ReadData, S::Filtered),
 ];
 
 /// The rule of an operation, by method and matched route path.

@@ -81,11 +81,13 @@ pub async fn set(
     .bind(&twin)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("INSERT INTO twin_relations (kind, source_id, target_id) VALUES ('contains', $1, $2)")
-        .bind(site)
-        .bind(&twin)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO twin_relations (kind, source_id, target_id) VALUES ('contains', $1, $2)",
+    )
+    .bind(site)
+    .bind(&twin)
+    .execute(&mut *conn)
+    .await?;
     Ok(before)
 }
 

@@ -9,8 +9,17 @@
 //! than growing the hub's memory. A second, smaller ring keeps the last
 //! events for clients that reconnect with `Last-Event-ID`.
 //!
+//! Rooms: `health` (gateways online/offline), `index` (which twin a
+//! reading belongs to, cached), `filter` (what one subscriber sees), `sse`
+//! (the Server-Sent Events streams and their backpressure).
+//!
 //! Events are per hub process: with several hub replicas (issue #18) each
 //! sees what it committed itself.
+
+pub mod filter;
+pub mod health;
+pub mod index;
+pub mod sse;
 
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;

@@ -80,13 +80,19 @@ async fn main() -> Result<()> {
         ..AuthConfig::default()
     };
     let identity = Arc::new(Identity::open(pool.clone(), &auth).await?);
+    let live = cloud_hub::live::Fanout::new(16, 0);
     let state = ApiState {
         store: store.clone(),
         max_page_size: 10_000,
         metrics: None,
         analytics: AnalyticsConfig::default(),
         identity: identity.clone(),
-        live: cloud_hub::live::Fanout::new(16, 0),
+        live: live.clone(),
+        streams: cloud_hub::live::sse::Streams::new(
+            cloud_hub::config::live::LiveConfig::default(),
+            live,
+            cloud_hub::live::index::TwinIndex::new(pool.clone()),
+        ),
     };
     let guarded = serve(api::router(state.clone())).await?;
     let open = serve(api::router_without_guard_for_benchmarks(state)).await?;
