@@ -106,6 +106,10 @@ pub async fn run(
     );
     tokio::spawn(identity.clone().run_rotation(stop.clone()));
     let index = crate::live::index::TwinIndex::new(store.pool().clone());
+    let alarms = crate::alarms::Alarms::new(store.pool().clone(), Arc::clone(&live), &cfg.alarms)
+        .map_err(anyhow::Error::msg)
+        .context("cannot start alarm webhooks")?;
+    tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
     let app = api::router(ApiState {
         store,
@@ -115,6 +119,7 @@ pub async fn run(
         identity,
         live,
         streams,
+        alarms,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

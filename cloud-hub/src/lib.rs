@@ -3,6 +3,7 @@
 //! Data path: `ingest` (gRPC streams from gateways) -> `storage` (PostgreSQL /
 //! TimescaleDB, the only module with SQL) -> `api` (REST for central ops).
 
+pub mod alarms;
 pub mod analytics;
 pub mod api;
 pub mod app;

@@ -8,10 +8,11 @@
 //! statistics, anomalies; the computations live in `crate::analytics`).
 //! `guard` (authentication and authorization of every request), `auth`
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
-//! live stream of twins).
+//! live stream of twins), `alarms` (alarm rules, alarms).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
+mod alarms;
 mod analytics;
 mod audit;
 mod auth;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub live: std::sync::Arc<crate::live::Fanout>,
     /// The SSE streams over `live` (limits, open streams, the twin index).
     pub streams: std::sync::Arc<crate::live::sse::Streams>,
+    /// Alarm rules' reload signal and alarm announcements.
+    pub alarms: std::sync::Arc<crate::alarms::Alarms>,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -101,6 +104,18 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/gateways/{gateway}/site", put(keys::set_site))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/twins/stream", get(live::stream))
+        .route(
+            "/api/v1/alarm-rules",
+            get(alarms::list_rules).post(alarms::create_rule),
+        )
+        .route(
+            "/api/v1/alarm-rules/{id}",
+            get(alarms::get_rule)
+                .put(alarms::update_rule)
+                .delete(alarms::delete_rule),
+        )
+        .route("/api/v1/alarms", get(alarms::list_alarms))
+        .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
 }
 
 /// The API's description (OpenAPI 3), served as is.

@@ -169,6 +169,33 @@ pub const RULES: &[Rule] = &[
     rule("DELETE", "/api/v1/keys/{id}", P::ManageIdentity, S::Fleet),
     rule("GET", "/api/v1/audit", P::ReadAudit, S::Fleet),
     rule("GET", "/api/v1/twins/stream", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/alarm-rules", P::ManageTwins, S::Filtered),
+    rule("POST", "/api/v1/alarm-rules", P::ManageTwins, S::Filtered),
+    rule(
+        "GET",
+        "/api/v1/alarm-rules/{id}",
+        P::ManageTwins,
+        S::Filtered,
+    ),
+    rule(
+        "PUT",
+        "/api/v1/alarm-rules/{id}",
+        P::ManageTwins,
+        S::Filtered,
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/alarm-rules/{id}",
+        P::ManageTwins,
+        S::Filtered,
+    ),
+    rule("GET", "/api/v1/alarms", P::ReadData, S::Filtered),
+    rule(
+        "POST",
+        "/api/v1/alarms/{id}/acknowledge",
+        P::HandleAlarms,
+        S::Filtered,
+    ),
 ];
 
 /// The rule of an operation, by method and matched route path.

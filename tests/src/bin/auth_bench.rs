@@ -87,6 +87,12 @@ async fn main() -> Result<()> {
         metrics: None,
         analytics: AnalyticsConfig::default(),
         identity: identity.clone(),
+        alarms: cloud_hub::alarms::Alarms::new(
+            pool.clone(),
+            live.clone(),
+            &cloud_hub::config::live::AlarmsConfig::default(),
+        )
+        .map_err(anyhow::Error::msg)?,
         live: live.clone(),
         streams: cloud_hub::live::sse::Streams::new(
             cloud_hub::config::live::LiveConfig::default(),
