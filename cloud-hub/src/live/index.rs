@@ -100,7 +100,8 @@ impl TwinIndex {
         };
         let cell = {
             let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-            match groups.iter().find(|(id, _)| *id == ev.id) {
+            // Ids grow: the batch asked about is nearly always among the newest.
+            match groups.iter().rev().find(|(id, _)| *id == ev.id) {
                 Some((_, c)) => Arc::clone(c),
                 None => {
                     if groups.len() == GROUPS_KEPT {
