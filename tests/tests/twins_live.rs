@@ -177,6 +177,20 @@ async fn an_instruments_live_readings_and_its_gateways_health_reach_an_sse_clien
     let health = cloud_hub::live::health::of_gateways(&pool, &["gw-live".to_string()]).await?;
     assert!(!health["gw-live"].online, "{health:?}");
     assert!(health["gw-live"].disconnected_at.is_some());
+
+    // Back online, then the hub stops: it marks the gateway offline on its way out.
+    stack.start_agent(&cfg).await?;
+    let back = gateways
+        .until(Duration::from_secs(20), |e| e.event == "health")
+        .await?;
+    assert_eq!(back.data["online"], true, "{back:?}");
+    stack
+        .hub
+        .take()
+        .context("hub")?
+        .interrupt(Duration::from_secs(15))?;
+    let health = cloud_hub::live::health::of_gateways(&pool, &["gw-live".to_string()]).await?;
+    assert!(!health["gw-live"].online, "{health:?}");
     Ok(())
 }
 
