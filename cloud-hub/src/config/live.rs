@@ -31,11 +31,14 @@ pub struct LiveConfig {
 fn default_max_subscribers() -> usize {
     2000
 }
+// A slot holds a whole batch (up to uplink.batch_max readings, ~150 bytes
+// each): 1024 batches of the agents' default 1000 readings is ~150 MiB at
+// most, and at 50 batches/s still 20 s of lag or reconnect.
 fn default_fanout_capacity() -> usize {
-    4096
+    1024
 }
 fn default_resume_events() -> usize {
-    4096
+    1024
 }
 fn default_client_buffer_events() -> usize {
     256
