@@ -111,6 +111,7 @@ pub async fn run(
         .context("cannot start alarm webhooks")?;
     tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
+    let closing = Arc::clone(&streams);
     let app = api::router(ApiState {
         store,
         max_page_size: cfg.http.max_page_size,
@@ -133,6 +134,7 @@ pub async fn run(
 
     shutdown.await;
     stop_trigger.fire();
+    closing.close_all();
     // Streams end when their gateways notice; don't wait for them forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;

@@ -397,34 +397,13 @@ async fn serve_stream(
             }
             // A redelivered batch was seen live the first time.
             if stored.readings > 0 {
-                publish_readings(&live, &gw2, &batch.readings, &stored.series_ids);
+                live.publish_batch(&gw2, &batch.readings, &stored.series_ids);
             }
             Ok::<_, Status>((last, batch.readings.len() as u64, stored.readings, started))
         }));
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
     Ok(())
-}
-
-/// Hands a committed batch to the live subscribers (SSE, alarms).
-fn publish_readings(live: &crate::live::Fanout, gw: &str, readings: &[Reading], ids: &[i32]) {
-    let readings = readings
-        .iter()
-        .zip(ids)
-        .map(|(r, &series_id)| crate::live::LiveReading {
-            series_id,
-            device: r.device_id.clone(),
-            metric: r.metric.clone(),
-            unit: r.unit.clone(),
-            ts: chrono::DateTime::from_timestamp_micros(r.timestamp_us).unwrap_or_default(),
-            value: r.value,
-            quality: i16::try_from(r.quality).unwrap_or(0),
-        })
-        .collect();
-    live.publish(crate::live::EventBody::Readings {
-        gateway: gw.to_string(),
-        readings,
-    });
 }
 
 /// A batch's write: (last seq, readings, newly stored, when the write began).

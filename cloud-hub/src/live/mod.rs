@@ -127,6 +127,28 @@ impl Fanout {
         let _ = self.tx.send(ev);
     }
 
+    /// Hands a batch ingest committed to the subscribers (SSE, alarms),
+    /// with the series id of each reading.
+    pub fn publish_batch(&self, gateway: &str, readings: &[qi_proto::v1::Reading], ids: &[i32]) {
+        let readings = readings
+            .iter()
+            .zip(ids)
+            .map(|(r, &series_id)| LiveReading {
+                series_id,
+                device: r.device_id.clone(),
+                metric: r.metric.clone(),
+                unit: r.unit.clone(),
+                ts: DateTime::from_timestamp_micros(r.timestamp_us).unwrap_or_default(),
+                value: r.value,
+                quality: i16::try_from(r.quality).unwrap_or(0),
+            })
+            .collect();
+        self.publish(EventBody::Readings {
+            gateway: gateway.to_string(),
+            readings,
+        });
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }

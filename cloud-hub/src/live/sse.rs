@@ -28,6 +28,9 @@ pub struct Streams {
     fanout: Arc<Fanout>,
     index: Arc<TwinIndex>,
     active: AtomicUsize,
+    /// Set when the hub stops: pumps end their streams, so the HTTP server's
+    /// graceful shutdown does not wait for clients that never hang up.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// `live.max_subscribers` streams are open.
@@ -47,7 +50,13 @@ impl Streams {
             fanout,
             index,
             active: AtomicUsize::new(0),
+            closing: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Ends every open stream (the hub is stopping).
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
     }
 
     pub fn index(&self) -> &Arc<TwinIndex> {
@@ -79,6 +88,7 @@ impl Streams {
             tx,
             index: Arc::clone(&self.index),
             timeout: Duration::from_secs(self.cfg.send_timeout_s),
+            closing: self.closing.subscribe(),
         };
         tokio::spawn(async move {
             let _slot = slot;
@@ -135,6 +145,7 @@ struct Pump {
     tx: mpsc::Sender<sse::Event>,
     index: Arc<TwinIndex>,
     timeout: Duration,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The pump's reasons to stop: the client left, or it was dropped.
@@ -164,10 +175,12 @@ impl Pump {
                 }
                 None => {}
             }
+            let mut closing = self.closing.clone();
             loop {
                 let ev = tokio::select! {
                     r = rx.recv() => r,
                     () = self.tx.closed() => return Err(Stop::Gone),
+                    _ = closing.wait_for(|c| *c) => return Err(Stop::Gone),
                 };
                 match ev {
                     Ok(ev) => self.event(filter, &ev).await?,
