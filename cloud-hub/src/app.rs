@@ -55,8 +55,8 @@ pub async fn run(
         );
     }
     let auth = Arc::new(Authenticator::new(&cfg.grpc));
-    // Events a subscriber may fall behind by / events kept for resuming.
-    let live = crate::live::Fanout::new(4096, 4096);
+    let live = crate::live::Fanout::new(cfg.live.fanout_capacity, cfg.live.resume_events);
+    let health = crate::live::health::HealthTracker::new(store.pool().clone(), Arc::clone(&live));
     tracing::info!(auth = ?cfg.grpc.auth, tls = tls.is_some(), "gateway authentication");
     let router = tonic::transport::Server::builder().add_service(
         // Gateways choose whether to compress (uplink.compression); the hub
@@ -64,6 +64,7 @@ pub async fn run(
         UplinkServer::new(IngestService::new(
             store.clone(),
             Arc::clone(&live),
+            Arc::clone(&health),
             auth,
             cfg.grpc.max_future_skew_s,
         ))
@@ -104,6 +105,13 @@ pub async fn run(
             .context("cannot load the token signing keys")?,
     );
     tokio::spawn(identity.clone().run_rotation(stop.clone()));
+    let index = crate::live::index::TwinIndex::new(store.pool().clone());
+    let alarms = crate::alarms::Alarms::new(store.pool().clone(), Arc::clone(&live), &cfg.alarms)
+        .map_err(anyhow::Error::msg)
+        .context("cannot start alarm webhooks")?;
+    tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
+    let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
+    let closing = Arc::clone(&streams);
     let app = api::router(ApiState {
         store,
         max_page_size: cfg.http.max_page_size,
@@ -112,6 +120,8 @@ pub async fn run(
         identity,
         live,
         public_url: cfg.http.public_url(),
+        streams,
+        alarms,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {
@@ -125,9 +135,12 @@ pub async fn run(
 
     shutdown.await;
     stop_trigger.fire();
+    closing.close_all();
     // Streams end when their gateways notice; don't wait for them forever.
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    // Streams still open end with the process: their gateways go offline now.
+    health.shutdown().await;
     tracing::info!("cloud-hub stopped");
     Ok(())
 }

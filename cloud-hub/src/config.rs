@@ -1,6 +1,7 @@
 //! The hub's configuration file (TOML). Every key is documented in
 //! `docs/configuration.md`; keep the two in step.
 
+pub mod live;
 pub mod oidc;
 
 use qi_common::config::{ConfigError, load_toml_validated};
@@ -26,6 +27,10 @@ pub struct Config {
     pub retention: crate::storage::Retention,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub live: live::LiveConfig,
+    #[serde(default)]
+    pub alarms: live::AlarmsConfig,
 }
 
 /// `[analytics]`: rollups and query limits.
@@ -387,6 +392,12 @@ impl Config {
             ));
         }
         self.validate_analytics()?;
+        self.live
+            .validate()
+            .map_err(|(key, why)| (format!("live.{key}"), why))?;
+        self.alarms
+            .validate()
+            .map_err(|(key, why)| (format!("alarms.{key}"), why))?;
         if let Some(oidc) = &self.auth.oidc {
             oidc.validate()
                 .map_err(|(key, why)| (format!("auth.oidc.{key}"), why))?;

@@ -1,6 +1,7 @@
 //! gRPC ingest: one task per gateway stream; commit each batch, then ack it.
 
 use crate::auth::{Authenticator, Credential};
+use crate::live::health::HealthTracker;
 use crate::storage::Store;
 use futures::StreamExt;
 use qi_proto::v1::uplink_server::Uplink;
@@ -20,6 +21,7 @@ use qi_proto::limits::{MAX_ID_LEN, valid_id, valid_unit};
 pub struct IngestService {
     store: Store,
     live: Arc<crate::live::Fanout>,
+    health: Arc<HealthTracker>,
     auth: Arc<Authenticator>,
     /// `grpc.max_future_skew_s`, in microseconds.
     max_future_us: i64,
@@ -29,12 +31,14 @@ impl IngestService {
     pub fn new(
         store: Store,
         live: Arc<crate::live::Fanout>,
+        health: Arc<HealthTracker>,
         auth: Arc<Authenticator>,
         max_future_skew_s: i64,
     ) -> IngestService {
         IngestService {
             store,
             live,
+            health,
             auth,
             max_future_us: max_future_skew_s.saturating_mul(1_000_000),
         }
@@ -216,19 +220,17 @@ impl Uplink for IngestService {
         let (tx, rx) = mpsc::channel::<Result<HubMessage, Status>>(16);
         let store = self.store.clone();
         let live = Arc::clone(&self.live);
+        let health = Arc::clone(&self.health);
         let auth = Arc::clone(&self.auth);
         let max_future_us = self.max_future_us;
         tokio::spawn(async move {
-            if let Err(status) = serve_stream(
-                &store,
-                &live,
-                &auth,
-                &credential,
-                &mut inbound,
-                &tx,
+            let ends = Ends {
+                live: &live,
+                health: &health,
                 max_future_us,
-            )
-            .await
+            };
+            if let Err(status) =
+                serve_stream(&store, ends, &auth, &credential, &mut inbound, &tx).await
             {
                 let _ = tx.send(Err(status)).await;
             }
@@ -238,15 +240,28 @@ impl Uplink for IngestService {
     }
 }
 
+/// Where a stream's results go besides the database: the live fan-out and
+/// the gateways' health; and the clock limit of its batches.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    live: &'a Arc<crate::live::Fanout>,
+    health: &'a Arc<HealthTracker>,
+    max_future_us: i64,
+}
+
 async fn serve_stream(
     store: &Store,
-    live: &Arc<crate::live::Fanout>,
+    ends: Ends<'_>,
     auth: &Authenticator,
     credential: &Credential,
     inbound: &mut Streaming<EdgeMessage>,
     tx: &mpsc::Sender<Result<HubMessage, Status>>,
-    max_future_us: i64,
 ) -> Result<(), Status> {
+    let Ends {
+        live,
+        health,
+        max_future_us,
+    } = ends;
     let hello = match inbound.message().await? {
         Some(EdgeMessage {
             kind: Some(edge_message::Kind::Hello(h)),
@@ -280,6 +295,15 @@ async fn serve_stream(
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
     metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
     let _connected = ConnectedGuard;
+    // Offline again when this function returns, however it returns.
+    let _online = health
+        .connected(&gw)
+        .await
+        .map_err(|e| unavailable(&gw, crate::storage::StoreError::Db(e)))?;
+    let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(
+        crate::live::health::HEARTBEAT_S,
+    ));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     send(
         tx,
         hub_message::Kind::Welcome(Welcome {
@@ -314,6 +338,13 @@ async fn serve_stream(
             }
             _ = command_tick.tick() => {
                 send_commands(store, &gw, tx).await?;
+                continue;
+            }
+            _ = heartbeat.tick() => {
+                health
+                    .heartbeat(&gw)
+                    .await
+                    .map_err(|e| unavailable(&gw, crate::storage::StoreError::Db(e)))?;
                 continue;
             }
         };
@@ -375,7 +406,7 @@ async fn serve_stream(
             }
             // A redelivered batch was seen live the first time.
             if stored.readings > 0 {
-                publish_readings(&live, &gw2, &batch.readings, &stored.series_ids);
+                live.publish_batch(&gw2, &batch.readings, &stored.series_ids);
             }
             Ok::<_, Status>((last, batch.readings.len() as u64, stored.readings, started))
         }));
@@ -400,27 +431,6 @@ async fn record_models(
         )),
         Err(crate::models::ModelError::Db(e)) => Err(unavailable(gw, e.into())),
     }
-}
-
-/// Hands a committed batch to the live subscribers (SSE, alarms).
-fn publish_readings(live: &crate::live::Fanout, gw: &str, readings: &[Reading], ids: &[i32]) {
-    let readings = readings
-        .iter()
-        .zip(ids)
-        .map(|(r, &series_id)| crate::live::LiveReading {
-            series_id,
-            device: r.device_id.clone(),
-            metric: r.metric.clone(),
-            unit: r.unit.clone(),
-            ts: chrono::DateTime::from_timestamp_micros(r.timestamp_us).unwrap_or_default(),
-            value: r.value,
-            quality: i16::try_from(r.quality).unwrap_or(0),
-        })
-        .collect();
-    live.publish(crate::live::EventBody::Readings {
-        gateway: gw.to_string(),
-        readings,
-    });
 }
 
 /// A batch's write: (last seq, readings, newly stored, when the write began).

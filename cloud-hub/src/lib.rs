@@ -4,6 +4,7 @@
 //! TimescaleDB, the only module with SQL) -> `api` (REST for central ops).
 
 pub mod aas;
+pub mod alarms;
 pub mod analytics;
 pub mod api;
 pub mod app;

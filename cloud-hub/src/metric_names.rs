@@ -60,6 +60,28 @@ qi_common::metric_names! {
         "Changes to the twin registry committed, by action (twin.create, relation.end, ...).";
     HUB_TWIN_WRITES_REFUSED_TOTAL = Counter "hub_twin_writes_refused_total" ["reason"]
         "Changes to the twin registry refused, by reason (invalid, conflict, stale).";
+    HUB_GATEWAY_HEALTH_CHANGES_TOTAL = Counter "hub_gateway_health_changes_total" ["online"]
+        "Gateways going online or offline (their uplink stream opened or ended), by new state.";
+    HUB_LIVE_SUBSCRIBERS = Gauge "hub_live_subscribers" []
+        "Open live streams (GET /api/v1/twins/stream).";
+    HUB_LIVE_EVENTS_SENT_TOTAL = Counter "hub_live_events_sent_total" []
+        "Server-sent events queued for live-stream clients.";
+    HUB_LIVE_SKIPPED_EVENTS_TOTAL = Counter "hub_live_skipped_events_total" []
+        "Fan-out events slow live-stream subscribers were skipped past (each got a `lagged` event).";
+    HUB_LIVE_DROPPED_TOTAL = Counter "hub_live_dropped_total" []
+        "Live-stream connections dropped because the client did not read (live.send_timeout_s).";
+    HUB_LIVE_REFUSED_TOTAL = Counter "hub_live_refused_total" []
+        "Live streams refused with 503 because live.max_subscribers were open.";
+    HUB_ALARMS_CHANGES_TOTAL = Counter "hub_alarms_changes_total" ["change"]
+        "Alarm state changes, by change (raised, cleared, acknowledged).";
+    HUB_ALARM_EVALUATION_ERRORS_TOTAL = Counter "hub_alarm_evaluation_errors_total" []
+        "Alarm evaluations that could not be stored (database failed); the condition is evaluated again.";
+    HUB_ALARM_WEBHOOK_ATTEMPTS_TOTAL = Counter "hub_alarm_webhook_attempts_total" ["result"]
+        "Webhook delivery attempts, by result (ok, http_error, timeout, unreachable).";
+    HUB_ALARM_WEBHOOK_FAILED_TOTAL = Counter "hub_alarm_webhook_failed_total" []
+        "Alarm notifications given up after alarms.webhook_attempts attempts.";
+    HUB_ALARM_WEBHOOK_DROPPED_TOTAL = Counter "hub_alarm_webhook_dropped_total" []
+        "Alarm notifications dropped because a webhook's queue was full (alarms.webhook_queue).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -81,3 +81,33 @@ pub async fn load_ten_series(
     sqlx::query("ANALYZE").execute(pool).await?;
     Ok((ids, from, to))
 }
+
+/// The hub's API state with default settings over `store` and `identity`,
+/// as the API benchmarks serve it.
+pub fn api_state(
+    store: &cloud_hub::storage::Store,
+    identity: std::sync::Arc<cloud_hub::identity::Identity>,
+) -> Result<cloud_hub::api::ApiState> {
+    let pool = store.pool().clone();
+    let live = cloud_hub::live::Fanout::new(16, 0);
+    Ok(cloud_hub::api::ApiState {
+        store: store.clone(),
+        max_page_size: 10_000,
+        metrics: None,
+        analytics: cloud_hub::config::AnalyticsConfig::default(),
+        identity,
+        public_url: String::new(),
+        alarms: cloud_hub::alarms::Alarms::new(
+            pool.clone(),
+            live.clone(),
+            &cloud_hub::config::live::AlarmsConfig::default(),
+        )
+        .map_err(anyhow::Error::msg)?,
+        live: live.clone(),
+        streams: cloud_hub::live::sse::Streams::new(
+            cloud_hub::config::live::LiveConfig::default(),
+            live,
+            cloud_hub::live::index::TwinIndex::new(pool),
+        ),
+    })
+}

@@ -33,6 +33,14 @@ pub async fn call(
     }
     let r = rb.send().await.with_context(|| format!("{method} {url}"))?;
     let status = r.status().as_u16();
+    // A live stream does not end: its status is the answer.
+    let sse = r
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if sse {
+        return Ok((status, Value::Null));
+    }
     let text = r.text().await?;
     let v = if text.is_empty() {
         Value::Null

@@ -19,6 +19,7 @@ pub mod peers;
 pub mod pg;
 pub mod pki;
 pub mod process;
+pub mod sse;
 
 use anyhow::{Context, Result, bail};
 use std::future::Future;
@@ -175,6 +176,8 @@ pub struct Stack {
     pub hub_args: Vec<String>,
     /// Extra keys for the hub's `[grpc]` table (TLS, auth).
     pub hub_grpc_extra: String,
+    /// Tables after the hub's `[http]` (e.g. `[live]`, `[alarms]`).
+    pub hub_after: String,
     pub hub: Option<Proc>,
     pub sim: Option<Proc>,
     pub agent: Option<Proc>,
@@ -200,6 +203,7 @@ impl Stack {
             sim_port: free_port(),
             hub_args: Vec::new(),
             hub_grpc_extra: String::new(),
+            hub_after: String::new(),
             hub: None,
             sim: None,
             agent: None,
@@ -239,7 +243,7 @@ impl Stack {
             http_port: self.hub_http_port,
             database,
             grpc: &self.hub_grpc_extra,
-            after: "",
+            after: &self.hub_after,
             args: &self.hub_args,
             dir: self.dir.path(),
             log: &self.log_path("hub"),

@@ -135,6 +135,21 @@ pub(super) async fn set_site(
         .after(json!({"site": b.site})),
     )
     .await?;
+    // The gateway twin moved in the graph: live streams re-read which site
+    // its twin and its instruments lie in.
+    let (twin_id, version): (String, i64) = sqlx::query_as(
+        "SELECT twin_id, version FROM twins
+         WHERE kind = 'gateway' AND gateway_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(&gateway)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
+    s.live.publish(crate::live::EventBody::Twin {
+        twin_id,
+        kind: "gateway".into(),
+        change: "placed".into(),
+        version,
+    });
     Ok(Json(json!({"gateway": gateway, "site": b.site})))
 }

@@ -8,11 +8,13 @@
 //! statistics, anomalies; the computations live in `crate::analytics`).
 //! `aas` (Asset Administration Shell read API, `crate::aas`), `desired` (desired state of instrument twins, `crate::desired`).
 //! `guard` (authentication and authorization of every request), `auth`
-//! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`.
+//! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
+//! live stream of twins), `alarms` (alarm rules, alarms).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
 mod aas;
+mod alarms;
 mod analytics;
 mod audit;
 mod auth;
@@ -21,6 +23,7 @@ mod desired;
 mod error;
 mod guard;
 mod keys;
+mod live;
 mod params;
 mod readings;
 mod status;
@@ -51,6 +54,10 @@ pub struct ApiState {
     /// The API's base URL as clients reach it (`http.public_url`), for links
     /// in documents the hub hands out (AAS time-series endpoints).
     pub public_url: String,
+    /// The SSE streams over `live` (limits, open streams, the twin index).
+    pub streams: std::sync::Arc<crate::live::sse::Streams>,
+    /// Alarm rules' reload signal and alarm announcements.
+    pub alarms: std::sync::Arc<crate::alarms::Alarms>,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -108,6 +115,19 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/audit", get(audit::list))
         .merge(twins::routes())
         .merge(twin_types::routes())
+        .route("/api/v1/twins/stream", get(live::stream))
+        .route(
+            "/api/v1/alarm-rules",
+            get(alarms::list_rules).post(alarms::create_rule),
+        )
+        .route(
+            "/api/v1/alarm-rules/{id}",
+            get(alarms::get_rule)
+                .put(alarms::update_rule)
+                .delete(alarms::delete_rule),
+        )
+        .route("/api/v1/alarms", get(alarms::list_alarms))
+        .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
 }
 
 /// The API's description (OpenAPI 3), served as is.

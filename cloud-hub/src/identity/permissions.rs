@@ -222,6 +222,34 @@ pub const RULES: &[Rule] = &[
         S::Filtered,
     ),
     rule("GET", "/api/v1/aas/export", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/twins/stream", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/alarm-rules", P::ManageTwins, S::Filtered),
+    rule("POST", "/api/v1/alarm-rules", P::ManageTwins, S::Filtered),
+    rule(
+        "GET",
+        "/api/v1/alarm-rules/{id}",
+        P::ManageTwins,
+        S::Filtered,
+    ),
+    rule(
+        "PUT",
+        "/api/v1/alarm-rules/{id}",
+        P::ManageTwins,
+        S::Filtered,
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/alarm-rules/{id}",
+        P::ManageTwins,
+        S::Filtered,
+    ),
+    rule("GET", "/api/v1/alarms", P::ReadData, S::Filtered),
+    rule(
+        "POST",
+        "/api/v1/alarms/{id}/acknowledge",
+        P::HandleAlarms,
+        S::Filtered,
+    ),
 ];
 
 /// The rule of an operation, by method and matched route path.

@@ -9,8 +9,17 @@
 //! than growing the hub's memory. A second, smaller ring keeps the last
 //! events for clients that reconnect with `Last-Event-ID`.
 //!
+//! Rooms: `health` (gateways online/offline), `index` (which twin a
+//! reading belongs to, cached), `filter` (what one subscriber sees), `sse`
+//! (the Server-Sent Events streams and their backpressure).
+//!
 //! Events are per hub process: with several hub replicas (issue #18) each
 //! sees what it committed itself.
+
+pub mod filter;
+pub mod health;
+pub mod index;
+pub mod sse;
 
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
@@ -116,6 +125,28 @@ impl Fanout {
         }
         // No subscriber is not an error.
         let _ = self.tx.send(ev);
+    }
+
+    /// Hands a batch ingest committed to the subscribers (SSE, alarms),
+    /// with the series id of each reading.
+    pub fn publish_batch(&self, gateway: &str, readings: &[qi_proto::v1::Reading], ids: &[i32]) {
+        let readings = readings
+            .iter()
+            .zip(ids)
+            .map(|(r, &series_id)| LiveReading {
+                series_id,
+                device: r.device_id.clone(),
+                metric: r.metric.clone(),
+                unit: r.unit.clone(),
+                ts: DateTime::from_timestamp_micros(r.timestamp_us).unwrap_or_default(),
+                value: r.value,
+                quality: i16::try_from(r.quality).unwrap_or(0),
+            })
+            .collect();
+        self.publish(EventBody::Readings {
+            gateway: gateway.to_string(),
+            readings,
+        });
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {

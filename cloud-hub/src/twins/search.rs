@@ -208,8 +208,16 @@ pub async fn list(
         .bind(after.map(|c| c.key.clone()))
         .bind(after.map(|c| c.id.clone()))
         .bind(limit + 1)
-        .bind(sites.as_ref().map(|v| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>()))
-        .bind(sites.as_ref().map(|v| v.iter().map(|r| r.1.clone()).collect::<Vec<_>>()))
+        .bind(
+            sites
+                .as_ref()
+                .map(|v| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
+        )
+        .bind(
+            sites
+                .as_ref()
+                .map(|v| v.iter().map(|r| r.1.clone()).collect::<Vec<_>>()),
+        )
         .fetch_all(pool)
         .await?;
     let mut twins = twins;

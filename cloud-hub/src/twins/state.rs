@@ -53,18 +53,16 @@ pub async fn metrics(pool: &PgPool, t: &Twin) -> Result<Vec<MetricState>, sqlx::
     .await
 }
 
-/// What the hub knows of the gateway a twin hangs on: when it was last
-/// heard from (uplink) and, for an instrument, when its device last
-/// reported a reading.
+/// The health of the gateway a twin hangs on (online while its uplink is
+/// open and recently heard from, `crate::live::health`) and, for an
+/// instrument, when its device last reported a reading.
 pub async fn health(pool: &PgPool, t: &Twin) -> Result<Value, sqlx::Error> {
     let Some(gw) = &t.gateway_id else {
         return Ok(Value::Null);
     };
-    let g: Option<(DateTime<Utc>, String)> =
-        sqlx::query_as("SELECT last_seen, agent_version FROM gateways WHERE gateway_id = $1")
-            .bind(gw)
-            .fetch_optional(pool)
-            .await?;
+    let h = crate::live::health::of_gateways(pool, std::slice::from_ref(gw))
+        .await?
+        .remove(gw);
     let device_last: Option<DateTime<Utc>> = match &t.device_id {
         Some(dev) => {
             sqlx::query_scalar(
@@ -79,8 +77,10 @@ pub async fn health(pool: &PgPool, t: &Twin) -> Result<Value, sqlx::Error> {
     };
     Ok(json!({
         "gateway": gw,
-        "gateway_last_seen": g.as_ref().map(|g| g.0),
-        "agent_version": g.as_ref().map(|g| &g.1),
+        "online": h.as_ref().is_some_and(|h| h.online),
+        "last_seen": h.as_ref().map(|h| h.last_seen),
+        "connected_at": h.as_ref().and_then(|h| h.connected_at),
+        "disconnected_at": h.as_ref().and_then(|h| h.disconnected_at),
         "device_last_reading": device_last,
     }))
 }

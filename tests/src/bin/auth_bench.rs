@@ -10,8 +10,8 @@
 //!
 //! Run: `scripts/bench-auth.sh [DAYS]`
 use anyhow::{Result, bail};
-use cloud_hub::api::{self, ApiState};
-use cloud_hub::config::{AnalyticsConfig, AuthConfig};
+use cloud_hub::api;
+use cloud_hub::config::AuthConfig;
 use cloud_hub::identity::{Identity, Role, api_keys};
 use cloud_hub::storage::{IngestMethod, Retention, Store, StoreOptions, TierChoice};
 use e2e_tests::PgServer;
@@ -80,15 +80,7 @@ async fn main() -> Result<()> {
         ..AuthConfig::default()
     };
     let identity = Arc::new(Identity::open(pool.clone(), &auth).await?);
-    let state = ApiState {
-        store: store.clone(),
-        max_page_size: 10_000,
-        metrics: None,
-        analytics: AnalyticsConfig::default(),
-        identity: identity.clone(),
-        live: cloud_hub::live::Fanout::new(16, 0),
-        public_url: String::new(),
-    };
+    let state = e2e_tests::bench::api_state(&store, identity.clone())?;
     let guarded = serve(api::router(state.clone())).await?;
     let open = serve(api::router_without_guard_for_benchmarks(state)).await?;
     let jwt = identity.signer.issue("bench", Role::Viewer, None)?;

@@ -12,8 +12,8 @@
 //!
 //! Run: `scripts/bench-twins.sh`
 use anyhow::{Result, bail};
-use cloud_hub::api::{self, ApiState};
-use cloud_hub::config::{AnalyticsConfig, AuthConfig};
+use cloud_hub::api;
+use cloud_hub::config::AuthConfig;
 use cloud_hub::identity::{Identity, Role, api_keys};
 use cloud_hub::storage::{IngestMethod, Retention, Store, StoreOptions, TierChoice};
 use e2e_tests::PgServer;
@@ -113,15 +113,7 @@ async fn main() -> Result<()> {
     .await?;
 
     let identity = Arc::new(Identity::open(pool.clone(), &AuthConfig::default()).await?);
-    let state = ApiState {
-        store: store.clone(),
-        max_page_size: 10_000,
-        metrics: None,
-        analytics: AnalyticsConfig::default(),
-        identity: identity.clone(),
-        live: cloud_hub::live::Fanout::new(16, 0),
-        public_url: String::new(),
-    };
+    let state = e2e_tests::bench::api_state(&store, identity.clone())?;
     let base = serve(api::router(state)).await?;
     let mut tx = pool.begin().await?;
     let (_, key) = api_keys::create(&mut tx, "bench", Role::Viewer, &None, None, "bench").await?;
