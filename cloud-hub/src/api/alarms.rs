@@ -4,12 +4,13 @@
 //! rule or alarm of a twin outside them answers 404, as if absent.
 
 use super::guard::ReqOrigin;
+use super::params::JsonObject;
 use super::{ApiError, ApiState, filter, parse_limit};
 use crate::alarms::rules::{self, RuleInput};
 use crate::alarms::store::{self, AlarmQuery};
 use crate::audit::{self, NewEntry};
 use crate::identity::Principal;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -79,9 +80,9 @@ pub(super) async fn create_rule(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
-    body: Result<Json<RuleInput>, JsonRejection>,
+    body: Result<JsonObject<RuleInput>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     checked(&s, &by, &b).await?;
     let mut tx = s.store.pool().begin().await?;
     let rule = rules::create(&mut tx, &b).await?;
@@ -135,10 +136,10 @@ pub(super) async fn update_rule(
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
     Path(id): Path<String>,
-    body: Result<Json<RuleInput>, JsonRejection>,
+    body: Result<JsonObject<RuleInput>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let id = rule_id(&id)?;
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     checked(&s, &by, &b).await?;
     let mut tx = s.store.pool().begin().await?;
     let before = visible_rule(&s, &mut tx, &by, id, true).await?;

@@ -2,10 +2,10 @@
 //! that verify the hub's tokens.
 
 use super::guard::ReqOrigin;
+use super::params::JsonObject;
 use super::{ApiError, ApiState};
 use crate::identity::Principal;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -39,10 +39,10 @@ fn limit(s: &ApiState, ip: Option<std::net::IpAddr>) -> Result<(), ApiError> {
 pub(super) async fn login(
     State(s): State<ApiState>,
     ReqOrigin(origin, ip): ReqOrigin,
-    body: Result<Json<LoginBody>, JsonRejection>,
+    body: Result<JsonObject<LoginBody>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     limit(&s, ip)?;
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     let pair = s
         .identity
         .sessions()
@@ -54,10 +54,10 @@ pub(super) async fn login(
 pub(super) async fn refresh(
     State(s): State<ApiState>,
     ReqOrigin(origin, ip): ReqOrigin,
-    body: Result<Json<RefreshBody>, JsonRejection>,
+    body: Result<JsonObject<RefreshBody>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     limit(&s, ip)?;
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     let pair = s
         .identity
         .sessions()
@@ -69,10 +69,10 @@ pub(super) async fn refresh(
 pub(super) async fn logout(
     State(s): State<ApiState>,
     ReqOrigin(origin, ip): ReqOrigin,
-    body: Result<Json<RefreshBody>, JsonRejection>,
+    body: Result<JsonObject<RefreshBody>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     limit(&s, ip)?;
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     s.identity
         .sessions()
         .logout(&b.refresh_token, &origin)

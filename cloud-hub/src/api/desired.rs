@@ -2,10 +2,10 @@
 //! point, see desired beside reported, stop reconciling.
 
 use super::guard::ReqOrigin;
+use super::params::JsonObject;
 use super::{ApiError, ApiState, filter};
 use crate::desired::{self, DesiredError, SetRequest};
 use crate::identity::Principal;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
@@ -60,9 +60,9 @@ pub(super) async fn set(
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
     Path((id, point)): Path<(String, String)>,
-    body: Result<Json<SetBody>, JsonRejection>,
+    body: Result<JsonObject<SetBody>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     let (id, point) = ids(id, Some(point))?;
     let point = point.unwrap_or_default();
     let deadline_s = match b.deadline_s {

@@ -1,10 +1,10 @@
 //! API keys (admin only) and the site of each gateway.
 
 use super::guard::ReqOrigin;
+use super::params::JsonObject;
 use super::{ApiError, ApiState, filter};
 use crate::audit::{self, NewEntry};
 use crate::identity::{Principal, Role, api_keys, sites, users};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -33,9 +33,9 @@ pub(super) async fn create(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
-    body: Result<Json<NewKey>, JsonRejection>,
+    body: Result<JsonObject<NewKey>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     let name =
         filter("name", Some(b.name))?.ok_or_else(|| ApiError::bad_request("`name` is empty"))?;
     if !users::valid_sites(&b.sites) {
@@ -105,9 +105,9 @@ pub(super) async fn set_site(
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
     Path(gateway): Path<String>,
-    body: Result<Json<SiteBody>, JsonRejection>,
+    body: Result<JsonObject<SiteBody>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     let gateway = filter("gateway", Some(gateway))?
         .ok_or_else(|| ApiError::bad_request("empty gateway id"))?;
     if !qi_proto::limits::valid_id(&b.site) {

@@ -24,7 +24,7 @@ mod error;
 mod guard;
 mod keys;
 mod live;
-mod params;
+pub(crate) mod params;
 mod readings;
 mod status;
 #[cfg(test)]

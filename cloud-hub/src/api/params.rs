@@ -48,3 +48,28 @@ pub fn filter(name: &str, v: Option<String>) -> Result<Option<String>, ApiError>
 }
 
 pub use qi_common::json_fields::present;
+
+/// A JSON body that must be an object. serde's derived structs also take
+/// an array (fields by position; `[]` when every field has a default),
+/// which no client means and the OpenAPI document refuses.
+pub struct JsonObject<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonObject<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(v) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !v.is_object() {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        serde_json::from_value(v).map(JsonObject).map_err(|e| {
+            ApiError::bad_request(format!(
+                "Failed to deserialize the JSON body into the target type: {e}"
+            ))
+        })
+    }
+}

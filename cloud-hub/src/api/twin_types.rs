@@ -2,12 +2,13 @@
 //! engineers; types made from firmware profiles are read-only here.
 
 use super::guard::ReqOrigin;
+use super::params::JsonObject;
 use super::twins::{if_match, with_etag};
 use super::{ApiError, ApiState, parse_limit};
 use crate::identity::Principal;
 use crate::twins::types::{self, NewType};
 use crate::twins::{Actor, model};
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -92,9 +93,9 @@ async fn create(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
-    body: Result<Json<NewType>, JsonRejection>,
+    body: Result<JsonObject<NewType>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Json(n) = body?;
+    let JsonObject(n) = body?;
     let actor = Actor {
         principal: &by,
         origin: &origin,
@@ -113,10 +114,10 @@ async fn replace(
     ReqOrigin(origin, _): ReqOrigin,
     headers: HeaderMap,
     p: Result<Path<String>, PathRejection>,
-    body: Result<Json<NewType>, JsonRejection>,
+    body: Result<JsonObject<NewType>, ApiError>,
 ) -> Result<Response, ApiError> {
     let id = type_id(p)?;
-    let Json(n) = body?;
+    let JsonObject(n) = body?;
     if n.type_id != id {
         return Err(ApiError::bad_request(format!(
             "the body's type_id {:?} is not the path's {id:?}",

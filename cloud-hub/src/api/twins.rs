@@ -3,6 +3,7 @@
 //! commits, and tells live subscribers what changed.
 
 use super::guard::ReqOrigin;
+use super::params::JsonObject;
 use super::{ApiError, ApiState, parse_limit, parse_time};
 use crate::identity::{Principal, sites};
 use crate::live::EventBody;
@@ -10,7 +11,7 @@ use crate::twins::graph::{self, Direction, NewRelation};
 use crate::twins::search::{self, Cursor, Filter, SortKey};
 use crate::twins::store::{self, NewTwin, Twin, TwinPatch};
 use crate::twins::{Actor, model, state, types};
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -272,9 +273,9 @@ async fn create(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
-    body: Result<Json<NewTwin>, JsonRejection>,
+    body: Result<JsonObject<NewTwin>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Json(n) = body?;
+    let JsonObject(n) = body?;
     if by.sites.is_some() {
         let parent = n.parent.as_deref().ok_or_else(|| {
             ApiError::forbidden(
@@ -339,10 +340,10 @@ async fn update(
     ReqOrigin(origin, _): ReqOrigin,
     headers: HeaderMap,
     p: Result<Path<String>, PathRejection>,
-    body: Result<Json<TwinPatch>, JsonRejection>,
+    body: Result<JsonObject<TwinPatch>, ApiError>,
 ) -> Result<Response, ApiError> {
     let id = twin_id(p)?;
-    let Json(patch) = body?;
+    let JsonObject(patch) = body?;
     let expected = if_match(&headers)?;
     let actor = Actor {
         principal: &by,
@@ -512,9 +513,9 @@ async fn relate(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
-    body: Result<Json<NewRelation>, JsonRejection>,
+    body: Result<JsonObject<NewRelation>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(r) = body?;
+    let JsonObject(r) = body?;
     let mut ends = vec![r.source.as_str()];
     ends.extend(r.target.as_deref());
     require_sites(&s, &by, &ends).await?;

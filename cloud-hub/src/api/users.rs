@@ -2,11 +2,12 @@
 //! audited in the same transaction.
 
 use super::guard::ReqOrigin;
+use super::params::JsonObject;
 use super::{ApiError, ApiState, parse_limit};
 use crate::audit::{self, NewEntry};
 use crate::identity::users::{self, Patch, UserError};
 use crate::identity::{Principal, Role, passwords};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -105,9 +106,9 @@ pub(super) async fn create(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
-    body: Result<Json<NewUser>, JsonRejection>,
+    body: Result<JsonObject<NewUser>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     check_name(&b.username)?;
     check_sites(&b.sites)?;
     let hash = passwords::hash(&b.password).await.map_err(password_error)?;
@@ -150,10 +151,10 @@ pub(super) async fn update(
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
     Path(name): Path<String>,
-    body: Result<Json<UserPatch>, JsonRejection>,
+    body: Result<JsonObject<UserPatch>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_name(&name)?;
-    let Json(b) = body?;
+    let JsonObject(b) = body?;
     if let Some(sites) = &b.sites {
         check_sites(sites)?;
     }
