@@ -208,7 +208,11 @@ async fn discovered_instruments_are_placed_queried_and_kept_consistent() -> Resu
         (json!({"twin_id": "x1", "kind": "robot"}), "twins", 422),
         // serde would take a struct's fields by position from an array.
         (json!(["x1", "site"]), "twins", 400),
-        (json!(["relations-by-position", "hall-1", "bench-3"]), "relations", 400),
+        (
+            json!(["relations-by-position", "hall-1", "bench-3"]),
+            "relations",
+            400,
+        ),
         (json!({"twin_id": "bad id/", "kind": "site"}), "twins", 422),
         (json!({"twin_id": "s-1", "kind": "sample"}), "twins", 422),
         (
