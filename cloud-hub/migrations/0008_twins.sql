@@ -66,6 +66,8 @@ CREATE INDEX twins_kind ON twins (kind, twin_id) WHERE deleted_at IS NULL;
 CREATE INDEX twins_type ON twins (type_id, twin_id) WHERE deleted_at IS NULL;
 -- Not partial: a move rewrites the paths of deleted twins under it too.
 CREATE INDEX twins_path ON twins (path);
+-- One kind within a subtree (the instruments of a site): a range per kind.
+CREATE INDEX twins_kind_path ON twins (kind, path) WHERE deleted_at IS NULL;
 CREATE INDEX twins_location ON twins (latitude, longitude)
     WHERE latitude IS NOT NULL AND deleted_at IS NULL;
 CREATE INDEX twins_attributes ON twins USING gin (attributes jsonb_path_ops);
