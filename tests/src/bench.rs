@@ -111,3 +111,24 @@ pub fn api_state(
         ),
     })
 }
+
+/// The `p` quantile (0..=1) of `v`, nearest rank (sorts `v`).
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Serves `app` on a loopback port (with peer addresses, as the hub does);
+/// returns its base URL.
+pub async fn serve(app: axum::Router) -> Result<String> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            l,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    Ok(format!("http://{addr}"))
+}

@@ -152,6 +152,16 @@ fn boolean(name: &str, v: &Option<String>) -> Result<Option<bool>, ApiError> {
     }
 }
 
+/// A `kind` filter: one of the twin kinds.
+fn twin_kind(v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(k) if model::Kind::parse(&k).is_none() => Err(ApiError::bad_request(
+            "`kind` must be site, area, bench, gateway, instrument or sample",
+        )),
+        v => Ok(v),
+    }
+}
+
 fn short(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {
         Some(s)
@@ -172,14 +182,7 @@ async fn list(
     q: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q?;
-    let kind = short("kind", p.kind)?;
-    if let Some(k) = &kind
-        && model::Kind::parse(k).is_none()
-    {
-        return Err(ApiError::bad_request(
-            "`kind` must be site, area, bench, gateway, instrument or sample",
-        ));
-    }
+    let kind = twin_kind(p.kind)?;
     let attributes = match short("attr", p.attr)? {
         None => None,
         Some(a) => {
@@ -406,14 +409,7 @@ async fn descendants(
     let id = twin_id(p)?;
     let Query(q) = q?;
     let at = parse_time("at", &q.at)?;
-    let kind = short("kind", q.kind)?;
-    if let Some(k) = &kind
-        && model::Kind::parse(k).is_none()
-    {
-        return Err(ApiError::bad_request(
-            "`kind` must be site, area, bench, gateway, instrument or sample",
-        ));
-    }
+    let kind = twin_kind(q.kind)?;
     let depth = match q.depth.as_deref() {
         None => None,
         Some(d) => Some(

@@ -15,27 +15,10 @@ use cloud_hub::config::AuthConfig;
 use cloud_hub::identity::{Identity, Role, api_keys};
 use cloud_hub::storage::{IngestMethod, Retention, Store, StoreOptions, TierChoice};
 use e2e_tests::PgServer;
+use e2e_tests::bench::{pct, serve};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-async fn serve(app: axum::Router) -> Result<String> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            l,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-    });
-    Ok(format!("http://{addr}"))
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {

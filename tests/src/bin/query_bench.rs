@@ -4,14 +4,9 @@
 //! picks) and from raw samples, p50/p95 of repeated requests.
 //!    scripts/bench-query.sh [DAYS]
 use anyhow::{Result, bail};
-use e2e_tests::bench::release_bin;
+use e2e_tests::bench::{pct, release_bin};
 use e2e_tests::{HubLaunch, PgServer, free_port, get_json, wait_for};
 use std::time::{Duration, Instant};
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
