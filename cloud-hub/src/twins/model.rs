@@ -140,6 +140,9 @@ fn field(msg: impl Into<String>) -> Invalid {
     Invalid::Field(msg.into())
 }
 
+/// Ids that are path segments of the twin API's own routes.
+pub const RESERVED_IDS: [&str; 1] = ["stream"];
+
 /// A twin or type id chosen by a person: 1-128 of `A-Z a-z 0-9 . _ : @ -`
 /// (safe in a URL path segment without encoding).
 pub fn check_id(what: &str, id: &str) -> Result<(), Invalid> {
@@ -148,6 +151,11 @@ pub fn check_id(what: &str, id: &str) -> Result<(), Invalid> {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'));
+    if ok && RESERVED_IDS.contains(&id) {
+        return Err(field(format!(
+            "{id:?} names a route of the API (`/api/v1/twins/{id}`); choose another id"
+        )));
+    }
     if ok {
         Ok(())
     } else {
@@ -345,6 +353,7 @@ mod tests {
         assert!(check_id("id", "bench-3.a:b@c_d").is_ok());
         assert!(check_id("id", "").is_err());
         assert!(check_id("id", "a/b").is_err());
+        assert!(check_id("id", "stream").is_err());
         assert!(check_id("id", &"x".repeat(129)).is_err());
         assert!(check_object("metadata", &json!([1])).is_err());
         let big = json!({"a": "x".repeat(MAX_JSON_BYTES)});
