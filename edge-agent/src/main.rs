@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         action: ProfilesCommand,
     },
+    /// Test protocol template tools.
+    Protocols {
+        #[command(subcommand)]
+        action: ProtocolsCommand,
+    },
     /// Site MQTT bus tools.
     Mqtt {
         #[command(subcommand)]
@@ -84,6 +89,15 @@ enum ProfilesCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum ProtocolsCommand {
+    /// Validate protocol templates; print each one's errors with the place, or a summary.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     qi_common::daemon::exit_code("edge-agent", real_main(Args::parse()))
 }
@@ -94,6 +108,12 @@ fn real_main(args: Args) -> Result<()> {
     }) = &args.command
     {
         return check_profiles(files);
+    }
+    if let Some(Command::Protocols {
+        action: ProtocolsCommand::Check { files },
+    }) = &args.command
+    {
+        return check_protocols(files);
     }
     if let Some(Command::Mqtt {
         action: MqttCommand::HashPassword { iterations },
@@ -177,6 +197,23 @@ fn user_command(cfg: &Config, action: &UserCommand) -> Result<()> {
                 println!("{}\t{}", u.name, u.role);
             }
         }
+    }
+    Ok(())
+}
+
+fn check_protocols(files: &[PathBuf]) -> Result<()> {
+    let mut bad = 0;
+    for f in files {
+        match qi_protocol::Protocol::load(f) {
+            Ok(p) => println!("{}: OK: {}", f.display(), p.summary()),
+            Err(e) => {
+                bad += 1;
+                println!("{}: ERROR: {e}", f.display());
+            }
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} of {} protocols invalid", files.len());
     }
     Ok(())
 }

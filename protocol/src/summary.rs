@@ -102,8 +102,7 @@ impl Protocol {
         let hours = self.nominal_duration_s() / 3600.0;
         let approval = self.criteria.iter().filter(|c| c.approval_required).count();
         format!(
-            "{} {} ({} v{}, {}): {} steps ({} executed), nominal duration {:.1} h, {} parameters, {} criteria{}",
-            self.protocol.id,
+            "{} ({} v{}, {}): {} steps ({} executed), nominal duration {:.1} h, {} parameters, {} {}{}",
             self.protocol.name,
             self.protocol.id,
             self.protocol.version,
@@ -113,6 +112,11 @@ impl Protocol {
             hours,
             self.parameters.len(),
             self.criteria.len(),
+            if self.criteria.len() == 1 {
+                "criterion"
+            } else {
+                "criteria"
+            },
             if approval > 0 {
                 format!(" ({approval} need approval)")
             } else {
