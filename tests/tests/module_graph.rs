@@ -59,6 +59,7 @@ fn no_module_of_the_hub_imports_one_that_imports_it_back() {
 #[test]
 fn no_module_of_the_other_crates_imports_one_that_imports_it_back() {
     check("device-profile", &[]);
+    check("protocol", &["expr", "units", "validate"]);
     check("common", &[]);
     check("simulator", &[]);
 }
