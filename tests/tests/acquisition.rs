@@ -586,8 +586,10 @@ async fn a_dead_device_does_not_slow_the_others_and_units_share_a_connection() -
     let u2 = stack.device("unit2").await?;
     let dead = stack.device("dead").await?;
     let polls = u1["polls_ok"].as_u64().unwrap_or(0) - start;
-    // 100 ms interval over 3 s: ~30 polls, whatever the dead device does.
-    assert!(polls >= 24, "unit1 polled only {polls} times in 3 s: {u1}");
+    // 100 ms interval over 3 s: ~30 polls, whatever the dead device does. A
+    // device held up by the dead one's 1 s timeouts would get ~3; the margin is
+    // for a loaded machine (21 seen with four suites on two cores).
+    assert!(polls >= 12, "unit1 polled only {polls} times in 3 s: {u1}");
     assert_eq!(u2["state"], "online", "{u2}");
     assert_eq!(dead["state"], "offline", "{dead}");
     assert!(dead["errors"]["timeouts"].as_u64() >= Some(1), "{dead}");
