@@ -32,14 +32,25 @@ pub mod limits {
 
     /// Most readings in one batch (`uplink.batch_max` at most).
     pub const MAX_BATCH_READINGS: usize = 50_000;
-    /// Largest encoded reading: two ids, a unit, and the numbers with their
-    /// field tags and lengths.
-    pub const MAX_READING_BYTES: usize = 2 * MAX_ID_LEN + MAX_UNIT_LEN + 48;
+    /// Longest run id: a hyphenated UUID.
+    pub const RUN_ID_LEN: usize = 36;
+    /// Largest encoded reading: two ids, a unit, a run id and series, and
+    /// the numbers with their field tags and lengths.
+    pub const MAX_READING_BYTES: usize = 3 * MAX_ID_LEN + MAX_UNIT_LEN + RUN_ID_LEN + 56;
     /// Largest batch message the hub takes (tonic's default of 4 MiB would
     /// refuse a full batch of ordinary readings, and the agent would resend
     /// it forever).
-    pub const MAX_BATCH_BYTES: usize = MAX_BATCH_READINGS * (MAX_READING_BYTES + 4) + 1024;
+    pub const MAX_BATCH_BYTES: usize = MAX_BATCH_READINGS * (MAX_READING_BYTES + 4)
+        + MAX_BATCH_RUN_EVENTS * (MAX_TEMPLATE_BYTES + 16 * 1024)
+        + 1024;
 
+    /// Largest protocol template a run carries (`RunStart.template_toml`).
+    pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
+    /// Most run events in one batch; with their templates they fit in the
+    /// batch bound.
+    pub const MAX_BATCH_RUN_EVENTS: usize = 64;
+    /// Most benches one gateway describes in its Hello.
+    pub const MAX_HELLO_BENCHES: usize = 256;
     /// Most devices one gateway describes in its Hello.
     pub const MAX_HELLO_DEVICES: usize = 4096;
     /// Most points one device (firmware profile) describes.

@@ -119,6 +119,7 @@ pub fn reading(seq: u64, value: f64) -> Reading {
         value,
         unit: "V".into(),
         quality: 1,
+        ..Default::default()
     }
 }
 
@@ -127,6 +128,7 @@ pub fn batch(readings: Vec<Reading>) -> EdgeMessage {
         kind: Some(edge_message::Kind::Batch(ReadingBatch {
             readings,
             events: vec![],
+            run_events: vec![],
         })),
     }
 }
@@ -137,6 +139,7 @@ pub fn hello(gw: &str) -> EdgeMessage {
             gateway_id: gw.into(),
             agent_version: "test".into(),
             devices: vec![],
+            benches: vec![],
         })),
     }
 }

@@ -21,6 +21,7 @@ fn r(seq: u64, metric: &str, t_s: i64, value: f64) -> Reading {
         value,
         unit: "V".into(),
         quality: 1,
+        ..Default::default()
     }
 }
 

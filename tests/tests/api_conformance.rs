@@ -32,6 +32,7 @@ async fn hub_with_data() -> Result<Stack> {
             value: i as f64,
             unit: "V".into(),
             quality: 1,
+            ..Default::default()
         })
         .collect();
     let mut msgs = vec![hello("gw-api")];

@@ -50,6 +50,7 @@ fn reading(seq: u64, metric: &str, ts: DateTime<Utc>, value: f64) -> Reading {
         value,
         unit: "V".into(),
         quality: 1,
+        ..Default::default()
     }
 }
 

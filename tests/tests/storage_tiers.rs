@@ -20,6 +20,7 @@ fn at(seq: u64, ts: chrono::DateTime<chrono::Utc>) -> Reading {
         value: seq as f64,
         unit: "".into(),
         quality: 1,
+        ..Default::default()
     }
 }
 

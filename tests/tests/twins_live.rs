@@ -213,6 +213,7 @@ fn one(seq: u64, value: f64) -> Reading {
         value,
         unit: "Cel".into(),
         quality: 1,
+        ..Default::default()
     }
 }
 

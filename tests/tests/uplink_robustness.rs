@@ -17,6 +17,7 @@ fn forged(seq: u64, timestamp_us: i64) -> Reading {
         value: 666.0,
         unit: "V".into(),
         quality: 1,
+        ..Default::default()
     }
 }
 
@@ -127,6 +128,7 @@ async fn a_full_batch_is_taken_and_a_larger_one_refused() -> Result<()> {
                 value: seq as f64,
                 unit: "kW".into(),
                 quality: 1,
+                ..Default::default()
             })
             .collect::<Vec<_>>()
     };

@@ -169,6 +169,7 @@ mod tests {
             value: 1.0,
             unit: "V".into(),
             quality: 1,
+            ..Default::default()
         }
     }
 
@@ -214,7 +215,15 @@ mod tests {
         let now = 1_700_000_000_000_000 + 1;
         let day = 86_400_000_000;
         let ok = |readings: Vec<Reading>, events| {
-            validate_events(&ReadingBatch { readings, events }, now, day)
+            validate_events(
+                &ReadingBatch {
+                    readings,
+                    events,
+                    run_events: vec![],
+                },
+                now,
+                day,
+            )
         };
         assert!(ok(vec![r(1)], vec![ev(2), ev(3)]).is_ok());
         assert!(ok(vec![], vec![ev(5)]).is_ok());

@@ -414,6 +414,7 @@ mod tests {
             value: 1.5,
             unit: "V".into(),
             quality: 1,
+            ..Default::default()
         };
         let b = encode_copy(&[r], &[42]);
         assert_eq!(&b[..11], b"PGCOPY\n\xff\r\n\0");

@@ -164,6 +164,9 @@ impl From<StoredReading> for qi_proto::v1::Reading {
             value: r.value,
             unit: r.unit,
             quality: r.quality,
+            // Protocol runs tag their readings (issue #14, in progress).
+            run_id: String::new(),
+            run_series: String::new(),
         }
     }
 }
@@ -296,6 +299,7 @@ mod tests {
         let wire = qi_proto::v1::ReadingBatch {
             readings: vec![reading(1).into(), reading(2).into()],
             events: vec![],
+            run_events: vec![],
         };
         let mut v1 = (2u32).to_be_bytes().to_vec();
         wire.encode(&mut v1).unwrap();

@@ -532,9 +532,11 @@ async fn a_buffer_written_by_release_0_1_0_keeps_opening() {
                         value: seq as f64,
                         unit: "V".into(),
                         quality: 1,
+                        ..Default::default()
                     })
                     .collect(),
                 events: vec![],
+                run_events: vec![],
             };
             let mut v = (n as u32).to_be_bytes().to_vec();
             wire.encode(&mut v).unwrap();

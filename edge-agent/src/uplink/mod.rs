@@ -303,6 +303,8 @@ impl Uplink {
                     .as_ref()
                     .map(|f| hello::device_infos(&f.view()))
                     .unwrap_or_default(),
+                // The agent's benches (issue #14, in progress).
+                benches: Vec::new(),
             })),
         };
         tx.send(hello).await.map_err(|_| UplinkError::Closed)?;
@@ -409,7 +411,11 @@ impl Uplink {
                         .max()
                         .unwrap_or(0);
                     let msg = EdgeMessage {
-                        kind: Some(edge_message::Kind::Batch(ReadingBatch { readings, events })),
+                        kind: Some(edge_message::Kind::Batch(ReadingBatch {
+                            readings,
+                            events,
+                            run_events: Vec::new(),
+                        })),
                     };
                     tx.send(msg).await.map_err(|_| UplinkError::Closed)?;
                     if in_flight.is_empty() {

@@ -160,6 +160,7 @@ async fn gateway(
                     value: seq as f64,
                     unit: "Cel".into(),
                     quality: 1,
+                    ..Default::default()
                 }
             })
             .collect();
@@ -167,6 +168,7 @@ async fn gateway(
             kind: Some(edge_message::Kind::Batch(ReadingBatch {
                 readings,
                 events: vec![],
+                run_events: vec![],
             })),
         })
         .await?;
