@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole platform on this machine, so you can watch data flow:
 #   throwaway PostgreSQL -> cloud-hub <- gRPC <- edge-agent <- Modbus TCP <- simulated SDM630
+#                                                           <- Modbus TCP + SCPI <- simulated PV rig
 # Everything runs in the foreground of this script; Ctrl-C stops it all.
 #
 #   scripts/demo.sh            debug build (faster to build)
@@ -61,6 +62,7 @@ PY
 }
 pg_port=$(port 55432); grpc_port=$(port 50051); hub_port=$(port 8081)
 agent_port=$(port 8080); sim_port=$(port 5020); mqtt_port=$(port 1883)
+rig_modbus=$(port 5021); rig_scpi=$(port 5025); rig_control=$(port 5030)
 
 # PostgreSQL refuses to run as root; use the postgres system user then.
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -114,6 +116,57 @@ id = "sdm630-demo"
 profile = "eastron-sdm630"
 transport = { tcp = "127.0.0.1:$sim_port" }
 poll_interval_ms = 1000
+
+# The simulated PV rig (pv-rig-sim, simulator/README.md): five Modbus devices
+# behind one gateway (unit ids 1-5) and a Keithley 2450 SMU on a raw SCPI socket.
+[[devices]]
+id = "chamber"
+profile = "binder-kmf115"
+transport = { tcp = "127.0.0.1:$rig_modbus" }
+unit_id = 1
+poll_interval_ms = 2000
+
+[[devices]]
+id = "daq"
+profile = "pv-rig-daq"
+transport = { tcp = "127.0.0.1:$rig_modbus" }
+unit_id = 2
+poll_interval_ms = 2000
+
+[[devices]]
+id = "supply"
+profile = "dc-supply"
+transport = { tcp = "127.0.0.1:$rig_modbus" }
+unit_id = 3
+poll_interval_ms = 2000
+
+[[devices]]
+id = "bias"
+profile = "dc-supply"
+transport = { tcp = "127.0.0.1:$rig_modbus" }
+unit_id = 4
+poll_interval_ms = 2000
+
+[[devices]]
+id = "hipot"
+profile = "insulation-tester"
+transport = { tcp = "127.0.0.1:$rig_modbus" }
+unit_id = 5
+poll_interval_ms = 2000
+
+[[devices]]
+id = "smu"
+profile = "keithley-2450"
+transport = { tcp = "127.0.0.1:$rig_scpi" }
+poll_interval_ms = 2000
+
+# ---- BENCH ENTRY GOES HERE ----------------------------------------------------
+# The rig as a test bench ([[benches]], defined by the run engine): template
+# points chamber.temperature, chamber.humidity, module.temperature,
+# reference_cell.irradiance, supply.current, supply.current_measured,
+# supply.open_circuit, bias.voltage, bias.current, hipot.voltage,
+# hipot.resistance, hipot.breakdown on the devices above; instrument smu.
+# -------------------------------------------------------------------------------
 TOML
 
 # Every REST operation but the health probes needs a credential: a viewer
@@ -131,6 +184,21 @@ curl -fs "http://127.0.0.1:$hub_port/ready" >/dev/null || { tail -20 "$run/cloud
 say "starting simulated Eastron SDM630 on Modbus TCP 127.0.0.1:$sim_port"
 "$bin/instrument-sim" --profile firmware-profiles/eastron-sdm630.toml --listen "127.0.0.1:$sim_port" >"$run/instrument-sim.log" 2>&1 &
 pids+=($!)
+
+say "starting the simulated PV rig (Modbus TCP :$rig_modbus, SCPI :$rig_scpi, control :$rig_control; 60x time)"
+"$bin/pv-rig-sim" --modbus "127.0.0.1:$rig_modbus" --scpi "127.0.0.1:$rig_scpi" \
+  --control "127.0.0.1:$rig_control" --time-scale 60 >"$run/pv-rig-sim.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^listening control' "$run/pv-rig-sim.log" && break; sleep 0.1; done
+grep -q '^listening control' "$run/pv-rig-sim.log" || { tail -20 "$run/pv-rig-sim.log"; exit 1; }
+# Something to watch: the chamber heads for 60 Cel at its 3 Cel/min ramp (simulated).
+python3 - "$rig_control" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"set chamber temperature_setpoint 60\n")
+reply = s.makefile().readline().strip()
+sys.exit(0 if reply == "ok" else "pv-rig-sim: " + reply)
+PY
 
 # The agent's local API needs a login: a demo operator (password on stdin).
 printf '%s\n' demo-operator-password | "$bin/edge-agent" --config "$run/edge-agent.toml" \
@@ -150,11 +218,20 @@ cat <<TXT
 
   The platform is running. Readings flow every second:
     simulated SDM630 --Modbus TCP--> edge-agent --gRPC--> cloud-hub --> PostgreSQL
+    simulated PV rig --Modbus TCP + SCPI--> edge-agent (every 2 s; the rig runs 60x faster than real time)
 
   The hub's REST API needs a credential; a viewer API key for this demo is in
   $run/hub-api-key (docs/security.md: users, roles, keys):
     auth="Authorization: Bearer \$(cat $run/hub-api-key)"
   Latest readings (REST):   curl -H "\$auth" '$api/readings?device=sdm630-demo&metric=voltage_l1&limit=5'
+  The simulated PV rig (simulator/README.md), its readings and its whole state:
+    curl -H "\$auth" '$api/readings?device=chamber&metric=temperature&limit=5'
+    curl -H "\$auth" '$api/readings?device=smu&metric=current&limit=5'
+    python3 -c "import socket; s=socket.create_connection(('127.0.0.1',$rig_control)); s.sendall(b'state\\n'); print(s.makefile().readline())"
+    (other control commands: silence chamber, answer chamber, help)
+  Drive its chamber: log in (below), then with the login answer's csrf_token:
+    curl -b $run/agent.cookies -H 'content-type: application/json' -H "X-CSRF-Token: \$csrf" \\
+      -d '{"point":"temperature_setpoint","value":60}' http://127.0.0.1:$agent_port/api/v1/devices/chamber/write
   All metrics, newest 20:   curl -H "\$auth" '$api/readings?device=sdm630-demo&limit=20'
   Known devices:            curl -H "\$auth" '$api/devices'
   The meter's twin (model from its profile, live state): curl -H "\$auth" '$api/twins/instrument:demo-gateway:sdm630-demo'
@@ -177,12 +254,14 @@ TXT
 
 # Show the data arriving until stopped.
 while true; do
-  curl -fs -H "$auth" "$api/readings?device=sdm630-demo&metric=voltage_l1&limit=1" | python3 -c '
+  for q in "device=sdm630-demo&metric=voltage_l1" "device=chamber&metric=temperature" "device=daq&metric=module_temperature"; do
+    curl -fs -H "$auth" "$api/readings?$q&limit=1" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 for r in d["readings"]:
     print("[demo] {ts}  {device_id}  {metric} = {value:.2f} {unit}".format(**r))
 ' 2>/dev/null || say "hub not answering (see $run/cloud-hub.log)"
+  done
   for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { say "a process exited; see logs in $run"; exit 1; }
   done

@@ -9,8 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// Longest command line; a longer one ends the connection.
 const MAX_LINE: usize = 1024;
 
-pub const HELP: &str = "commands: state | silence <device> | answer <device> | wet on|off | help; \
-devices: chamber daq supply bias hipot smu";
+pub const HELP: &str = "commands: state | silence <device> | answer <device> | \
+set <device> <point> <value> | wet on|off | help; devices: chamber daq supply bias hipot smu";
 
 /// One command's reply (without the line end).
 pub fn handle(rig: &Rig, line: &str) -> String {
@@ -24,6 +24,13 @@ pub fn handle(rig: &Rig, line: &str) -> String {
         ["help"] => return HELP.to_string(),
         ["silence", name] => device(name).map(|d| rig.set_silenced(d, true)),
         ["answer", name] => device(name).map(|d| rig.set_silenced(d, false)),
+        ["set", name, point, value] => device(name).and_then(|d| {
+            let v: f64 = value
+                .parse()
+                .map_err(|_| format!("error: {value:?} is not a number"))?;
+            rig.physics(|p| p.write(d, point, v))
+                .map_err(|e| format!("error: {e}"))
+        }),
         ["wet", "on"] => {
             rig.physics(|p| p.wet = true);
             Ok(())
@@ -94,10 +101,20 @@ mod tests {
         assert!(!rig.is_silenced(Device::Chamber));
         assert!(handle(&rig, "silence oven").starts_with("error: no device"));
         assert!(handle(&rig, "reboot").starts_with("error: unknown command"));
+        assert_eq!(handle(&rig, "set chamber temperature_setpoint 60"), "ok");
+        assert!(
+            handle(&rig, "set chamber temperature 60")
+                .starts_with("error: chamber has no writable")
+        );
+        assert!(handle(&rig, "set chamber temperature_setpoint hot").starts_with("error:"));
+        assert!(handle(&rig, "set hipot test_voltage_setpoint 9000").contains("outside"));
         let state: serde_json::Value = serde_json::from_str(&handle(&rig, "state")).expect("json");
-        assert_eq!(state["chamber"]["temperature"], 25.0);
+        // Real time passes (time scale 1): the air has only begun to move.
+        let air = state["chamber"]["temperature"].as_f64().unwrap_or(0.0);
+        assert!((25.0..25.5).contains(&air), "{air}");
         assert_eq!(state["stress"]["thermal_cycles"], 0);
         assert!((state["module"]["pmax_stc_w"].as_f64().unwrap_or(0.0) - 400.0).abs() < 2.0);
-        assert_eq!(state["counters"]["control_commands"], 5);
+        assert_eq!(state["chamber"]["temperature_setpoint"], 60.0);
+        assert_eq!(state["counters"]["control_commands"], 9);
     }
 }
