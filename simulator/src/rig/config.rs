@@ -13,7 +13,7 @@ pub struct RigConfig {
     /// SCPI raw-socket listener of the SMU (Keithley 2450, like its LXI port 5025).
     #[arg(long, default_value = "127.0.0.1:5025")]
     pub scpi: SocketAddr,
-    /// Line-based control port: `state`, `silence <device>`, `answer <device>`.
+    /// Line-based control port: `state`, `silence <device>`, `answer <device>`, `set <device> <point> <value>`, `wet on|off`, `help`.
     #[arg(long, default_value = "127.0.0.1:5030")]
     pub control: SocketAddr,
     /// Simulated time runs this many times faster than wall time (lags, ramps, stress hours).

@@ -82,9 +82,9 @@ impl Device {
 pub enum RigError {
     #[error("invalid option: {0}")]
     Config(String),
-    #[error("module model: {0}")]
+    #[error(transparent)]
     Model(#[from] module_model::ModelError),
-    #[error("firmware profile {file}: {source}")]
+    #[error("firmware profile {file}")]
     Profile {
         file: &'static str,
         source: device_profile::ProfileError,
