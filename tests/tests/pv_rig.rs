@@ -160,13 +160,56 @@ async fn scenario(rig: &RigSim) -> Result<()> {
         "10000-point Pmax {long_pmax}"
     );
 
+    // The supply, the bias and the insulation tester by their profiles.
+    let mut supply = rig.modbus_unit(3).await?;
+    ProfilePoint::new("dc-supply", "current_setpoint")?
+        .write(&mut supply, 5.0)
+        .await?;
+    let current = ProfilePoint::new("dc-supply", "current")?
+        .read(&mut supply)
+        .await?;
+    let volts = ProfilePoint::new("dc-supply", "voltage")?
+        .read(&mut supply)
+        .await?;
+    let open = ProfilePoint::new("dc-supply", "open_circuit")?
+        .read(&mut supply)
+        .await?;
+    ensure!(
+        current == 5.0 && volts > 40.0 && volts < 80.0 && open == 0.0,
+        "supply: {current} A at {volts} V, open circuit {open}"
+    );
+    ProfilePoint::new("dc-supply", "current_setpoint")?
+        .write(&mut supply, 0.0)
+        .await?;
+    let mut hipot = rig.modbus_unit(5).await?;
+    let test_v = ProfilePoint::new("insulation-tester", "test_voltage_setpoint")?;
+    let resistance = ProfilePoint::new("insulation-tester", "resistance")?;
+    test_v.write(&mut hipot, 1000.0).await?;
+    watch(rig, "an insulation result", Duration::from_secs(30), |s| {
+        Ok(num(s, "hipot.resistance")? > 0.0)
+    })
+    .await?;
+    test_v.write(&mut hipot, 0.0).await?;
+    let r = resistance.read(&mut hipot).await?;
+    ensure!(r == 2000.0, "dry insulation {r} MOhm");
+    let breakdown = ProfilePoint::new("insulation-tester", "breakdown")?
+        .read(&mut hipot)
+        .await?;
+    ensure!(breakdown == 0.0, "breakdown {breakdown}");
+    // A setpoint the device cannot take is refused whole.
+    let mut chamber = rig.modbus_unit(1).await?;
+    let setpoint = ProfilePoint::new("binder-kmf115", "temperature_setpoint")?;
+    ensure!(
+        setpoint.write(&mut chamber, 500.0).await.is_err(),
+        "500 Cel accepted"
+    );
+    ensure!(setpoint.read(&mut chamber).await? == 25.0);
+
     // The chamber setpoint written over Modbus by the profile, as the agent
     // writes it; the air and the module follow at the limited ramp.
-    let setpoint = ProfilePoint::new("binder-kmf115", "temperature_setpoint")?;
     let chamber_t = ProfilePoint::new("binder-kmf115", "temperature")?;
     let module_t = ProfilePoint::new("pv-rig-daq", "module_temperature")?;
     let irradiance = ProfilePoint::new("pv-rig-daq", "irradiance")?;
-    let mut chamber = rig.modbus_unit(1).await?;
     let mut daq = rig.modbus_unit(2).await?;
     let g = irradiance.read(&mut daq).await?;
     ensure!((g - 1000.0).abs() < 5.0, "irradiance {g}");
