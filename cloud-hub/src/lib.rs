@@ -15,6 +15,7 @@ pub mod config;
 pub mod desired;
 pub mod identity;
 pub mod ingest;
+pub mod lab;
 pub mod live;
 pub mod metric_names;
 pub mod models;

@@ -60,6 +60,10 @@ qi_common::metric_names! {
         "Changes to the twin registry committed, by action (twin.create, relation.end, ...).";
     HUB_TWIN_WRITES_REFUSED_TOTAL = Counter "hub_twin_writes_refused_total" ["reason"]
         "Changes to the twin registry refused, by reason (invalid, conflict, stale).";
+    HUB_LAB_WRITES_TOTAL = Counter "hub_lab_writes_total" ["action"]
+        "Changes to the lab's work flow committed (service_request.create, inspection.add_photo, ...), by action.";
+    HUB_LAB_REFUSED_TOTAL = Counter "hub_lab_refused_total" ["reason"]
+        "Lab work-flow requests refused, by reason (invalid, not_found, conflict, stale, too_large, unsupported).";
     HUB_GATEWAY_HEALTH_CHANGES_TOTAL = Counter "hub_gateway_health_changes_total" ["online"]
         "Gateways going online or offline (their uplink stream opened or ended), by new state.";
     HUB_LIVE_SUBSCRIBERS = Gauge "hub_live_subscribers" []

@@ -9,7 +9,8 @@
 //! `aas` (Asset Administration Shell read API, `crate::aas`), `desired` (desired state of instrument twins, `crate::desired`).
 //! `guard` (authentication and authorization of every request), `auth`
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
-//! live stream of twins), `alarms` (alarm rules, alarms).
+//! live stream of twins), `alarms` (alarm rules, alarms), `lab` (service
+//! requests, samples, inspections, photos: `crate::lab`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -23,6 +24,7 @@ mod desired;
 mod error;
 mod guard;
 mod keys;
+mod lab;
 mod live;
 pub(crate) mod params;
 mod readings;
@@ -58,6 +60,8 @@ pub struct ApiState {
     pub streams: std::sync::Arc<crate::live::sse::Streams>,
     /// Alarm rules' reload signal and alarm announcements.
     pub alarms: std::sync::Arc<crate::alarms::Alarms>,
+    /// Bounds of inspection photos (`[lab]`).
+    pub lab: crate::config::lab::LabConfig,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -115,6 +119,7 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/audit", get(audit::list))
         .merge(twins::routes())
         .merge(twin_types::routes())
+        .merge(lab::routes())
         .route("/api/v1/twins/stream", get(live::stream))
         .route(
             "/api/v1/alarm-rules",

@@ -24,6 +24,9 @@ pub enum Permission {
     SendCommands,
     /// Acknowledge alarms (the people at the benches and in the control room).
     HandleAlarms,
+    /// The lab's work flow: service requests, their samples, inspections
+    /// and photos (the people at intake and at the benches).
+    ManageLab,
     /// The asset registry: twins, types, relations, desired state, alarm rules.
     ManageTwins,
     /// Users, API keys, gateway sites.
@@ -43,7 +46,9 @@ impl Permission {
         match self {
             Permission::Public | Permission::SignedIn => None,
             Permission::ReadData | Permission::ReadMetrics => Some(Role::Viewer),
-            Permission::SendCommands | Permission::HandleAlarms => Some(Role::Operator),
+            Permission::SendCommands | Permission::HandleAlarms | Permission::ManageLab => {
+                Some(Role::Operator)
+            }
             Permission::ManageTwins => Some(Role::Engineer),
             Permission::ManageIdentity | Permission::ReadAudit => Some(Role::Admin),
         }
@@ -249,6 +254,51 @@ pub const RULES: &[Rule] = &[
         "/api/v1/alarms/{id}/acknowledge",
         P::HandleAlarms,
         S::Filtered,
+    ),
+    rule("GET", "/api/v1/service-requests", P::ReadData, S::Fleet),
+    rule("POST", "/api/v1/service-requests", P::ManageLab, S::Fleet),
+    rule(
+        "GET",
+        "/api/v1/service-requests/{id}",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/service-requests/{id}/transitions",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/service-requests/{id}/samples",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/samples/{id}/inspections",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/samples/{id}/inspections",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule("GET", "/api/v1/inspections/{id}", P::ReadData, S::Fleet),
+    rule(
+        "POST",
+        "/api/v1/inspections/{id}/photos",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/inspections/{id}/photos/{no}",
+        P::ReadData,
+        S::Fleet,
     ),
 ];
 
