@@ -14,7 +14,8 @@ mod validate;
 
 pub use model::{
     Criterion, FORMAT_VERSION, IV_METRICS, Info, MeasurePoint, OfflinePolicy, Parameter, Protocol,
-    Quantity, RECORD_AGGREGATES, Record, RestartPolicy, SafeSetpoint, SafeState, SampleValue, Step,
+    Quantity, RECORD_AGGREGATES, Record, RestartPolicy, SafeSetpoint, SafeState, SampleSource,
+    SampleValue, Step, ValueSource,
 };
 pub use validate::{MAX_IV_POINTS, MAX_REPEAT_COUNT, MAX_REPEAT_DEPTH, Problem};
 
