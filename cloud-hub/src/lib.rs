@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod live;
 pub mod metric_names;
 pub mod models;
+pub mod runs;
 pub mod storage;
 pub mod tls;
 pub mod twins;

@@ -401,3 +401,13 @@ fn sample_values_say_where_their_value_comes_from() {
     );
     assert!(refusal(&missing).contains("missing field `source`"));
 }
+
+#[test]
+fn recorded_values_are_the_labels_of_measures_and_sweeps() {
+    let stc =
+        Protocol::load(&protocols_dir().join("stc-power.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let v = stc.recorded_values();
+    assert!(v.contains(&"conditions.irradiance".to_string()), "{v:?}");
+    assert!(v.contains(&"stc.pmax".to_string()), "{v:?}");
+    assert!(!v.iter().any(|n| n.starts_with("before.")), "{v:?}");
+}

@@ -9,7 +9,8 @@
 //! `aas` (Asset Administration Shell read API, `crate::aas`), `desired` (desired state of instrument twins, `crate::desired`).
 //! `guard` (authentication and authorization of every request), `auth`
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
-//! live stream of twins), `alarms` (alarm rules, alarms).
+//! live stream of twins), `alarms` (alarm rules, alarms), `runs` (protocol runs,
+//! their evaluations and approvals, `crate::runs`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -26,6 +27,7 @@ mod keys;
 mod live;
 pub(crate) mod params;
 mod readings;
+mod runs;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -128,6 +130,7 @@ fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/alarms", get(alarms::list_alarms))
         .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
+        .merge(runs::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

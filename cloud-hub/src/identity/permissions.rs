@@ -30,6 +30,8 @@ pub enum Permission {
     ManageIdentity,
     /// The audit trail.
     ReadAudit,
+    /// Re-evaluate protocol runs and approve or reject provisional verdicts.
+    EvaluateRuns,
 }
 
 impl Permission {
@@ -44,7 +46,7 @@ impl Permission {
             Permission::Public | Permission::SignedIn => None,
             Permission::ReadData | Permission::ReadMetrics => Some(Role::Viewer),
             Permission::SendCommands | Permission::HandleAlarms => Some(Role::Operator),
-            Permission::ManageTwins => Some(Role::Engineer),
+            Permission::ManageTwins | Permission::EvaluateRuns => Some(Role::Engineer),
             Permission::ManageIdentity | Permission::ReadAudit => Some(Role::Admin),
         }
     }
@@ -248,6 +250,27 @@ pub const RULES: &[Rule] = &[
         "POST",
         "/api/v1/alarms/{id}/acknowledge",
         P::HandleAlarms,
+        S::Filtered,
+    ),
+    rule("GET", "/api/v1/runs", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/runs/{id}", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/runs/{id}/events", P::ReadData, S::Filtered),
+    rule(
+        "GET",
+        "/api/v1/runs/{id}/readings",
+        P::ReadData,
+        S::Filtered,
+    ),
+    rule(
+        "POST",
+        "/api/v1/runs/{id}/evaluate",
+        P::EvaluateRuns,
+        S::Filtered,
+    ),
+    rule(
+        "POST",
+        "/api/v1/runs/{id}/approval",
+        P::EvaluateRuns,
         S::Filtered,
     ),
 ];
