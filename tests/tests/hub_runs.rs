@@ -533,3 +533,77 @@ async fn runs_are_evaluated_explained_reproduced_and_approved_by_a_second_engine
     assert_eq!(s, 400);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benches_in_the_hello_become_bench_twins_placed_like_their_gateway() -> Result<()> {
+    use qi_proto::v1::{BenchInfo, BenchInstrument, BenchPoint, EdgeMessage, Hello, edge_message};
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    let pool = stack.db().await?;
+    let url = stack.hub_url();
+    let admin = admin_token(&stack);
+    let (s, v) = call(
+        Method::PUT,
+        &format!("{url}/api/v1/gateways/gw-rig/site"),
+        Some(&admin),
+        Some(&json!({"site": "lab-1"})),
+    )
+    .await?;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let bench = |min: f64| BenchInfo {
+        bench_id: "rig-1".into(),
+        description: "TC chamber with SMU".into(),
+        points: vec![BenchPoint {
+            name: "chamber.temperature".into(),
+            device_id: "chamber".into(),
+            read_point: "temperature".into(),
+            write_point: "setpoint".into(),
+            unit: "Cel".into(),
+            min: Some(min),
+            max: Some(90.0),
+        }],
+        instruments: vec![BenchInstrument {
+            name: "smu".into(),
+            device_id: "smu-1".into(),
+        }],
+    };
+    let hello_with = |b: BenchInfo| EdgeMessage {
+        kind: Some(edge_message::Kind::Hello(Hello {
+            gateway_id: "gw-rig".into(),
+            agent_version: "test".into(),
+            devices: vec![],
+            benches: vec![b],
+        })),
+    };
+    let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));
+    // Inverted limits: the stream is refused and no twin is written.
+    let (_, err) = exchange(&client, vec![hello_with(bench(100.0))]).await?;
+    let err = err.context("bad bench accepted")?;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM twins WHERE kind = 'bench'")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(n, 0);
+    let (_, err) = exchange(&client, vec![hello_with(bench(-45.0))]).await?;
+    assert!(err.is_none(), "{err:?}");
+    let (attrs, site): (Value, Option<String>) = wait_for("bench twin", Duration::from_secs(20), || async {
+        Ok(sqlx::query_as(
+            "SELECT attributes, twin_site(twin_id) FROM twins WHERE twin_id = 'bench:gw-rig:rig-1' AND kind = 'bench'",
+        )
+        .fetch_optional(&pool)
+        .await?)
+    })
+    .await?;
+    assert_eq!(
+        site.as_deref(),
+        Some("lab-1"),
+        "placed where its gateway is"
+    );
+    assert_eq!(attrs["points"][0]["min"], -45.0, "{attrs}");
+    assert_eq!(attrs["points"][0]["write_point"], "setpoint");
+    assert_eq!(
+        attrs["instruments"][0]["twin_id"],
+        "instrument:gw-rig:smu-1"
+    );
+    Ok(())
+}

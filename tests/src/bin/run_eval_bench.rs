@@ -110,7 +110,10 @@ async fn main() -> Result<()> {
         let count = o.evaluation.inputs["sources"]["module_temperature.max"]["readings"]
             .as_i64()
             .unwrap_or(0);
-        ensure!(count as usize == (0..n).filter(|i| i % 10 <= 3).count(), "aggregate over {count}");
+        ensure!(
+            count as usize == (0..n).filter(|i| i % 10 <= 3).count(),
+            "aggregate over {count}"
+        );
     }
     times.sort_by(f64::total_cmp);
     println!(
