@@ -62,7 +62,6 @@ impl Run {
         self
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
         protocol: &str,

@@ -19,6 +19,9 @@ use std::time::Duration;
 
 const T0: i64 = 1_780_000_000_000_000;
 
+/// What a bad-input case does to an otherwise good run.
+type Spoil = Box<dyn Fn(&mut Run)>;
+
 fn uuid(n: u32) -> String {
     format!("0b7c2a4e-9f1d-4c3b-8a2e-{n:012x}")
 }
@@ -153,7 +156,7 @@ async fn a_run_is_stored_exactly_once_in_any_order_and_bad_runs_are_refused() ->
     // Bad run events: refused whole, nothing written.
     let before = counts(&pool).await?;
     let bad_id = uuid(2);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Run)>)> = vec![
+    let cases: Vec<(&str, Spoil)> = vec![
         (
             "sha",
             Box::new(|r: &mut Run| {

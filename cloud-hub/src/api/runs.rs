@@ -59,7 +59,9 @@ async fn visible(s: &ApiState, by: &Principal, id: &str) -> Result<RunRow, ApiEr
     let missing = || ApiError::not_found(format!("no run {id} (or not in your sites)"));
     let run = run.ok_or_else(missing)?;
     if let Some(allowed) = &by.sites {
-        let placed = crate::identity::sites::of_gateways(pool, &[run.gateway_id.clone()]).await?;
+        let placed =
+            crate::identity::sites::of_gateways(pool, std::slice::from_ref(&run.gateway_id))
+                .await?;
         if !placed
             .get(&run.gateway_id)
             .is_some_and(|site| allowed.contains(site))

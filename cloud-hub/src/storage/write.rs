@@ -65,6 +65,10 @@ fn series_key(gateway: &str, r: &Reading) -> String {
     k
 }
 
+/// A series row as the id lookup returns it: id, device, metric, unit, run
+/// id and run series (NULL for polled readings).
+type SeriesIdentity = (i32, String, String, String, Option<String>, Option<String>);
+
 /// A batch as column arrays, the shape UNNEST binds fastest.
 struct Columns {
     ts: Vec<DateTime<Utc>>,
@@ -143,9 +147,8 @@ impl Store {
                 run.push(tagged.then_some(r.run_id.as_str()));
                 run_series.push(tagged.then_some(r.run_series.as_str()));
             }
-            let rows: Vec<(i32, String, String, String, Option<String>, Option<String>)> =
-                sqlx::query_as(
-                    "WITH input AS (
+            let rows: Vec<SeriesIdentity> = sqlx::query_as(
+                "WITH input AS (
                     SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[])
                         AS t(device_id, metric, unit, run_id, run_series)),
                  ins AS (
@@ -161,15 +164,15 @@ impl Store {
                   AND s.run_id IS NOT DISTINCT FROM i.run_id
                   AND s.run_series IS NOT DISTINCT FROM i.run_series
                  WHERE s.gateway_id = $1",
-                )
-                .bind(gateway)
-                .bind(&dev)
-                .bind(&met)
-                .bind(&unit)
-                .bind(&run)
-                .bind(&run_series)
-                .fetch_all(&self.pool)
-                .await?;
+            )
+            .bind(gateway)
+            .bind(&dev)
+            .bind(&met)
+            .bind(&unit)
+            .bind(&run)
+            .bind(&run_series)
+            .fetch_all(&self.pool)
+            .await?;
             let mut cache = self
                 .series
                 .ids
