@@ -19,6 +19,7 @@ pub mod lab;
 pub mod live;
 pub mod metric_names;
 pub mod models;
+pub mod runs;
 pub mod storage;
 pub mod tls;
 pub mod twins;

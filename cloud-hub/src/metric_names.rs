@@ -86,6 +86,18 @@ qi_common::metric_names! {
         "Alarm notifications given up after alarms.webhook_attempts attempts.";
     HUB_ALARM_WEBHOOK_DROPPED_TOTAL = Counter "hub_alarm_webhook_dropped_total" []
         "Alarm notifications dropped because a webhook's queue was full (alarms.webhook_queue).";
+    HUB_RUN_EVENTS_TOTAL = Counter "hub_run_events_total" ["kind"]
+        "Protocol run events stored (new, not redelivered), by kind (started, step_started, completed, ...).";
+    HUB_BENCHES_RECORDED_TOTAL = Counter "hub_benches_recorded_total" []
+        "Bench twins created or updated from the gateways' Hello.benches.";
+    HUB_RUN_EVALUATIONS_TOTAL = Counter "hub_run_evaluations_total" ["verdict"]
+        "Protocol run evaluations stored, by verdict (pass, fail, no_verdict, provisional).";
+    HUB_RUN_EVALUATION_SECONDS = Histogram "hub_run_evaluation_seconds" []
+        "Time to evaluate one run: gather its inputs from the database, evaluate, store.";
+    HUB_RUN_EVALUATION_ERRORS_TOTAL = Counter "hub_run_evaluation_errors_total" []
+        "Automatic run evaluations that failed (database, or a stored template that no longer parses); POST /api/v1/runs/{id}/evaluate retries.";
+    HUB_RUN_APPROVALS_TOTAL = Counter "hub_run_approvals_total" ["decision"]
+        "Engineer decisions on provisional run verdicts, by decision (approve, reject).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

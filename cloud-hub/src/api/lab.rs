@@ -248,6 +248,20 @@ async fn create_inspection(
     let i = inspections::create(&mut tx, &id, n, &actor).await?;
     tx.commit().await?;
     written("inspection.create");
+    // A stress run's `after.major_visual_defects` may be this inspection:
+    // its verdict is brought up to date before the answer, so the caller
+    // sees it next. A failure leaves the inspection recorded; an engineer's
+    // `POST /api/v1/runs/{id}/evaluate` does it again.
+    if let Err(e) = crate::runs::evaluation::reevaluate_sample(
+        s.store.pool(),
+        &id,
+        &inspections::target(i.inspection_id),
+        None,
+    )
+    .await
+    {
+        tracing::warn!(sample = %id, error = %e, "re-evaluating the sample's runs after an inspection failed");
+    }
     Ok((StatusCode::CREATED, Json(json!(i))).into_response())
 }
 

@@ -10,7 +10,8 @@
 //! `guard` (authentication and authorization of every request), `auth`
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
 //! live stream of twins), `alarms` (alarm rules, alarms), `lab` (service
-//! requests, samples, inspections, photos: `crate::lab`).
+//! requests, samples, inspections, photos: `crate::lab`), `runs` (protocol
+//! runs, their evaluations and approvals, `crate::runs`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -28,6 +29,7 @@ mod lab;
 mod live;
 pub(crate) mod params;
 mod readings;
+mod runs;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -133,6 +135,7 @@ fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/alarms", get(alarms::list_alarms))
         .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
+        .merge(runs::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

@@ -33,6 +33,8 @@ pub enum Permission {
     ManageIdentity,
     /// The audit trail.
     ReadAudit,
+    /// Re-evaluate protocol runs and approve or reject provisional verdicts.
+    EvaluateRuns,
 }
 
 impl Permission {
@@ -49,7 +51,7 @@ impl Permission {
             Permission::SendCommands | Permission::HandleAlarms | Permission::ManageLab => {
                 Some(Role::Operator)
             }
-            Permission::ManageTwins => Some(Role::Engineer),
+            Permission::ManageTwins | Permission::EvaluateRuns => Some(Role::Engineer),
             Permission::ManageIdentity | Permission::ReadAudit => Some(Role::Admin),
         }
     }
@@ -299,6 +301,27 @@ pub const RULES: &[Rule] = &[
         "/api/v1/inspections/{id}/photos/{no}",
         P::ReadData,
         S::Fleet,
+    ),
+    rule("GET", "/api/v1/runs", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/runs/{id}", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/runs/{id}/events", P::ReadData, S::Filtered),
+    rule(
+        "GET",
+        "/api/v1/runs/{id}/readings",
+        P::ReadData,
+        S::Filtered,
+    ),
+    rule(
+        "POST",
+        "/api/v1/runs/{id}/evaluate",
+        P::EvaluateRuns,
+        S::Filtered,
+    ),
+    rule(
+        "POST",
+        "/api/v1/runs/{id}/approval",
+        P::EvaluateRuns,
+        S::Filtered,
     ),
 ];
 
