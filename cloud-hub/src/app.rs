@@ -122,6 +122,7 @@ pub async fn run(
         public_url: cfg.http.public_url(),
         streams,
         alarms,
+        lab: cfg.lab,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

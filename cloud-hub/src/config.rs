@@ -2,6 +2,7 @@
 //! `docs/configuration.md`; keep the two in step.
 
 mod auth;
+pub mod lab;
 pub mod live;
 pub mod oidc;
 
@@ -34,6 +35,8 @@ pub struct Config {
     pub live: live::LiveConfig,
     #[serde(default)]
     pub alarms: live::AlarmsConfig,
+    #[serde(default)]
+    pub lab: lab::LabConfig,
 }
 
 /// `[analytics]`: rollups and query limits.
@@ -335,6 +338,7 @@ impl Config {
             ));
         }
         self.validate_analytics()?;
+        self.lab.validate()?;
         self.live
             .validate()
             .map_err(|(key, why)| (format!("live.{key}"), why))?;

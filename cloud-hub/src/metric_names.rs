@@ -60,6 +60,10 @@ qi_common::metric_names! {
         "Changes to the twin registry committed, by action (twin.create, relation.end, ...).";
     HUB_TWIN_WRITES_REFUSED_TOTAL = Counter "hub_twin_writes_refused_total" ["reason"]
         "Changes to the twin registry refused, by reason (invalid, conflict, stale).";
+    HUB_LAB_WRITES_TOTAL = Counter "hub_lab_writes_total" ["action"]
+        "Changes to the lab's work flow committed (service_request.create, inspection.add_photo, ...), by action.";
+    HUB_LAB_REFUSED_TOTAL = Counter "hub_lab_refused_total" ["reason"]
+        "Lab work-flow requests refused, by reason (invalid, not_found, conflict, stale, too_large, unsupported).";
     HUB_GATEWAY_HEALTH_CHANGES_TOTAL = Counter "hub_gateway_health_changes_total" ["online"]
         "Gateways going online or offline (their uplink stream opened or ended), by new state.";
     HUB_LIVE_SUBSCRIBERS = Gauge "hub_live_subscribers" []
@@ -82,6 +86,18 @@ qi_common::metric_names! {
         "Alarm notifications given up after alarms.webhook_attempts attempts.";
     HUB_ALARM_WEBHOOK_DROPPED_TOTAL = Counter "hub_alarm_webhook_dropped_total" []
         "Alarm notifications dropped because a webhook's queue was full (alarms.webhook_queue).";
+    HUB_RUN_EVENTS_TOTAL = Counter "hub_run_events_total" ["kind"]
+        "Protocol run events stored (new, not redelivered), by kind (started, step_started, completed, ...).";
+    HUB_BENCHES_RECORDED_TOTAL = Counter "hub_benches_recorded_total" []
+        "Bench twins created or updated from the gateways' Hello.benches.";
+    HUB_RUN_EVALUATIONS_TOTAL = Counter "hub_run_evaluations_total" ["verdict"]
+        "Protocol run evaluations stored, by verdict (pass, fail, no_verdict, provisional).";
+    HUB_RUN_EVALUATION_SECONDS = Histogram "hub_run_evaluation_seconds" []
+        "Time to evaluate one run: gather its inputs from the database, evaluate, store.";
+    HUB_RUN_EVALUATION_ERRORS_TOTAL = Counter "hub_run_evaluation_errors_total" []
+        "Automatic run evaluations that failed (database, or a stored template that no longer parses); POST /api/v1/runs/{id}/evaluate retries.";
+    HUB_RUN_APPROVALS_TOTAL = Counter "hub_run_approvals_total" ["decision"]
+        "Engineer decisions on provisional run verdicts, by decision (approve, reject).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -14,7 +14,8 @@ mod validate;
 
 pub use model::{
     Criterion, FORMAT_VERSION, IV_METRICS, Info, MeasurePoint, OfflinePolicy, Parameter, Protocol,
-    Quantity, RECORD_AGGREGATES, Record, RestartPolicy, SafeSetpoint, SafeState, SampleValue, Step,
+    Quantity, RECORD_AGGREGATES, Record, RestartPolicy, SafeSetpoint, SafeState, SampleSource,
+    SampleValue, Step, ValueSource,
 };
 pub use validate::{MAX_IV_POINTS, MAX_REPEAT_COUNT, MAX_REPEAT_DEPTH, Problem};
 
@@ -105,6 +106,30 @@ impl Protocol {
             });
         }
         Ok(p)
+    }
+
+    /// The `<label>.<name>` values the steps record (measures and IV
+    /// sweeps, nested steps included), in step order, each once.
+    pub fn recorded_values(&self) -> Vec<String> {
+        fn walk(steps: &[Step], out: &mut Vec<String>) {
+            for s in steps {
+                match s {
+                    Step::Measure { label, points, .. } => {
+                        out.extend(points.iter().map(|p| format!("{label}.{}", p.name)));
+                    }
+                    Step::IvSweep { label, .. } => {
+                        out.extend(IV_METRICS.iter().map(|(m, _)| format!("{label}.{m}")));
+                    }
+                    Step::Repeat { steps, .. } => walk(steps, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.steps, &mut out);
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|n| seen.insert(n.clone()));
+        out
     }
 
     /// Evaluates every criterion over a run's values (recorded metrics,

@@ -79,8 +79,50 @@ pub struct Parameter {
 pub struct SampleValue {
     pub name: String,
     pub unit: String,
+    /// Where the value comes from (required): see [`ValueSource`].
+    pub source: SampleSource,
     #[serde(default)]
     pub description: String,
+}
+
+/// `source = { protocol = "stc-power", value = "stc.pmax" }` or
+/// `source = { observation = "major_visual_defects" }`, as written; the
+/// validation leaves exactly one of the two forms ([`SampleSource::get`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SampleSource {
+    pub protocol: Option<String>,
+    pub value: Option<String>,
+    pub observation: Option<String>,
+}
+
+/// Where a sample value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueSource<'a> {
+    /// A value recorded by a completed run of that protocol on the same
+    /// sample (`<label>.<name>` of a measure or IV sweep, or a record
+    /// aggregate).
+    Run { protocol: &'a str, value: &'a str },
+    /// A value recorded about the sample outside runs (an inspection).
+    Observation(&'a str),
+}
+
+impl SampleSource {
+    /// The source, when the table holds exactly one form.
+    pub fn get(&self) -> Option<ValueSource<'_>> {
+        match (&self.protocol, &self.value, &self.observation) {
+            (Some(protocol), Some(value), None) => Some(ValueSource::Run { protocol, value }),
+            (None, None, Some(o)) => Some(ValueSource::Observation(o)),
+            _ => None,
+        }
+    }
+}
+
+impl SampleValue {
+    /// `before` or `after`, and the name after it.
+    pub fn when(&self) -> Option<(&str, &str)> {
+        self.name.split_once('.')
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

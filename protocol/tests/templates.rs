@@ -347,3 +347,67 @@ fn step_rules() {
         assert!(msg.contains(want), "wanted {want:?} in:\n{msg}");
     }
 }
+
+#[test]
+fn sample_values_say_where_their_value_comes_from() {
+    use qi_protocol::ValueSource;
+    let tc = Protocol::load(&protocols_dir().join("tc200.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let sources: Vec<(&str, ValueSource)> = tc
+        .sample_values
+        .iter()
+        .filter_map(|s| Some((s.name.as_str(), s.source.get()?)))
+        .collect();
+    assert_eq!(sources.len(), tc.sample_values.len());
+    assert!(sources.contains(&(
+        "before.pmax",
+        ValueSource::Run {
+            protocol: "stc-power",
+            value: "stc.pmax"
+        }
+    )));
+    assert!(sources.contains(&(
+        "after.major_visual_defects",
+        ValueSource::Observation("major_visual_defects")
+    )));
+    let with = |source: &str| {
+        MINIMAL.replacen(
+            "[[criteria]]",
+            &format!(
+                "[[sample_values]]\nname = \"before.r\"\nunit = \"MOhm\"\nsource = {source}\n\n[[criteria]]"
+            ),
+            1,
+        )
+    };
+    assert!(Protocol::parse(&with("{ observation = \"r\" }"), Path::new("t.toml")).is_ok());
+    for (source, want) in [
+        (
+            "{ protocol = \"x\", value = \"r\" }",
+            "sample_values[0] (before.r).source.value: `r` must be `<label>.<name>`",
+        ),
+        (
+            "{ protocol = \"x\", observation = \"r\" }",
+            "sample_values[0] (before.r).source: give",
+        ),
+        ("{ observation = \"R R\" }", "is not a name"),
+        ("{ inspection = \"r\" }", "unknown field `inspection`"),
+    ] {
+        let msg = refusal(&with(source));
+        assert!(msg.contains(want), "{source}: wanted {want:?} in:\n{msg}");
+    }
+    let missing = MINIMAL.replacen(
+        "[[criteria]]",
+        "[[sample_values]]\nname = \"before.r\"\nunit = \"MOhm\"\n\n[[criteria]]",
+        1,
+    );
+    assert!(refusal(&missing).contains("missing field `source`"));
+}
+
+#[test]
+fn recorded_values_are_the_labels_of_measures_and_sweeps() {
+    let stc =
+        Protocol::load(&protocols_dir().join("stc-power.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let v = stc.recorded_values();
+    assert!(v.contains(&"conditions.irradiance".to_string()), "{v:?}");
+    assert!(v.contains(&"stc.pmax".to_string()), "{v:?}");
+    assert!(!v.iter().any(|n| n.starts_with("before.")), "{v:?}");
+}

@@ -97,6 +97,7 @@ pub fn api_state(
         analytics: cloud_hub::config::AnalyticsConfig::default(),
         identity,
         public_url: String::new(),
+        lab: cloud_hub::config::lab::LabConfig::default(),
         alarms: cloud_hub::alarms::Alarms::new(
             pool.clone(),
             live.clone(),

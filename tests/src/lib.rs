@@ -20,6 +20,7 @@ pub mod pg;
 pub mod pki;
 pub mod process;
 pub mod pv_rig;
+pub mod runs;
 pub mod sse;
 
 use anyhow::{Context, Result, bail};

@@ -9,7 +9,9 @@
 //! `aas` (Asset Administration Shell read API, `crate::aas`), `desired` (desired state of instrument twins, `crate::desired`).
 //! `guard` (authentication and authorization of every request), `auth`
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
-//! live stream of twins), `alarms` (alarm rules, alarms).
+//! live stream of twins), `alarms` (alarm rules, alarms), `lab` (service
+//! requests, samples, inspections, photos: `crate::lab`), `runs` (protocol
+//! runs, their evaluations and approvals, `crate::runs`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -23,9 +25,11 @@ mod desired;
 mod error;
 mod guard;
 mod keys;
+mod lab;
 mod live;
 pub(crate) mod params;
 mod readings;
+mod runs;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -58,6 +62,8 @@ pub struct ApiState {
     pub streams: std::sync::Arc<crate::live::sse::Streams>,
     /// Alarm rules' reload signal and alarm announcements.
     pub alarms: std::sync::Arc<crate::alarms::Alarms>,
+    /// Bounds of inspection photos (`[lab]`).
+    pub lab: crate::config::lab::LabConfig,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -115,6 +121,7 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/audit", get(audit::list))
         .merge(twins::routes())
         .merge(twin_types::routes())
+        .merge(lab::routes())
         .route("/api/v1/twins/stream", get(live::stream))
         .route(
             "/api/v1/alarm-rules",
@@ -128,6 +135,7 @@ fn routes() -> Router<ApiState> {
         )
         .route("/api/v1/alarms", get(alarms::list_alarms))
         .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
+        .merge(runs::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

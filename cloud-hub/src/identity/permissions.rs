@@ -24,12 +24,17 @@ pub enum Permission {
     SendCommands,
     /// Acknowledge alarms (the people at the benches and in the control room).
     HandleAlarms,
+    /// The lab's work flow: service requests, their samples, inspections
+    /// and photos (the people at intake and at the benches).
+    ManageLab,
     /// The asset registry: twins, types, relations, desired state, alarm rules.
     ManageTwins,
     /// Users, API keys, gateway sites.
     ManageIdentity,
     /// The audit trail.
     ReadAudit,
+    /// Re-evaluate protocol runs and approve or reject provisional verdicts.
+    EvaluateRuns,
 }
 
 impl Permission {
@@ -43,8 +48,10 @@ impl Permission {
         match self {
             Permission::Public | Permission::SignedIn => None,
             Permission::ReadData | Permission::ReadMetrics => Some(Role::Viewer),
-            Permission::SendCommands | Permission::HandleAlarms => Some(Role::Operator),
-            Permission::ManageTwins => Some(Role::Engineer),
+            Permission::SendCommands | Permission::HandleAlarms | Permission::ManageLab => {
+                Some(Role::Operator)
+            }
+            Permission::ManageTwins | Permission::EvaluateRuns => Some(Role::Engineer),
             Permission::ManageIdentity | Permission::ReadAudit => Some(Role::Admin),
         }
     }
@@ -248,6 +255,72 @@ pub const RULES: &[Rule] = &[
         "POST",
         "/api/v1/alarms/{id}/acknowledge",
         P::HandleAlarms,
+        S::Filtered,
+    ),
+    rule("GET", "/api/v1/service-requests", P::ReadData, S::Fleet),
+    rule("POST", "/api/v1/service-requests", P::ManageLab, S::Fleet),
+    rule(
+        "GET",
+        "/api/v1/service-requests/{id}",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/service-requests/{id}/transitions",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/service-requests/{id}/samples",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/samples/{id}/inspections",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/samples/{id}/inspections",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule("GET", "/api/v1/inspections/{id}", P::ReadData, S::Fleet),
+    rule(
+        "POST",
+        "/api/v1/inspections/{id}/photos",
+        P::ManageLab,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/inspections/{id}/photos/{no}",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule("GET", "/api/v1/runs", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/runs/{id}", P::ReadData, S::Filtered),
+    rule("GET", "/api/v1/runs/{id}/events", P::ReadData, S::Filtered),
+    rule(
+        "GET",
+        "/api/v1/runs/{id}/readings",
+        P::ReadData,
+        S::Filtered,
+    ),
+    rule(
+        "POST",
+        "/api/v1/runs/{id}/evaluate",
+        P::EvaluateRuns,
+        S::Filtered,
+    ),
+    rule(
+        "POST",
+        "/api/v1/runs/{id}/approval",
+        P::EvaluateRuns,
         S::Filtered,
     ),
 ];

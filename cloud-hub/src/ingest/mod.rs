@@ -138,11 +138,16 @@ async fn serve_stream(
     // Before anything is written: a bad description refuses the stream whole.
     crate::models::validate(&hello.devices)
         .map_err(|m| rejected("bad_device_info", format!("gateway {gw}: Hello: {m}")))?;
+    crate::runs::validate::validate_benches(&hello.benches)
+        .map_err(|m| rejected("bad_bench_info", format!("gateway {gw}: Hello: {m}")))?;
     let highest = store
         .gateway_connected(&gw, &hello.agent_version)
         .await
         .map_err(|e| unavailable(&gw, e))?;
     record_models(store, live, &gw, &hello.devices).await?;
+    crate::runs::benches::record(store.pool(), &gw, &hello.benches)
+        .await
+        .map_err(|e| unavailable(&gw, e.into()))?;
     // Before the first command tick, so re-sent values go out with it.
     crate::desired::reconcile_on_connect(store, live, &gw).await;
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
@@ -229,19 +234,24 @@ async fn serve_stream(
             }
         };
         let now_us = chrono::Utc::now().timestamp_micros();
-        // An events-only batch (a gateway's local audit) has no readings.
-        let events_only = batch.readings.is_empty() && !batch.events.is_empty();
+        // An events-only batch (a gateway's local audit, a run's progress)
+        // has no readings.
+        let events_only =
+            batch.readings.is_empty() && (!batch.events.is_empty() || !batch.run_events.is_empty());
         if !events_only {
             validate_batch_at(&batch.readings, now_us, max_future_us)
                 .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
         }
         validate_events(&batch, now_us, max_future_us)
             .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
+        crate::runs::validate::validate_batch(&batch, now_us, max_future_us)
+            .map_err(|m| rejected("invalid_run_events", format!("gateway {gw}: {m}")))?;
         let last = batch
             .readings
             .last()
             .map(|r| r.seq)
             .max(batch.events.last().map(|e| e.seq))
+            .max(batch.run_events.last().map(|e| e.seq))
             .unwrap_or(0);
         let (store, gw2, live) = (store.clone(), gw.clone(), Arc::clone(live));
         // A task of its own: a write holding a pooled connection must make
@@ -251,11 +261,24 @@ async fn serve_stream(
         writing.push_back(tokio::spawn(async move {
             let started = std::time::Instant::now();
             let stored = store
-                .insert_batch_with_events(&gw2, &batch.readings, &batch.events)
+                .insert_batch_with_events(&gw2, &batch.readings, &batch.events, &batch.run_events)
                 .await
-                .map_err(|e| unavailable(&gw2, e))?;
+                .map_err(|e| match e {
+                    crate::storage::StoreError::Refused(m) => {
+                        rejected("run_conflict", format!("gateway {gw2}: {m}"))
+                    }
+                    e => unavailable(&gw2, e),
+                })?;
             if stored.events > 0 {
                 tracing::info!(gateway = %gw2, events = stored.events, "gateway audit events appended to the audit trail");
+            }
+            if !stored.runs.completed.is_empty() {
+                // After the commit and off the ingest path: the ack does not
+                // wait for evaluations.
+                tokio::spawn(crate::runs::on_completed(
+                    store.pool().clone(),
+                    stored.runs.completed.clone(),
+                ));
             }
             // A redelivered batch was seen live the first time.
             if stored.readings > 0 {

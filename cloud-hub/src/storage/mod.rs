@@ -6,6 +6,7 @@ pub mod gateway_events;
 mod nodelay;
 mod partitions;
 mod rollup;
+pub mod run_events;
 mod tier;
 mod write;
 
@@ -25,6 +26,10 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("database error: {}", connect::cause(.0))]
     Db(sqlx::Error),
+    /// The batch breaks a rule only the database can check (a run another
+    /// gateway owns); nothing of it was written and resending will not help.
+    #[error("{0}")]
+    Refused(String),
     #[error("migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
     #[error("database.url is not a valid PostgreSQL URL: {}", connect::cause(.0))]

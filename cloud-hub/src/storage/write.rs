@@ -5,7 +5,7 @@
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use qi_proto::v1::{AuditEvent, Reading};
+use qi_proto::v1::{AuditEvent, Reading, RunEvent};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -38,16 +38,25 @@ fn encode_copy(readings: &[Reading], ids: &[i32]) -> Vec<u8> {
     out
 }
 
-/// Series ids known to this process: (gateway, device, metric, unit) -> id.
+/// Series ids known to this process: (gateway, device, metric, unit, run
+/// id, run series) -> id.
 /// Ids never change once assigned, so the cache needs no invalidation.
 #[derive(Default)]
 pub(super) struct SeriesCache {
     ids: Mutex<HashMap<String, i32>>,
 }
 
-fn series_key(gateway: &str, device: &str, metric: &str, unit: &str) -> String {
-    let mut k = String::with_capacity(gateway.len() + device.len() + metric.len() + unit.len() + 3);
-    for (i, part) in [gateway, device, metric, unit].into_iter().enumerate() {
+fn series_key(gateway: &str, r: &Reading) -> String {
+    let parts = [
+        gateway,
+        &r.device_id,
+        &r.metric,
+        &r.unit,
+        &r.run_id,
+        &r.run_series,
+    ];
+    let mut k = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
             k.push('\0');
         }
@@ -55,6 +64,10 @@ fn series_key(gateway: &str, device: &str, metric: &str, unit: &str) -> String {
     }
     k
 }
+
+/// A series row as the id lookup returns it: id, device, metric, unit, run
+/// id and run series (NULL for polled readings).
+type SeriesIdentity = (i32, String, String, String, Option<String>, Option<String>);
 
 /// A batch as column arrays, the shape UNNEST binds fastest.
 struct Columns {
@@ -96,7 +109,7 @@ impl Store {
         readings: &[Reading],
     ) -> Result<Vec<i32>, StoreError> {
         let mut ids = Vec::with_capacity(readings.len());
-        let mut missing: HashMap<String, (&str, &str, &str)> = HashMap::new();
+        let mut missing: HashMap<String, &Reading> = HashMap::new();
         {
             let cache = self
                 .series
@@ -104,12 +117,12 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             for r in readings {
-                let key = series_key(gateway, &r.device_id, &r.metric, &r.unit);
+                let key = series_key(gateway, r);
                 match cache.get(&key) {
                     Some(id) => ids.push(*id),
                     None => {
                         ids.push(0);
-                        missing.insert(key, (&r.device_id, &r.metric, &r.unit));
+                        missing.insert(key, r);
                     }
                 }
             }
@@ -120,35 +133,44 @@ impl Store {
         // Two tries: a concurrent stream may create a series between our
         // INSERT (which then skips it) and our snapshot.
         for _ in 0..2 {
-            let (dev, met, unit): (Vec<&str>, Vec<&str>, Vec<&str>) = {
-                let mut d = Vec::new();
-                let mut m = Vec::new();
-                let mut u = Vec::new();
-                for (a, b, c) in missing.values() {
-                    d.push(*a);
-                    m.push(*b);
-                    u.push(*c);
-                }
-                (d, m, u)
-            };
-            let rows: Vec<(i32, String, String, String)> = sqlx::query_as(
+            let mut dev = Vec::new();
+            let mut met = Vec::new();
+            let mut unit = Vec::new();
+            // Untagged readings have no run: NULL, not '', in the series row.
+            let mut run: Vec<Option<&str>> = Vec::new();
+            let mut run_series: Vec<Option<&str>> = Vec::new();
+            for r in missing.values() {
+                dev.push(r.device_id.as_str());
+                met.push(r.metric.as_str());
+                unit.push(r.unit.as_str());
+                let tagged = !r.run_id.is_empty();
+                run.push(tagged.then_some(r.run_id.as_str()));
+                run_series.push(tagged.then_some(r.run_series.as_str()));
+            }
+            let rows: Vec<SeriesIdentity> = sqlx::query_as(
                 "WITH input AS (
-                    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]) AS t(device_id, metric, unit)),
+                    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[])
+                        AS t(device_id, metric, unit, run_id, run_series)),
                  ins AS (
-                    INSERT INTO series (gateway_id, device_id, metric, unit)
-                    SELECT $1, device_id, metric, unit FROM input
+                    INSERT INTO series (gateway_id, device_id, metric, unit, run_id, run_series)
+                    SELECT $1, device_id, metric, unit, run_id, run_series FROM input
                     ON CONFLICT DO NOTHING
-                    RETURNING series_id, device_id, metric, unit)
-                 SELECT series_id, device_id, metric, unit FROM ins
+                    RETURNING series_id, device_id, metric, unit, run_id, run_series)
+                 SELECT series_id, device_id, metric, unit, run_id::text, run_series FROM ins
                  UNION ALL
-                 SELECT s.series_id, s.device_id, s.metric, s.unit
-                 FROM series s JOIN input i USING (device_id, metric, unit)
+                 SELECT s.series_id, s.device_id, s.metric, s.unit, s.run_id::text, s.run_series
+                 FROM series s JOIN input i
+                   ON s.device_id = i.device_id AND s.metric = i.metric AND s.unit = i.unit
+                  AND s.run_id IS NOT DISTINCT FROM i.run_id
+                  AND s.run_series IS NOT DISTINCT FROM i.run_series
                  WHERE s.gateway_id = $1",
             )
             .bind(gateway)
             .bind(&dev)
             .bind(&met)
             .bind(&unit)
+            .bind(&run)
+            .bind(&run_series)
             .fetch_all(&self.pool)
             .await?;
             let mut cache = self
@@ -156,15 +178,25 @@ impl Store {
                 .ids
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (id, d, m, u) in rows {
-                let key = series_key(gateway, &d, &m, &u);
+            for (id, d, m, u, run, rs) in rows {
+                let key = series_key(
+                    gateway,
+                    &Reading {
+                        device_id: d,
+                        metric: m,
+                        unit: u,
+                        run_id: run.unwrap_or_default(),
+                        run_series: rs.unwrap_or_default(),
+                        ..Default::default()
+                    },
+                );
                 missing.remove(&key);
                 cache.insert(key, id);
             }
             if missing.is_empty() {
                 for (slot, r) in ids.iter_mut().zip(readings) {
                     if *slot == 0 {
-                        let key = series_key(gateway, &r.device_id, &r.metric, &r.unit);
+                        let key = series_key(gateway, r);
                         *slot = cache.get(&key).copied().unwrap_or(0);
                     }
                 }
@@ -185,27 +217,31 @@ impl Store {
         gateway_id: &str,
         readings: &[Reading],
     ) -> Result<u64, StoreError> {
-        self.insert_batch_with_events(gateway_id, readings, &[])
+        self.insert_batch_with_events(gateway_id, readings, &[], &[])
             .await
             .map(|b| b.readings)
     }
 
-    /// Stores a batch's readings and appends its audit events to the audit
-    /// trail in the same transaction (see [`super::gateway_events`]).
+    /// Stores a batch's readings, appends its audit events to the audit
+    /// trail (see [`super::gateway_events`]) and stores its run events
+    /// (see [`super::run_events`]), all in one transaction.
     pub async fn insert_batch_with_events(
         &self,
         gateway_id: &str,
         readings: &[Reading],
         events: &[AuditEvent],
+        run_events: &[RunEvent],
     ) -> Result<BatchStored, StoreError> {
         if readings.is_empty() {
             let mut tx = self.pool.begin().await?;
             let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
+            let runs = super::run_events::record(&mut tx, gateway_id, run_events, &[]).await?;
             tx.commit().await?;
             return Ok(BatchStored {
                 readings: 0,
                 events: new,
                 series_ids: Vec::new(),
+                runs,
             });
         }
         let ids = self.series_ids(gateway_id, readings).await?;
@@ -221,11 +257,13 @@ impl Store {
             self.note_devices(&mut tx, gateway_id, readings).await?;
             note_latest(&mut tx, readings, &ids).await?;
             let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
+            let runs = super::run_events::record(&mut tx, gateway_id, run_events, readings).await?;
             tx.commit().await?;
             return Ok(BatchStored {
                 readings: inserted,
                 events: new,
                 series_ids: ids,
+                runs,
             });
         }
         let copied = {
@@ -257,11 +295,13 @@ impl Store {
         self.note_devices(&mut tx, gateway_id, readings).await?;
         note_latest(&mut tx, readings, &ids).await?;
         let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
+        let runs = super::run_events::record(&mut tx, gateway_id, run_events, readings).await?;
         tx.commit().await?;
         Ok(BatchStored {
             readings: inserted,
             events: new,
             series_ids: ids,
+            runs,
         })
     }
 
@@ -348,6 +388,8 @@ pub struct BatchStored {
     pub events: u64,
     /// The series id of each reading of the batch, in order.
     pub series_ids: Vec<i32>,
+    /// Its protocol run events.
+    pub runs: super::run_events::RunsStored,
 }
 
 /// Keeps each series' latest reading (`series_latest`, the twins' reported

@@ -302,6 +302,37 @@ pub fn validate(p: &mut Protocol, text: &str) -> Vec<Problem> {
         if ctx.recorded.contains_key(&s.name) {
             ctx.bad(&place, "declared twice");
         }
+        match s.source.get() {
+            Some(crate::ValueSource::Run { protocol, value }) => {
+                if !is_id(protocol) {
+                    ctx.bad(
+                        format!("{place}.source.protocol"),
+                        format!("`{protocol}` is not a protocol id (a-z 0-9 _ -)"),
+                    );
+                }
+                let ok = value
+                    .split_once('.')
+                    .is_some_and(|(a, b)| is_name(a) && is_name(b));
+                if !ok {
+                    ctx.bad(
+                        format!("{place}.source.value"),
+                        format!("`{value}` must be `<label>.<name>` of a value that protocol records"),
+                    );
+                }
+            }
+            Some(crate::ValueSource::Observation(o)) => {
+                if !is_name(o) {
+                    ctx.bad(
+                        format!("{place}.source.observation"),
+                        format!("`{o}` is not a name (a-z 0-9 _)"),
+                    );
+                }
+            }
+            None => ctx.bad(
+                format!("{place}.source"),
+                "give `{ protocol = \"<id>\", value = \"<label>.<name>\" }` or `{ observation = \"<name>\" }`",
+            ),
+        }
         if let Some(u) = ctx.unit(&format!("{place}.unit"), &s.unit) {
             ctx.recorded.insert(s.name.clone(), u);
         }
