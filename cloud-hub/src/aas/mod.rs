@@ -99,7 +99,7 @@ async fn series_of(
     let rows: Vec<SeriesRef> = sqlx::query_as(
         "SELECT s.gateway_id, s.device_id, s.series_id, s.metric, s.unit FROM series s
            JOIN unnest($1::text[], $2::text[]) AS b(gateway_id, device_id)
-             ON b.gateway_id = s.gateway_id AND b.device_id = s.device_id
+             ON b.gateway_id = s.gateway_id AND b.device_id = s.device_id AND s.run_id IS NULL
           ORDER BY s.metric, s.unit, s.series_id",
     )
     .bind(&gws)

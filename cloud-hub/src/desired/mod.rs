@@ -128,6 +128,7 @@ const ROWS: &str = "SELECT d.twin_id, d.point, d.value AS desired, r.unit, r.val
   LEFT JOIN LATERAL (
       SELECT l.value, l.ts, s.unit FROM series s JOIN series_latest l ON l.series_id = s.series_id
        WHERE s.gateway_id = t.gateway_id AND s.device_id = t.device_id AND s.metric = d.point
+         AND s.run_id IS NULL
        ORDER BY l.ts DESC LIMIT 1) r ON true";
 
 pub(crate) async fn rows_of_twin(

@@ -37,7 +37,7 @@ pub async fn metrics(pool: &PgPool, t: &Twin) -> Result<Vec<MetricState>, sqlx::
          seen AS (
              SELECT s.series_id, s.metric, s.unit, l.value, l.ts, l.quality
              FROM series s LEFT JOIN series_latest l USING (series_id)
-             WHERE s.gateway_id = $1 AND s.device_id = $2)
+             WHERE s.gateway_id = $1 AND s.device_id = $2 AND s.run_id IS NULL)
          SELECT coalesce(seen.metric, declared.metric) AS metric,
                 coalesce(seen.unit, declared.unit) AS unit,
                 seen.series_id, seen.value, seen.ts, seen.quality,
