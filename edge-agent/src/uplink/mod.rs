@@ -21,7 +21,7 @@ use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
     AuditEvent, Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch,
-    command, edge_message, hub_message,
+    RunEvent, command, edge_message, hub_message,
 };
 use queue::SendQueue;
 use serde::Serialize;
@@ -392,29 +392,33 @@ impl Uplink {
                             && since.elapsed() < linger
                     }
                 };
-                if let Some(pick) = pick.filter(|_| !lingering) {
+                if let Some(mut pick) = pick.filter(|_| !lingering) {
                     pending_since = None;
+                    queue::cap_run_events(&mut pick);
                     queue.take(&pick);
                     let ids: Vec<RecordId> = pick.records.iter().map(|r| r.id()).collect();
                     // The buffer's stored type becomes the wire type here, at the edge.
                     let mut readings: Vec<Reading> = Vec::new();
                     let mut events: Vec<AuditEvent> = Vec::new();
+                    let mut run_events: Vec<RunEvent> = Vec::new();
                     for r in pick.records {
                         readings.extend(r.readings.into_iter().map(Reading::from));
                         events.extend(r.events.into_iter().map(AuditEvent::from));
+                        run_events.extend(r.run_events.into_iter().map(RunEvent::from));
                     }
                     let n = readings.len() as u64;
                     let last = readings
                         .iter()
                         .map(|r| r.seq)
                         .chain(events.iter().map(|e| e.seq))
+                        .chain(run_events.iter().map(|e| e.seq))
                         .max()
                         .unwrap_or(0);
                     let msg = EdgeMessage {
                         kind: Some(edge_message::Kind::Batch(ReadingBatch {
                             readings,
                             events,
-                            run_events: Vec::new(),
+                            run_events,
                         })),
                     };
                     tx.send(msg).await.map_err(|_| UplinkError::Closed)?;

@@ -32,6 +32,24 @@ impl Pick {
     }
 }
 
+/// Keeps whole records from the front of `pick` while their run events stay
+/// within `limits::MAX_BATCH_RUN_EVENTS` (each carries a template; the hub
+/// refuses a batch with more). The first record always stays: the run
+/// engine never writes more than that many events in one record.
+pub fn cap_run_events(pick: &mut Pick) {
+    let mut total = 0;
+    let keep = pick
+        .records
+        .iter()
+        .position(|r| {
+            total += r.run_events.len();
+            total > qi_proto::limits::MAX_BATCH_RUN_EVENTS
+        })
+        .unwrap_or(pick.records.len())
+        .max(1);
+    pick.records.truncate(keep);
+}
+
 pub struct SendQueue {
     interleave: bool,
     /// Normal records with first seq <= this are backlog.
