@@ -15,12 +15,12 @@ pub use codec::{
     DecodeError, Decoded, EncodeError, decode, decode_bit, decode_point, decode_text, encode,
     encode_checked, encode_text,
 };
-pub use sweep::IvSweep;
 pub use model::{
     DataType, Deadband, Endianness, FORMAT_VERSION, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ,
     ModbusDefaults, ModbusLocation, ModelInfo, Parity, Point, PollGroup, Priority, Profile,
     Protocol, RegisterKind, ScpiDefaults, SerialDefaults, SimSpec,
 };
+pub use sweep::IvSweep;
 
 use std::path::{Path, PathBuf};
 
