@@ -185,7 +185,7 @@ fn is_word(s: &str) -> bool {
 }
 
 /// A bench point after checking against its device's profile.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct BenchPoint {
     pub name: String,
     pub device: String,
@@ -196,12 +196,11 @@ pub struct BenchPoint {
     pub min: Option<f64>,
     pub max: Option<f64>,
     /// How often the read point is polled, ms (its value's freshness is judged by it).
-    #[serde(skip)]
     pub poll_ms: u64,
 }
 
 /// A bench ready for runs.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Bench {
     pub id: String,
     pub description: String,
