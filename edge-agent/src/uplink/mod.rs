@@ -79,6 +79,8 @@ pub struct Uplink {
     gateway_id: String,
     /// The devices commands from the hub act on.
     fleet: Option<Arc<Fleet>>,
+    /// The benches the Hello describes.
+    benches: Vec<qi_proto::v1::BenchInfo>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// `Bearer <token>` header value, when the hub wants tokens.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -150,6 +152,7 @@ impl Uplink {
             Uplink {
                 gateway_id,
                 fleet: None,
+                benches: Vec::new(),
                 tls,
                 token,
                 cfg,
@@ -158,6 +161,20 @@ impl Uplink {
             },
             rx,
         ))
+    }
+
+    /// The benches to describe in the Hello (at most `MAX_HELLO_BENCHES`).
+    pub fn with_benches(mut self, mut benches: Vec<qi_proto::v1::BenchInfo>) -> Uplink {
+        let max = qi_proto::limits::MAX_HELLO_BENCHES;
+        if benches.len() > max {
+            tracing::warn!(
+                max,
+                "more benches than a Hello may describe; the rest are not sent"
+            );
+            benches.truncate(max);
+        }
+        self.benches = benches;
+        self
     }
 
     /// Lets hub commands reach these devices (and reload them).
@@ -303,8 +320,7 @@ impl Uplink {
                     .as_ref()
                     .map(|f| hello::device_infos(&f.view()))
                     .unwrap_or_default(),
-                // The agent's benches (issue #14, in progress).
-                benches: Vec::new(),
+                benches: self.benches.clone(),
             })),
         };
         tx.send(hello).await.map_err(|_| UplinkError::Closed)?;
