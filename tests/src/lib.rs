@@ -19,6 +19,7 @@ pub mod peers;
 pub mod pg;
 pub mod pki;
 pub mod process;
+pub mod pv_rig;
 pub mod sse;
 
 use anyhow::{Context, Result, bail};
