@@ -183,7 +183,9 @@ impl Exec {
             let dt = now.duration_since(last).as_secs_f64() * scale;
             last = now;
             let fleet = self.fleet.view();
-            let offline = self.offline_device(&fleet);
+            let offline = self
+                .offline_device(&fleet)
+                .or_else(|| self.not_back(&fleet));
             self.on_devices(policy, offline).await?;
             if self.cp.paused_by.is_none() {
                 self.cp.step.elapsed_s += dt;
@@ -222,11 +224,13 @@ impl Exec {
             OfflineAction::Pause(d) => {
                 tracing::warn!(run = %self.cp.run_id, device = %d, %step, "device offline; step paused");
                 self.cp.paused_by = Some(d.clone());
+                self.cp.paused_at_ms = Some(chrono::Utc::now().timestamp_millis());
                 let e = self.event(RunEventKind::Paused, step, format!("device {d} is offline"));
                 self.commit(vec![e], Vec::new(), true).await
             }
             OfflineAction::Resume => {
                 let d = self.cp.paused_by.take().unwrap_or_default();
+                self.cp.paused_at_ms = None;
                 tracing::info!(run = %self.cp.run_id, device = %d, %step, "device back; step resumed");
                 let e = self.event(RunEventKind::Resumed, step, format!("device {d} is back"));
                 self.commit(vec![e], Vec::new(), true).await
@@ -257,6 +261,19 @@ impl Exec {
                 h.device_id == *d && matches!(h.state, DeviceState::Offline | DeviceState::Error)
             })
         })
+    }
+
+    /// The device a pause waits for, while it has not been polled
+    /// successfully since the pause began (a failed write pauses before the
+    /// poller has noticed anything; its health still says online).
+    fn not_back(&self, fleet: &FleetView) -> Option<String> {
+        let d = self.cp.paused_by.as_ref()?;
+        let since = self.cp.paused_at_ms.unwrap_or(0);
+        let back = fleet.health.iter().any(|h| {
+            let h = h.borrow();
+            h.device_id == *d && h.last_success_ms.is_some_and(|t| t > since)
+        });
+        (!back).then(|| d.clone())
     }
 
     /// The latest polled value of a bench point, if fresh.

@@ -264,6 +264,7 @@ impl RunEngine {
             cursor,
             step: StepProgress::default(),
             paused_by: None,
+            paused_at_ms: None,
             last_setpoints: BTreeMap::new(),
             steps_done: 0,
             run_elapsed_s: 0.0,
@@ -444,8 +445,8 @@ impl RunEngine {
             metrics::counter!(crate::metric_names::EDGE_RUN_RECOVERED_TOTAL, "action" => action)
                 .increment(1);
             tracing::warn!(run = %id, %step, action, "interrupted run found");
-            // Paused before the restart: the devices are looked at afresh.
-            ex.cp.paused_by = None;
+            // Paused before the restart: it stays paused until the device has
+            // been polled successfully again (then RESUMED).
             let e = ex.event(RunEventKind::Interrupted, step, message.into());
             if ex.commit(vec![e], Vec::new(), true).await.is_err() {
                 continue;

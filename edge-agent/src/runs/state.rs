@@ -75,6 +75,10 @@ pub struct Checkpoint {
     pub step: StepProgress,
     /// The device whose absence holds the step, while paused.
     pub paused_by: Option<String>,
+    /// When the pause began (Unix ms): the device is back only once it has
+    /// been polled successfully after that.
+    #[serde(default)]
+    pub paused_at_ms: Option<i64>,
     /// Last value written per bench point (where a ramp starts from).
     pub last_setpoints: BTreeMap<String, f64>,
     /// STEP_FINISHED events so far (progress).
@@ -158,6 +162,7 @@ mod tests {
                 bias_on: true,
             },
             paused_by: Some("chamber".into()),
+            paused_at_ms: Some(5),
             last_setpoints: [("chamber.temperature".to_string(), 40.0)]
                 .into_iter()
                 .collect(),
