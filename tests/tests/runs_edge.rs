@@ -402,5 +402,122 @@ async fn thermal_cycling_pauses_survives_kill_9_completes_and_abort_leaves_the_s
     )
     .await?;
     assert_eq!(s, StatusCode::CONFLICT);
+
+    // on_device_offline = abort: the chamber goes silent, the run aborts,
+    // the safe state is written where it can be and the failure is named.
+    let (s, run) = call(
+        &stack,
+        "POST",
+        "/api/v1/runs",
+        Some(tc("tc2-abort", "sample:MOD-0004")),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().context("id")?.to_string();
+    run_until(&stack, &id, "injection on", 60, |v| {
+        v["step"].as_str().is_some_and(|s| s.starts_with("3:1/3"))
+    })
+    .await?;
+    rig.control("silence chamber").await?;
+    let ended = run_until(&stack, &id, "ABORTED by policy", 60, |v| {
+        v["state"] == "aborted"
+    })
+    .await?;
+    assert!(
+        ended["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("chamber went offline")),
+        "{ended}"
+    );
+    let safe = ended["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .find(|e| e["kind"] == "safe_state_applied")
+        .cloned();
+    let safe = safe.context("safe state event")?;
+    assert!(
+        safe["message"].as_str().is_some_and(
+            |m| m.contains("supply.current = 0 A: ok") && m.contains("chamber.temperature")
+        ),
+        "{safe}"
+    );
+    assert_eq!(
+        rig.state().await?["supply"]["current_setpoint"].as_f64(),
+        Some(0.0)
+    );
+    rig.control("answer chamber").await?;
+    Ok(())
+}
+
+/// `--check` takes the rig's bench and refuses a bench that contradicts a
+/// profile, naming the bench, the point and why.
+#[test]
+fn check_accepts_the_rig_bench_and_refuses_a_write_to_a_read_only_point() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = format!(
+        "gateway_id = \"gw\"\nprofiles_dir = \"{}\"\n[buffer]\npath = \"{}\"\n[uplink]\nhub_url = \"http://127.0.0.1:1\"\n",
+        e2e_tests::profiles_dir().display(),
+        dir.path().join("buffer").display()
+    );
+    let example =
+        std::fs::read_to_string(workspace_root().join("examples/pv-rig/devices-and-bench.toml"))?;
+    let check = |text: String| -> Result<std::process::Output> {
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text)?;
+        Ok(std::process::Command::new(e2e_tests::bin("edge-agent")?)
+            .arg("--check")
+            .arg("--config")
+            .arg(&path)
+            .output()?)
+    };
+    let ok = check(format!("{base}{example}"))?;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = check(format!(
+        "{base}{}",
+        example.replace("write = \"voltage_setpoint\"", "write = \"voltage\"")
+    ))?;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("pv-rig") && err.contains("bias.voltage") && err.contains("not writable"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// What a run records travels on the uplink like everything else: a hub of
+/// today (which ignores run events) acknowledges the batches, the agent's
+/// backlog drains, and the sweep's figures are stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_data_reaches_the_hub_and_is_acknowledged() -> Result<()> {
+    let mut stack = Stack::new().await?;
+    stack.start_hub().await?;
+    let rig = RigSim::start(&stack.log_path("rig"), &["--time-scale", "1000"]).await?;
+    start(&mut stack, &rig).await?;
+    let body = json!({"protocol": "stc-power", "bench": "pv-rig", "sample_id": "sample:MOD-0009", "parameters": {"rated_pmax": 400}});
+    let (s, run) = call(&stack, "POST", "/api/v1/runs", Some(body)).await?;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().context("id")?.to_string();
+    run_until(&stack, &id, "the STC run to complete", 60, |v| {
+        v["state"] == "completed"
+    })
+    .await?;
+    wait_for("the high lane drained", Duration::from_secs(60), || async {
+        Ok((stack.agent_health().await?["buffer"]["backlog_high"] == 0).then_some(()))
+    })
+    .await
+    .with_context(|| stack.logs())?;
+    let pool = stack.db().await?;
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM readings WHERE gateway_id = 'gw-acq' AND device_id = 'smu' AND metric = 'pmax'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(n, 1, "{}", stack.logs());
     Ok(())
 }
