@@ -109,6 +109,12 @@ pub fn load_templates(dir: &Path) -> BTreeMap<String, Template> {
                 continue;
             }
         };
+        // A run carries its template to the hub, which refuses larger ones.
+        if text.len() > qi_proto::limits::MAX_TEMPLATE_BYTES {
+            tracing::error!(file = %path.display(), bytes = text.len(),
+                max = qi_proto::limits::MAX_TEMPLATE_BYTES, "protocol template too large; not offered");
+            continue;
+        }
         match Protocol::parse(&text, &path) {
             Ok(p) => {
                 let sha256 = hex(&sha2::Sha256::digest(text.as_bytes()));
