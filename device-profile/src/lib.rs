@@ -9,6 +9,7 @@
 
 mod codec;
 mod model;
+mod sweep;
 
 pub use codec::{
     DecodeError, Decoded, EncodeError, decode, decode_bit, decode_point, decode_text, encode,
@@ -19,6 +20,7 @@ pub use model::{
     ModbusDefaults, ModbusLocation, ModelInfo, Parity, Point, PollGroup, Priority, Profile,
     Protocol, RegisterKind, ScpiDefaults, SerialDefaults, SimSpec,
 };
+pub use sweep::IvSweep;
 
 use std::path::{Path, PathBuf};
 

@@ -28,6 +28,8 @@ pub struct Profile {
     #[serde(default)]
     pub poll_groups: BTreeMap<String, PollGroup>,
     pub points: Vec<Point>,
+    /// SCPI source-measure units: how to sweep an IV curve.
+    pub iv_sweep: Option<crate::sweep::IvSweep>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -465,6 +467,15 @@ impl Profile {
 
     /// Checks what the type system cannot; returns the offending field and why.
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if let Some(s) = &self.iv_sweep {
+            if self.protocol != Protocol::Scpi {
+                return Err((
+                    "iv_sweep".into(),
+                    "only an SCPI profile can sweep (its commands are SCPI lines)".into(),
+                ));
+            }
+            s.validate()?;
+        }
         if self.format_version != FORMAT_VERSION {
             return Err((
                 "format_version".into(),

@@ -37,8 +37,29 @@ pub async fn run(
     .context("cannot set up the uplink")?;
     let (stop_trigger, stop) = qi_common::shutdown::channel();
     let fleet = Fleet::start(cfg.clone(), config_path, Arc::clone(&buffer));
-    let uplink = uplink.with_fleet(Arc::clone(&fleet));
+    let benches = crate::benches::resolve(&cfg.benches, &bench_models(&cfg, &fleet))
+        .context("a bench contradicts a device's profile")?;
+    for b in benches.iter().filter(|b| b.unavailable.is_some()) {
+        tracing::warn!(bench = %b.id, reason = b.unavailable.as_deref().unwrap_or(""),
+            "bench unavailable: runs on it are refused");
+    }
+    let bench_infos = benches.iter().map(|b| b.to_proto()).collect();
+    let uplink = uplink
+        .with_fleet(Arc::clone(&fleet))
+        .with_benches(bench_infos);
     let uplink_task = tokio::spawn(uplink.run(stop.clone()));
+    let templates = crate::runs::load_templates(&cfg.runs.protocols_dir);
+    tracing::info!(dir = %cfg.runs.protocols_dir.display(), templates = templates.len(),
+        benches = benches.len(), time_scale = cfg.runs.time_scale, "run engine ready");
+    let runs = crate::runs::RunEngine::new(
+        Arc::clone(&buffer),
+        Arc::clone(&fleet),
+        benches,
+        templates,
+        cfg.runs.time_scale,
+        stop.clone(),
+    );
+    runs.recover().await;
 
     if let Some(mqtt_cfg) = cfg.mqtt.clone() {
         let types = cfg
@@ -89,6 +110,7 @@ pub async fn run(
             fleet: Arc::clone(&fleet),
             metrics,
             auth,
+            runs: Arc::clone(&runs),
         },
         allowed_hosts,
     )
@@ -125,6 +147,7 @@ pub async fn run(
 
     shutdown.await;
     stop_trigger.fire();
+    runs.stopped().await;
     fleet.stop().await;
     let _ = uplink_task.await;
     buffer.flush().await.context("final buffer flush failed")?;
@@ -136,4 +159,19 @@ pub async fn run(
         "edge-agent stopped; buffer flushed"
     );
     Ok(())
+}
+
+/// Each polled device's profile and poll interval, for resolving benches.
+pub fn bench_models(
+    cfg: &Config,
+    fleet: &Fleet,
+) -> std::collections::BTreeMap<String, (Arc<device_profile::Profile>, u64)> {
+    let view = fleet.view();
+    view.models
+        .iter()
+        .filter_map(|(id, p)| {
+            let d = cfg.devices.iter().find(|d| &d.id == id)?;
+            Some((id.clone(), (Arc::clone(p), d.poll_interval_ms)))
+        })
+        .collect()
 }

@@ -29,6 +29,12 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// The site MQTT bus; absent: no broker.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// Test benches protocols run on (point mapping and limits).
+    #[serde(default)]
+    pub benches: Vec<crate::benches::BenchConfig>,
+    /// The protocol run engine.
+    #[serde(default)]
+    pub runs: crate::benches::RunsConfig,
 }
 
 fn default_profiles_dir() -> PathBuf {
@@ -541,6 +547,7 @@ impl Config {
                 ));
             }
         }
+        crate::benches::validate(&self.benches, &self.runs, &ids)?;
         Ok(())
     }
 }

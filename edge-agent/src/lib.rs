@@ -6,6 +6,7 @@
 //! part reports; `mqtt` is the site bus; `app` only wires them together.
 
 pub mod app;
+pub mod benches;
 pub mod buffer;
 pub mod config;
 pub mod fleet;
@@ -13,6 +14,7 @@ pub mod identity;
 pub mod local_api;
 pub mod metric_names;
 pub mod mqtt;
+pub mod runs;
 pub mod sources;
 pub mod uplink;
 

@@ -133,7 +133,15 @@ fn real_main(args: Args) -> Result<()> {
         return user_command(&cfg, action);
     }
     if args.check {
-        edge_agent::fleet::load_profiles(&cfg)
+        let profiles = edge_agent::fleet::load_profiles(&cfg)
+            .with_context(|| format!("config file {}", args.config.display()))?;
+        let models = cfg
+            .devices
+            .iter()
+            .zip(profiles)
+            .map(|(d, p)| (d.id.clone(), (std::sync::Arc::new(p), d.poll_interval_ms)))
+            .collect();
+        edge_agent::benches::resolve(&cfg.benches, &models)
             .with_context(|| format!("config file {}", args.config.display()))?;
         edge_agent::uplink::check_client_certificate(&cfg.uplink)?;
         println!(

@@ -93,6 +93,27 @@ qi_common::metric_names! {
         "Local audit events (logins, logouts, device writes) made durable for the hub, by action.";
     EDGE_AUDIT_ERRORS_TOTAL = Counter "edge_audit_errors_total" []
         "Local audit events that could not be buffered (buffer error or full); the action itself was still refused or done as logged.";
+    // Protocol runs (runs/).
+    EDGE_RUNS_ACTIVE = Gauge "edge_runs_active" []
+        "Protocol runs running or paused on this gateway.";
+    EDGE_RUNS_STARTED_TOTAL = Counter "edge_runs_started_total" []
+        "Protocol runs started through the local API.";
+    EDGE_RUNS_REFUSED_TOTAL = Counter "edge_runs_refused_total" ["reason"]
+        "Run starts refused (unknown protocol or bench, parameter, binding, limit, bench_busy, sample_busy, ...).";
+    EDGE_RUN_OUTCOMES_TOTAL = Counter "edge_run_outcomes_total" ["outcome"]
+        "Runs ended, by outcome (completed, aborted, failed).";
+    EDGE_RUN_STEPS_TOTAL = Counter "edge_run_steps_total" []
+        "Run steps finished (repeats and their passes' steps each count).";
+    EDGE_RUN_SETPOINTS_TOTAL = Counter "edge_run_setpoints_total" ["result"]
+        "Setpoints a run wrote, by result (written, refused: a bench limit or the device refused, failed: device unreachable).";
+    EDGE_RUN_RECORD_MISSED_TOTAL = Counter "edge_run_record_missed_total" []
+        "Record samples skipped because the point had no current value.";
+    EDGE_RUN_IV_SWEEPS_TOTAL = Counter "edge_run_iv_sweeps_total" ["result"]
+        "IV sweeps, by result (ok, failed: the instrument did not answer or refused, unparsable: the reply was not a usable curve).";
+    EDGE_RUN_STORAGE_ERRORS_TOTAL = Counter "edge_run_storage_errors_total" []
+        "Run events, readings or checkpoints the buffer could not store.";
+    EDGE_RUN_RECOVERED_TOTAL = Counter "edge_run_recovered_total" ["action"]
+        "Runs found interrupted at start, by what their on_restart policy did (resume, abort, unreadable).";
     EDGE_HTTP_TLS_HANDSHAKE_FAILURES_TOTAL = Counter "edge_http_tls_handshake_failures_total" []
         "TLS handshakes on the local API that failed or timed out.";
 

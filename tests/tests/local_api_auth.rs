@@ -75,6 +75,17 @@ async fn written(stack: &Stack) -> Result<(u64, f64)> {
     Ok((audit, writes))
 }
 
+/// What an allowed caller gets from `call` (the write body, `{id}` =
+/// "chamber"): OK, except on run routes, where that body is malformed and
+/// "chamber" is no run. Past authorization either way.
+fn allowed(method: &str, path: &str) -> StatusCode {
+    match (method, path) {
+        ("POST", "/api/v1/runs") | ("POST", "/api/v1/runs/{id}/abort") => StatusCode::BAD_REQUEST,
+        ("GET", "/api/v1/runs/{id}") => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
 fn is_error_body(b: &Value) -> bool {
     b["error"].is_string() && b["message"].is_string()
 }
@@ -105,10 +116,10 @@ async fn every_route_with_no_credentials_a_viewer_and_an_operator() -> Result<()
                 (_, None) => StatusCode::UNAUTHORIZED,
                 (Access::Scrape, Some(_)) => StatusCode::OK,
                 (Access::Role(need), Some(r)) if r < need => StatusCode::FORBIDDEN,
-                (Access::Role(_), Some(_)) => StatusCode::OK,
+                (Access::Role(_), Some(_)) => allowed(method, path),
             };
             assert_eq!(status, expect, "{who}: {method} {path}: {body}");
-            if status != StatusCode::OK {
+            if !status.is_success() {
                 assert!(is_error_body(&body), "{who}: {method} {path}: {body}");
             }
             walked += 1;

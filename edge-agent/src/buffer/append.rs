@@ -1,9 +1,10 @@
 //! Durable appends: sequence numbers, one record per append, group commit.
 
 use super::record::{
-    LAST_SEQ_KEY, StoredBatch, StoredEvent, StoredReading, encode_record, record_key,
+    LAST_SEQ_KEY, StoredBatch, StoredEvent, StoredReading, StoredRunEvent, encode_record,
+    record_key,
 };
-use super::{Buffer, BufferError, Lane, NewEvent, NewReading};
+use super::{Buffer, BufferError, Lane, NewEvent, NewReading, NewRunEvent, NewRunReading};
 use std::sync::atomic::Ordering;
 
 impl Buffer {
@@ -17,7 +18,7 @@ impl Buffer {
     ) -> Result<(u64, u64), BufferError> {
         let mut parts: [Part; 2] = Default::default();
         parts[lane.index()].readings = readings;
-        self.append_lanes(parts).await
+        self.append_lanes(parts, &[]).await
     }
 
     /// Appends audit events (one record in the high lane: the hub's audit
@@ -27,7 +28,7 @@ impl Buffer {
     pub async fn append_events(&self, events: &[NewEvent]) -> Result<(u64, u64), BufferError> {
         let mut parts: [Part; 2] = Default::default();
         parts[Lane::High.index()].events = events;
-        self.append_lanes(parts).await
+        self.append_lanes(parts, &[]).await
     }
 
     /// Appends readings to the lanes their priority names, all or nothing:
@@ -39,7 +40,7 @@ impl Buffer {
         readings: &[NewReading],
     ) -> Result<(u64, u64), BufferError> {
         let Some(first) = readings.first() else {
-            return self.append_lanes(Default::default()).await;
+            return self.append_lanes(Default::default(), &[]).await;
         };
         let lane = Lane::of(first.priority);
         if readings.iter().all(|r| Lane::of(r.priority) == lane) {
@@ -52,19 +53,49 @@ impl Buffer {
         let parts = [
             Part {
                 readings: &high,
-                events: &[],
+                ..Default::default()
             },
             Part {
                 readings: &normal,
-                events: &[],
+                ..Default::default()
             },
         ];
-        self.append_lanes(parts).await
+        self.append_lanes(parts, &[]).await
     }
 
-    /// `parts[lane.index()]` go to `lane`; returns the sequence range used.
-    async fn append_lanes(&self, parts: [Part<'_>; 2]) -> Result<(u64, u64), BufferError> {
+    /// Appends what a protocol run produced (events numbered first, then its
+    /// readings) as one record of the high lane (test results must not give
+    /// way to bulk telemetry), together with the run's new checkpoint
+    /// (`state`: Some(bytes) to store, None to delete) in the same atomic
+    /// batch and fsync: after a crash the checkpoint and what the run sent
+    /// agree, so nothing is recorded twice or lost by a resume.
+    pub async fn append_run(
+        &self,
+        events: &[NewRunEvent],
+        readings: &[NewRunReading],
+        state: Option<(&str, Option<&[u8]>)>,
+    ) -> Result<(u64, u64), BufferError> {
+        let mut parts: [Part; 2] = Default::default();
+        parts[Lane::High.index()].run_events = events;
+        parts[Lane::High.index()].run_readings = readings;
+        let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = state
+            .map(|(id, v)| (super::run_state::key(id), v.map(<[u8]>::to_vec)))
+            .into_iter()
+            .collect();
+        self.append_lanes(parts, &ops).await
+    }
+
+    /// `parts[lane.index()]` go to `lane`, `ops` (key, value or delete) are
+    /// applied in the same batch; returns the sequence range used.
+    async fn append_lanes(
+        &self,
+        parts: [Part<'_>; 2],
+        ops: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<(u64, u64), BufferError> {
         let total = parts.iter().map(|p| p.len()).sum::<usize>() as u64;
+        if total == 0 && !ops.is_empty() {
+            return self.put_run_ops(ops).await;
+        }
         if total == 0 {
             let l = self.last_seq.load(Ordering::SeqCst);
             return Ok((l + 1, l));
@@ -86,42 +117,80 @@ impl Buffer {
             let mut batch = sled::Batch::default();
             let mut delta = [0i64; 2];
             for lane in Lane::ALL {
-                let Part { readings, events } = parts[lane.index()];
-                let count = (readings.len() + events.len()) as u64;
+                let part = parts[lane.index()];
+                let Part {
+                    readings,
+                    events,
+                    run_events,
+                    run_readings,
+                } = part;
+                let count = part.len() as u64;
                 if count == 0 {
                     continue;
                 }
-                let record = StoredBatch {
-                    readings: readings
-                        .iter()
-                        .zip(next..)
-                        .map(|(r, seq)| StoredReading {
-                            seq,
-                            device_id: r.device_id.to_string(),
-                            metric: r.metric.to_string(),
-                            timestamp_us: r.timestamp_us,
-                            value: r.value,
-                            unit: r.unit.to_string(),
-                            quality: r.quality,
-                        })
-                        .collect(),
-                    events: events
-                        .iter()
-                        .zip(next + readings.len() as u64..)
-                        .map(|(e, seq)| StoredEvent {
-                            seq,
-                            timestamp_us: e.timestamp_us,
-                            actor: e.actor.clone(),
-                            action: e.action.clone(),
-                            target: e.target.clone(),
-                            outcome: e.outcome.clone(),
-                            source_address: e.source_address.clone(),
-                            user_agent: e.user_agent.clone(),
-                            before_json: e.before_json.clone(),
-                            after_json: e.after_json.clone(),
-                        })
-                        .collect(),
-                };
+                // Run events, then readings (run readings first), then audit events.
+                let runs_at = next + run_events.len() as u64;
+                let readings_at = runs_at + run_readings.len() as u64;
+                let events_at = readings_at + readings.len() as u64;
+                let record =
+                    StoredBatch {
+                        run_events: run_events
+                            .iter()
+                            .zip(next..)
+                            .map(|(e, seq)| StoredRunEvent {
+                                seq,
+                                timestamp_us: e.timestamp_us,
+                                run_id: e.run_id.clone(),
+                                kind: e.kind as i32,
+                                step: e.step.clone(),
+                                message: e.message.clone(),
+                                start: e.start.clone(),
+                            })
+                            .collect(),
+                        readings: run_readings
+                            .iter()
+                            .zip(runs_at..)
+                            .map(|(r, seq)| StoredReading {
+                                seq,
+                                device_id: r.device_id.clone(),
+                                metric: r.metric.clone(),
+                                timestamp_us: r.timestamp_us,
+                                value: r.value,
+                                unit: r.unit.clone(),
+                                quality: qi_proto::v1::Quality::Good as i32,
+                                run_id: r.run_id.clone(),
+                                run_series: r.run_series.clone(),
+                            })
+                            .chain(readings.iter().zip(readings_at..).map(|(r, seq)| {
+                                StoredReading {
+                                    seq,
+                                    device_id: r.device_id.to_string(),
+                                    metric: r.metric.to_string(),
+                                    timestamp_us: r.timestamp_us,
+                                    value: r.value,
+                                    unit: r.unit.to_string(),
+                                    quality: r.quality,
+                                    ..Default::default()
+                                }
+                            }))
+                            .collect(),
+                        events: events
+                            .iter()
+                            .zip(events_at..)
+                            .map(|(e, seq)| StoredEvent {
+                                seq,
+                                timestamp_us: e.timestamp_us,
+                                actor: e.actor.clone(),
+                                action: e.action.clone(),
+                                target: e.target.clone(),
+                                outcome: e.outcome.clone(),
+                                source_address: e.source_address.clone(),
+                                user_agent: e.user_agent.clone(),
+                                before_json: e.before_json.clone(),
+                                after_json: e.after_json.clone(),
+                            })
+                            .collect(),
+                    };
                 let value = encode_record(&record)?;
                 self.written_bytes
                     .fetch_add(value.len() as u64, Ordering::Relaxed);
@@ -132,6 +201,12 @@ impl Buffer {
             }
             let last = next - 1;
             batch.insert(LAST_SEQ_KEY, &last.to_be_bytes());
+            for (k, v) in ops {
+                match v {
+                    Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                    None => batch.remove(k.as_slice()),
+                }
+            }
             self.apply(batch, delta)?;
             self.last_seq.store(last, Ordering::SeqCst);
             (first, last)
@@ -235,10 +310,12 @@ impl Buffer {
 struct Part<'a> {
     readings: &'a [NewReading],
     events: &'a [NewEvent],
+    run_events: &'a [NewRunEvent],
+    run_readings: &'a [NewRunReading],
 }
 
 impl Part<'_> {
     fn len(&self) -> usize {
-        self.readings.len() + self.events.len()
+        self.readings.len() + self.events.len() + self.run_events.len() + self.run_readings.len()
     }
 }

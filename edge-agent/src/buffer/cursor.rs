@@ -11,12 +11,14 @@ impl Buffer {
             .iter()
             .filter_map(|l| {
                 let rec = self.read(*l, None, None, 1).ok()?.into_iter().next()?;
-                let r = rec.readings.first().map(|r| r.timestamp_us);
-                let e = rec.events.first().map(|e| e.timestamp_us);
-                match (r, e) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                [
+                    rec.readings.first().map(|r| r.timestamp_us),
+                    rec.events.first().map(|e| e.timestamp_us),
+                    rec.run_events.first().map(|e| e.timestamp_us),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             })
             .min()
     }
@@ -60,6 +62,7 @@ impl Buffer {
                         first_seq: first,
                         readings: batch.readings,
                         events: batch.events,
+                        run_events: batch.run_events,
                     });
                 }
                 None => damaged.push((k, v, first)),

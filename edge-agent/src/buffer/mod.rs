@@ -44,11 +44,14 @@ mod event_tests;
 mod open;
 mod record;
 mod recycle;
+mod run_state;
 mod sequence;
 #[cfg(test)]
 mod tests;
 
-pub use record::{StoredBatch, StoredEvent, StoredReading};
+pub use record::{
+    StoredBatch, StoredBenchPoint, StoredEvent, StoredReading, StoredRunEvent, StoredRunStart,
+};
 pub use recycle::{DEFAULT_RECYCLE_AFTER_BYTES, resident_bytes};
 pub use sequence::Adoption;
 
@@ -189,6 +192,30 @@ pub struct NewEvent {
     pub after_json: String,
 }
 
+/// A reading a protocol run recorded, before it has a sequence number.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewRunReading {
+    pub device_id: String,
+    pub metric: String,
+    pub timestamp_us: i64,
+    pub value: f64,
+    pub unit: String,
+    pub run_id: String,
+    /// `<record name>`, `<label>.<name>` or `<label>.curve`.
+    pub run_series: String,
+}
+
+/// A run event before it has a sequence number (fields as in [`StoredRunEvent`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewRunEvent {
+    pub timestamp_us: i64,
+    pub run_id: String,
+    pub kind: qi_proto::v1::RunEventKind,
+    pub step: String,
+    pub message: String,
+    pub start: Option<StoredRunStart>,
+}
+
 /// One stored record (one append): where it is and what it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -196,6 +223,8 @@ pub struct Record {
     pub first_seq: u64,
     pub readings: Vec<StoredReading>,
     pub events: Vec<StoredEvent>,
+    /// Numbered before the readings (see `record`).
+    pub run_events: Vec<StoredRunEvent>,
 }
 
 impl Record {
@@ -205,9 +234,9 @@ impl Record {
             first_seq: self.first_seq,
         }
     }
-    /// Readings plus events.
+    /// Run events, readings and audit events.
     pub fn len(&self) -> usize {
-        self.readings.len() + self.events.len()
+        self.run_events.len() + self.readings.len() + self.events.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -14,8 +14,18 @@
 //!   field 2 holds the events. An older agent that finds one (a downgrade)
 //!   quarantines it instead of miscounting it.
 //!
-//! All three are read; version 2 is written for readings only (so such
-//! records are what they always were), version 3 when there are events.
+//! - version 4 (records holding protocol runs' data: run events, or
+//!   readings tagged with a run): the byte 4, the u32 big-endian count of
+//!   run events plus readings plus audit events, then a `StoredBatch` whose
+//!   field 3 holds the run events and whose readings may carry fields 8 and
+//!   9 (run id, series). An agent before runs quarantines such a record
+//!   instead of sending run readings as untagged ones.
+//!
+//! All four are read; version 2 is written for readings only (so such
+//! records are what they always were), version 3 when there are audit
+//! events, version 4 when there is anything of a run. Within a record the
+//! sequence runs through the run events, then the readings, then the audit
+//! events.
 
 use super::{BufferError, Lane};
 use prost::Message;
@@ -27,6 +37,10 @@ pub(super) const PENDING_KEYS: [&[u8]; 2] = [b"m/pending/0", b"m/pending/1"];
 
 const VERSION_2: u8 = 2;
 const VERSION_3: u8 = 3;
+const VERSION_4: u8 = 4;
+/// Prefix of a protocol run's checkpoint key (`s/run/<run id>`); `s`
+/// sorts after the record keys, so no record range ever meets one.
+pub(super) const RUN_STATE_PREFIX: &[u8] = b"s/run/";
 
 /// One reading as the buffer stores it, with its sequence number.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -47,6 +61,77 @@ pub struct StoredReading {
     /// `qi.uplink.v1.Quality` as its number.
     #[prost(int32, tag = "7")]
     pub quality: i32,
+    /// Set when a protocol run recorded the reading (a UUID), else empty.
+    #[prost(string, tag = "8")]
+    pub run_id: String,
+    /// The series within the run (`stc.pmax`, `module_temperature`).
+    #[prost(string, tag = "9")]
+    pub run_series: String,
+}
+
+/// Something that happened to a protocol run (fields as in the wire's
+/// `RunEvent`), with its sequence number.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredRunEvent {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(int64, tag = "2")]
+    pub timestamp_us: i64,
+    #[prost(string, tag = "3")]
+    pub run_id: String,
+    /// `qi.uplink.v1.RunEventKind` as its number.
+    #[prost(int32, tag = "4")]
+    pub kind: i32,
+    #[prost(string, tag = "5")]
+    pub step: String,
+    #[prost(string, tag = "6")]
+    pub message: String,
+    #[prost(message, optional, tag = "7")]
+    pub start: Option<StoredRunStart>,
+}
+
+/// What a run started with (the wire's `RunStart`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredRunStart {
+    #[prost(string, tag = "1")]
+    pub protocol_id: String,
+    #[prost(string, tag = "2")]
+    pub protocol_version: String,
+    #[prost(string, tag = "3")]
+    pub template_toml: String,
+    #[prost(string, tag = "4")]
+    pub template_sha256: String,
+    #[prost(string, tag = "5")]
+    pub bench_id: String,
+    #[prost(string, tag = "6")]
+    pub sample_id: String,
+    #[prost(btree_map = "string, double", tag = "7")]
+    pub parameters: std::collections::BTreeMap<String, f64>,
+    #[prost(string, tag = "8")]
+    pub operator: String,
+    #[prost(double, tag = "9")]
+    pub time_scale: f64,
+    #[prost(message, repeated, tag = "10")]
+    pub bindings: Vec<StoredBenchPoint>,
+}
+
+/// One bench point mapping (the wire's `BenchPoint`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredBenchPoint {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub device_id: String,
+    #[prost(string, tag = "3")]
+    pub read_point: String,
+    #[prost(string, tag = "4")]
+    pub write_point: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
+    #[prost(double, optional, tag = "6")]
+    pub min: Option<f64>,
+    #[prost(double, optional, tag = "7")]
+    pub max: Option<f64>,
 }
 
 /// Something that happened on the gateway which the hub's audit trail must
@@ -86,20 +171,23 @@ pub struct StoredBatch {
     pub readings: Vec<StoredReading>,
     #[prost(message, repeated, tag = "2")]
     pub events: Vec<StoredEvent>,
+    #[prost(message, repeated, tag = "3")]
+    pub run_events: Vec<StoredRunEvent>,
 }
 
 impl StoredBatch {
-    /// Readings plus events: the sequence numbers the record holds.
+    /// Run events, readings and audit events: the sequence numbers the record holds.
     pub fn len(&self) -> usize {
-        self.readings.len() + self.events.len()
+        self.run_events.len() + self.readings.len() + self.events.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     pub fn first_seq(&self) -> Option<u64> {
-        self.readings
+        self.run_events
             .first()
-            .map(|r| r.seq)
+            .map(|e| e.seq)
+            .or_else(|| self.readings.first().map(|r| r.seq))
             .or_else(|| self.events.first().map(|e| e.seq))
     }
     pub fn last_seq(&self) -> Option<u64> {
@@ -107,29 +195,38 @@ impl StoredBatch {
             .last()
             .map(|e| e.seq)
             .or_else(|| self.readings.last().map(|r| r.seq))
+            .or_else(|| self.run_events.last().map(|e| e.seq))
+    }
+    /// Whether the record holds anything of a protocol run (version 4).
+    fn has_run_data(&self) -> bool {
+        !self.run_events.is_empty() || self.readings.iter().any(|r| !r.run_id.is_empty())
     }
     /// The newest time stamp in the record.
     pub fn newest_us(&self) -> Option<i64> {
         let r = self.readings.last().map(|r| r.timestamp_us);
         let e = self.events.last().map(|e| e.timestamp_us);
-        r.max(e)
+        let x = self.run_events.last().map(|e| e.timestamp_us);
+        r.max(e).max(x)
     }
     /// The oldest time stamp in the record.
     pub fn oldest_us(&self) -> Option<i64> {
-        let r = self.readings.first().map(|r| r.timestamp_us);
-        let e = self.events.first().map(|e| e.timestamp_us);
-        match (r, e) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.readings.first().map(|r| r.timestamp_us),
+            self.events.first().map(|e| e.timestamp_us),
+            self.run_events.first().map(|e| e.timestamp_us),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
     /// Gives the items consecutive sequence numbers from `first`.
     pub fn renumber(&mut self, first: u64) {
         let seqs = first..;
         let items = self
-            .readings
+            .run_events
             .iter_mut()
-            .map(|r| &mut r.seq)
+            .map(|e| &mut e.seq)
+            .chain(self.readings.iter_mut().map(|r| &mut r.seq))
             .chain(self.events.iter_mut().map(|e| &mut e.seq));
         for (slot, seq) in items.zip(seqs) {
             *slot = seq;
@@ -164,9 +261,47 @@ impl From<StoredReading> for qi_proto::v1::Reading {
             value: r.value,
             unit: r.unit,
             quality: r.quality,
-            // Protocol runs tag their readings (issue #14, in progress).
-            run_id: String::new(),
-            run_series: String::new(),
+            run_id: r.run_id,
+            run_series: r.run_series,
+        }
+    }
+}
+
+impl From<StoredBenchPoint> for qi_proto::v1::BenchPoint {
+    fn from(p: StoredBenchPoint) -> Self {
+        qi_proto::v1::BenchPoint {
+            name: p.name,
+            device_id: p.device_id,
+            read_point: p.read_point,
+            write_point: p.write_point,
+            unit: p.unit,
+            min: p.min,
+            max: p.max,
+        }
+    }
+}
+
+impl From<StoredRunEvent> for qi_proto::v1::RunEvent {
+    fn from(e: StoredRunEvent) -> Self {
+        qi_proto::v1::RunEvent {
+            seq: e.seq,
+            timestamp_us: e.timestamp_us,
+            run_id: e.run_id,
+            kind: e.kind,
+            step: e.step,
+            message: e.message,
+            start: e.start.map(|s| qi_proto::v1::RunStart {
+                protocol_id: s.protocol_id,
+                protocol_version: s.protocol_version,
+                template_toml: s.template_toml,
+                template_sha256: s.template_sha256,
+                bench_id: s.bench_id,
+                sample_id: s.sample_id,
+                parameters: s.parameters.into_iter().collect(),
+                operator: s.operator,
+                time_scale: s.time_scale,
+                bindings: s.bindings.into_iter().map(Into::into).collect(),
+            }),
         }
     }
 }
@@ -192,7 +327,7 @@ pub(super) fn seq_of_key(key: &[u8]) -> Option<u64> {
 fn header_at(v: &[u8]) -> Option<usize> {
     match v.first()? {
         0 => Some(0),
-        &VERSION_2 | &VERSION_3 => Some(1),
+        &VERSION_2 | &VERSION_3 | &VERSION_4 => Some(1),
         _ => None,
     }
 }
@@ -215,7 +350,9 @@ pub(super) fn decode_record(v: &[u8]) -> Option<StoredBatch> {
 /// A record's bytes, in the current version.
 pub(super) fn encode_record(rec: &StoredBatch) -> Result<Vec<u8>, BufferError> {
     let mut value = Vec::with_capacity(5 + rec.encoded_len());
-    value.push(if rec.events.is_empty() {
+    value.push(if rec.has_run_data() {
+        VERSION_4
+    } else if rec.events.is_empty() {
         VERSION_2
     } else {
         VERSION_3
@@ -239,6 +376,7 @@ mod tests {
             value: 1.5,
             unit: "V".into(),
             quality: 1,
+            ..Default::default()
         }
     }
 
@@ -246,7 +384,7 @@ mod tests {
     fn records_round_trip_and_damage_is_refused() {
         let rec = StoredBatch {
             readings: vec![reading(7), reading(8)],
-            events: vec![],
+            ..Default::default()
         };
         let bytes = encode_record(&rec).unwrap();
         assert_eq!((bytes[0], record_count(&bytes)), (VERSION_2, Some(2)));
@@ -267,7 +405,6 @@ mod tests {
     #[test]
     fn event_records_are_version_3_and_count_their_events() {
         let rec = StoredBatch {
-            readings: vec![],
             events: vec![StoredEvent {
                 seq: 9,
                 timestamp_us: 1_700_000_000_000_000,
@@ -275,6 +412,7 @@ mod tests {
                 action: "login".into(),
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let bytes = encode_record(&rec).unwrap();
         assert_eq!((bytes[0], record_count(&bytes)), (VERSION_3, Some(1)));
@@ -282,15 +420,63 @@ mod tests {
         // Readings-only records stay exactly what agents before events wrote.
         let plain = StoredBatch {
             readings: vec![reading(1)],
-            events: vec![],
+            ..Default::default()
         };
         assert_eq!(encode_record(&plain).unwrap()[0], VERSION_2);
         let mut both = StoredBatch {
             readings: vec![reading(1)],
             events: rec.events,
+            ..Default::default()
         };
         both.renumber(20);
         assert_eq!((both.first_seq(), both.last_seq()), (Some(20), Some(21)));
+    }
+
+    #[test]
+    fn run_records_are_version_4_and_number_run_events_first() {
+        let mut tagged = reading(0);
+        tagged.run_id = "0b6e3c1e-8a43-4f0e-9d7c-3f1c2b4a5d6e".into();
+        tagged.run_series = "stc.pmax".into();
+        let mut rec = StoredBatch {
+            run_events: vec![StoredRunEvent {
+                run_id: tagged.run_id.clone(),
+                kind: qi_proto::v1::RunEventKind::Started as i32,
+                start: Some(StoredRunStart {
+                    protocol_id: "stc-power".into(),
+                    parameters: [("rated_pmax".to_string(), 400.0)].into_iter().collect(),
+                    time_scale: 1000.0,
+                    bindings: vec![StoredBenchPoint {
+                        name: "chamber.temperature".into(),
+                        min: Some(-45.0),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            readings: vec![tagged],
+            ..Default::default()
+        };
+        rec.renumber(30);
+        assert_eq!(rec.run_events[0].seq, 30);
+        assert_eq!(rec.readings[0].seq, 31);
+        assert_eq!((rec.first_seq(), rec.last_seq()), (Some(30), Some(31)));
+        let bytes = encode_record(&rec).unwrap();
+        assert_eq!((bytes[0], record_count(&bytes)), (VERSION_4, Some(2)));
+        assert_eq!(decode_record(&bytes), Some(rec.clone()));
+        // A tagged reading alone makes a version 4 record too: an agent that
+        // knows no runs must not send it as a plain reading.
+        let only = StoredBatch {
+            readings: rec.readings.clone(),
+            ..Default::default()
+        };
+        assert_eq!(encode_record(&only).unwrap()[0], VERSION_4);
+        let wire: qi_proto::v1::RunEvent = rec.run_events[0].clone().into();
+        let start = wire.start.expect("start");
+        assert_eq!(start.parameters["rated_pmax"], 400.0);
+        assert_eq!(start.bindings[0].min, Some(-45.0));
+        let r: qi_proto::v1::Reading = rec.readings[0].clone().into();
+        assert_eq!(r.run_series, "stc.pmax");
     }
 
     /// What agent 0.1.0 wrote: the count, then the wire type's encoding.

@@ -226,3 +226,74 @@ fn buffer_keys_become_buffer_options() {
     );
     assert_eq!(o.cache_bytes, 8 << 20);
 }
+
+const BENCH: &str = r#"
+[runs]
+protocols_dir = "/srv/protocols"
+time_scale = 1000
+
+[[benches]]
+id = "rig-1"
+description = "PV rig"
+
+[[benches.points]]
+name = "chamber.temperature"
+device = "d"
+read = "temperature"
+write = "temperature_setpoint"
+min = -45
+max = 90
+
+[[benches.instruments]]
+name = "smu"
+device = "d"
+"#;
+
+#[test]
+fn benches_and_runs_load_and_nonsense_is_refused_with_the_key() {
+    let cfg = load(&format!("{}{BENCH}", device("", TCP))).expect("bench config");
+    assert_eq!(cfg.runs.time_scale, 1000.0);
+    assert_eq!(
+        cfg.runs.protocols_dir,
+        std::path::PathBuf::from("/srv/protocols")
+    );
+    assert_eq!(cfg.benches[0].points[0].max, Some(90.0));
+    assert_eq!(cfg.benches[0].instruments[0].device, "d");
+    // Defaults: real time, the packaged templates.
+    let plain = load(&device("", TCP)).expect("base");
+    assert_eq!(plain.runs.time_scale, 1.0);
+    assert_eq!(
+        plain.runs.protocols_dir,
+        std::path::PathBuf::from("/usr/share/edge-agent/protocols")
+    );
+    let msg = refused(
+        &format!(
+            "{}{}",
+            device("", TCP),
+            BENCH.replace("time_scale = 1000", "time_scale = 0")
+        ),
+        "runs.time_scale",
+        17,
+    );
+    assert!(msg.contains("must be 1"), "{msg}");
+    let msg = refused(
+        &format!(
+            "{}{}",
+            device("", TCP),
+            BENCH.replace("min = -45", "min = 100")
+        ),
+        "benches[0].points[0].min",
+        28,
+    );
+    assert!(msg.contains("above max"), "{msg}");
+    let msg = refused(
+        &format!(
+            "{}{}",
+            device("", TCP),
+            BENCH.replace("device = \"d\"\nread", "device = \"oven\"\nread")
+        ),
+        "benches[0].points[0].device",
+        25,
+    );
+    assert!(msg.contains("no device \"oven\""), "{msg}");
+}

@@ -49,6 +49,16 @@ pub const PERMISSIONS: &[(&str, &str, Access)] = &[
         "/api/v1/devices/{id}/write",
         Access::Role(Role::Operator),
     ),
+    ("GET", "/api/v1/protocols", Access::Role(Role::Viewer)),
+    ("GET", "/api/v1/benches", Access::Role(Role::Viewer)),
+    ("GET", "/api/v1/runs", Access::Role(Role::Viewer)),
+    ("POST", "/api/v1/runs", Access::Role(Role::Operator)),
+    ("GET", "/api/v1/runs/{id}", Access::Role(Role::Viewer)),
+    (
+        "POST",
+        "/api/v1/runs/{id}/abort",
+        Access::Role(Role::Operator),
+    ),
 ];
 
 /// The identity side of the API's state.

@@ -122,6 +122,7 @@ pub(super) async fn write(
                     (StatusCode::SERVICE_UNAVAILABLE, "unreachable")
                 }
                 WriteError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                WriteError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
             };
             error(status, kind, e.to_string())
         }

@@ -24,6 +24,7 @@ mod devices;
 mod health;
 mod host;
 mod login;
+mod runs;
 pub mod tls;
 
 pub use auth::{Access, AuthState, PERMISSIONS};
@@ -42,6 +43,7 @@ pub struct ApiState {
     pub fleet: Arc<Fleet>,
     pub metrics: Option<PrometheusHandle>,
     pub auth: Arc<AuthState>,
+    pub runs: Arc<crate::runs::RunEngine>,
 }
 
 /// The local API; requests whose Host does not name this gateway are refused
@@ -58,6 +60,11 @@ pub fn router(state: ApiState, allowed_hosts: AllowedHosts) -> Router {
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::one))
         .route("/api/v1/devices/{id}/write", post(devices::write))
+        .route("/api/v1/protocols", get(runs::protocols))
+        .route("/api/v1/benches", get(runs::benches))
+        .route("/api/v1/runs", get(runs::list).post(runs::start))
+        .route("/api/v1/runs/{id}", get(runs::one))
+        .route("/api/v1/runs/{id}/abort", post(runs::abort))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

@@ -21,6 +21,8 @@ pub enum WriteError {
     Timeout(u64),
     #[error("device is not being polled ({0})")]
     NotRunning(String),
+    #[error("this device cannot do that: {0}")]
+    Unsupported(String),
 }
 
 pub enum DeviceCommand {
@@ -28,6 +30,15 @@ pub enum DeviceCommand {
         point: String,
         value: f64,
         reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    /// Line instruments: send `commands` in order, then `query`, and answer
+    /// its reply, all on the poller's connection with no poll in between
+    /// (an IV sweep on an SMU). `timeout` covers the whole transaction.
+    Transaction {
+        commands: Vec<String>,
+        query: String,
+        timeout: std::time::Duration,
+        reply: oneshot::Sender<Result<String, WriteError>>,
     },
 }
 
@@ -71,6 +82,32 @@ impl DeviceHandle {
         tx.send(DeviceCommand::Write {
             point: point.to_string(),
             value,
+            reply,
+        })
+        .await
+        .map_err(|_| WriteError::NotRunning("poller stopped".into()))?;
+        rx.await
+            .map_err(|_| WriteError::NotRunning("poller stopped".into()))?
+    }
+
+    /// Runs a command transaction on the device's connection (see
+    /// [`DeviceCommand::Transaction`]) and returns the query's reply.
+    pub async fn transaction(
+        &self,
+        commands: Vec<String>,
+        query: String,
+        timeout: std::time::Duration,
+    ) -> Result<String, WriteError> {
+        let Some(tx) = &self.tx else {
+            return Err(WriteError::NotRunning(
+                self.disabled_reason.clone().unwrap_or_default(),
+            ));
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.send(DeviceCommand::Transaction {
+            commands,
+            query,
+            timeout,
             reply,
         })
         .await

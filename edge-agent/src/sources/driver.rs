@@ -27,6 +27,20 @@ pub trait Poller: Send {
         point: &str,
         value: f64,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Runs a command transaction (line instruments only; see
+    /// [`DeviceCommand::Transaction`]).
+    fn transaction(
+        &mut self,
+        _commands: &[String],
+        _query: &str,
+        _timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<String, WriteError>> + Send {
+        async {
+            Err(WriteError::Unsupported(
+                "command transactions need a line (SCPI) instrument".into(),
+            ))
+        }
+    }
     /// After a successful poll of `gi` (e.g. to retry failed points sooner).
     fn after_success(&mut self, _gi: usize) {}
     /// After a failed poll, before backing off (e.g. drop the connection).
@@ -80,6 +94,18 @@ async fn serve<P: Poller>(p: &mut P, cmd: DeviceCommand) {
         } => {
             let res = p.write(&point, value).await;
             p.core().record_write(&point, value, &res);
+            let _ = reply.send(res);
+        }
+        DeviceCommand::Transaction {
+            commands,
+            query,
+            timeout,
+            reply,
+        } => {
+            let res = p.transaction(&commands, &query, timeout).await;
+            if let Err(e) = &res {
+                tracing::warn!(device = %p.core().id, %query, error = %e, "command transaction failed");
+            }
             let _ = reply.send(res);
         }
     }

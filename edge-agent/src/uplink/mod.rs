@@ -21,7 +21,7 @@ use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
     AuditEvent, Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch,
-    command, edge_message, hub_message,
+    RunEvent, command, edge_message, hub_message,
 };
 use queue::SendQueue;
 use serde::Serialize;
@@ -79,6 +79,8 @@ pub struct Uplink {
     gateway_id: String,
     /// The devices commands from the hub act on.
     fleet: Option<Arc<Fleet>>,
+    /// The benches the Hello describes.
+    benches: Vec<qi_proto::v1::BenchInfo>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// `Bearer <token>` header value, when the hub wants tokens.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -150,6 +152,7 @@ impl Uplink {
             Uplink {
                 gateway_id,
                 fleet: None,
+                benches: Vec::new(),
                 tls,
                 token,
                 cfg,
@@ -158,6 +161,20 @@ impl Uplink {
             },
             rx,
         ))
+    }
+
+    /// The benches to describe in the Hello (at most `MAX_HELLO_BENCHES`).
+    pub fn with_benches(mut self, mut benches: Vec<qi_proto::v1::BenchInfo>) -> Uplink {
+        let max = qi_proto::limits::MAX_HELLO_BENCHES;
+        if benches.len() > max {
+            tracing::warn!(
+                max,
+                "more benches than a Hello may describe; the rest are not sent"
+            );
+            benches.truncate(max);
+        }
+        self.benches = benches;
+        self
     }
 
     /// Lets hub commands reach these devices (and reload them).
@@ -303,8 +320,7 @@ impl Uplink {
                     .as_ref()
                     .map(|f| hello::device_infos(&f.view()))
                     .unwrap_or_default(),
-                // The agent's benches (issue #14, in progress).
-                benches: Vec::new(),
+                benches: self.benches.clone(),
             })),
         };
         tx.send(hello).await.map_err(|_| UplinkError::Closed)?;
@@ -392,29 +408,33 @@ impl Uplink {
                             && since.elapsed() < linger
                     }
                 };
-                if let Some(pick) = pick.filter(|_| !lingering) {
+                if let Some(mut pick) = pick.filter(|_| !lingering) {
                     pending_since = None;
+                    queue::cap_run_events(&mut pick);
                     queue.take(&pick);
                     let ids: Vec<RecordId> = pick.records.iter().map(|r| r.id()).collect();
                     // The buffer's stored type becomes the wire type here, at the edge.
                     let mut readings: Vec<Reading> = Vec::new();
                     let mut events: Vec<AuditEvent> = Vec::new();
+                    let mut run_events: Vec<RunEvent> = Vec::new();
                     for r in pick.records {
                         readings.extend(r.readings.into_iter().map(Reading::from));
                         events.extend(r.events.into_iter().map(AuditEvent::from));
+                        run_events.extend(r.run_events.into_iter().map(RunEvent::from));
                     }
                     let n = readings.len() as u64;
                     let last = readings
                         .iter()
                         .map(|r| r.seq)
                         .chain(events.iter().map(|e| e.seq))
+                        .chain(run_events.iter().map(|e| e.seq))
                         .max()
                         .unwrap_or(0);
                     let msg = EdgeMessage {
                         kind: Some(edge_message::Kind::Batch(ReadingBatch {
                             readings,
                             events,
-                            run_events: Vec::new(),
+                            run_events,
                         })),
                     };
                     tx.send(msg).await.map_err(|_| UplinkError::Closed)?;

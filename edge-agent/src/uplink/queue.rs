@@ -32,6 +32,24 @@ impl Pick {
     }
 }
 
+/// Keeps whole records from the front of `pick` while their run events stay
+/// within `limits::MAX_BATCH_RUN_EVENTS` (each carries a template; the hub
+/// refuses a batch with more). The first record always stays: the run
+/// engine never writes more than that many events in one record.
+pub fn cap_run_events(pick: &mut Pick) {
+    let mut total = 0;
+    let keep = pick
+        .records
+        .iter()
+        .position(|r| {
+            total += r.run_events.len();
+            total > qi_proto::limits::MAX_BATCH_RUN_EVENTS
+        })
+        .unwrap_or(pick.records.len())
+        .max(1);
+    pick.records.truncate(keep);
+}
+
 pub struct SendQueue {
     interleave: bool,
     /// Normal records with first seq <= this are backlog.
@@ -113,7 +131,32 @@ impl SendQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{BufferOptions, NewReading, Priority};
+    use crate::buffer::{BufferOptions, NewReading, Priority, StoredRunEvent};
+
+    #[test]
+    fn a_batch_carries_at_most_the_run_events_the_hub_takes() {
+        let max = qi_proto::limits::MAX_BATCH_RUN_EVENTS;
+        let rec = |first_seq: u64, n: usize| Record {
+            lane: Lane::High,
+            first_seq,
+            readings: Vec::new(),
+            events: Vec::new(),
+            run_events: vec![StoredRunEvent::default(); n],
+        };
+        let mut pick = Pick {
+            source: Source::High,
+            records: vec![rec(1, max - 1), rec(64, 1), rec(65, 1), rec(66, 1)],
+        };
+        cap_run_events(&mut pick);
+        assert_eq!(pick.records.len(), 2);
+        // One record is always sent, whatever it holds.
+        let mut big = Pick {
+            source: Source::High,
+            records: vec![rec(1, max + 1), rec(100, 1)],
+        };
+        cap_run_events(&mut big);
+        assert_eq!(big.records.len(), 1);
+    }
 
     fn cycle(n: usize, priority: Priority) -> Vec<NewReading> {
         (0..n)

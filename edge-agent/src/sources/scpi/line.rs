@@ -11,6 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 
 /// Longest reply accepted; anything longer is noise (or a binary block we do not parse).
 const MAX_LINE: usize = 8192;
+/// Longest reply of an IV sweep's query (10000 points of `%.6E,%.6E,` are
+/// ~280 kB); only the transaction that asks for a curve allows it.
+pub const MAX_SWEEP_REPLY: usize = 1 << 20;
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
@@ -69,6 +72,15 @@ impl LinePort {
 
     /// Reads one reply line (terminated by LF or CR; empty lines skipped).
     pub async fn read_line(&mut self, timeout: Duration) -> Result<String, LineError> {
+        self.read_line_max(timeout, MAX_LINE).await
+    }
+
+    /// [`LinePort::read_line`] with its own length limit.
+    pub async fn read_line_max(
+        &mut self,
+        timeout: Duration,
+        max_line: usize,
+    ) -> Result<String, LineError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut line: Vec<u8> = Vec::new();
         loop {
@@ -89,9 +101,9 @@ impl LinePort {
                 }
             };
             self.io.consume(taken);
-            if line.len() > MAX_LINE {
+            if line.len() > max_line {
                 return Err(LineError::Noise(format!(
-                    "reply longer than {MAX_LINE} bytes"
+                    "reply longer than {max_line} bytes"
                 )));
             }
             if done {

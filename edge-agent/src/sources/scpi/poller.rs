@@ -366,6 +366,58 @@ impl ScpiPoller {
     }
 }
 
+impl ScpiPoller {
+    /// Commands, then the query, on this poller's connection; the reply may
+    /// be up to `MAX_SWEEP_REPLY` long. A failure drops the connection, so
+    /// the next poll starts on a clean line.
+    async fn run_transaction(
+        &mut self,
+        commands: &[String],
+        query: &str,
+        timeout: Duration,
+    ) -> Result<String, WriteError> {
+        if self.port.is_none() {
+            self.port = Some(
+                self.open()
+                    .await
+                    .map_err(|e| WriteError::Unreachable(e.to_string()))?,
+            );
+        }
+        let pause = self.inter_request;
+        let Some(port) = self.port.as_mut() else {
+            return Err(WriteError::Unreachable("no connection".into()));
+        };
+        let res = tokio::time::timeout(timeout, async {
+            port.discard_pending(Duration::from_millis(1)).await?;
+            for c in commands {
+                port.send(c).await?;
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            port.send(query).await?;
+            port.read_line_max(timeout, super::line::MAX_SWEEP_REPLY)
+                .await
+        })
+        .await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(LineError::Timeout(timeout)),
+        };
+        match res {
+            Ok(reply) if self.is_error_reply(&reply) => Err(WriteError::DeviceError(reply)),
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                self.port = None;
+                Err(match e {
+                    LineError::Timeout(d) => WriteError::Timeout(d.as_millis() as u64),
+                    other => WriteError::Unreachable(other.to_string()),
+                })
+            }
+        }
+    }
+}
+
 /// Fills `{value}` (shortest form) or `{value:.N}` (N decimals) in a write template.
 pub fn render_write(template: &str, value: f64) -> String {
     let mut out = String::new();
@@ -403,6 +455,14 @@ impl Poller for ScpiPoller {
     }
     async fn write(&mut self, point: &str, value: f64) -> Result<(), WriteError> {
         self.write_point(point, value).await
+    }
+    async fn transaction(
+        &mut self,
+        commands: &[String],
+        query: &str,
+        timeout: Duration,
+    ) -> Result<String, WriteError> {
+        self.run_transaction(commands, query, timeout).await
     }
     fn after_success(&mut self, gi: usize) {
         // Points that failed (noise, error replies) are retried soon, not a group interval later.
