@@ -163,8 +163,33 @@ async fn read_request(
     drop(conn);
     let samples = requests::samples(pool, &id).await?;
     let transitions = requests::transitions(pool, &id).await?;
+    // Where the work stands: each sample's runs, newest first, with the
+    // verdict that stands (approved, or as evaluated).
+    let mut runs = serde_json::Map::new();
+    for sample in &samples {
+        let listed = crate::runs::query::list(
+            pool,
+            &crate::runs::query::RunFilter {
+                sample: Some(sample.clone()),
+                limit: i64::from(s.max_page_size),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let brief: Vec<_> = listed
+            .iter()
+            .map(|l| {
+                json!({"run_id": l.run.run_id, "protocol_id": l.run.protocol_id,
+                       "bench_id": l.run.bench_id, "state": l.run.state,
+                       "started_at": l.run.started_at, "ended_at": l.run.ended_at,
+                       "verdict": l.verdict})
+            })
+            .collect();
+        runs.insert(sample.clone(), json!(brief));
+    }
     let mut body = json!(r);
     body["samples"] = json!(samples);
+    body["runs"] = serde_json::Value::Object(runs);
     body["transitions"] = json!(transitions);
     Ok(with_etag(r.etag(), StatusCode::OK, body))
 }

@@ -20,9 +20,17 @@ pub struct Stress {
     pub damp_heat_hours: f64,
     pub humidity_freeze_cycles: u32,
     pub pid_bias_hours: f64,
-    /// Cold reached since the last counted thermal cycle: the next hot counts one.
+    /// Extremes reached since the last counted thermal cycle: a cycle counts
+    /// when the module has been at both, in either order (a TC profile
+    /// starting at 25 C goes hot first, then cold: that is one cycle).
     #[serde(skip)]
     cold_seen: bool,
+    #[serde(skip)]
+    hot_seen: bool,
+    /// Where the module was at the last update (-1 cold, 0 between, 1
+    /// hot): an extreme counts when the module enters it, not while it stays.
+    #[serde(skip)]
+    zone: i8,
     /// Damp heat reached since the last counted humidity-freeze cycle: the next cold counts one.
     #[serde(skip)]
     damp_seen: bool,
@@ -31,12 +39,22 @@ pub struct Stress {
 impl Stress {
     /// Accounts `dt` seconds in these conditions.
     pub fn update(&mut self, module_c: f64, humidity: f64, bias_v: f64, dt: f64) {
-        let cold = module_c < COLD;
-        if cold {
-            self.cold_seen = true;
-        } else if module_c > HOT && self.cold_seen {
+        let zone = if module_c < COLD {
+            -1
+        } else if module_c > HOT {
+            1
+        } else {
+            0
+        };
+        if zone != self.zone {
+            self.cold_seen |= zone == -1;
+            self.hot_seen |= zone == 1;
+            self.zone = zone;
+        }
+        if self.cold_seen && self.hot_seen {
             self.thermal_cycles += 1;
             self.cold_seen = false;
+            self.hot_seen = false;
         }
         if module_c >= DAMP_HEAT_TEMPERATURE && humidity >= DAMP_HEAT_HUMIDITY {
             self.damp_heat_hours += dt / 3600.0;
@@ -56,16 +74,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_thermal_cycle_counts_cold_then_hot_once() {
+    fn a_thermal_cycle_counts_both_extremes_once() {
         let mut s = Stress::default();
         for t in [25.0, 60.0, 85.0, 25.0] {
             s.update(t, 40.0, 0.0, 1.0);
         }
-        assert_eq!(s.thermal_cycles, 0, "hot without cold first is no cycle");
-        for t in [-40.0, 0.0, 85.0, 86.0, 84.0, 85.0] {
+        assert_eq!(s.thermal_cycles, 0, "hot alone is no cycle");
+        for t in [-40.0, -41.0, 0.0, 85.0, 86.0, 84.0, 85.0] {
             s.update(t, 40.0, 0.0, 1.0);
         }
-        assert_eq!(s.thermal_cycles, 1, "staying hot counts once");
+        assert_eq!(
+            s.thermal_cycles, 1,
+            "hot then cold: one; staying hot after it: none yet"
+        );
         for t in [-30.0, 85.0] {
             s.update(t, 40.0, 0.0, 1.0);
         }
@@ -75,6 +96,13 @@ mod tests {
             s.update(85.0, 10.0, 0.0, 1.0);
         }
         assert_eq!(s.thermal_cycles, 4);
+
+        // tc200's shape from 25 C: up, down, up, down, back to 25: two cycles.
+        let mut s = Stress::default();
+        for t in [25.0, 85.0, -40.0, 85.0, -40.0, 25.0] {
+            s.update(t, 40.0, 0.0, 1.0);
+        }
+        assert_eq!(s.thermal_cycles, 2);
     }
 
     #[test]
