@@ -8,6 +8,27 @@ pub mod uplink {
 
 pub use uplink::v1;
 
+impl v1::RunEventKind {
+    /// The kind as the gateway's API and the hub's database name it
+    /// (`step_started`, `safe_state_applied`, ...), one definition for both.
+    pub fn name(self) -> &'static str {
+        use v1::RunEventKind as K;
+        match self {
+            K::Unspecified => "unspecified",
+            K::Started => "started",
+            K::StepStarted => "step_started",
+            K::StepFinished => "step_finished",
+            K::Paused => "paused",
+            K::Resumed => "resumed",
+            K::Interrupted => "interrupted",
+            K::SafeStateApplied => "safe_state_applied",
+            K::Completed => "completed",
+            K::Aborted => "aborted",
+            K::Failed => "failed",
+        }
+    }
+}
+
 /// Bounds both ends of the uplink agree on.
 pub mod limits {
     /// The highest sequence number the hub stores (PostgreSQL `bigint`).

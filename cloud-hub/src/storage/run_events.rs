@@ -12,19 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The stored name of an event kind; None for unspecified or unknown kinds.
 pub fn kind_name(kind: i32) -> Option<&'static str> {
-    Some(match RunEventKind::try_from(kind).ok()? {
-        RunEventKind::Unspecified => return None,
-        RunEventKind::Started => "started",
-        RunEventKind::StepStarted => "step_started",
-        RunEventKind::StepFinished => "step_finished",
-        RunEventKind::Paused => "paused",
-        RunEventKind::Resumed => "resumed",
-        RunEventKind::Interrupted => "interrupted",
-        RunEventKind::SafeStateApplied => "safe_state_applied",
-        RunEventKind::Completed => "completed",
-        RunEventKind::Aborted => "aborted",
-        RunEventKind::Failed => "failed",
-    })
+    match RunEventKind::try_from(kind).ok()? {
+        RunEventKind::Unspecified => None,
+        k => Some(k.name()),
+    }
 }
 
 /// The run states; a terminal one never changes again.

@@ -59,19 +59,7 @@ impl EventView {
 }
 
 pub fn kind_name(k: RunEventKind) -> &'static str {
-    match k {
-        RunEventKind::Unspecified => "unspecified",
-        RunEventKind::Started => "started",
-        RunEventKind::StepStarted => "step_started",
-        RunEventKind::StepFinished => "step_finished",
-        RunEventKind::Paused => "paused",
-        RunEventKind::Resumed => "resumed",
-        RunEventKind::Interrupted => "interrupted",
-        RunEventKind::SafeStateApplied => "safe_state_applied",
-        RunEventKind::Completed => "completed",
-        RunEventKind::Aborted => "aborted",
-        RunEventKind::Failed => "failed",
-    }
+    k.name()
 }
 
 #[derive(Debug, Clone, Serialize)]
