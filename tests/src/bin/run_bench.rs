@@ -272,7 +272,12 @@ async fn main() -> Result<()> {
         done["state"],
         done["message"]
     );
-    let wall_s = match (event_at(&done, "started"), event_at(&done, "completed")) {
+    // The view keeps the newest 200 events: STARTED is gone after a long
+    // run, its time stays in `started_at`.
+    let started = done["started_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let wall_s = match (started, event_at(&done, "completed")) {
         (Some(a), Some(b)) => (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6,
         _ => run.0,
     };
