@@ -160,14 +160,18 @@ profile = "keithley-2450"
 transport = { tcp = "127.0.0.1:$rig_scpi" }
 poll_interval_ms = 2000
 
-# ---- BENCH ENTRY GOES HERE ----------------------------------------------------
-# The rig as a test bench ([[benches]], defined by the run engine): template
-# points chamber.temperature, chamber.humidity, module.temperature,
-# reference_cell.irradiance, supply.current, supply.current_measured,
-# supply.open_circuit, bias.voltage, bias.current, hipot.voltage,
-# hipot.resistance, hipot.breakdown on the devices above; instrument smu.
-# -------------------------------------------------------------------------------
+# Protocol runs (docs/runs.md): the shipped templates; the engine's clock runs
+# as fast as the rig's (60x).
+[runs]
+protocols_dir = "$root/protocols"
+time_scale = 60
+
+# The rig as a test bench: appended below from examples/pv-rig/devices-and-bench.toml
+# (its [[benches]] entry names the devices above, no ports).
 TOML
+# The bench entry exactly as the example ships it, so the two cannot drift apart.
+sed -n '/^\[\[benches\]\]/,$p' examples/pv-rig/devices-and-bench.toml >>"$run/edge-agent.toml"
+grep -q '^\[\[benches\]\]' "$run/edge-agent.toml" || { say "no [[benches]] in examples/pv-rig/devices-and-bench.toml"; exit 1; }
 
 # Every REST operation but the health probes needs a credential: a viewer
 # API key for the demo's requests (kept in the run directory, mode 600).
@@ -191,14 +195,6 @@ say "starting the simulated PV rig (Modbus TCP :$rig_modbus, SCPI :$rig_scpi, co
 pids+=($!)
 for _ in $(seq 100); do grep -q '^listening control' "$run/pv-rig-sim.log" && break; sleep 0.1; done
 grep -q '^listening control' "$run/pv-rig-sim.log" || { tail -20 "$run/pv-rig-sim.log"; exit 1; }
-# Something to watch: the chamber heads for 60 Cel at its 3 Cel/min ramp (simulated).
-python3 - "$rig_control" <<'PY'
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.sendall(b"set chamber temperature_setpoint 60\n")
-reply = s.makefile().readline().strip()
-sys.exit(0 if reply == "ok" else "pv-rig-sim: " + reply)
-PY
 
 # The agent's local API needs a login: a demo operator (password on stdin).
 printf '%s\n' demo-operator-password | "$bin/edge-agent" --config "$run/edge-agent.toml" \
@@ -213,6 +209,91 @@ for _ in $(seq 100); do
   n=$(curl -fs -H "$auth" "$api/readings?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])' 2>/dev/null || echo 0)
   [ "$n" -gt 0 ] && break; sleep 0.2
 done
+
+# A protocol run through the agent's local API (docs/runs.md): STC power on a
+# sample while the module is at 25 Cel (the criteria want 25 +- 2 Cel), then the
+# hub's evaluation of it. A run that fails is reported; the demo goes on.
+sample="sample:DEMO-0001"
+say "starting an STC power run (stc-power, rated_pmax 400 W) on $sample, bench pv-rig"
+python3 - "$agent_port" "$api" "$run/hub-api-key" "$sample" <<'PY' || say "the STC run did not finish as expected (see $run/edge-agent.log)"
+import json, sys, time, urllib.error, urllib.request
+agent = "http://127.0.0.1:%s" % sys.argv[1]
+api, key_file, sample = sys.argv[2], sys.argv[3], sys.argv[4]
+hub_auth = {"Authorization": "Bearer " + open(key_file).read().strip()}
+
+def call(url, body=None, headers=None):
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null"), e.headers
+
+def say(text):
+    print("\033[1m[demo]\033[0m " + text, flush=True)
+
+def until(what, seconds, check):
+    end = time.time() + seconds
+    while time.time() < end:
+        v = check()
+        if v is not None:
+            return v
+        time.sleep(0.5)
+    sys.exit("timed out waiting for " + what)
+
+# The local API needs a login (docs/configuration.md): the session cookie, and
+# the CSRF token on every state change.
+status, login, headers = call(agent + "/api/v1/login",
+                              {"username": "demo", "password": "demo-operator-password"})
+if status != 200:
+    sys.exit("agent login: %s %s" % (status, login))
+session = {"cookie": headers["set-cookie"].split(";")[0], "x-csrf-token": login["csrf_token"]}
+
+def devices_online():
+    _, h, _ = call(agent + "/health", headers=session)
+    d = h.get("devices", [])
+    return True if d and all(x["state"] == "online" for x in d) else None
+until("the devices online", 60, devices_online)
+
+status, run, _ = call(agent + "/api/v1/runs", {"protocol": "stc-power", "bench": "pv-rig",
+                      "sample_id": sample, "parameters": {"rated_pmax": 400}}, session)
+if status != 201:
+    sys.exit("start refused: %s %s" % (status, run))
+rid = run["id"]
+
+def ended():
+    _, v, _ = call("%s/api/v1/runs/%s" % (agent, rid), headers=session)
+    return v if v["state"] not in ("running", "paused") else None
+v = until("the run to end", 120, ended)
+vals = v["values"]
+say("agent: run %s %s after %d/%d steps: Pmax %.1f W (Isc %.2f A, Voc %.2f V, FF %.1f %%) at %.0f W/m2, %.1f Cel"
+    % (rid, v["state"], v["steps_done"], v["executed_steps"], vals.get("stc.pmax", float("nan")),
+       vals.get("stc.isc", float("nan")), vals.get("stc.voc", float("nan")), vals.get("stc.ff", float("nan")),
+       vals.get("conditions.irradiance", float("nan")), vals.get("conditions.cell_temperature", float("nan"))))
+say("agent: provisional verdicts: " + ", ".join("%s %s" % (c["criterion"], c["verdict"]) for c in v["verdicts"]))
+
+def evaluated():
+    _, l, _ = call("%s/runs?sample=%s" % (api, sample), headers=hub_auth)
+    r = next((r for r in l.get("runs", []) if r["run_id"] == rid), None)
+    return r if r and r["state"] == "completed" and r.get("verdict") else None
+r = until("the hub's evaluation", 60, evaluated)
+_, one, _ = call("%s/runs/%s" % (api, rid), headers=hub_auth)
+e = one["evaluation"]
+say("hub: run %s of %s on %s: %s, verdict %s (simulated: %s)"
+    % (rid, r["protocol_id"], r["sample_id"], r["state"], r["verdict"], str(e["simulated"]).lower()))
+for c in e["results"]:
+    say("hub:   " + c["explanation"])
+PY
+
+# Something to watch: the chamber heads for 60 Cel at its 3 Cel/min ramp (simulated).
+python3 - "$rig_control" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"set chamber temperature_setpoint 60\n")
+reply = s.makefile().readline().strip()
+sys.exit(0 if reply == "ok" else "pv-rig-sim: " + reply)
+PY
 
 cat <<TXT
 
@@ -232,6 +313,9 @@ cat <<TXT
   Drive its chamber: log in (below), then with the login answer's csrf_token:
     curl -b $run/agent.cookies -H 'content-type: application/json' -H "X-CSRF-Token: \$csrf" \\
       -d '{"point":"temperature_setpoint","value":60}' http://127.0.0.1:$agent_port/api/v1/devices/chamber/write
+  Protocol runs (docs/runs.md), at the gateway (after the login below) and at the hub:
+    curl -b $run/agent.cookies http://127.0.0.1:$agent_port/api/v1/runs
+    curl -H "\$auth" '$api/runs?sample=$sample'
   All metrics, newest 20:   curl -H "\$auth" '$api/readings?device=sdm630-demo&limit=20'
   Known devices:            curl -H "\$auth" '$api/devices'
   The meter's twin (model from its profile, live state): curl -H "\$auth" '$api/twins/instrument:demo-gateway:sdm630-demo'

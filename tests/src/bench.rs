@@ -21,17 +21,36 @@ pub fn release_bin(name: &str) -> Result<PathBuf> {
 
 /// Resident set size of a process, MiB.
 pub fn rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmRSS:") / 1024.0
+}
+
+/// Peak resident set size of a process so far (`VmHWM`), MiB.
+pub fn vm_hwm_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmHWM:") / 1024.0
+}
+
+fn status_kib(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
         })
-        .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// CPU seconds (user + system) of a process so far, from `/proc/<pid>/stat`.
+pub fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime, stime are fields 14 and 15: 12 and 13 after the ')'. Clock
+    // ticks are 100 per second on Linux (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Loads `days` of 1 Hz samples for 10 series of gateway `bench` straight

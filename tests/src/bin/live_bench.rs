@@ -10,7 +10,7 @@
 //! subscriber) and hub CPU over the ingest window from /proc.
 //!    scripts/bench-live.sh [SUBS] [RATE] [SECONDS]
 use anyhow::{Context, Result, bail};
-use e2e_tests::bench::rss_mib;
+use e2e_tests::bench::{cpu_s, rss_mib};
 use e2e_tests::{HubLaunch, PgServer, free_port};
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{EdgeMessage, Reading, ReadingBatch, edge_message};
@@ -23,17 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const GATEWAYS: usize = 10;
 /// Batches per second per gateway.
 const BATCHES_PER_S: u64 = 5;
-
-/// CPU seconds (user + system) of a process so far.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) end with ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime, stime are fields 14 and 15: 12 and 13 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn pct(v: &mut [f32], p: f64) -> f32 {
     if v.is_empty() {
