@@ -356,6 +356,25 @@ async fn a_passing_and_a_failing_module_through_stc_tc_stc_with_verdicts_crash_a
         Some(2),
         "{sr}"
     );
+    let plan = &sr["plan"]["sample:MOD-A"];
+    let protocols: Vec<&str> = plan
+        .as_array()
+        .context("plan")?
+        .iter()
+        .filter_map(|i| i["protocol"].as_str())
+        .collect();
+    assert_eq!(
+        protocols,
+        ["stc-power", "tc2", "stc-power", "insulation-wet-leakage"]
+    );
+    assert_eq!(plan[0]["run_id"], before[0].as_str());
+    assert_eq!(plan[2]["run_id"], after[0].as_str());
+    assert!(
+        plan.as_array().is_some_and(|p| p
+            .iter()
+            .all(|i| i["due"] == false && i["verdict"] == "pass")),
+        "every requested protocol done and passed for module A: {plan}"
+    );
 
     // Exactly once: every sequence number of the gateway at most once at
     // the hub, each run started and ended once, and the agent holds

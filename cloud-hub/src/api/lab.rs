@@ -166,6 +166,7 @@ async fn read_request(
     // Where the work stands: each sample's runs, newest first, with the
     // verdict that stands (approved, or as evaluated).
     let mut runs = serde_json::Map::new();
+    let mut plans = serde_json::Map::new();
     for sample in &samples {
         let listed = crate::runs::query::list(
             pool,
@@ -185,11 +186,27 @@ async fn read_request(
                        "verdict": l.verdict})
             })
             .collect();
+        // The listing is newest first; the plan matches oldest first.
+        let done: Vec<crate::lab::plan::DoneRun> = listed
+            .iter()
+            .rev()
+            .map(|l| crate::lab::plan::DoneRun {
+                protocol_id: l.run.protocol_id.clone().unwrap_or_default(),
+                run_id: l.run.run_id.clone(),
+                state: l.run.state.clone(),
+                verdict: l.verdict.clone(),
+            })
+            .collect();
+        plans.insert(
+            sample.clone(),
+            json!(crate::lab::plan::plan(&r.protocols, &done)),
+        );
         runs.insert(sample.clone(), json!(brief));
     }
     let mut body = json!(r);
     body["samples"] = json!(samples);
     body["runs"] = serde_json::Value::Object(runs);
+    body["plan"] = serde_json::Value::Object(plans);
     body["transitions"] = json!(transitions);
     Ok(with_etag(r.etag(), StatusCode::OK, body))
 }

@@ -5,11 +5,13 @@
 //!
 //! Rooms: `requests` (service requests, their states and samples),
 //! `inspections` (findings, which become sample observations the criteria
-//! read), `photos` (pictures of an inspection, checked and bounded).
+//! read), `photos` (pictures of an inspection, checked and bounded), `plan`
+//! (each sample's requested protocols matched to its runs: what is due).
 //! The schema is migration 0012; docs/lab.md is the user's guide.
 
 pub mod inspections;
 pub mod photos;
+pub mod plan;
 pub mod requests;
 
 use crate::audit::AuditError;
