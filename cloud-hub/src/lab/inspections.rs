@@ -98,8 +98,9 @@ pub async fn require_sample(conn: &mut PgConnection, sample_id: &str) -> Result<
             .await?;
     match kind.as_deref() {
         Some("sample") => Ok(()),
-        Some(k) => Err(LabError::Invalid(format!(
-            "twin {sample_id:?} is a {k}, not a sample"
+        // Not found as a sample: the id names something else.
+        Some(k) => Err(LabError::NotFound(format!(
+            "no sample {sample_id:?}: that twin is a {k}"
         ))),
         None => Err(LabError::NotFound(format!(
             "no sample {sample_id:?}; register it with its service request first"
