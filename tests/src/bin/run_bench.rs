@@ -327,7 +327,8 @@ async fn main() -> Result<()> {
     .bind(&id)
     .fetch_one(&pool)
     .await?;
-    // The evaluation stored after COMPLETED arrived (its own task at the hub).
+    // The first evaluation (its own task at the hub): `evaluated_at` is its
+    // transaction's start, so this is when it began.
     let (verdict, eval_after): (String, Secs) = wait_for(
         "the hub's evaluation of the run",
         Duration::from_secs(120),
@@ -450,7 +451,7 @@ async fn main() -> Result<()> {
         f(last_after_completed)
     );
     println!(
-        "evaluation: first stored {:.3} s after COMPLETED arrived (verdict {verdict}); hub_run_evaluation_seconds mean {:.3} s over {eval_n} evaluations; after the STC after: verdict {re_verdict} [{}]",
+        "evaluation: the first began {:.3} s after COMPLETED was stored (verdict {verdict}); hub_run_evaluation_seconds mean {:.3} s over {eval_n} evaluations; after the STC after: verdict {re_verdict} [{}]",
         f(eval_after),
         eval_sum / eval_n,
         criteria.join(", ")
