@@ -103,7 +103,7 @@ async fn list_requests(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(p) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let state = match p.state.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(x) => Some(RequestState::parse(x).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "`state` must be one of {:?}",
