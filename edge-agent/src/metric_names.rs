@@ -107,7 +107,7 @@ qi_common::metric_names! {
     EDGE_RUN_SETPOINTS_TOTAL = Counter "edge_run_setpoints_total" ["result"]
         "Setpoints a run wrote, by result (written, refused: a bench limit or the device refused, failed: device unreachable).";
     EDGE_RUN_RECORD_MISSED_TOTAL = Counter "edge_run_record_missed_total" []
-        "Record samples skipped because the point had no current value.";
+        "Record ticks that got no reading: the point had no current value, or the run fell more than an interval behind (a busy machine at a high time scale) and the ticks in between were skipped.";
     EDGE_RUN_IV_SWEEPS_TOTAL = Counter "edge_run_iv_sweeps_total" ["result"]
         "IV sweeps, by result (ok, failed: the instrument did not answer or refused, unparsable: the reply was not a usable curve).";
     EDGE_RUN_STORAGE_ERRORS_TOTAL = Counter "edge_run_storage_errors_total" []

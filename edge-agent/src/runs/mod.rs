@@ -42,8 +42,8 @@ mod m {
     pub fn sweep(result: &'static str) {
         metrics::counter!(n::EDGE_RUN_IV_SWEEPS_TOTAL, "result" => result).increment(1);
     }
-    pub fn record_missed() {
-        metrics::counter!(n::EDGE_RUN_RECORD_MISSED_TOTAL).increment(1);
+    pub fn record_missed(ticks: u64) {
+        metrics::counter!(n::EDGE_RUN_RECORD_MISSED_TOTAL).increment(ticks);
     }
     pub fn outcome(o: &'static str) {
         metrics::counter!(n::EDGE_RUN_OUTCOMES_TOTAL, "outcome" => o).increment(1);

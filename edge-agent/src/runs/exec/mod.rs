@@ -328,6 +328,11 @@ impl Exec {
             let every = plan::seconds(&protocol, &r.interval, &self.cp.parameters).unwrap_or(60.0);
             let mut next = due + every;
             if next <= self.cp.run_elapsed_s {
+                // More than an interval behind (a busy machine at a high
+                // time scale): the ticks in between get no reading, since a
+                // value read now is not the value then; they are counted.
+                let skipped = ((self.cp.run_elapsed_s - due) / every).floor();
+                m::record_missed(skipped as u64);
                 next = self.cp.run_elapsed_s + every;
             }
             self.cp.record_due_s[i] = next;
@@ -341,7 +346,7 @@ impl Exec {
                         .aggregates
                         .insert(r.name.clone(), Aggregate::add(a, v));
                 }
-                None => m::record_missed(),
+                None => m::record_missed(1),
             }
         }
         if out.is_empty() {
