@@ -112,6 +112,17 @@ pub async fn run(
     tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
     let closing = Arc::clone(&streams);
+    let certificates = cfg
+        .certificates
+        .issuer(&cfg.http.public_url())
+        .map_err(anyhow::Error::msg)
+        .context("cannot load the certificate issuing key")?;
+    match &certificates.key {
+        Some(k) => tracing::info!(issuer = k.fingerprint(), "certificates are issued"),
+        None => tracing::warn!(
+            "no [certificates] key_file: certificates are not issued (docs/certificates.md)"
+        ),
+    }
     let app = api::router(ApiState {
         store,
         max_page_size: cfg.http.max_page_size,
@@ -123,6 +134,7 @@ pub async fn run(
         streams,
         alarms,
         lab: cfg.lab,
+        certificates: Arc::new(certificates),
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

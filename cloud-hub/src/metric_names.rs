@@ -98,6 +98,16 @@ qi_common::metric_names! {
         "Automatic run evaluations that failed (database, or a stored template that no longer parses); POST /api/v1/runs/{id}/evaluate retries.";
     HUB_RUN_APPROVALS_TOTAL = Counter "hub_run_approvals_total" ["decision"]
         "Engineer decisions on provisional run verdicts, by decision (approve, reject).";
+    HUB_CERTIFICATES_ISSUED_TOTAL = Counter "hub_certificates_issued_total" ["kind", "simulated"]
+        "Certificates issued, by kind (test) and whether marked SIMULATED (true, false).";
+    HUB_CERTIFICATE_ISSUE_SECONDS = Histogram "hub_certificate_issue_seconds" []
+        "Time to issue one certificate: read the runs, render, sign twice, store, log, audit.";
+    HUB_CERTIFICATES_REVOKED_TOTAL = Counter "hub_certificates_revoked_total" ["state"]
+        "Certificates taken out of force, by their new state (revoked, superseded).";
+    HUB_CERTIFICATES_REFUSED_TOTAL = Counter "hub_certificates_refused_total" ["reason"]
+        "Certificate operations refused, by reason (not_configured, refused, invalid, not_found, key, storage).";
+    HUB_CERTIFICATE_VERIFICATIONS_TOTAL = Counter "hub_certificate_verifications_total" ["status"]
+        "Answers of the public verification endpoint, by status (valid, revoked, superseded, expired, unknown, bad_id).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -98,6 +98,11 @@ pub fn api_state(
         identity,
         public_url: String::new(),
         lab: cloud_hub::config::lab::LabConfig::default(),
+        certificates: std::sync::Arc::new(
+            cloud_hub::config::certificates::CertificatesConfig::default()
+                .issuer("")
+                .map_err(anyhow::Error::msg)?,
+        ),
         alarms: cloud_hub::alarms::Alarms::new(
             pool.clone(),
             live.clone(),

@@ -25,6 +25,9 @@ pub mod xml;
 
 use std::sync::Arc;
 
+/// Longest certificate id the API accepts (`<prefix>-<year>-<number>`).
+pub const MAX_ID_LEN: usize = 40;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     /// The hub has no issuing key: what to configure.
