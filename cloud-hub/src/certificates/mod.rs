@@ -11,7 +11,7 @@
 //! `jws` (detached JWS), `verify` (offline verification: pure, no SQL),
 //! `log` (the transparency log's place), `issue` (issuing from runs),
 //! `store` (reads, revoke, supersede, the revocation list). The schema is
-//! migration 0013.
+//! migration 0014.
 
 pub mod document;
 pub mod dsig;

@@ -187,7 +187,7 @@ pub(super) async fn mark_superseded(
 ) -> Result<(), CertError> {
     let cur = lock_valid(conn, old).await?;
     // The new row is inserted right after, in this transaction: the
-    // reference is checked at commit (DEFERRABLE, migration 0013).
+    // reference is checked at commit (DEFERRABLE, migration 0014).
     sqlx::query(
         "UPDATE certificates SET state = 'superseded', superseded_by = $4, revocation_reason = $2,
                 revoked_by = $3, revoked_at = now() WHERE certificate_id = $1",
