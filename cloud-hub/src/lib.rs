@@ -21,7 +21,7 @@ pub mod metric_names;
 pub mod models;
 pub mod runs;
 pub mod storage;
-pub mod translog;
 pub mod tls;
+pub mod translog;
 pub mod twins;
 pub mod wire;

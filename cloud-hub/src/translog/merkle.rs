@@ -71,7 +71,10 @@ pub fn root_from_leaves(leaves: &[Hash]) -> Hash {
         1 => leaves[0],
         n => {
             let k = split(n as u64) as usize;
-            node_hash(&root_from_leaves(&leaves[..k]), &root_from_leaves(&leaves[k..]))
+            node_hash(
+                &root_from_leaves(&leaves[..k]),
+                &root_from_leaves(&leaves[k..]),
+            )
         }
     }
 }

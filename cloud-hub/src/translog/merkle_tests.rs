@@ -111,9 +111,17 @@ fn roots_of_the_ct_vectors() {
     let mut f = Frontier::new();
     for n in 1..=8 {
         f.push(leaves[n - 1]);
-        assert_eq!(root_from_leaves(&leaves[..n]), hex(ROOTS[n]), "recursive, {n}");
+        assert_eq!(
+            root_from_leaves(&leaves[..n]),
+            hex(ROOTS[n]),
+            "recursive, {n}"
+        );
         assert_eq!(f.root(), hex(ROOTS[n]), "frontier, {n}");
-        assert_eq!(tree.root(n as u64), Some(hex(ROOTS[n])), "stored nodes, {n}");
+        assert_eq!(
+            tree.root(n as u64),
+            Some(hex(ROOTS[n])),
+            "stored nodes, {n}"
+        );
     }
 }
 
@@ -206,14 +214,8 @@ fn consistency_proofs_of_the_ct_vectors() {
         let want: Vec<Hash> = want.iter().map(|s| hex(s)).collect();
         let got = tree.consistency_proof(m, n).expect("proof");
         assert_eq!(got, want, "PROOF({m}, D[{n}])");
-        verify_consistency(
-            m,
-            n,
-            &hex(ROOTS[m as usize]),
-            &hex(ROOTS[n as usize]),
-            &got,
-        )
-        .expect("verifies");
+        verify_consistency(m, n, &hex(ROOTS[m as usize]), &hex(ROOTS[n as usize]), &got)
+            .expect("verifies");
     }
 }
 
