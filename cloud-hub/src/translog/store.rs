@@ -272,6 +272,19 @@ pub async fn consistency_proof(
     proof_of(conn, &merkle::consistency_ranges(first, second)?).await
 }
 
+/// The leaf hash at `index`.
+pub async fn leaf_hash_at(conn: &mut PgConnection, index: u64) -> Result<Hash, LogError> {
+    let h: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT leaf_hash FROM translog_leaves WHERE idx = $1")
+            .bind(to_i64(index)?)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match h {
+        Some(h) => hash_of(&h, "a leaf hash"),
+        None => Err(merkle::ProofError::MissingNode(NodeId { level: 0, index }).into()),
+    }
+}
+
 /// The index of the first leaf with this hash, if any.
 pub async fn index_of(conn: &mut PgConnection, leaf_hash: &Hash) -> Result<Option<u64>, LogError> {
     let idx: Option<i64> =
