@@ -105,6 +105,11 @@ pub async fn run(
             .context("cannot load the token signing keys")?,
     );
     tokio::spawn(identity.clone().run_rotation(stop.clone()));
+    let translog = Arc::new(
+        crate::translog::LogSigner::load(store.pool())
+            .await
+            .context("cannot load the transparency log's signing key")?,
+    );
     let index = crate::live::index::TwinIndex::new(store.pool().clone());
     let alarms = crate::alarms::Alarms::new(store.pool().clone(), Arc::clone(&live), &cfg.alarms)
         .map_err(anyhow::Error::msg)
@@ -135,6 +140,7 @@ pub async fn run(
         alarms,
         lab: cfg.lab,
         certificates: Arc::new(certificates),
+        translog,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

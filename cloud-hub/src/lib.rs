@@ -23,5 +23,6 @@ pub mod models;
 pub mod runs;
 pub mod storage;
 pub mod tls;
+pub mod translog;
 pub mod twins;
 pub mod wire;

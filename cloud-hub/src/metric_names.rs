@@ -46,6 +46,12 @@ qi_common::metric_names! {
         "Duration of one rollup pass.";
     HUB_ROLLUP_ERRORS_TOTAL = Counter "hub_rollup_errors_total" []
         "Rollup passes that failed; retried next interval.";
+    HUB_TRANSLOG_APPENDS_TOTAL = Counter "hub_translog_appends_total" []
+        "Entries appended to the transparency log.";
+    HUB_TRANSLOG_HEADS_SIGNED_TOTAL = Counter "hub_translog_heads_signed_total" []
+        "Tree heads the transparency log signed (one per tree size served).";
+    HUB_TRANSLOG_PROOFS_TOTAL = Counter "hub_translog_proofs_total" ["kind"]
+        "Proofs the transparency log served, by kind (inclusion, consistency).";
     HUB_API_ERRORS_TOTAL = Counter "hub_api_errors_total" ["kind"]
         "Error answers of the REST API, by error kind.";
     HUB_API_AUTH_FAILURES_TOTAL = Counter "hub_api_auth_failures_total" ["reason"]

@@ -12,7 +12,8 @@
 //! live stream of twins), `alarms` (alarm rules, alarms), `lab` (service
 //! requests, samples, inspections, photos: `crate::lab`), `runs` (protocol
 //! runs, their evaluations and approvals, `crate::runs`), `certificates`
-//! (issuing, revoking, documents, the public verification, `crate::certificates`).
+//! (issuing, revoking, documents, the public verification, `crate::certificates`),
+//! `translog` (the transparency log's public read API, `crate::translog`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -35,6 +36,7 @@ mod runs;
 mod status;
 #[cfg(test)]
 mod tests;
+mod translog;
 mod twin_types;
 mod twins;
 mod users;
@@ -68,6 +70,8 @@ pub struct ApiState {
     pub lab: crate::config::lab::LabConfig,
     /// The issuing key and what documents say (`[certificates]`).
     pub certificates: std::sync::Arc<crate::certificates::Issuer>,
+    /// The transparency log's key and signed heads (`crate::translog`).
+    pub translog: std::sync::Arc<crate::translog::LogSigner>,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -141,6 +145,7 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
         .merge(runs::routes())
         .merge(certificates::routes())
+        .merge(translog::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

@@ -378,6 +378,12 @@ pub const RULES: &[Rule] = &[
         S::Fleet,
     ),
     rule("GET", "/api/v1/verify/{id}", P::Public, S::None),
+    // The transparency log: anyone may check it (docs/transparency-log.md).
+    rule("GET", "/api/v1/log/head", P::Public, S::None),
+    rule("GET", "/api/v1/log/key", P::Public, S::None),
+    rule("GET", "/api/v1/log/proof/inclusion", P::Public, S::None),
+    rule("GET", "/api/v1/log/proof/consistency", P::Public, S::None),
+    rule("GET", "/api/v1/log/entries", P::Public, S::None),
 ];
 
 /// The rule of an operation, by method and matched route path.
