@@ -283,8 +283,10 @@ pub fn certificate_verify(
                 crate::certificates::log::LogStatus::NotChecked => {
                     println!("  transparency log NOT checked (no --log-head)")
                 }
-                crate::certificates::log::LogStatus::Included { index } => {
-                    println!("  in the transparency log at index {index}")
+                crate::certificates::log::LogStatus::Included { index, tree_size } => {
+                    println!(
+                        "  in the transparency log at index {index} of the trusted head's {tree_size} entries"
+                    )
                 }
             }
             Ok(true)

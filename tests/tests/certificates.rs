@@ -309,6 +309,11 @@ async fn certificates_are_issued_for_passing_runs_verified_by_others_revoked_and
     assert_eq!(mirror["item"]["serial_number"], "MOD-P");
     assert_eq!(mirror["customer"]["service_request"], sr_id.as_str());
     assert_eq!(bundle["xml"].as_str(), Some(text.as_str()));
+    assert_eq!(
+        bundle["log"]["index"], 0,
+        "the first entry of the log: {bundle}"
+    );
+    assert_eq!(bundle["log"]["tree_head"]["tree_size"], 1, "{bundle}");
 
     // Three verifiers accept it.
     let xml_path = write(&dir, "cert.xml", &xml)?;
@@ -412,13 +417,55 @@ async fn certificates_are_issued_for_passing_runs_verified_by_others_revoked_and
     let after = (expires + chrono::Duration::days(1)).to_rfc3339();
     let (ok, out) = offline_verify(&bundle_path, &pki.ca, &["--at", &after])?;
     assert!(!ok && out.contains("INVALID (expired)"), "{out}");
-    // A log head asked for, and no inclusion proof: refused, not passed over.
-    let head = write(&dir, "head.json", b"{}")?;
-    let (ok, out) = offline_verify(
-        &bundle_path,
-        &pki.ca,
-        &["--log-head", head.to_str().context("p")?],
+    // The transparency log: the bundle's inclusion proof against a head
+    // fetched independently (without login) verifies; a changed root, a
+    // head of another size, or a bundle without its proof are refused.
+    let head_url = format!("{url}/api/v1/log/head");
+    let (s, head) = call(Method::GET, &head_url, None, None).await?;
+    assert_eq!(s, 200, "{head}");
+    let head_path = write(&dir, "head.json", &serde_json::to_vec(&head)?)?;
+    let hp = head_path.to_str().context("p")?;
+    let fresh: Value = serde_json::from_slice(
+        &get_bytes(
+            &format!("{certs}/{id}/bundle?tree_size={}", head["tree_size"]),
+            &viewer,
+        )
+        .await?,
     )?;
+    let fresh_path = write(&dir, "fresh.bundle", &serde_json::to_vec(&fresh)?)?;
+    let (ok, out) = offline_verify(&fresh_path, &pki.ca, &["--log-head", hp])?;
+    assert!(
+        ok && out.contains("in the transparency log at index"),
+        "{out}"
+    );
+    let mut forked = head.clone();
+    forked["root_hash"] = Value::String("ab".repeat(32));
+    let p = write(&dir, "forked-head.json", &serde_json::to_vec(&forked)?)?;
+    let (ok, out) = offline_verify(
+        &fresh_path,
+        &pki.ca,
+        &["--log-head", p.to_str().context("p")?],
+    )?;
+    assert!(
+        !ok && out.contains("INVALID (log)") && out.contains("does not verify"),
+        "{out}"
+    );
+    // The bundle fetched before the simulated certificate was logged is for
+    // a smaller tree: the verifier says how to get the matching proof.
+    let (ok, out) = offline_verify(&bundle_path, &pki.ca, &["--log-head", hp])?;
+    assert!(
+        !ok && out.contains("INVALID (log)") && out.contains("?tree_size="),
+        "{out}"
+    );
+    let mut unlogged = fresh.clone();
+    unlogged["log"] = Value::Null;
+    let p = write(&dir, "unlogged.bundle", &serde_json::to_vec(&unlogged)?)?;
+    let (ok, out) = offline_verify(&p, &pki.ca, &["--log-head", hp])?;
+    assert!(!ok && out.contains("not in the log"), "{out}");
+    let mut moved = fresh.clone();
+    moved["log"]["index"] = json!(fresh["log"]["index"].as_u64().context("index")? + 1);
+    let p = write(&dir, "moved.bundle", &serde_json::to_vec(&moved)?)?;
+    let (ok, out) = offline_verify(&p, &pki.ca, &["--log-head", hp])?;
     assert!(!ok && out.contains("INVALID (log)"), "{out}");
 
     // The public endpoint: no login, the certificate's own content only.
@@ -622,6 +669,9 @@ async fn certificates_are_issued_for_passing_runs_verified_by_others_revoked_and
     )
     .await?;
     assert_eq!(v["certificates"][0]["certificate_id"], q.as_str());
+    // Each issue and each revocation or supersession is a leaf: 4 + 2.
+    let (_, head) = call(Method::GET, &head_url, None, None).await?;
+    assert_eq!(head["tree_size"], 6, "{head}");
     let audited: Vec<(String, String)> = sqlx::query_as(
         "SELECT action, actor FROM audit_log WHERE action LIKE 'certificate.%' ORDER BY id",
     )

@@ -53,6 +53,7 @@ impl From<CertError> for ApiError {
             }
             CertError::Db(e) => ApiError::unavailable(e),
             CertError::Audit(e) => ApiError::unavailable(e),
+            CertError::Log(e) => e.into(),
         }
     }
 }
@@ -177,9 +178,30 @@ async fn jws_doc(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Re
     Ok(body("application/jose", &id, "jws", j.into_bytes()))
 }
 
-async fn bundle(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BundleParams {
+    tree_size: Option<String>,
+}
+
+async fn bundle(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    params: Result<Query<BundleParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
     let id = cert_id(&id)?;
-    let b = store::bundle(s.store.pool(), &id)
+    let tree_size = p
+        .tree_size
+        .map(|t| {
+            t.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(
+                    "`tree_size` must be a positive integer (a log head's tree_size)",
+                )
+            })
+        })
+        .transpose()?;
+    let b = store::bundle(s.store.pool(), &s.translog, &id, tree_size)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no certificate {id}")))?;
     let bytes = serde_json::to_vec_pretty(&b).unwrap_or_default();

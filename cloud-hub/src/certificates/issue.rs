@@ -294,20 +294,18 @@ pub async fn issue(
     .bind(key.fingerprint())
     .execute(&mut *tx)
     .await?;
-    let at = rfc3339(now);
     let leaf = log::LogLeaf {
-        event: "issued",
-        certificate_id: &id,
-        document_sha256: &sha,
-        at: &at,
+        event: "issued".into(),
+        certificate_id: id.clone(),
+        document_sha256: sha.clone(),
+        at: rfc3339(now),
     };
-    if let Some(entry) = log::append_to_transparency_log(&mut tx, &leaf).await? {
-        sqlx::query("UPDATE certificates SET log_entry = $2 WHERE certificate_id = $1")
-            .bind(&id)
-            .bind(entry)
-            .execute(&mut *tx)
-            .await?;
-    }
+    let logged = log::append_to_transparency_log(&mut tx, &leaf).await?;
+    sqlx::query("UPDATE certificates SET log_entry = $2 WHERE certificate_id = $1")
+        .bind(&id)
+        .bind(&logged)
+        .execute(&mut *tx)
+        .await?;
     let entry = NewEntry::new(who.kind, &who.id, "certificate.issue", format!("certificate:{id}"))
         .origin(origin)
         .after(json!({"sample": req.sample, "runs": runs_json, "simulated": doc.simulated,

@@ -9,7 +9,7 @@
 //! Rooms: `xml` (the canonical writer), `document` (the content and its
 //! two renderings), `pki` (the issuing key, chains), `dsig` (XMLDSig),
 //! `jws` (detached JWS), `verify` (offline verification: pure, no SQL),
-//! `log` (the transparency log's place), `issue` (issuing from runs),
+//! `log` (certificates in the transparency log, `crate::translog`), `issue` (issuing from runs),
 //! `store` (reads, revoke, supersede, the revocation list). The schema is
 //! migration 0014.
 
@@ -44,6 +44,8 @@ pub enum CertError {
     Key(#[from] pki::KeyError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("transparency log: {0}")]
+    Log(#[from] crate::translog::LogError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
 }
@@ -57,7 +59,7 @@ impl CertError {
             CertError::Refused(_) => "refused",
             CertError::Invalid(_) => "invalid",
             CertError::Key(_) => "key",
-            CertError::Db(_) | CertError::Audit(_) => "storage",
+            CertError::Db(_) | CertError::Audit(_) | CertError::Log(_) => "storage",
         }
     }
 }

@@ -64,8 +64,14 @@ pub async fn documents(
     .await
 }
 
-/// Everything the offline verifier needs in one file.
-pub async fn bundle(pool: &PgPool, id: &str) -> Result<Option<Bundle>, CertError> {
+/// Everything the offline verifier needs in one file; the log's inclusion
+/// proof in the tree of `tree_size` leaves (None: the latest signed head).
+pub async fn bundle(
+    pool: &PgPool,
+    signer: &crate::translog::LogSigner,
+    id: &str,
+    tree_size: Option<u64>,
+) -> Result<Option<Bundle>, CertError> {
     let row: Option<(Vec<u8>, Vec<u8>, String, Option<Value>)> = sqlx::query_as(
         "SELECT document_xml, document_json, document_jws, log_entry FROM certificates
           WHERE certificate_id = $1",
@@ -73,8 +79,25 @@ pub async fn bundle(pool: &PgPool, id: &str) -> Result<Option<Bundle>, CertError
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    let Some((xml, json, jws, log)) = row else {
+    let Some((xml, json, jws, stored)) = row else {
         return Ok(None);
+    };
+    let log = match stored {
+        Some(stored) => {
+            let mut conn = pool.acquire().await?;
+            if let Some(n) = tree_size {
+                let have = crate::translog::store::head(&mut conn).await?.tree_size;
+                let index = stored["index"].as_u64().unwrap_or(u64::MAX);
+                if n > have || n <= index {
+                    return Err(CertError::Invalid(format!(
+                        "`tree_size` must be from {} (the certificate's leaf included) to the log's size, {have}; got {n}",
+                        index.saturating_add(1)
+                    )));
+                }
+            }
+            Some(log::bundle_entry(&mut conn, signer, &stored, tree_size).await?)
+        }
+        None => None,
     };
     let text = |b: Vec<u8>| {
         String::from_utf8(b)
@@ -123,12 +146,11 @@ async fn lock_valid(conn: &mut PgConnection, id: &str) -> Result<Summary, CertEr
 }
 
 async fn log_revocation(conn: &mut PgConnection, cur: &Summary) -> Result<(), CertError> {
-    let at = Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let leaf = log::LogLeaf {
-        event: "revoked",
-        certificate_id: &cur.certificate_id,
-        document_sha256: &cur.document_sha256,
-        at: &at,
+        event: "revoked".into(),
+        certificate_id: cur.certificate_id.clone(),
+        document_sha256: cur.document_sha256.clone(),
+        at: Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     };
     log::append_to_transparency_log(conn, &leaf).await?;
     Ok(())

@@ -197,7 +197,8 @@ pub fn verify_parts(b: &Bundle, o: &Options<'_>) -> Result<Verified, VerifyError
         Some(r) => Some(check_revocations(r, &cert, o)?),
         None => None,
     };
-    let log = log::verify_entry(b.log.as_ref(), o.log_head, &b.xml).map_err(VerifyError::Log)?;
+    let log = log::verify_entry(b.log.as_ref(), o.log_head, &cert.id, &b.xml)
+        .map_err(VerifyError::Log)?;
     Ok(Verified {
         id: cert.id,
         kind: cert.kind,
