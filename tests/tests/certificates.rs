@@ -710,7 +710,7 @@ async fn a_hub_without_an_issuing_key_starts_and_says_what_to_configure() -> Res
     .await?;
     assert_eq!(
         (s, v["error"].as_str()),
-        (503, Some("not_configured")),
+        (409, Some("not_configured")),
         "{v}"
     );
     assert!(

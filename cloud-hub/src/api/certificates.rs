@@ -37,9 +37,9 @@ impl From<CertError> for ApiError {
         metrics::counter!(crate::metric_names::HUB_CERTIFICATES_REFUSED_TOTAL, "reason" => e.reason())
             .increment(1);
         match e {
-            CertError::NotConfigured(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_configured", m)
-            }
+            // 409, not 503: retrying will not help until the hub's
+            // config changes, and the hub itself is working.
+            CertError::NotConfigured(m) => ApiError::new(StatusCode::CONFLICT, "not_configured", m),
             CertError::NotFound(m) => ApiError::not_found(m),
             CertError::Refused(m) => ApiError::conflict(m),
             CertError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
