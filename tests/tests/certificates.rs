@@ -727,6 +727,10 @@ async fn a_hub_without_an_issuing_key_starts_and_says_what_to_configure() -> Res
         None,
     )
     .await?;
-    assert_eq!(s, 503, "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("not_configured")),
+        "{v}"
+    );
     Ok(())
 }
