@@ -3,14 +3,22 @@
 //! table for it, and the verifiers nobody here wrote (Debian's `xmlsec1`,
 //! Python's jwcrypto) next to the hub's own offline command.
 
+use crate::Stack;
+use crate::grpc::{Client, exchange, hello};
+use crate::hub_auth::call;
 use crate::peers::{peer_script, python};
+use crate::runs::{Run, stc};
 use anyhow::{Context, Result, bail};
+use qi_proto::v1::RunEventKind;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
     PKCS_ECDSA_P256_SHA256,
 };
+use reqwest::Method;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// A CA and an issuing key with its certificate, as PEM files.
 pub struct IssuingPki {
@@ -119,4 +127,153 @@ pub async fn get_bytes(url: &str, token: &str) -> Result<Vec<u8>> {
         bail!("GET {url}: {s} {}", String::from_utf8_lossy(&b));
     }
     Ok(b)
+}
+
+// The certificate tests' run fixtures (tests/tests/certificates.rs).
+
+pub const T0: i64 = 1_780_000_000_000_000;
+
+pub fn uuid(n: u32) -> String {
+    format!("5c3e1a2b-9f1d-4c3b-8a2e-{n:012x}")
+}
+
+pub async fn send(stack: &Stack, run: &Run) -> Result<()> {
+    let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));
+    let (_, err) = exchange(&client, vec![hello("gw-cert"), run.all()]).await?;
+    anyhow::ensure!(err.is_none(), "{err:?}");
+    Ok(())
+}
+
+/// The run's latest evaluation once it satisfies `pred`.
+pub async fn evaluated(
+    url: &str,
+    token: &str,
+    run: &str,
+    pred: fn(&Value) -> bool,
+) -> Result<Value> {
+    crate::wait_for(
+        &format!("run {run} evaluated"),
+        Duration::from_secs(30),
+        || async {
+            let (s, v) = call(
+                Method::GET,
+                &format!("{url}/api/v1/runs/{run}"),
+                Some(token),
+                None,
+            )
+            .await?;
+            anyhow::ensure!(s == 200, "{v}");
+            Ok(Some(v["evaluation"].clone()).filter(|e| !e.is_null() && pred(e)))
+        },
+    )
+    .await
+}
+
+pub async fn login(url: &str, admin: &str, name: &str, role: &str) -> Result<String> {
+    let pw = "certificate test password 1";
+    let (s, v) = call(
+        Method::POST,
+        &format!("{url}/api/v1/users"),
+        Some(admin),
+        Some(&json!({"username": name, "password": pw, "role": role})),
+    )
+    .await?;
+    anyhow::ensure!(s == 201, "{v}");
+    let (s, v) = call(
+        Method::POST,
+        &format!("{url}/api/v1/auth/login"),
+        None,
+        Some(&json!({"username": name, "password": pw})),
+    )
+    .await?;
+    anyhow::ensure!(s == 200, "{v}");
+    Ok(v["access_token"].as_str().context("token")?.to_string())
+}
+
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes)?;
+    Ok(p)
+}
+
+/// A bundle with its XML or JSON (and JWS) replaced.
+pub fn bundle_with(b: &Value, key: &str, value: &str) -> Vec<u8> {
+    let mut b = b.clone();
+    b[key] = Value::String(value.to_string());
+    serde_json::to_vec(&b).unwrap_or_default()
+}
+
+/// The tc200 sequence of hub_runs.rs on one sample, not simulated: STC
+/// before, TC200, STC after, insulation, an observation; the TC200 run's
+/// verdict ends provisional (its visual inspection needs approval).
+pub async fn provisional_tc200(stack: &Stack, pool: &sqlx::PgPool, sample: &str) -> Result<String> {
+    let mut seq = 1000;
+    let mut r = Run::new(&uuid(20), seq, T0 + 3_600_000_000);
+    stc(&mut r, sample, 400.0, "erin")?;
+    seq = r.seq;
+    send(stack, &r).await?;
+    let tc = uuid(21);
+    let mut r = Run::new(&tc, seq, T0 + 7_200_000_000);
+    r.start("tc200", sample, "erin", &[("area_m2", 1.6)], 1.0)?;
+    r.event(RunEventKind::StepStarted, "0");
+    for i in 0..400 {
+        let t = if i % 2 == 0 { -41.0 } else { 86.0 };
+        r.reading("module_temperature", "module", "temperature", "Cel", t)
+            .reading("open_circuit", "bias", "open_circuit", "1", 0.0);
+    }
+    r.event(RunEventKind::StepFinished, "0")
+        .event(RunEventKind::Completed, "");
+    seq = r.seq;
+    let tc_ended = r.t_us;
+    send(stack, &r).await?;
+    let mut r = Run::new(&uuid(22), seq, tc_ended + 3_600_000_000);
+    stc(&mut r, sample, 390.0, "erin")?;
+    seq = r.seq;
+    send(stack, &r).await?;
+    let mut r = Run::new(&uuid(23), seq, tc_ended + 7_200_000_000);
+    r.start(
+        "insulation-wet-leakage",
+        sample,
+        "erin",
+        &[("area_m2", 1.6)],
+        1.0,
+    )?;
+    r.event(RunEventKind::StepStarted, "1")
+        .reading("dielectric.breakdown", "hipot", "breakdown", "1", 0.0)
+        .reading("insulation.r_iso", "hipot", "r_iso", "MOhm", 500.0)
+        .reading("wet.r_iso", "hipot", "r_iso", "MOhm", 450.0)
+        .event(RunEventKind::Completed, "");
+    send(stack, &r).await?;
+    crate::wait_for(
+        "the insulation run evaluated",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM run_evaluations WHERE run_id = $1::uuid")
+                    .bind(uuid(23))
+                    .fetch_one(pool)
+                    .await?;
+            Ok((n > 0).then_some(()))
+        },
+    )
+    .await?;
+    let observed = chrono::DateTime::from_timestamp_micros(tc_ended + 60_000_000).context("t")?;
+    sqlx::query(
+        "INSERT INTO sample_observations (sample_id, name, value, unit, observed_at, source, recorded_by)
+         VALUES ($1, 'major_visual_defects', 0, '1', $2, 'inspection:1', 'ivy')",
+    )
+    .bind(sample)
+    .bind(observed)
+    .execute(pool)
+    .await?;
+    cloud_hub::runs::reevaluate_sample(pool, sample, "observation recorded", None).await?;
+    Ok(tc)
+}
+
+/// Asserts an API error's message says `what`.
+pub fn refused(v: &Value, what: &str) {
+    assert!(
+        v["message"].as_str().unwrap_or_default().contains(what),
+        "{what}: {v}"
+    )
 }
