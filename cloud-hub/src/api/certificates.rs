@@ -226,35 +226,15 @@ async fn revoke(
     Ok(Json(json!({"certificate": c})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SupersedeBody {
-    reason: String,
-    #[serde(default)]
-    runs: Option<Vec<String>>,
-    #[serde(default)]
-    allow_simulated: bool,
-}
-
 async fn supersede(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
     Path(id): Path<String>,
-    JsonObject(b): JsonObject<SupersedeBody>,
+    JsonObject(b): JsonObject<store::SupersedeRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = cert_id(&id)?;
-    let c = store::supersede(
-        s.store.pool(),
-        &s.certificates,
-        &id,
-        &by,
-        &origin,
-        b.runs,
-        b.allow_simulated,
-        &b.reason,
-    )
-    .await?;
+    let c = store::supersede(s.store.pool(), &s.certificates, &id, &by, &origin, b).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"certificate": c, "supersedes": id})),

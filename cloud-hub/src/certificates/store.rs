@@ -72,7 +72,9 @@ pub async fn bundle(
     id: &str,
     tree_size: Option<u64>,
 ) -> Result<Option<Bundle>, CertError> {
-    let row: Option<(Vec<u8>, Vec<u8>, String, Option<Value>)> = sqlx::query_as(
+    /// The signed XML, the JSON mirror, the JWS, the log entry.
+    type Stored = (Vec<u8>, Vec<u8>, String, Option<Value>);
+    let row: Option<Stored> = sqlx::query_as(
         "SELECT document_xml, document_json, document_jws, log_entry FROM certificates
           WHERE certificate_id = $1",
     )
@@ -241,7 +243,9 @@ pub async fn revocations(
     issuer: &Issuer,
 ) -> Result<super::verify::SignedRevocations, CertError> {
     let key = issuer.key()?;
-    let rows: Vec<(String, String, DateTime<Utc>, String, Option<String>)> = sqlx::query_as(
+    /// id, state, when, reason, successor.
+    type Row = (String, String, DateTime<Utc>, String, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT certificate_id, state, revoked_at, coalesce(revocation_reason, ''), superseded_by
            FROM certificates WHERE state <> 'valid' ORDER BY revoked_at, certificate_id",
     )
@@ -306,6 +310,18 @@ pub async fn public_status(pool: &PgPool, id: &str) -> Result<Value, CertError> 
     }))
 }
 
+/// What a supersession asks for: why, and the runs of the correction
+/// (None: the old certificate's).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupersedeRequest {
+    pub reason: String,
+    #[serde(default)]
+    pub runs: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_simulated: bool,
+}
+
 /// Issues the corrected certificate for `old` (same sample, and the same
 /// runs unless others are named) and marks `old` superseded by it.
 pub async fn supersede(
@@ -314,15 +330,13 @@ pub async fn supersede(
     old: &str,
     who: &Principal,
     origin: &Origin,
-    runs: Option<Vec<String>>,
-    allow_simulated: bool,
-    reason: &str,
+    req: SupersedeRequest,
 ) -> Result<Summary, CertError> {
-    check_reason(reason)?;
+    check_reason(&req.reason)?;
     let cur = get(pool, old)
         .await?
         .ok_or_else(|| CertError::NotFound(format!("no certificate {old}")))?;
-    let runs = runs.unwrap_or_else(|| {
+    let runs = req.runs.unwrap_or_else(|| {
         cur.runs
             .as_array()
             .map(|a| {
@@ -332,10 +346,10 @@ pub async fn supersede(
             })
             .unwrap_or_default()
     });
-    let req = super::issue::IssueRequest {
+    let issue = super::issue::IssueRequest {
         sample: cur.subject.clone(),
         runs: Some(runs),
-        allow_simulated,
+        allow_simulated: req.allow_simulated,
     };
-    super::issue::issue(pool, issuer, who, origin, &req, Some((old, reason))).await
+    super::issue::issue(pool, issuer, who, origin, &issue, Some((old, &req.reason))).await
 }
