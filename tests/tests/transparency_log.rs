@@ -157,6 +157,26 @@ async fn appends_build_the_rfc_6962_tree_and_the_tables_are_append_only() -> Res
     translog::append(&mut conn, b"one more").await?;
     let next = a.latest(&mut conn).await?;
     ensure!(next.tree_size == 61 && next.timestamp > sth.timestamp);
+
+    // What a certificate carries, checked with nothing but the public key.
+    let bundle = a.bundle(&mut conn, 7).await?;
+    ensure!(bundle.signed_tree_head.tree_size == 61);
+    let json = serde_json::to_string(&bundle)?;
+    let back: translog::InclusionBundle = serde_json::from_str(&json)?;
+    translog::verify_bundle(&back, &entry(7), a.public_key())?;
+    ensure!(matches!(
+        translog::verify_bundle(&back, &entry(8), a.public_key()),
+        Err(translog::BundleError::WrongEntry)
+    ));
+    let mut forged = back.clone();
+    forged.signed_tree_head.tree_size = 60;
+    ensure!(translog::verify_bundle(&forged, &entry(7), a.public_key()).is_err());
+    let mut forged = back.clone();
+    forged.audit_path[0][0] ^= 1;
+    ensure!(matches!(
+        translog::verify_bundle(&forged, &entry(7), a.public_key()),
+        Err(translog::BundleError::Proof(_))
+    ));
     Ok(())
 }
 

@@ -4,14 +4,17 @@
 //!
 //! Rooms: `merkle` (hashing, proofs, verifiers; pure), `sth` (signed tree
 //! heads: encoding and verification; pure), `store` (the tables, append,
-//! proofs from the database), `signer` (the log's key, signing heads).
-//! An offline verifier needs only `merkle` and `sth`.
+//! proofs from the database), `signer` (the log's key, signing heads),
+//! `bundle` (what a certificate carries: a head and its entry's audit path;
+//! pure). An offline verifier needs only `merkle`, `sth` and `bundle`.
 
+pub mod bundle;
 pub mod merkle;
 pub mod signer;
 pub mod sth;
 pub mod store;
 
+pub use bundle::{BundleError, InclusionBundle, verify_bundle};
 pub use merkle::{Hash, ProofError, verify_consistency, verify_inclusion};
 pub use signer::LogSigner;
 pub use sth::{SignedTreeHead, SthError, verify_sth};

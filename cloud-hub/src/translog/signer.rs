@@ -86,6 +86,25 @@ impl LogSigner {
         Ok(sth)
     }
 
+    /// The proof a certificate carries for its entry at `index`: the latest
+    /// head and the audit path to it. Call it after the appending
+    /// transaction committed (before, other connections cannot see the
+    /// entry; the head row is the committed one).
+    pub async fn bundle(
+        &self,
+        conn: &mut PgConnection,
+        index: u64,
+    ) -> Result<super::InclusionBundle, LogError> {
+        let sth = self.latest(conn).await?;
+        let audit_path = store::inclusion_proof(conn, index, sth.tree_size).await?;
+        Ok(super::InclusionBundle {
+            leaf_index: index,
+            leaf_hash: store::leaf_hash_at(conn, index).await?,
+            audit_path,
+            signed_tree_head: sth,
+        })
+    }
+
     /// Signs a head (`latest` is what serves them).
     pub fn sign(&self, tree_size: u64, timestamp: u64, root_hash: super::Hash) -> SignedTreeHead {
         let msg = sth::signed_bytes(tree_size, timestamp, &root_hash);
