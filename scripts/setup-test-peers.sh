@@ -4,11 +4,13 @@
 #   - Debian: socat (pseudo-terminal pairs), mbpoll (command-line Modbus master),
 #     libmodbus-dev (its example unit-test-server, built here with fault injection),
 #     pkg-config, mosquitto-clients (mosquitto_pub / mosquitto_sub, MQTT interop),
-#     openssl (scripts/gateway-cert.sh, run by the certificate tests).
+#     openssl (scripts/gateway-cert.sh, run by the certificate tests), xmlsec1
+#     (verifies the hub's signed XML certificates, tests/tests/certificates.rs).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), aas-core3.0 (the aas-core-works SDK: checks
-#     the hub's Asset Administration Shell export), in a venv under target/peers/venv.
+#     the hub's Asset Administration Shell export), jwcrypto (verifies the detached JWS
+#     over the certificates' JSON), in a venv under target/peers/venv.
 #   - npm: oidc-provider (a real OpenID Connect issuer for the hub's single sign-on
 #     tests), pinned with tests/peers/oidc/package-lock.json, under target/peers/node/oidc.
 # Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
@@ -29,6 +31,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -55,6 +58,12 @@ if [ "$("$peers/venv/bin/python" -c 'import importlib.metadata as m; print(m.ver
   # Through the venv's python, not its pip script: a venv copied from another
   # checkout keeps that checkout's path in its scripts' #! lines.
   "$peers/venv/bin/python" -m pip install -q "aas-core3.0==$aas_core_version"
+fi
+
+jwcrypto_version=1.6.1
+if [ "$("$peers/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("jwcrypto"))' 2>/dev/null)" != "$jwcrypto_version" ]; then
+  say "installing jwcrypto $jwcrypto_version (PyPI) into $peers/venv"
+  "$peers/venv/bin/python" -m pip install -q "jwcrypto==$jwcrypto_version"
 fi
 
 # libmodbus's unit-test-server, unchanged except that the port comes from

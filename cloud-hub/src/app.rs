@@ -105,6 +105,11 @@ pub async fn run(
             .context("cannot load the token signing keys")?,
     );
     tokio::spawn(identity.clone().run_rotation(stop.clone()));
+    let translog = Arc::new(
+        crate::translog::LogSigner::load(store.pool())
+            .await
+            .context("cannot load the transparency log's signing key")?,
+    );
     let index = crate::live::index::TwinIndex::new(store.pool().clone());
     let alarms = crate::alarms::Alarms::new(store.pool().clone(), Arc::clone(&live), &cfg.alarms)
         .map_err(anyhow::Error::msg)
@@ -112,6 +117,17 @@ pub async fn run(
     tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
     let closing = Arc::clone(&streams);
+    let certificates = cfg
+        .certificates
+        .issuer(&cfg.http.public_url())
+        .map_err(anyhow::Error::msg)
+        .context("cannot load the certificate issuing key")?;
+    match &certificates.key {
+        Some(k) => tracing::info!(issuer = k.fingerprint(), "certificates are issued"),
+        None => tracing::warn!(
+            "no [certificates] key_file: certificates are not issued (docs/certificates.md)"
+        ),
+    }
     let app = api::router(ApiState {
         store,
         max_page_size: cfg.http.max_page_size,
@@ -123,6 +139,8 @@ pub async fn run(
         streams,
         alarms,
         lab: cfg.lab,
+        certificates: Arc::new(certificates),
+        translog,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

@@ -213,3 +213,87 @@ pub async fn audit_verify(cfg: &Config) -> Result<bool> {
     }
     Ok(r.problems.is_empty())
 }
+
+/// `cloud-hub certificate verify`: offline, no config, no database. Prints
+/// what was checked; Ok(false) (exit status 1) with the reason when the
+/// certificate does not verify.
+pub fn certificate_verify(
+    file: &std::path::Path,
+    trust: &std::path::Path,
+    revocations: Option<&std::path::Path>,
+    log_head: Option<&std::path::Path>,
+    at: Option<&str>,
+) -> Result<bool> {
+    use crate::certificates::{pki, verify};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let bundle = read(file)?;
+    let trusted = pki::certs_from_pem(&read(trust)?)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("--trust {}", trust.display()))?;
+    let revocations: Option<verify::SignedRevocations> = revocations
+        .map(|p| -> Result<_> {
+            serde_json::from_slice(&read(p)?).with_context(|| {
+                format!(
+                    "--revocations {}: not a revocation list as GET /api/v1/certificates/revocations serves it",
+                    p.display()
+                )
+            })
+        })
+        .transpose()?;
+    let head: Option<serde_json::Value> = log_head
+        .map(|p| -> Result<_> {
+            serde_json::from_slice(&read(p)?)
+                .with_context(|| format!("--log-head {}: not JSON", p.display()))
+        })
+        .transpose()?;
+    let now = match at {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--at {t:?}: not an RFC 3339 time"))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let o = verify::Options {
+        trusted: &trusted,
+        revocations: revocations.as_ref(),
+        log_head: head.as_ref(),
+        now,
+    };
+    match verify::verify_bundle(&bundle, &o) {
+        Ok(v) => {
+            println!(
+                "VALID: {} ({} certificate of {}), issued {}, expires {}{}",
+                v.id,
+                v.kind,
+                v.subject,
+                v.issued_at,
+                v.expires_at,
+                if v.simulated { "; SIMULATED runs" } else { "" }
+            );
+            println!(
+                "  XML signature and JWS verified; issuer {}",
+                v.issuer_fingerprint
+            );
+            match &v.revocations_as_of {
+                Some(t) => println!("  not revoked as of the signed list of {t}"),
+                None => println!("  revocation NOT checked (no --revocations list)"),
+            }
+            match v.log {
+                crate::certificates::log::LogStatus::NotChecked => {
+                    println!("  transparency log NOT checked (no --log-head)")
+                }
+                crate::certificates::log::LogStatus::Included { index, tree_size } => {
+                    println!(
+                        "  in the transparency log at index {index} of the trusted head's {tree_size} entries"
+                    )
+                }
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            println!("INVALID ({}): {e}", e.reason());
+            Ok(false)
+        }
+    }
+}

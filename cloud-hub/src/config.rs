@@ -2,6 +2,7 @@
 //! `docs/configuration.md`; keep the two in step.
 
 mod auth;
+pub mod certificates;
 pub mod lab;
 pub mod live;
 pub mod oidc;
@@ -37,6 +38,8 @@ pub struct Config {
     pub alarms: live::AlarmsConfig,
     #[serde(default)]
     pub lab: lab::LabConfig,
+    #[serde(default)]
+    pub certificates: certificates::CertificatesConfig,
 }
 
 /// `[analytics]`: rollups and query limits.
@@ -339,6 +342,7 @@ impl Config {
         }
         self.validate_analytics()?;
         self.lab.validate()?;
+        self.certificates.validate()?;
         self.live
             .validate()
             .map_err(|(key, why)| (format!("live.{key}"), why))?;

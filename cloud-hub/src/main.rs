@@ -49,6 +49,33 @@ enum Command {
         #[command(subcommand)]
         action: AuditCommand,
     },
+    /// Certificates (offline: reads neither the config nor the database).
+    Certificate {
+        #[command(subcommand)]
+        action: CertificateCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CertificateCommand {
+    /// Verify a certificate bundle offline: both signatures, the chain up to
+    /// --trust, JSON = XML, expiry, revocation, the log. Exit 0 valid, 1 not.
+    Verify {
+        /// The bundle (GET /api/v1/certificates/{id}/bundle).
+        file: PathBuf,
+        /// The certificate(s) trusted to issue (the issuing certificate or a CA above it), PEM.
+        #[arg(long)]
+        trust: PathBuf,
+        /// A signed revocation list (GET /api/v1/certificates/revocations).
+        #[arg(long)]
+        revocations: Option<PathBuf>,
+        /// A signed log head to check the bundle's inclusion proof against.
+        #[arg(long)]
+        log_head: Option<PathBuf>,
+        /// Verify as of this time (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -100,6 +127,28 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main(args: Args) -> Result<()> {
+    // Offline verification needs no config and no database: it runs on an
+    // auditor's machine as well as on the hub's.
+    if let Some(Command::Certificate {
+        action:
+            CertificateCommand::Verify {
+                file,
+                trust,
+                revocations,
+                log_head,
+                at,
+            },
+    }) = &args.command
+    {
+        let ok = cloud_hub::cli::certificate_verify(
+            file,
+            trust,
+            revocations.as_deref(),
+            log_head.as_deref(),
+            at.as_deref(),
+        )?;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     let mut cfg = Config::load(&args.config)?;
     if let Some(url) = args.database_url {
         cfg.database.url = url;
@@ -146,6 +195,9 @@ fn run_command(cfg: Config, command: Command) -> Result<()> {
             Command::SigningKey {
                 action: SigningKeyCommand::Rotate,
             } => cli::signing_key_rotate(&cfg).await,
+            Command::Certificate { .. } => {
+                anyhow::bail!("certificate commands run before the config is read")
+            }
             Command::Audit {
                 action: AuditCommand::Verify,
             } => {

@@ -46,6 +46,12 @@ qi_common::metric_names! {
         "Duration of one rollup pass.";
     HUB_ROLLUP_ERRORS_TOTAL = Counter "hub_rollup_errors_total" []
         "Rollup passes that failed; retried next interval.";
+    HUB_TRANSLOG_APPENDS_TOTAL = Counter "hub_translog_appends_total" []
+        "Entries appended to the transparency log.";
+    HUB_TRANSLOG_HEADS_SIGNED_TOTAL = Counter "hub_translog_heads_signed_total" []
+        "Tree heads the transparency log signed (one per tree size served).";
+    HUB_TRANSLOG_PROOFS_TOTAL = Counter "hub_translog_proofs_total" ["kind"]
+        "Proofs the transparency log served, by kind (inclusion, consistency).";
     HUB_API_ERRORS_TOTAL = Counter "hub_api_errors_total" ["kind"]
         "Error answers of the REST API, by error kind.";
     HUB_API_AUTH_FAILURES_TOTAL = Counter "hub_api_auth_failures_total" ["reason"]
@@ -98,6 +104,16 @@ qi_common::metric_names! {
         "Automatic run evaluations that failed (database, or a stored template that no longer parses); POST /api/v1/runs/{id}/evaluate retries.";
     HUB_RUN_APPROVALS_TOTAL = Counter "hub_run_approvals_total" ["decision"]
         "Engineer decisions on provisional run verdicts, by decision (approve, reject).";
+    HUB_CERTIFICATES_ISSUED_TOTAL = Counter "hub_certificates_issued_total" ["kind", "simulated"]
+        "Certificates issued, by kind (test) and whether marked SIMULATED (true, false).";
+    HUB_CERTIFICATE_ISSUE_SECONDS = Histogram "hub_certificate_issue_seconds" []
+        "Time to issue one certificate: read the runs, render, sign twice, store, log, audit.";
+    HUB_CERTIFICATES_REVOKED_TOTAL = Counter "hub_certificates_revoked_total" ["state"]
+        "Certificates taken out of force, by their new state (revoked, superseded).";
+    HUB_CERTIFICATES_REFUSED_TOTAL = Counter "hub_certificates_refused_total" ["reason"]
+        "Certificate operations refused, by reason (not_configured, refused, invalid, not_found, key, storage).";
+    HUB_CERTIFICATE_VERIFICATIONS_TOTAL = Counter "hub_certificate_verifications_total" ["status"]
+        "Answers of the public verification endpoint, by status (valid, revoked, superseded, expired, unknown, bad_id).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

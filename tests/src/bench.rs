@@ -103,13 +103,15 @@ pub async fn load_ten_series(
 
 /// The hub's API state with default settings over `store` and `identity`,
 /// as the API benchmarks serve it.
-pub fn api_state(
+pub async fn api_state(
     store: &cloud_hub::storage::Store,
     identity: std::sync::Arc<cloud_hub::identity::Identity>,
 ) -> Result<cloud_hub::api::ApiState> {
     let pool = store.pool().clone();
     let live = cloud_hub::live::Fanout::new(16, 0);
+    let translog = std::sync::Arc::new(cloud_hub::translog::LogSigner::load(&pool).await?);
     Ok(cloud_hub::api::ApiState {
+        translog,
         store: store.clone(),
         max_page_size: 10_000,
         metrics: None,
@@ -117,6 +119,11 @@ pub fn api_state(
         identity,
         public_url: String::new(),
         lab: cloud_hub::config::lab::LabConfig::default(),
+        certificates: std::sync::Arc::new(
+            cloud_hub::config::certificates::CertificatesConfig::default()
+                .issuer("")
+                .map_err(anyhow::Error::msg)?,
+        ),
         alarms: cloud_hub::alarms::Alarms::new(
             pool.clone(),
             live.clone(),

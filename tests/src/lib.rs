@@ -9,6 +9,7 @@
 
 pub mod agent_auth;
 pub mod bench;
+pub mod certs;
 pub mod grpc;
 pub mod http;
 pub mod hub_auth;

@@ -11,7 +11,9 @@
 //! (login, tokens), `users`, `keys` (API keys, gateway sites), `audit`, `live` (the
 //! live stream of twins), `alarms` (alarm rules, alarms), `lab` (service
 //! requests, samples, inspections, photos: `crate::lab`), `runs` (protocol
-//! runs, their evaluations and approvals, `crate::runs`).
+//! runs, their evaluations and approvals, `crate::runs`), `certificates`
+//! (issuing, revoking, documents, the public verification, `crate::certificates`),
+//! `translog` (the transparency log's public read API, `crate::translog`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -20,6 +22,7 @@ mod alarms;
 mod analytics;
 mod audit;
 mod auth;
+mod certificates;
 mod commands;
 mod desired;
 mod error;
@@ -33,6 +36,7 @@ mod runs;
 mod status;
 #[cfg(test)]
 mod tests;
+mod translog;
 mod twin_types;
 mod twins;
 mod users;
@@ -64,6 +68,10 @@ pub struct ApiState {
     pub alarms: std::sync::Arc<crate::alarms::Alarms>,
     /// Bounds of inspection photos (`[lab]`).
     pub lab: crate::config::lab::LabConfig,
+    /// The issuing key and what documents say (`[certificates]`).
+    pub certificates: std::sync::Arc<crate::certificates::Issuer>,
+    /// The transparency log's key and signed heads (`crate::translog`).
+    pub translog: std::sync::Arc<crate::translog::LogSigner>,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -136,6 +144,8 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/alarms", get(alarms::list_alarms))
         .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
         .merge(runs::routes())
+        .merge(certificates::routes())
+        .merge(translog::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

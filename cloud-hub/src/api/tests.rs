@@ -14,6 +14,8 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("aas.rs"),
         include_str!("lab.rs"),
         include_str!("runs.rs"),
+        include_str!("certificates.rs"),
+        include_str!("translog.rs"),
     ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {
@@ -95,6 +97,7 @@ fn the_documents_length_limits_are_the_contracts() {
         crate::twins::model::MAX_QUERY_TEXT_LEN,
         crate::twins::model::MAX_CURSOR_LEN,
         crate::lab::MAX_TEXT_LEN,
+        crate::certificates::MAX_ID_LEN,
     ]
     .map(|n| n.to_string());
     assert!(

@@ -35,6 +35,8 @@ pub enum Permission {
     ReadAudit,
     /// Re-evaluate protocol runs and approve or reject provisional verdicts.
     EvaluateRuns,
+    /// Issue, revoke and supersede certificates (signed in the lab's name).
+    IssueCertificates,
 }
 
 impl Permission {
@@ -51,7 +53,9 @@ impl Permission {
             Permission::SendCommands | Permission::HandleAlarms | Permission::ManageLab => {
                 Some(Role::Operator)
             }
-            Permission::ManageTwins | Permission::EvaluateRuns => Some(Role::Engineer),
+            Permission::ManageTwins | Permission::EvaluateRuns | Permission::IssueCertificates => {
+                Some(Role::Engineer)
+            }
             Permission::ManageIdentity | Permission::ReadAudit => Some(Role::Admin),
         }
     }
@@ -323,6 +327,63 @@ pub const RULES: &[Rule] = &[
         P::EvaluateRuns,
         S::Filtered,
     ),
+    rule("GET", "/api/v1/certificates", P::ReadData, S::Fleet),
+    rule(
+        "POST",
+        "/api/v1/certificates",
+        P::IssueCertificates,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/certificates/revocations",
+        P::Public,
+        S::None,
+    ),
+    rule("GET", "/api/v1/certificates/{id}", P::ReadData, S::Fleet),
+    rule(
+        "GET",
+        "/api/v1/certificates/{id}/document.xml",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/certificates/{id}/document.json",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/certificates/{id}/document.jws",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/certificates/{id}/bundle",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/certificates/{id}/revoke",
+        P::IssueCertificates,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/certificates/{id}/supersede",
+        P::IssueCertificates,
+        S::Fleet,
+    ),
+    rule("GET", "/api/v1/verify/{id}", P::Public, S::None),
+    // The transparency log: anyone may check it (docs/transparency-log.md).
+    rule("GET", "/api/v1/log/head", P::Public, S::None),
+    rule("GET", "/api/v1/log/key", P::Public, S::None),
+    rule("GET", "/api/v1/log/proof/inclusion", P::Public, S::None),
+    rule("GET", "/api/v1/log/proof/consistency", P::Public, S::None),
+    rule("GET", "/api/v1/log/entries", P::Public, S::None),
 ];
 
 /// The rule of an operation, by method and matched route path.

@@ -63,7 +63,7 @@ async fn main() -> Result<()> {
         ..AuthConfig::default()
     };
     let identity = Arc::new(Identity::open(pool.clone(), &auth).await?);
-    let state = e2e_tests::bench::api_state(&store, identity.clone())?;
+    let state = e2e_tests::bench::api_state(&store, identity.clone()).await?;
     let guarded = serve(api::router(state.clone())).await?;
     let open = serve(api::router_without_guard_for_benchmarks(state)).await?;
     let jwt = identity.signer.issue("bench", Role::Viewer, None)?;

@@ -96,7 +96,7 @@ async fn main() -> Result<()> {
     .await?;
 
     let identity = Arc::new(Identity::open(pool.clone(), &AuthConfig::default()).await?);
-    let state = e2e_tests::bench::api_state(&store, identity.clone())?;
+    let state = e2e_tests::bench::api_state(&store, identity.clone()).await?;
     let base = serve(api::router(state)).await?;
     let mut tx = pool.begin().await?;
     let (_, key) = api_keys::create(&mut tx, "bench", Role::Viewer, &None, None, "bench").await?;
