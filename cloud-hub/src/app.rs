@@ -117,11 +117,10 @@ pub async fn run(
     tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
     let closing = Arc::clone(&streams);
-    let certificates = cfg
-        .certificates
-        .issuer(&cfg.http.public_url())
-        .map_err(anyhow::Error::msg)
-        .context("cannot load the certificate issuing key")?;
+    let certificates =
+        crate::certificates::Issuer::from_config(&cfg.certificates, &cfg.http.public_url())
+            .map_err(anyhow::Error::msg)
+            .context("cannot load the certificate issuing key")?;
     match &certificates.key {
         Some(k) => tracing::info!(issuer = k.fingerprint(), "certificates are issued"),
         None => tracing::warn!(

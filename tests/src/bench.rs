@@ -120,9 +120,11 @@ pub async fn api_state(
         public_url: String::new(),
         lab: cloud_hub::config::lab::LabConfig::default(),
         certificates: std::sync::Arc::new(
-            cloud_hub::config::certificates::CertificatesConfig::default()
-                .issuer("")
-                .map_err(anyhow::Error::msg)?,
+            cloud_hub::certificates::Issuer::from_config(
+                &cloud_hub::config::certificates::CertificatesConfig::default(),
+                "",
+            )
+            .map_err(anyhow::Error::msg)?,
         ),
         alarms: cloud_hub::alarms::Alarms::new(
             pool.clone(),

@@ -90,6 +90,10 @@ async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params?;
+    // An empty state is not one of the states (the document's enum).
+    if p.state.as_deref() == Some("") {
+        return Err(ApiError::bad_request("`state` must not be empty"));
+    }
     let state = filter("state", p.state)?;
     if let Some(st) = &state
         && !store::STATES.contains(&st.as_str())

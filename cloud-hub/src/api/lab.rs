@@ -338,7 +338,7 @@ async fn add_photo(
 ) -> Result<Response, ApiError> {
     let id = number_id(p)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limits = s.lab.photo_limits();
+    let limits = photos::Limits::from(&s.lab);
     // Read one byte past the limit so an oversized upload is told apart
     // from one exactly at it, without holding more.
     let bytes = axum::body::to_bytes(body, limits.max_bytes + 1)

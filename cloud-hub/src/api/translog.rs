@@ -8,6 +8,7 @@ use crate::translog::sth::{hash_from_hex, log_id, public_key_pem, to_hex};
 use crate::translog::{LogError, store};
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use base64::Engine;
@@ -101,8 +102,9 @@ struct InclusionParams {
 
 async fn inclusion(
     State(s): State<ApiState>,
-    Query(q): Query<InclusionParams>,
+    q: Result<Query<InclusionParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let index = number("index", &q.index)?;
     let wanted = number("tree_size", &q.tree_size)?;
     let mut conn = s.store.pool().acquire().await?;
@@ -171,8 +173,9 @@ struct ConsistencyParams {
 
 async fn consistency(
     State(s): State<ApiState>,
-    Query(q): Query<ConsistencyParams>,
+    q: Result<Query<ConsistencyParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let first = required("first", &q.first)?;
     let second = required("second", &q.second)?;
     let mut conn = s.store.pool().acquire().await?;
@@ -200,8 +203,9 @@ struct EntriesParams {
 
 async fn entries(
     State(s): State<ApiState>,
-    Query(q): Query<EntriesParams>,
+    q: Result<Query<EntriesParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let start = required("start", &q.start)?;
     let end = required("end", &q.end)?;
     if start > end || end - start > MAX_ENTRIES {

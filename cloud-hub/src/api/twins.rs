@@ -389,6 +389,35 @@ struct GraphParams {
     limit: Option<String>,
 }
 
+/// A graph query names a twin that exists: now, not deleted; at an earlier
+/// time `at`, one that existed then (a deleted twin's past stays readable).
+async fn require_twin_at(
+    s: &ApiState,
+    id: &str,
+    at: Option<chrono::DateTime<Utc>>,
+) -> Result<(), ApiError> {
+    let found: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM twins WHERE twin_id = $1
+            AND created_at <= coalesce($2, now())
+            AND (deleted_at IS NULL OR deleted_at > coalesce($2, now())))",
+    )
+    .bind(id)
+    .bind(at)
+    .fetch_one(&s.identity.pool)
+    .await?;
+    if found {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no twin {id:?}{}",
+            match at {
+                Some(t) => format!(" at {t}"),
+                None => String::new(),
+            }
+        )))
+    }
+}
+
 async fn ancestors(
     State(s): State<ApiState>,
     p: Result<Path<String>, PathRejection>,
@@ -396,7 +425,9 @@ async fn ancestors(
 ) -> Result<Json<Value>, ApiError> {
     let id = twin_id(p)?;
     let Query(q) = q?;
-    let at = parse_time("at", &q.at)?.unwrap_or_else(Utc::now);
+    let at = parse_time("at", &q.at)?;
+    require_twin_at(&s, &id, at).await?;
+    let at = at.unwrap_or_else(Utc::now);
     let nodes = graph::ancestors(&s.identity.pool, &id, at).await?;
     Ok(Json(json!({"twin_id": id, "at": at, "ancestors": nodes})))
 }
@@ -422,6 +453,7 @@ async fn descendants(
         ),
     };
     let limit = parse_limit(&q.limit, 1000, s.max_page_size)?;
+    require_twin_at(&s, &id, at).await?;
     let nodes =
         graph::descendants(&s.identity.pool, &id, at, kind.as_deref(), depth, limit).await?;
     Ok(Json(json!({

@@ -13,6 +13,7 @@
 //! `store` (reads, revoke, supersede, the revocation list). The schema is
 //! migration 0014.
 
+mod configured;
 pub mod document;
 pub mod dsig;
 pub mod issue;

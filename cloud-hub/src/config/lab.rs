@@ -50,11 +50,4 @@ impl LabConfig {
         }
         Ok(())
     }
-
-    pub fn photo_limits(&self) -> crate::lab::photos::Limits {
-        crate::lab::photos::Limits {
-            max_bytes: self.max_photo_bytes,
-            max_per_inspection: self.max_photos_per_inspection,
-        }
-    }
 }

@@ -18,6 +18,15 @@ pub struct Limits {
     pub max_per_inspection: u32,
 }
 
+impl From<&crate::config::lab::LabConfig> for Limits {
+    fn from(c: &crate::config::lab::LabConfig) -> Limits {
+        Limits {
+            max_bytes: c.max_photo_bytes,
+            max_per_inspection: c.max_photos_per_inspection,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Photo {
     pub inspection_id: i64,
