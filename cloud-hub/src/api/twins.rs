@@ -389,33 +389,17 @@ struct GraphParams {
     limit: Option<String>,
 }
 
-/// A graph query names a twin that exists: now, not deleted; at an earlier
-/// time `at`, one that existed then (a deleted twin's past stays readable).
+/// A graph query names a twin that exists (now, or at `at`).
 async fn require_twin_at(
     s: &ApiState,
     id: &str,
     at: Option<chrono::DateTime<Utc>>,
 ) -> Result<(), ApiError> {
-    let found: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM twins WHERE twin_id = $1
-            AND created_at <= coalesce($2, now())
-            AND (deleted_at IS NULL OR deleted_at > coalesce($2, now())))",
-    )
-    .bind(id)
-    .bind(at)
-    .fetch_one(&s.identity.pool)
-    .await?;
-    if found {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "no twin {id:?}{}",
-            match at {
-                Some(t) => format!(" at {t}"),
-                None => String::new(),
-            }
-        )))
+    if graph::existed(&s.identity.pool, id, at).await? {
+        return Ok(());
     }
+    let when = at.map(|t| format!(" at {t}")).unwrap_or_default();
+    Err(ApiError::not_found(format!("no twin {id:?}{when}")))
 }
 
 async fn ancestors(

@@ -438,3 +438,21 @@ pub enum Direction {
     In,
     Both,
 }
+
+/// Whether the twin exists now (not deleted), or existed at `at`: a
+/// deleted twin's past stays readable.
+pub async fn existed(
+    pool: &PgPool,
+    id: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM twins WHERE twin_id = $1
+            AND created_at <= coalesce($2, now())
+            AND (deleted_at IS NULL OR deleted_at > coalesce($2, now())))",
+    )
+    .bind(id)
+    .bind(at)
+    .fetch_one(pool)
+    .await
+}
