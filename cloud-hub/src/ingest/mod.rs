@@ -178,6 +178,7 @@ async fn serve_stream(
     // the next arrives); acks still go out one per batch, in arrival order.
     let mut writing: futures::stream::FuturesOrdered<tokio::task::JoinHandle<BatchWritten>> =
         futures::stream::FuturesOrdered::new();
+    let mut evaluations = crate::runs::EvaluationTriggers::default();
     let mut open = true;
     while open || !writing.is_empty() {
         let msg = tokio::select! {
@@ -189,9 +190,17 @@ async fn serve_stream(
                 }
             },
             Some(done) = writing.next(), if !writing.is_empty() => {
-                let (last, n, inserted, started): (u64, u64, u64, std::time::Instant) = done
+                let w: Written = done
                     .map_err(|e| Status::internal(format!("batch writer failed: {e}")))??;
-                acknowledge(tx, &gw, last, n, inserted, started).await?;
+                // Acks come in arrival order, so every batch before this one
+                // is committed too: a run's readings written alongside (in
+                // the pipeline) are in before its evaluation reads them.
+                let evaluate = evaluations.after_commit(w.runs);
+                if !evaluate.is_empty() {
+                    // Off the ingest path: the ack does not wait for evaluations.
+                    tokio::spawn(crate::runs::on_completed(store.pool().clone(), evaluate));
+                }
+                acknowledge(tx, &gw, w.last, w.n, w.inserted, w.started).await?;
                 continue;
             }
             _ = command_tick.tick() => {
@@ -272,19 +281,17 @@ async fn serve_stream(
             if stored.events > 0 {
                 tracing::info!(gateway = %gw2, events = stored.events, "gateway audit events appended to the audit trail");
             }
-            if !stored.runs.completed.is_empty() {
-                // After the commit and off the ingest path: the ack does not
-                // wait for evaluations.
-                tokio::spawn(crate::runs::on_completed(
-                    store.pool().clone(),
-                    stored.runs.completed.clone(),
-                ));
-            }
             // A redelivered batch was seen live the first time.
             if stored.readings > 0 {
                 live.publish_batch(&gw2, &batch.readings, &stored.series_ids);
             }
-            Ok::<_, Status>((last, batch.readings.len() as u64, stored.readings, started))
+            Ok::<_, Status>(Written {
+                last,
+                n: batch.readings.len() as u64,
+                inserted: stored.readings,
+                started,
+                runs: stored.runs,
+            })
         }));
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
@@ -309,8 +316,19 @@ async fn record_models(
     }
 }
 
-/// A batch's write: (last seq, readings, newly stored, when the write began).
-type BatchWritten = Result<(u64, u64, u64, std::time::Instant), Status>;
+/// A batch's write.
+struct Written {
+    /// Its last sequence number.
+    last: u64,
+    /// Readings it carried.
+    n: u64,
+    /// Readings new to the hub.
+    inserted: u64,
+    /// When the write began.
+    started: std::time::Instant,
+    runs: crate::storage::run_events::RunsStored,
+}
+type BatchWritten = Result<Written, Status>;
 
 /// Batches of one stream written at the same time.
 const PIPELINE: usize = 2;

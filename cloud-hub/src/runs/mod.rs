@@ -8,7 +8,8 @@
 //! (Hello.benches into bench twins), `inputs` (a run's values, aggregates,
 //! sample values and parameters from the database), `evaluation` (verdicts,
 //! stored and compared), `approval` (four eyes on provisional verdicts),
-//! `query` (the API's reads). Storing the events in the batch's transaction
+//! `query` (the API's reads), `triggers` (which acknowledged batch starts
+//! which evaluation). Storing the events in the batch's transaction
 //! is `crate::storage::run_events`; the schema is migration 0011.
 
 pub mod approval;
@@ -16,9 +17,11 @@ pub mod benches;
 pub mod evaluation;
 mod inputs;
 pub mod query;
+mod triggers;
 pub mod validate;
 
 pub use evaluation::{evaluate, on_completed, reevaluate_sample};
+pub use triggers::EvaluationTriggers;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -83,8 +83,12 @@ pub struct RunsStored {
     /// Run events new to the database.
     pub events: u64,
     /// Runs whose COMPLETED event arrived with this batch: to evaluate once
-    /// the batch is committed.
+    /// the batch and every batch before it are committed.
     pub completed: Vec<String>,
+    /// Completed runs that got new readings with this batch: a batch
+    /// redelivered after the one holding the COMPLETED event had committed
+    /// (the stream broke in between). Their evaluation saw too little.
+    pub late: Vec<String>,
 }
 
 fn micros(us: i64) -> DateTime<Utc> {
@@ -99,6 +103,7 @@ pub(super) async fn record(
     gateway: &str,
     events: &[RunEvent],
     readings: &[Reading],
+    readings_new: bool,
 ) -> Result<RunsStored, StoreError> {
     let runs: BTreeSet<&str> = events
         .iter()
@@ -137,8 +142,30 @@ pub(super) async fn record(
             "run {run} belongs to gateway {owner:?}; a gateway reports only its own runs"
         )));
     }
+    // Before this batch's own events move any run to completed.
+    let late: Vec<String> = if readings_new {
+        let with_readings: Vec<&str> = readings
+            .iter()
+            .filter(|r| !r.run_id.is_empty())
+            .map(|r| r.run_id.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        sqlx::query_scalar(
+            "SELECT run_id::text FROM runs
+              WHERE run_id = ANY($1::uuid[]) AND state = 'completed' ORDER BY run_id",
+        )
+        .bind(&with_readings)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        Vec::new()
+    };
     if events.is_empty() {
-        return Ok(RunsStored::default());
+        return Ok(RunsStored {
+            late,
+            ..RunsStored::default()
+        });
     }
     let n = events.len();
     let (mut seq, mut run, mut kind, mut ts, mut step, mut message) = (
@@ -219,6 +246,7 @@ pub(super) async fn record(
     Ok(RunsStored {
         events: new.len() as u64,
         completed: completed.into_keys().map(str::to_string).collect(),
+        late,
     })
 }
 

@@ -235,7 +235,8 @@ impl Store {
         if readings.is_empty() {
             let mut tx = self.pool.begin().await?;
             let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
-            let runs = super::run_events::record(&mut tx, gateway_id, run_events, &[]).await?;
+            let runs =
+                super::run_events::record(&mut tx, gateway_id, run_events, &[], false).await?;
             tx.commit().await?;
             return Ok(BatchStored {
                 readings: 0,
@@ -257,7 +258,9 @@ impl Store {
             self.note_devices(&mut tx, gateway_id, readings).await?;
             note_latest(&mut tx, readings, &ids).await?;
             let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
-            let runs = super::run_events::record(&mut tx, gateway_id, run_events, readings).await?;
+            let runs =
+                super::run_events::record(&mut tx, gateway_id, run_events, readings, inserted > 0)
+                    .await?;
             tx.commit().await?;
             return Ok(BatchStored {
                 readings: inserted,
@@ -295,7 +298,9 @@ impl Store {
         self.note_devices(&mut tx, gateway_id, readings).await?;
         note_latest(&mut tx, readings, &ids).await?;
         let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
-        let runs = super::run_events::record(&mut tx, gateway_id, run_events, readings).await?;
+        let runs =
+            super::run_events::record(&mut tx, gateway_id, run_events, readings, inserted > 0)
+                .await?;
         tx.commit().await?;
         Ok(BatchStored {
             readings: inserted,
