@@ -57,16 +57,16 @@ async fn call(
     Ok((status, body))
 }
 
-/// Audit events waiting in the buffer's high lane, and device writes done.
-async fn written(stack: &Stack) -> Result<(u64, f64)> {
-    let h = stack.agent_health().await?;
+/// Audit events waiting in the buffer's high lane, and device writes done,
+/// read with `session` (a test's own, fresh one: the harness's may have
+/// idled out where `session_idle_s` is short and the machine is slow).
+async fn written(stack: &Stack, session: &Headers) -> Result<(u64, f64)> {
+    let (_, h) = call(stack, "GET", "/health", session).await?;
     let audit = h["buffer"]["backlog_high"]
         .as_u64()
-        .context("backlog_high")?;
-    let text = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
-        .await?
-        .text()
-        .await?;
+        .with_context(|| format!("backlog_high in {h}"))?;
+    let (_, text) = call(stack, "GET", "/metrics", session).await?;
+    let text = text.as_str().unwrap_or_default();
     let writes = text
         .lines()
         .filter(|l| l.starts_with("edge_writes_total{"))
@@ -133,7 +133,7 @@ async fn every_route_with_no_credentials_a_viewer_and_an_operator() -> Result<()
     assert_eq!(full["devices"][0]["device_id"], "chamber", "{full}");
     // The operator's write reached the device and was audited (the harness's,
     // the viewer's and the operator's logins, and the write).
-    let (audit, writes) = written(&stack).await?;
+    let (audit, writes) = written(&stack, &viewer.headers()).await?;
     assert_eq!((audit, writes), (4, 1.0));
     // Plain HTTP: the cookie is HttpOnly and SameSite=Strict, not Secure.
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
@@ -155,7 +155,7 @@ async fn forged_expired_foreign_and_csrf_less_requests_write_nothing() -> Result
     let viewer = agent_auth::login(&base, VIEWER.0, VIEWER.1).await?;
     let op = agent_auth::login(&base, agent_auth::USER, agent_auth::PASSWORD).await?;
     let write = "/api/v1/devices/{id}/write";
-    let before = written(&stack).await?;
+    let before = written(&stack, &op.headers()).await?;
     let h = |cookie: &str, csrf: Option<&str>| {
         let mut v = vec![("cookie".to_string(), cookie.to_string())];
         if let Some(c) = csrf {
@@ -214,7 +214,7 @@ async fn forged_expired_foreign_and_csrf_less_requests_write_nothing() -> Result
         assert!(is_error_body(&body), "{what}: {body}");
     }
     assert_eq!(
-        written(&stack).await?,
+        written(&stack, &op.headers()).await?,
         before,
         "a refused request wrote or audited something"
     );
