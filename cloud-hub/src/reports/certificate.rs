@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 pub const RENDERING_NOTE: &str = "This PDF is a rendering of the certificate for people to read. \
 The certificate itself is the signed XML document (document.xml, XMLDSig) and its JSON mirror \
-(document.json with the detached JWS document.jws): verify those, or the URL below, not this file.";
+(document.json with the detached JWS document.jws): verify those, or ask the verification URL, not this file.";
 
 /// A number as a person reads it: shortest round-trip form.
 pub fn num(v: f64) -> String {

@@ -235,7 +235,11 @@ impl Doc {
     /// The pages with their footers, as a PDF file.
     pub fn finish(mut self) -> Vec<u8> {
         let total = self.pages.len();
-        let footer = std::mem::take(&mut self.footer);
+        // The footer keeps clear of the page number: cut to one line.
+        let footer = text::wrap(Font::Regular, 7.5, &self.footer, WIDTH - 70.0)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         for (i, p) in self.pages.iter_mut().enumerate() {
             p.line(MARGIN, BOTTOM - 8.0, MARGIN + WIDTH, BOTTOM - 8.0, 0.5, GREY);
             p.text(MARGIN, BOTTOM - 20.0, Font::Regular, 7.5, &footer);

@@ -117,3 +117,6 @@ pub async fn run_pdf(pool: &PgPool, run: RunRow) -> Result<Vec<u8>, ReportError>
     .await
     .map_err(|e| ReportError::Invalid(format!("rendering stopped: {e}")))
 }
+
+#[cfg(test)]
+mod tests;
