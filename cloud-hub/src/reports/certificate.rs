@@ -70,10 +70,7 @@ pub fn render(
         ),
         (
             "Performance",
-            format!(
-                "{} to {}",
-                c.begin_performance_date, c.end_performance_date
-            ),
+            format!("{} to {}", c.begin_performance_date, c.end_performance_date),
         ),
         (
             "Laboratory",
@@ -172,7 +169,10 @@ fn run(d: &mut Doc, n: usize, r: &RunResult, charts: Option<&RunCharts>) {
     }
     let mut rows = vec![
         ("Run id", r.run_id.clone()),
-        ("Bench, gateway", format!("{} on {}", r.bench_id, r.gateway_id)),
+        (
+            "Bench, gateway",
+            format!("{} on {}", r.bench_id, r.gateway_id),
+        ),
         ("Operator", r.operator.clone()),
         ("Performed", format!("{} to {}", r.started_at, r.ended_at)),
         ("Time scale", num(r.time_scale)),
@@ -243,7 +243,13 @@ fn run(d: &mut Doc, n: usize, r: &RunResult, charts: Option<&RunCharts>) {
         let rows: Vec<Vec<String>> = r
             .instruments
             .iter()
-            .map(|i| vec![i.device_id.clone(), i.twin_id.clone(), i.calibration.clone()])
+            .map(|i| {
+                vec![
+                    i.device_id.clone(),
+                    i.twin_id.clone(),
+                    i.calibration.clone(),
+                ]
+            })
             .collect();
         d.table(
             &[
@@ -273,12 +279,7 @@ fn run(d: &mut Doc, n: usize, r: &RunResult, charts: Option<&RunCharts>) {
                     .as_ref()
                     .map(|u| format!("U = {} (k = {})", num(u.expanded), num(u.coverage_factor)))
                     .unwrap_or_else(|| "none known".into());
-                vec![
-                    q.name.clone(),
-                    num(q.value),
-                    unit(&q.unit).to_string(),
-                    unc,
-                ]
+                vec![q.name.clone(), num(q.value), unit(&q.unit).to_string(), unc]
             })
             .collect();
         d.table(

@@ -176,7 +176,13 @@ impl Chart {
             8.5,
             &self.x_label,
         );
-        p.text_vertical(MARGIN + 8.0, py + PLOT_H / 2.0, Font::Regular, 8.5, &self.y_label);
+        p.text_vertical(
+            MARGIN + 8.0,
+            py + PLOT_H / 2.0,
+            Font::Regular,
+            8.5,
+            &self.y_label,
+        );
         let clip = (px, py, PLOT_W, PLOT_H);
         for l in &self.lines {
             let pts: Vec<(f32, f32)> = downsample(&l.points, PLOT_W as usize)
@@ -228,7 +234,10 @@ mod tests {
         assert_eq!(d.last(), pts.last());
         assert!(d.windows(2).all(|w| w[0].0 < w[1].0), "x order kept");
         // Short series are left alone, non-finite points dropped.
-        assert_eq!(downsample(&[(0.0, 1.0), (1.0, f64::NAN)], 10), vec![(0.0, 1.0)]);
+        assert_eq!(
+            downsample(&[(0.0, 1.0), (1.0, f64::NAN)], 10),
+            vec![(0.0, 1.0)]
+        );
     }
 
     #[test]

@@ -338,10 +338,7 @@ mod tests {
             ("current", 1.0),
             ("voltage", 48.0),
         ];
-        assert_eq!(
-            pair_curve(r.iter().copied()),
-            vec![(0.0, 9.8), (30.0, 9.5)]
-        );
+        assert_eq!(pair_curve(r.iter().copied()), vec![(0.0, 9.8), (30.0, 9.5)]);
         let c = IvCurve {
             label: "stc".into(),
             points: vec![(0.0, 9.8), (30.0, 9.5), (40.0, 8.0), (48.0, 0.0)],

@@ -61,7 +61,11 @@ pub fn chamber(doc: &mut Doc, p: &Profile) {
         ));
     }
     Chart {
-        title: format!("Chamber profile ({}, {} readings)", p.series, p.points.len()),
+        title: format!(
+            "Chamber profile ({}, {} readings)",
+            p.series,
+            p.points.len()
+        ),
         x_label: "time since the run's start [h]".into(),
         y_label: format!("temperature [{unit}]"),
         lines,

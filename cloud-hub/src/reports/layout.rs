@@ -99,7 +99,8 @@ impl Doc {
     pub fn title(&mut self, s: &str) {
         for line in text::wrap(Font::Bold, 16.0, s, WIDTH) {
             if let Some(top) = self.take(20.0) {
-                self.page().text(MARGIN, top - 15.0, Font::Bold, 16.0, &line);
+                self.page()
+                    .text(MARGIN, top - 15.0, Font::Bold, 16.0, &line);
             }
         }
         self.space(4.0);
@@ -241,7 +242,14 @@ impl Doc {
             .next()
             .unwrap_or_default();
         for (i, p) in self.pages.iter_mut().enumerate() {
-            p.line(MARGIN, BOTTOM - 8.0, MARGIN + WIDTH, BOTTOM - 8.0, 0.5, GREY);
+            p.line(
+                MARGIN,
+                BOTTOM - 8.0,
+                MARGIN + WIDTH,
+                BOTTOM - 8.0,
+                0.5,
+                GREY,
+            );
             p.text(MARGIN, BOTTOM - 20.0, Font::Regular, 7.5, &footer);
             p.text_right(
                 MARGIN + WIDTH,

@@ -58,12 +58,11 @@ pub async fn stored_certificate(
     pool: &PgPool,
     id: &str,
 ) -> Result<(crate::certificates::document::Certificate, String), ReportError> {
-    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
-        "SELECT document_json, state FROM certificates WHERE certificate_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<(Vec<u8>, String)> =
+        sqlx::query_as("SELECT document_json, state FROM certificates WHERE certificate_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     let (json, state) = row.ok_or_else(|| ReportError::NotFound(format!("no certificate {id}")))?;
     let c = serde_json::from_slice(&json)
         .map_err(|e| ReportError::Invalid(format!("certificate {id}'s JSON mirror: {e}")))?;
@@ -79,7 +78,10 @@ pub async fn certificate_pdf(pool: &PgPool, id: &str) -> Result<Vec<u8>, ReportE
             continue;
         };
         let (events, _) = data::events(pool, &r.run_id).await?;
-        charts.insert(r.run_id.clone(), data::run_charts(pool, &run, &events).await?);
+        charts.insert(
+            r.run_id.clone(),
+            data::run_charts(pool, &run, &events).await?,
+        );
     }
     let pdf = tokio::task::spawn_blocking(move || {
         let started = Instant::now();

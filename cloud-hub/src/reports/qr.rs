@@ -94,8 +94,8 @@ mod tests {
 
     #[test]
     fn runs_cover_exactly_the_dark_modules() {
-        let (side, dark) = modules("https://verify.example/api/v1/verify/QI-CERT-2026-000001")
-            .expect("qr");
+        let (side, dark) =
+            modules("https://verify.example/api/v1/verify/QI-CERT-2026-000001").expect("qr");
         let mut seen = vec![false; side * side];
         for (r, c, len) in runs(side, &dark) {
             for k in c..c + len {

@@ -79,12 +79,22 @@ pub fn render(r: &RunReport) -> Vec<u8> {
         ("Template SHA-256", or_dash(&run.template_sha256)),
         ("State", run.state.clone()),
         ("Sample", or_dash(&run.sample_id)),
-        ("Bench, gateway", format!("{} on {}", or_dash(&run.bench_id), run.gateway_id)),
+        (
+            "Bench, gateway",
+            format!("{} on {}", or_dash(&run.bench_id), run.gateway_id),
+        ),
         ("Operator", or_dash(&run.operator)),
         ("Time scale", num(scale)),
         ("Started", t(run.started_at)),
         ("Ended", t(run.ended_at)),
-        ("Parameters", if params.is_empty() { "-".into() } else { params }),
+        (
+            "Parameters",
+            if params.is_empty() {
+                "-".into()
+            } else {
+                params
+            },
+        ),
         ("Last message", or_dash(&run.last_message)),
     ]);
     evaluation(&mut d, r.evaluation.as_ref());
@@ -102,9 +112,18 @@ pub fn render(r: &RunReport) -> Vec<u8> {
         .collect();
     d.table(
         &[
-            Column { title: "Step", share: 1.0 },
-            Column { title: "Started", share: 2.0 },
-            Column { title: "Finished", share: 2.0 },
+            Column {
+                title: "Step",
+                share: 1.0,
+            },
+            Column {
+                title: "Started",
+                share: 2.0,
+            },
+            Column {
+                title: "Finished",
+                share: 2.0,
+            },
         ],
         &steps,
     );
@@ -131,11 +150,26 @@ pub fn render(r: &RunReport) -> Vec<u8> {
         .collect();
     d.table(
         &[
-            Column { title: "Seq", share: 0.6 },
-            Column { title: "Time", share: 1.6 },
-            Column { title: "Event", share: 1.2 },
-            Column { title: "Step", share: 0.8 },
-            Column { title: "Message", share: 2.8 },
+            Column {
+                title: "Seq",
+                share: 0.6,
+            },
+            Column {
+                title: "Time",
+                share: 1.6,
+            },
+            Column {
+                title: "Event",
+                share: 1.2,
+            },
+            Column {
+                title: "Step",
+                share: 0.8,
+            },
+            Column {
+                title: "Message",
+                share: 2.8,
+            },
         ],
         &events,
     );
@@ -228,10 +262,22 @@ fn evaluation(d: &mut Doc, e: Option<&Evaluation>) {
         .collect();
     d.table(
         &[
-            Column { title: "Criterion", share: 1.2 },
-            Column { title: "Verdict", share: 0.8 },
-            Column { title: "Explanation", share: 3.0 },
-            Column { title: "Checks", share: 2.4 },
+            Column {
+                title: "Criterion",
+                share: 1.2,
+            },
+            Column {
+                title: "Verdict",
+                share: 0.8,
+            },
+            Column {
+                title: "Explanation",
+                share: 3.0,
+            },
+            Column {
+                title: "Checks",
+                share: 2.4,
+            },
         ],
         &criteria,
     );

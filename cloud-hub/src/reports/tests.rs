@@ -31,7 +31,13 @@ pub fn profile(n: usize) -> Profile {
         points: (0..n)
             .map(|k| (h(k), 22.5 + 62.5 * (h(k) * 0.8).sin()))
             .collect(),
-        setpoint: vec![(0.0, 25.0), (1.0, 85.0), (12.0, 85.0), (13.0, -40.0), (24.0, -40.0)],
+        setpoint: vec![
+            (0.0, 25.0),
+            (1.0, 85.0),
+            (12.0, 85.0),
+            (13.0, -40.0),
+            (24.0, -40.0),
+        ],
         truncated: false,
     }
 }
@@ -70,7 +76,10 @@ fn a_certificate_report_has_its_charts_qr_code_and_page_numbers() {
     assert!(count >= 2, "{count} pages");
     assert_eq!(pages, 5 + 2 * count);
     assert!(s.contains(&format!("(page {count} of {count}) Tj")));
-    assert!(s.contains("(Pr\\374flabor \\265-Ohm \\(K\\366ln\\) ??????) Tj"), "WinAnsi");
+    assert!(
+        s.contains("(Pr\\374flabor \\265-Ohm \\(K\\366ln\\) ??????) Tj"),
+        "WinAnsi"
+    );
     assert!(s.contains("(https://hub.example/api/v1/verify/QI-CERT-2026-000001) Tj"));
     assert!(s.contains("IV curve \\(stc, 1000 points\\)"));
     assert!(s.contains("Pmax "));

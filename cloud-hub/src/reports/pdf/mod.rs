@@ -239,7 +239,9 @@ pub fn write(pages: &[Page], title: &str) -> Vec<u8> {
         obj(&mut out, &body);
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", offsets.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", offsets.len() + 1).as_bytes(),
+    );
     for o in &offsets {
         out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
     }
@@ -260,7 +262,10 @@ pub(crate) mod tests {
     /// Every xref entry points at its own `N 0 obj`, and startxref at the
     /// table (byte offsets: the header's binary comment is not UTF-8).
     pub(crate) fn check_xref(pdf: &[u8]) -> usize {
-        let at = |off: usize, what: &str| pdf.get(off..).is_some_and(|t| t.starts_with(what.as_bytes()));
+        let at = |off: usize, what: &str| {
+            pdf.get(off..)
+                .is_some_and(|t| t.starts_with(what.as_bytes()))
+        };
         let tail = String::from_utf8_lossy(&pdf[pdf.len().saturating_sub(64)..]).into_owned();
         let start: usize = tail
             .rsplit("startxref\n")

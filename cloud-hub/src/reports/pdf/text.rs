@@ -192,7 +192,10 @@ mod tests {
     fn units_and_latin_letters_stay_other_scripts_are_replaced() {
         assert_eq!(encode("25 °C, 3 µA"), b"25 \xb0C, 3 \xb5A".to_vec());
         assert_eq!(encode("10 MΩ"), b"10 MOhm".to_vec());
-        assert_eq!(encode("Müller – “ok”"), b"M\xfcller \x96 \x93ok\x94".to_vec());
+        assert_eq!(
+            encode("Müller – “ok”"),
+            b"M\xfcller \x96 \x93ok\x94".to_vec()
+        );
         assert_eq!(encode("Иван"), b"????".to_vec());
         assert_eq!(encode("a\tb\u{7}c"), b"a bc".to_vec());
     }
