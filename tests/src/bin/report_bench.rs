@@ -138,9 +138,20 @@ fn charts() -> RunCharts {
             series: "chamber_temperature".into(),
             unit: "Cel".into(),
             points: (0..86_400)
-                .map(|k| (h(k), 22.5 + 62.5 * (h(k) * 0.8).sin() + f64::from(k % 7) * 0.05))
+                .map(|k| {
+                    (
+                        h(k),
+                        22.5 + 62.5 * (h(k) * 0.8).sin() + f64::from(k % 7) * 0.05,
+                    )
+                })
                 .collect(),
-            setpoint: vec![(0.0, 25.0), (1.0, 85.0), (12.0, 85.0), (13.0, -40.0), (24.0, -40.0)],
+            setpoint: vec![
+                (0.0, 25.0),
+                (1.0, 85.0),
+                (12.0, 85.0),
+                (13.0, -40.0),
+                (24.0, -40.0),
+            ],
             truncated: false,
         }),
     }
@@ -153,8 +164,11 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(200);
     let c = certificate();
-    let charts: BTreeMap<String, RunCharts> =
-        c.runs.iter().map(|r| (r.run_id.clone(), charts())).collect();
+    let charts: BTreeMap<String, RunCharts> = c
+        .runs
+        .iter()
+        .map(|r| (r.run_id.clone(), charts()))
+        .collect();
     let mut ms = Vec::with_capacity(n);
     let mut size = 0;
     let mut pages = 0;
@@ -163,7 +177,9 @@ fn main() -> Result<()> {
         let pdf = render(&c, "valid", &charts)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         size = pdf.len();
-        pages = String::from_utf8_lossy(&pdf).matches("/Type /Page ").count();
+        pages = String::from_utf8_lossy(&pdf)
+            .matches("/Type /Page ")
+            .count();
     }
     let max = ms.iter().copied().fold(0.0, f64::max);
     println!(
