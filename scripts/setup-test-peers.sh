@@ -5,7 +5,10 @@
 #     libmodbus-dev (its example unit-test-server, built here with fault injection),
 #     pkg-config, mosquitto-clients (mosquitto_pub / mosquitto_sub, MQTT interop),
 #     openssl (scripts/gateway-cert.sh, run by the certificate tests), xmlsec1
-#     (verifies the hub's signed XML certificates, tests/tests/certificates.rs).
+#     (verifies the hub's signed XML certificates, tests/tests/certificates.rs),
+#     poppler-utils (pdftotext, pdftoppm, pdfinfo: read and render the hub's PDF
+#     reports), zbar-tools (zbarimg: decodes their QR code from the rendered page),
+#     qpdf (checks their structure), tests/tests/reports.rs.
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), aas-core3.0 (the aas-core-works SDK: checks
@@ -32,6 +35,9 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
+command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
+command -v zbarimg >/dev/null 2>&1 || missing+=(zbar-tools)
+command -v qpdf >/dev/null 2>&1 || missing+=(qpdf)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then

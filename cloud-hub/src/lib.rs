@@ -20,6 +20,7 @@ pub mod lab;
 pub mod live;
 pub mod metric_names;
 pub mod models;
+pub mod reports;
 pub mod runs;
 pub mod storage;
 pub mod tls;

@@ -114,6 +114,12 @@ qi_common::metric_names! {
         "Certificate operations refused, by reason (not_configured, refused, invalid, not_found, key, storage).";
     HUB_CERTIFICATE_VERIFICATIONS_TOTAL = Counter "hub_certificate_verifications_total" ["status"]
         "Answers of the public verification endpoint, by status (valid, revoked, superseded, expired, unknown, bad_id).";
+    HUB_REPORTS_RENDERED_TOTAL = Counter "hub_reports_rendered_total" ["kind"]
+        "PDF reports rendered, by kind (certificate, run).";
+    HUB_REPORT_RENDER_SECONDS = Histogram "hub_report_render_seconds" ["kind"]
+        "Time to render one PDF report from its data (after the database reads), by kind (certificate, run).";
+    HUB_REPORTS_FAILED_TOTAL = Counter "hub_reports_failed_total" ["kind", "reason"]
+        "PDF reports and QR codes not produced, by kind (certificate, run, qr) and reason (not_found, invalid, storage).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -59,7 +59,7 @@ impl From<CertError> for ApiError {
 }
 
 /// A certificate id as the hub makes them: `<PREFIX>-<year>-<number>`.
-fn cert_id(v: &str) -> Result<String, ApiError> {
+pub(super) fn cert_id(v: &str) -> Result<String, ApiError> {
     let ok = !v.is_empty()
         && v.len() <= crate::certificates::MAX_ID_LEN
         && v.chars()

@@ -32,6 +32,7 @@ mod lab;
 mod live;
 pub(crate) mod params;
 mod readings;
+mod reports;
 mod runs;
 mod status;
 #[cfg(test)]
@@ -145,6 +146,7 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
         .merge(runs::routes())
         .merge(certificates::routes())
+        .merge(reports::routes())
         .merge(translog::routes())
 }
 

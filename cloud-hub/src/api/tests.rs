@@ -15,6 +15,7 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("lab.rs"),
         include_str!("runs.rs"),
         include_str!("certificates.rs"),
+        include_str!("reports.rs"),
         include_str!("translog.rs"),
     ] {
         for part in src.split(".route(").skip(1) {

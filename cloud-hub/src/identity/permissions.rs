@@ -377,6 +377,26 @@ pub const RULES: &[Rule] = &[
         P::IssueCertificates,
         S::Fleet,
     ),
+    // PDF reports (docs/reports.md): whoever may read the certificate or
+    // the run; the QR code is as public as the verification URL it encodes.
+    rule(
+        "GET",
+        "/api/v1/certificates/{id}/report.pdf",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/certificates/{id}/qr.svg",
+        P::Public,
+        S::None,
+    ),
+    rule(
+        "GET",
+        "/api/v1/runs/{id}/report.pdf",
+        P::ReadData,
+        S::Filtered,
+    ),
     rule("GET", "/api/v1/verify/{id}", P::Public, S::None),
     // The transparency log: anyone may check it (docs/transparency-log.md).
     rule("GET", "/api/v1/log/head", P::Public, S::None),
