@@ -114,6 +114,20 @@ qi_common::metric_names! {
         "Certificate operations refused, by reason (not_configured, refused, invalid, not_found, key, storage).";
     HUB_CERTIFICATE_VERIFICATIONS_TOTAL = Counter "hub_certificate_verifications_total" ["status"]
         "Answers of the public verification endpoint, by status (valid, revoked, superseded, expired, unknown, bad_id).";
+    HUB_WEBHOOK_ATTEMPTS_TOTAL = Counter "hub_webhook_attempts_total" ["result"]
+        "Lab webhook delivery attempts, by result (ok, http_error, timeout, unreachable, refused).";
+    HUB_WEBHOOK_DELIVERIES_TOTAL = Counter "hub_webhook_deliveries_total" ["outcome"]
+        "Lab webhook attempts recorded, by what became of the delivery (delivered, retry, dead).";
+    HUB_WEBHOOK_QUEUE_DEPTH = Gauge "hub_webhook_queue_depth" []
+        "Lab webhook deliveries pending (waiting, in flight or backing off), as of the worker's last look.";
+    HUB_WEBHOOK_OLDEST_PENDING_SECONDS = Gauge "hub_webhook_oldest_pending_seconds" []
+        "Age of the oldest pending lab webhook delivery (0 when none).";
+    HUB_WEBHOOK_REPLAYS_TOTAL = Counter "hub_webhook_replays_total" []
+        "Dead letters an admin queued again.";
+    HUB_WEBHOOK_WORKER_ERRORS_TOTAL = Counter "hub_webhook_worker_errors_total" []
+        "Database failures of the webhook worker (claiming, recording); the delivery is retried when its lease ends.";
+    HUB_WEBHOOKS_REFUSED_TOTAL = Counter "hub_webhooks_refused_total" ["reason"]
+        "Webhook and non-conformance API requests refused, by reason (invalid, not_found, conflict, storage).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see
