@@ -23,10 +23,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/webhooks", get(list).post(create))
         .route("/api/v1/webhooks/{id}", delete(remove))
         .route("/api/v1/webhooks/dead-letters", get(dead))
-        .route(
-            "/api/v1/webhooks/dead-letters/{id}/replay",
-            post(replay),
-        )
+        .route("/api/v1/webhooks/dead-letters/{id}/replay", post(replay))
         .route("/api/v1/nonconformances", get(list_nc))
         .route("/api/v1/nonconformances/{id}", get(one_nc))
         .route("/api/v1/nonconformances/{id}/close", post(close_nc))
@@ -66,9 +63,7 @@ fn int_id(v: &str, what: &str) -> Result<i64, ApiError> {
 
 async fn list(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let subs = subscriptions::list(s.store.pool()).await?;
-    Ok(Json(
-        json!({"count": subs.len(), "subscriptions": subs}),
-    ))
+    Ok(Json(json!({"count": subs.len(), "subscriptions": subs})))
 }
 
 async fn create(

@@ -117,13 +117,7 @@ mod tests {
                 },
                 "webhooks.backoff_max_ms",
             ),
-            (
-                WebhooksConfig {
-                    timeout_s: 0,
-                    ..ok
-                },
-                "webhooks.timeout_s",
-            ),
+            (WebhooksConfig { timeout_s: 0, ..ok }, "webhooks.timeout_s"),
             (
                 WebhooksConfig {
                     concurrency: 65,

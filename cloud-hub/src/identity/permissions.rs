@@ -388,7 +388,12 @@ pub const RULES: &[Rule] = &[
     // secrets: admins only, like API keys (docs/webhooks.md).
     rule("GET", "/api/v1/webhooks", P::ManageIdentity, S::Fleet),
     rule("POST", "/api/v1/webhooks", P::ManageIdentity, S::Fleet),
-    rule("DELETE", "/api/v1/webhooks/{id}", P::ManageIdentity, S::Fleet),
+    rule(
+        "DELETE",
+        "/api/v1/webhooks/{id}",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
     rule(
         "GET",
         "/api/v1/webhooks/dead-letters",

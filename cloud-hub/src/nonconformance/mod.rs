@@ -265,6 +265,9 @@ mod tests {
         let f = failed_criteria(&results, false);
         assert_eq!(f.as_array().map(Vec::len), Some(1));
         assert_eq!(f[0]["explanation"], "pmax 350 W < 0.95 * rated_pmax 380 W");
-        assert_eq!(failed_criteria(&results, true).as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            failed_criteria(&results, true).as_array().map(Vec::len),
+            Some(2)
+        );
     }
 }

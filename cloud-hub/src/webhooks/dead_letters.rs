@@ -81,8 +81,10 @@ pub async fn replay(
         format!("webhook_delivery:{id}"),
     )
     .origin(origin)
-    .before(json!({"state": cur.state, "attempts": cur.attempts, "last_status": cur.last_status,
-                   "last_error": cur.last_error, "event_id": cur.event_id}))
+    .before(
+        json!({"state": cur.state, "attempts": cur.attempts, "last_status": cur.last_status,
+                   "last_error": cur.last_error, "event_id": cur.event_id}),
+    )
     .after(json!({"state": "pending"}));
     crate::audit::append_in(&mut tx, entry).await?;
     let done: Delivery = sqlx::query_as(sqlx::AssertSqlSafe(format!(

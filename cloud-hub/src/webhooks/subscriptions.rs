@@ -47,7 +47,8 @@ pub struct Subscription {
     pub dead: i64,
 }
 
-const SELECT: &str = "SELECT s.subscription_id, s.name, s.url, s.event_types, s.enabled, s.created_by,
+const SELECT: &str =
+    "SELECT s.subscription_id, s.name, s.url, s.event_types, s.enabled, s.created_by,
         s.created_at,
         (SELECT count(*) FROM webhook_deliveries d
           WHERE d.subscription_id = s.subscription_id AND d.state = 'pending') AS pending,
@@ -89,7 +90,10 @@ fn check(n: &NewSubscription) -> Result<Vec<String>, WebhookError> {
     let mut types = Vec::new();
     for e in &n.events {
         if e == "*" {
-            types = EventType::ALL.iter().map(|t| t.as_str().to_string()).collect();
+            types = EventType::ALL
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect();
             break;
         }
         let t = EventType::parse(e).ok_or_else(|| {
@@ -153,7 +157,9 @@ pub async fn create(
     // The secret stays out of the audit trail.
     let entry = NewEntry::new(who.kind, &who.id, "webhook.create", format!("webhook:{id}"))
         .origin(origin)
-        .after(json!({"name": s.name, "url": s.url, "events": s.event_types, "enabled": s.enabled}));
+        .after(
+            json!({"name": s.name, "url": s.url, "events": s.event_types, "enabled": s.enabled}),
+        );
     crate::audit::append_in(&mut tx, entry).await?;
     tx.commit().await?;
     tracing::info!(subscription = id, url = %s.url, by = %who.id, "webhook subscription created");
@@ -191,8 +197,10 @@ pub async fn delete(
         .await?;
     let entry = NewEntry::new(who.kind, &who.id, "webhook.delete", format!("webhook:{id}"))
         .origin(origin)
-        .before(json!({"name": before.name, "url": before.url, "events": before.event_types,
-                       "pending": before.pending, "dead": before.dead}));
+        .before(
+            json!({"name": before.name, "url": before.url, "events": before.event_types,
+                       "pending": before.pending, "dead": before.dead}),
+        );
     crate::audit::append_in(&mut tx, entry).await?;
     tx.commit().await?;
     tracing::info!(subscription = id, by = %who.id, "webhook subscription deleted");

@@ -87,7 +87,10 @@ pub fn check_url(url: &str, p: Policy) -> Result<(String, u16), String> {
         .authority()
         .ok_or("`url` must name a host (https://lims.example.com/hooks/qi)")?;
     if auth.as_str().contains('@') {
-        return Err("`url` must not carry a user name or password; the signature authenticates the hub".into());
+        return Err(
+            "`url` must not carry a user name or password; the signature authenticates the hub"
+                .into(),
+        );
     }
     if url.contains('#') {
         return Err("`url` must not have a fragment".into());
@@ -150,9 +153,8 @@ impl tower_service::Service<Name> for GuardedResolver {
         let allow = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = addrs
                 .into_iter()
                 .filter(|a| allow || is_public(a.ip()))
@@ -194,7 +196,11 @@ mod tests {
             let e = check_url(bad, STRICT).expect_err(bad);
             assert!(e.contains("allow_private_targets"), "{bad}: {e}");
         }
-        for bad in ["http://lims.example.com/x", "ftp://x/", "https://u:p@lims.example.com/"] {
+        for bad in [
+            "http://lims.example.com/x",
+            "ftp://x/",
+            "https://u:p@lims.example.com/",
+        ] {
             assert!(check_url(bad, STRICT).is_err(), "{bad}");
         }
         assert_eq!(

@@ -10,7 +10,9 @@
 //! a request in flight leaves a delivery that any hub retries once the
 //! lease ends, so pending deliveries survive restarts.
 
-use super::signature::{EVENT_HEADER, IDEMPOTENCY_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use super::signature::{
+    EVENT_HEADER, IDEMPOTENCY_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign,
+};
 use super::target::{self, GuardedResolver, Policy};
 use crate::config::webhooks::WebhooksConfig;
 use crate::metric_names as m;
@@ -129,7 +131,10 @@ impl Worker {
             .with_provider_and_webpki_roots(provider)
             .map_err(|e| format!("TLS setup for webhooks: {e}"))?;
         let connector = if cfg.allow_http {
-            connector.https_or_http().enable_http1().wrap_connector(http)
+            connector
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http)
         } else {
             connector.https_only().enable_http1().wrap_connector(http)
         };
