@@ -28,6 +28,8 @@ pub enum Mode {
     AlwaysFail,
     /// Sleep this long, then 200 (past the hub's timeout: it has given up).
     Sleep(Duration),
+    /// Hold each request until [`Receiver::release`], then 200.
+    Hold,
 }
 
 /// One request as received.
@@ -49,15 +51,17 @@ struct Inner {
     secret: Vec<u8>,
     mode: Option<Mode>,
     received: Vec<Received>,
-    in_flight: usize,
-    max_in_flight: usize,
+    held: usize,
 }
 
 pub struct Receiver {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
+    released: Arc<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+type Shared = (Arc<Mutex<Inner>>, Arc<tokio::sync::watch::Sender<bool>>);
 
 impl Drop for Receiver {
     fn drop(&mut self) {
@@ -105,7 +109,7 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 async fn hook(
-    State(inner): State<Arc<Mutex<Inner>>>,
+    State((inner, released)): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
@@ -118,9 +122,7 @@ async fn hook(
     };
     let key = h("idempotency-key");
     let (secret, mode, seen) = {
-        let mut g = lock(&inner);
-        g.in_flight += 1;
-        g.max_in_flight = g.max_in_flight.max(g.in_flight);
+        let g = lock(&inner);
         let seen = g
             .received
             .iter()
@@ -146,6 +148,7 @@ async fn hook(
             Mode::FailEachEvent(n) if seen < n => 500,
             Mode::FailEachEvent(_) => 200,
             Mode::Sleep(_) => 0,
+            Mode::Hold => 200,
         }
     };
     let record = Received {
@@ -157,10 +160,16 @@ async fn hook(
         status,
     };
     lock(&inner).received.push(record);
-    if let (true, Mode::Sleep(d)) = (authentic, mode) {
-        tokio::time::sleep(d).await;
+    match (authentic, mode) {
+        (true, Mode::Sleep(d)) => tokio::time::sleep(d).await,
+        (true, Mode::Hold) => {
+            lock(&inner).held += 1;
+            let mut rx = released.subscribe();
+            let _ = rx.wait_for(|r| *r).await;
+            lock(&inner).held -= 1;
+        }
+        _ => {}
     }
-    lock(&inner).in_flight -= 1;
     StatusCode::from_u16(if status == 0 { 200 } else { status }).unwrap_or(StatusCode::OK)
 }
 
@@ -170,13 +179,19 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hooks/qi", listener.local_addr()?);
         let inner = Arc::new(Mutex::new(Inner::default()));
+        let released = Arc::new(tokio::sync::watch::channel(false).0);
         let app = axum::Router::new()
             .fallback(axum::routing::post(hook))
-            .with_state(Arc::clone(&inner));
+            .with_state((Arc::clone(&inner), Arc::clone(&released)));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Receiver { url, inner, task })
+        Ok(Receiver {
+            url,
+            inner,
+            released,
+            task,
+        })
     }
 
     /// The secret the hub showed when the subscription was made.
@@ -208,8 +223,14 @@ impl Receiver {
             .collect()
     }
 
-    pub fn max_in_flight(&self) -> usize {
-        lock(&self.inner).max_in_flight
+    /// Requests being held now ([`Mode::Hold`]).
+    pub fn held(&self) -> usize {
+        lock(&self.inner).held
+    }
+
+    /// Lets every held request (and every later one) answer 200.
+    pub fn release(&self) {
+        self.released.send_replace(true);
     }
 
     /// Waits (polling, generous deadline) for an accepted event of `kind`
