@@ -19,7 +19,7 @@ use e2e_tests::runs::{Run, stc};
 use e2e_tests::webhook_receiver::{Mode, Receiver, verify};
 use e2e_tests::{Stack, wait_for};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 /// `[webhooks]` for a receiver on this machine, with fast retries.
