@@ -127,6 +127,10 @@ pub async fn run(
             "no [certificates] key_file: certificates are not issued (docs/certificates.md)"
         ),
     }
+    let webhooks = crate::webhooks::worker::Worker::new(store.pool().clone(), cfg.webhooks)
+        .map_err(anyhow::Error::msg)
+        .context("cannot start the webhook worker")?;
+    tokio::spawn(webhooks.run(stop.clone()));
     let app = api::router(ApiState {
         store,
         max_page_size: cfg.http.max_page_size,
@@ -140,6 +144,7 @@ pub async fn run(
         lab: cfg.lab,
         certificates: Arc::new(certificates),
         translog,
+        webhooks: cfg.webhooks,
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {

@@ -6,6 +6,7 @@ pub mod certificates;
 pub mod lab;
 pub mod live;
 pub mod oidc;
+pub mod webhooks;
 
 pub use auth::AuthConfig;
 
@@ -40,6 +41,8 @@ pub struct Config {
     pub lab: lab::LabConfig,
     #[serde(default)]
     pub certificates: certificates::CertificatesConfig,
+    #[serde(default)]
+    pub webhooks: webhooks::WebhooksConfig,
 }
 
 /// `[analytics]`: rollups and query limits.
@@ -343,6 +346,7 @@ impl Config {
         self.validate_analytics()?;
         self.lab.validate()?;
         self.certificates.validate()?;
+        self.webhooks.validate()?;
         self.live
             .validate()
             .map_err(|(key, why)| (format!("live.{key}"), why))?;

@@ -120,6 +120,20 @@ qi_common::metric_names! {
         "Time to render one PDF report from its data (after the database reads), by kind (certificate, run).";
     HUB_REPORTS_FAILED_TOTAL = Counter "hub_reports_failed_total" ["kind", "reason"]
         "PDF reports and QR codes not produced, by kind (certificate, run, qr) and reason (not_found, invalid, storage).";
+    HUB_WEBHOOK_ATTEMPTS_TOTAL = Counter "hub_webhook_attempts_total" ["result"]
+        "Lab webhook delivery attempts, by result (ok, http_error, timeout, unreachable, refused).";
+    HUB_WEBHOOK_DELIVERIES_TOTAL = Counter "hub_webhook_deliveries_total" ["outcome"]
+        "Lab webhook attempts recorded, by what became of the delivery (delivered, retry, dead).";
+    HUB_WEBHOOK_QUEUE_DEPTH = Gauge "hub_webhook_queue_depth" []
+        "Lab webhook deliveries pending (waiting, in flight or backing off), as of the worker's last look.";
+    HUB_WEBHOOK_OLDEST_PENDING_SECONDS = Gauge "hub_webhook_oldest_pending_seconds" []
+        "Age of the oldest pending lab webhook delivery (0 when none).";
+    HUB_WEBHOOK_REPLAYS_TOTAL = Counter "hub_webhook_replays_total" []
+        "Dead letters an admin queued again.";
+    HUB_WEBHOOK_WORKER_ERRORS_TOTAL = Counter "hub_webhook_worker_errors_total" []
+        "Database failures of the webhook worker (claiming, recording); the delivery is retried when its lease ends.";
+    HUB_WEBHOOKS_REFUSED_TOTAL = Counter "hub_webhooks_refused_total" ["reason"]
+        "Webhook and non-conformance API requests refused, by reason (invalid, not_found, conflict, storage).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -24,6 +24,7 @@ pub mod process;
 pub mod pv_rig;
 pub mod runs;
 pub mod sse;
+pub mod webhook_receiver;
 
 use anyhow::{Context, Result, bail};
 use std::future::Future;

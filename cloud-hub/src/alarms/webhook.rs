@@ -5,6 +5,7 @@
 
 use crate::config::live::{AlarmsConfig, Webhook};
 use crate::metric_names as m;
+use crate::webhooks::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
@@ -15,11 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Header with the Unix time (seconds) the signature covers.
-pub const TIMESTAMP_HEADER: &str = "x-qi-timestamp";
-/// Header `sha256=<hex of HMAC-SHA256(secret, "<timestamp>.<body>")>`.
-pub const SIGNATURE_HEADER: &str = "x-qi-signature";
-
 /// Longest backoff between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -27,18 +23,6 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct Webhooks {
     queues: Vec<mpsc::Sender<Bytes>>,
-}
-
-/// The signature header's value for `body` sent at `timestamp`.
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let mut ctx = ring::hmac::Context::with_key(&key);
-    ctx.update(timestamp.to_string().as_bytes());
-    ctx.update(b".");
-    ctx.update(body);
-    let tag = ctx.sign();
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
 }
 
 impl Webhooks {

@@ -13,7 +13,9 @@
 //! requests, samples, inspections, photos: `crate::lab`), `runs` (protocol
 //! runs, their evaluations and approvals, `crate::runs`), `certificates`
 //! (issuing, revoking, documents, the public verification, `crate::certificates`),
-//! `translog` (the transparency log's public read API, `crate::translog`).
+//! `translog` (the transparency log's public read API, `crate::translog`),
+//! `webhooks` (webhook subscriptions, dead letters and non-conformances,
+//! `crate::webhooks`, `crate::nonconformance`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -41,6 +43,7 @@ mod translog;
 mod twin_types;
 mod twins;
 mod users;
+mod webhooks;
 
 pub use error::ApiError;
 pub use params::{filter, parse_limit, parse_time, present};
@@ -73,6 +76,8 @@ pub struct ApiState {
     pub certificates: std::sync::Arc<crate::certificates::Issuer>,
     /// The transparency log's key and signed heads (`crate::translog`).
     pub translog: std::sync::Arc<crate::translog::LogSigner>,
+    /// Where webhook subscriptions may point (`[webhooks]`).
+    pub webhooks: crate::config::webhooks::WebhooksConfig,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -148,6 +153,7 @@ fn routes() -> Router<ApiState> {
         .merge(certificates::routes())
         .merge(reports::routes())
         .merge(translog::routes())
+        .merge(webhooks::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

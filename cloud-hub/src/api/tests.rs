@@ -17,6 +17,7 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("certificates.rs"),
         include_str!("reports.rs"),
         include_str!("translog.rs"),
+        include_str!("webhooks.rs"),
     ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {
@@ -99,6 +100,8 @@ fn the_documents_length_limits_are_the_contracts() {
         crate::twins::model::MAX_CURSOR_LEN,
         crate::lab::MAX_TEXT_LEN,
         crate::certificates::MAX_ID_LEN,
+        crate::nonconformance::MAX_ID_LEN,
+        crate::webhooks::subscriptions::MAX_URL_LEN,
     ]
     .map(|n| n.to_string());
     assert!(

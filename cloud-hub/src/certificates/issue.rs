@@ -317,6 +317,18 @@ pub async fn issue(
     .bind(&id)
     .fetch_one(&mut *tx)
     .await?;
+    // Queued, not sent: a receiver that is slow or down never holds this up.
+    crate::webhooks::enqueue(
+        &mut tx,
+        crate::webhooks::EventType::CertificateIssued,
+        json!({"certificate_id": id, "sample": req.sample, "service_request": request_id}),
+        json!({"certificate_id": id, "uuid": summary.uuid, "sample": req.sample,
+               "service_request": request_id, "runs": runs_json, "simulated": doc.simulated,
+               "issued_at": summary.issued_at, "expires_at": summary.expires_at,
+               "issued_by": who.id, "supersedes": supersedes.map(|s| s.0),
+               "document_sha256": sha, "verification_url": issuer.verification_url(&id)}),
+    )
+    .await?;
     tx.commit().await?;
     let simulated = if doc.simulated { "true" } else { "false" };
     metrics::counter!(crate::metric_names::HUB_CERTIFICATES_ISSUED_TOTAL, "kind" => "test", "simulated" => simulated)

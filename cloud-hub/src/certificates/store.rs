@@ -188,6 +188,7 @@ pub async fn revoke(
     .before(json!({"state": cur.state}))
     .after(json!({"state": "revoked", "reason": reason}));
     crate::audit::append_in(&mut tx, entry).await?;
+    revoked_event(&mut tx, &cur, "revoked", reason, &who.id, None).await?;
     let done = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SUMMARY_COLUMNS} FROM certificates WHERE certificate_id = $1"
     )))
@@ -231,10 +232,33 @@ pub(super) async fn mark_superseded(
     )
     .before(json!({"state": cur.state}))
     .after(json!({"state": "superseded", "superseded_by": new, "reason": reason}));
-    crate::audit::append_in(conn, entry).await?;
+    crate::audit::append_in(&mut *conn, entry).await?;
+    revoked_event(conn, &cur, "superseded", reason, &who.id, Some(new)).await?;
     metrics::counter!(crate::metric_names::HUB_CERTIFICATES_REVOKED_TOTAL, "state" => "superseded")
         .increment(1);
     Ok(())
+}
+
+/// `certificate.revoked` for the lab's systems, in the change's transaction.
+async fn revoked_event(
+    conn: &mut PgConnection,
+    cur: &Summary,
+    state: &str,
+    reason: &str,
+    by: &str,
+    superseded_by: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    crate::webhooks::enqueue(
+        conn,
+        crate::webhooks::EventType::CertificateRevoked,
+        json!({"certificate_id": cur.certificate_id, "sample": cur.subject,
+               "service_request": cur.service_request}),
+        json!({"certificate_id": cur.certificate_id, "state": state, "reason": reason, "by": by,
+               "superseded_by": superseded_by, "sample": cur.subject,
+               "service_request": cur.service_request, "at": Utc::now()}),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The signed list of every revoked or superseded certificate, as of now.

@@ -404,6 +404,36 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/log/proof/inclusion", P::Public, S::None),
     rule("GET", "/api/v1/log/proof/consistency", P::Public, S::None),
     rule("GET", "/api/v1/log/entries", P::Public, S::None),
+    // Webhooks carry the lab's data out of the hub and hold signing
+    // secrets: admins only, like API keys (docs/webhooks.md).
+    rule("GET", "/api/v1/webhooks", P::ManageIdentity, S::Fleet),
+    rule("POST", "/api/v1/webhooks", P::ManageIdentity, S::Fleet),
+    rule(
+        "DELETE",
+        "/api/v1/webhooks/{id}",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/webhooks/dead-letters",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
+    rule(
+        "POST",
+        "/api/v1/webhooks/dead-letters/{id}/replay",
+        P::ManageIdentity,
+        S::Fleet,
+    ),
+    rule("GET", "/api/v1/nonconformances", P::ReadData, S::Fleet),
+    rule("GET", "/api/v1/nonconformances/{id}", P::ReadData, S::Fleet),
+    rule(
+        "POST",
+        "/api/v1/nonconformances/{id}/close",
+        P::EvaluateRuns,
+        S::Fleet,
+    ),
 ];
 
 /// The rule of an operation, by method and matched route path.

@@ -319,6 +319,16 @@ pub async fn transition(
         ),
     )
     .await?;
+    // The LIMS hears of it exactly when it is committed.
+    crate::webhooks::enqueue(
+        conn,
+        crate::webhooks::EventType::ServiceRequestStateChanged,
+        json!({"service_request": id}),
+        json!({"service_request": id, "from": from.as_str(), "to": to.as_str(),
+               "comment": comment, "by": by.principal.id, "customer": after.customer,
+               "module_type": after.module_type, "version": after.version}),
+    )
+    .await?;
     Ok(after)
 }
 

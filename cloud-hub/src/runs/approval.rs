@@ -117,6 +117,7 @@ pub async fn decide(
     .bind(current.evaluation_id)
     .fetch_one(&mut *tx)
     .await?;
+    super::outbox::decided(&mut tx, &done).await?;
     tx.commit().await?;
     metrics::counter!(crate::metric_names::HUB_RUN_APPROVALS_TOTAL, "decision" => decision.as_str())
         .increment(1);

@@ -241,6 +241,13 @@ pub async fn evaluate(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
+    super::outbox::evaluated(
+        &mut tx,
+        &run,
+        &evaluation,
+        previous.as_ref().map(|p| p.final_verdict.as_str()),
+    )
+    .await?;
     tx.commit().await?;
     metrics::counter!(crate::metric_names::HUB_RUN_EVALUATIONS_TOTAL, "verdict" => verdict)
         .increment(1);

@@ -9,13 +9,15 @@
 //! sample values and parameters from the database), `evaluation` (verdicts,
 //! stored and compared), `approval` (four eyes on provisional verdicts),
 //! `query` (the API's reads), `triggers` (which acknowledged batch starts
-//! which evaluation). Storing the events in the batch's transaction
+//! which evaluation), `outbox` (the webhook events and non-conformances an
+//! evaluation or a decision writes in its transaction). Storing the events in the batch's transaction
 //! is `crate::storage::run_events`; the schema is migration 0011.
 
 pub mod approval;
 pub mod benches;
 pub mod evaluation;
 mod inputs;
+mod outbox;
 pub mod query;
 mod triggers;
 pub mod validate;
