@@ -277,3 +277,117 @@ pub fn refused(v: &Value, what: &str) {
         "{what}: {v}"
     )
 }
+
+/// Issue #15's acceptance on a sample whose runs passed: a certificate is
+/// issued; `xmlsec1` and the offline verifier accept it; one byte flipped
+/// in a measured value makes both refuse; its PDF renders and reads right
+/// (`expect` texts, the verification URL, the QR code decoded from the
+/// rendered page); revoked, the offline verifier refuses it with the signed
+/// revocation list. Returns the certificate id.
+pub async fn certify_and_challenge(
+    stack: &Stack,
+    pki: &IssuingPki,
+    engineer: &str,
+    sample: &str,
+    expect: &[&str],
+) -> Result<String> {
+    let url = stack.hub_url();
+    let certs = format!("{url}/api/v1/certificates");
+    let dir = stack.dir.path().join("acceptance-certificate");
+    std::fs::create_dir_all(&dir)?;
+    let (s, v) = call(
+        Method::POST,
+        &certs,
+        Some(engineer),
+        Some(&json!({"sample": sample, "allow_simulated": true})),
+    )
+    .await?;
+    anyhow::ensure!(s == 201, "issuing for {sample}: {s} {v}");
+    let id = v["certificate"]["certificate_id"]
+        .as_str()
+        .context("certificate id")?
+        .to_string();
+    let bundle: Value =
+        serde_json::from_slice(&get_bytes(&format!("{certs}/{id}/bundle"), engineer).await?)?;
+    let xml = bundle["xml"].as_str().context("bundle xml")?.to_string();
+    let xml_path = write(&dir, "cert.xml", xml.as_bytes())?;
+    let bundle_path = write(&dir, "cert.bundle.json", &serde_json::to_vec(&bundle)?)?;
+    let (ok, out) = xmlsec1_verify(&xml_path, &pki.ca)?;
+    anyhow::ensure!(ok && out.contains("OK"), "xmlsec1 refused {id}: {out}");
+    let (ok, out) = offline_verify(&bundle_path, &pki.ca, &[])?;
+    anyhow::ensure!(
+        ok && out.contains(&format!("VALID: {id}")),
+        "offline verifier: {out}"
+    );
+
+    // One byte: the first digit of the first measured value.
+    let at = xml.find("<si:value>").context("a measured value")? + "<si:value>".len();
+    let digit = xml[at..]
+        .char_indices()
+        .find(|(_, c)| c.is_ascii_digit())
+        .map(|(i, c)| (at + i, c))
+        .context("a digit")?;
+    let flipped_char = if digit.1 == '9' { '8' } else { (digit.1 as u8 + 1) as char };
+    let mut flipped = xml.clone();
+    flipped.replace_range(digit.0..digit.0 + 1, &flipped_char.to_string());
+    let p = write(&dir, "flipped.xml", flipped.as_bytes())?;
+    let (ok, out) = xmlsec1_verify(&p, &pki.ca)?;
+    anyhow::ensure!(!ok, "xmlsec1 accepted a flipped byte: {out}");
+    let p = write(&dir, "flipped.bundle", &bundle_with(&bundle, "xml", &flipped))?;
+    let (ok, out) = offline_verify(&p, &pki.ca, &[])?;
+    anyhow::ensure!(
+        !ok && out.contains("INVALID (xml_signature)"),
+        "offline verifier on a flipped byte: {out}"
+    );
+
+    // The PDF, read as a person would.
+    let pdf = get_bytes(&format!("{certs}/{id}/report.pdf"), engineer).await?;
+    let pdf_path = write(&dir, "cert.pdf", &pdf)?;
+    let (text, _) = crate::pdf::text(&pdf_path)?;
+    let verify_url = bundle_json(&bundle)?["verification_url"]
+        .as_str()
+        .context("verification_url")?
+        .to_string();
+    for want in expect.iter().copied().chain([id.as_str(), "PASS"]) {
+        anyhow::ensure!(text.contains(want), "{want:?} missing in the PDF: {text}");
+    }
+    let pages = crate::pdf::pngs(&pdf_path, 100)?;
+    let first = pages.first().context("a rendered page")?;
+    let codes = crate::pdf::qr_codes(first)?;
+    anyhow::ensure!(
+        codes.iter().any(|c| c == &verify_url),
+        "the QR code says {codes:?}, not {verify_url}"
+    );
+
+    // Revoked: the signed list makes the offline verifier refuse.
+    let (s, v) = call(
+        Method::POST,
+        &format!("{certs}/{id}/revoke"),
+        Some(engineer),
+        Some(&json!({"reason": "acceptance: revoked to test the list"})),
+    )
+    .await?;
+    anyhow::ensure!(s == 200, "revoke: {s} {v}");
+    let (s, list) = call(Method::GET, &format!("{certs}/revocations"), None, None).await?;
+    anyhow::ensure!(s == 200, "revocations: {list}");
+    let list_path = write(&dir, "revocations.json", &serde_json::to_vec(&list)?)?;
+    let (ok, out) = offline_verify(
+        &bundle_path,
+        &pki.ca,
+        &["--revocations", list_path.to_str().context("path")?],
+    )?;
+    anyhow::ensure!(
+        !ok && out.contains("INVALID (revoked)"),
+        "offline verifier with the revocation list: {out}"
+    );
+    Ok(id)
+}
+
+/// The JSON mirror inside a bundle.
+fn bundle_json(bundle: &Value) -> Result<Value> {
+    match &bundle["json"] {
+        Value::String(s) => Ok(serde_json::from_str(s)?),
+        Value::Object(_) => Ok(bundle["json"].clone()),
+        other => bail!("bundle json: {other}"),
+    }
+}

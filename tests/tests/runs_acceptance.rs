@@ -14,11 +14,18 @@
 //! resume as tc200 declares, and the hub holds every sequence number once.
 //! Last, a high-voltage run aborted mid-test leaves its rig in the
 //! template's safe state (hipot at 0 V).
+//!
+//! Issue #15's acceptance rides on the same flow: module A gets a
+//! certificate that `xmlsec1` and the offline verifier accept (and refuse
+//! with one byte flipped, or once revoked), whose PDF reads right; module
+//! B's failed runs reach the QMS as signed non-conformance webhooks.
 
 use anyhow::{Context, Result, bail};
 use cloud_hub::identity::Role;
-use e2e_tests::hub_auth::{call as hub_call, new_key, pool};
+use e2e_tests::certs::{IssuingPki, certify_and_challenge};
+use e2e_tests::hub_auth::{admin_token, call as hub_call, new_key, pool};
 use e2e_tests::pv_rig::RigSim;
+use e2e_tests::webhook_receiver::Receiver;
 use e2e_tests::{Stack, wait_for, workspace_root};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -159,6 +166,20 @@ async fn hub_verdict(stack: &Stack, token: &str, id: &str, want: &str) -> Result
     .with_context(|| stack.logs())
 }
 
+/// The QMS: non-conformance reports, signed (tests/src/webhook_receiver.rs).
+async fn subscribe_qms(stack: &Stack, qms: &Receiver) -> Result<()> {
+    let (s, v) = hub_call(
+        Method::POST,
+        &format!("{}/api/v1/webhooks", stack.hub_url()),
+        Some(&admin_token(stack)),
+        Some(&json!({"name": "QMS", "url": qms.url, "events": ["nonconformance.raised"]})),
+    )
+    .await?;
+    anyhow::ensure!(s == 201, "subscribe: {s} {v}");
+    qms.set_secret(v["secret"].as_str().context("secret")?);
+    Ok(())
+}
+
 fn criterion<'a>(run: &'a Value, id: &str) -> Result<&'a Value> {
     run["evaluation"]["results"]
         .as_array()
@@ -170,7 +191,15 @@ fn criterion<'a>(run: &'a Value, id: &str) -> Result<&'a Value> {
 async fn a_passing_and_a_failing_module_through_stc_tc_stc_with_verdicts_crash_and_hub_outage()
 -> Result<()> {
     let mut stack = Stack::new().await?;
+    let pki = IssuingPki::new(stack.dir.path(), "lab")?;
+    stack.hub_after = format!(
+        "{}\n[webhooks]\nallow_http = true\nallow_private_targets = true\n\
+         backoff_base_ms = 200\nbackoff_max_ms = 1000\n",
+        pki.hub_table("lab_name = \"PV Lab\"\nlab_country = \"DE\"")
+    );
     stack.start_hub().await?;
+    let qms = Receiver::start().await?;
+    subscribe_qms(&stack, &qms).await?;
     let rig_a = RigSim::start(&stack.log_path("rig-a"), &["--time-scale", "1000"]).await?;
     let rig_b = RigSim::start(
         &stack.log_path("rig-b"),
@@ -374,6 +403,28 @@ async fn a_passing_and_a_failing_module_through_stc_tc_stc_with_verdicts_crash_a
             .iter()
             .all(|i| i["due"] == false && i["verdict"] == "pass")),
         "every requested protocol done and passed for module A: {plan}"
+    );
+
+    // Issue #15: module A certified (and the certificate challenged);
+    // module B's failed thermal cycling reported to the QMS, explained.
+    certify_and_challenge(&stack, &pki, &engineer, "sample:MOD-A", &["MOD-A", "Solar GmbH"])
+        .await
+        .with_context(|| stack.logs())?;
+    let nc = qms
+        .wait_accepted("nonconformance.raised", |b| b["subject"]["run_id"] == tc[1].as_str())
+        .await?;
+    assert!(nc.authentic, "signed with the subscription's secret");
+    let failed = nc.body["data"]["failed_criteria"].to_string();
+    assert!(
+        failed.contains("pmax-degradation") && failed.contains("FAIL"),
+        "the QMS learns what failed and why: {failed}"
+    );
+    assert!(
+        qms.accepted()
+            .iter()
+            .all(|r| r.body["subject"]["sample"] == "sample:MOD-B"),
+        "module A raised no non-conformance: {:?}",
+        qms.summary()
     );
 
     // Exactly once: every sequence number of the gateway at most once at
