@@ -114,6 +114,12 @@ qi_common::metric_names! {
         "Certificate operations refused, by reason (not_configured, refused, invalid, not_found, key, storage).";
     HUB_CERTIFICATE_VERIFICATIONS_TOTAL = Counter "hub_certificate_verifications_total" ["status"]
         "Answers of the public verification endpoint, by status (valid, revoked, superseded, expired, unknown, bad_id).";
+    HUB_EXPORTS_TOTAL = Counter "hub_exports_total" ["kind", "format", "outcome"]
+        "Data exports (run, service_request) by format (csv, xlsx, json) and outcome (complete, failed, abandoned, refused).";
+    HUB_EXPORT_ROWS_TOTAL = Counter "hub_export_rows_total" ["format"]
+        "Rows written into data exports, by format (csv, xlsx, json).";
+    HUB_IDEMPOTENT_REQUESTS_TOTAL = Counter "hub_idempotent_requests_total" ["outcome"]
+        "Creates sent with an Idempotency-Key, by outcome (created, replayed, reused: the key came with a different body and was refused).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -42,7 +42,7 @@ impl From<RunError> for ApiError {
     }
 }
 
-fn run_id(v: &str) -> Result<String, ApiError> {
+pub(super) fn run_id(v: &str) -> Result<String, ApiError> {
     if crate::runs::validate::valid_run_id(v) {
         Ok(v.to_string())
     } else {
@@ -53,7 +53,7 @@ fn run_id(v: &str) -> Result<String, ApiError> {
 }
 
 /// The run, if it exists and lies in the caller's sites.
-async fn visible(s: &ApiState, by: &Principal, id: &str) -> Result<RunRow, ApiError> {
+pub(super) async fn visible(s: &ApiState, by: &Principal, id: &str) -> Result<RunRow, ApiError> {
     let pool = s.store.pool();
     let run = query::run(pool, id).await?;
     let missing = || ApiError::not_found(format!("no run {id} (or not in your sites)"));
