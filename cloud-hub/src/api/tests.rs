@@ -16,6 +16,7 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("runs.rs"),
         include_str!("certificates.rs"),
         include_str!("translog.rs"),
+        include_str!("exports.rs"),
     ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {
