@@ -24,8 +24,14 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/runs/{id}/export.xlsx", get(run_xlsx))
         .route("/api/v1/runs/{id}/export.json", get(run_json))
         .route("/api/v1/service-requests/{id}/export.csv", get(request_csv))
-        .route("/api/v1/service-requests/{id}/export.xlsx", get(request_xlsx))
-        .route("/api/v1/service-requests/{id}/export.json", get(request_json))
+        .route(
+            "/api/v1/service-requests/{id}/export.xlsx",
+            get(request_xlsx),
+        )
+        .route(
+            "/api/v1/service-requests/{id}/export.json",
+            get(request_json),
+        )
 }
 
 impl From<ExportError> for ApiError {
@@ -154,8 +160,8 @@ async fn request_export(
     format: Format,
     table: Option<String>,
 ) -> Result<Response, ApiError> {
-    let id = filter("id", Some(id))?
-        .ok_or_else(|| ApiError::bad_request("`id` must not be empty"))?;
+    let id =
+        filter("id", Some(id))?.ok_or_else(|| ApiError::bad_request("`id` must not be empty"))?;
     let export = request::export(s.store.pool(), &id).await;
     send(s, "service_request", format, export, table, "runs").await
 }

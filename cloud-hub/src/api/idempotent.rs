@@ -5,8 +5,8 @@
 
 use super::ApiError;
 use super::twins::with_etag;
-use crate::identity::Principal;
 use crate::idempotency::{self, Claim, IdempotencyError, Stored};
+use crate::identity::Principal;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;

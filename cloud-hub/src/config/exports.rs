@@ -32,7 +32,9 @@ impl ExportsConfig {
         if self.max_xlsx_rows == 0 || self.max_xlsx_rows > MAX_XLSX_ROWS_LIMIT {
             return Err((
                 "exports.max_xlsx_rows".into(),
-                format!("must be 1..={MAX_XLSX_ROWS_LIMIT} (Excel's rows per sheet less the header)"),
+                format!(
+                    "must be 1..={MAX_XLSX_ROWS_LIMIT} (Excel's rows per sheet less the header)"
+                ),
             ));
         }
         Ok(())

@@ -66,9 +66,9 @@ impl Cell {
     /// with a leading tab or carriage return, be tricked into one).
     pub fn is_hostile_text(&self) -> bool {
         match self {
-            Cell::Text(_) | Cell::Json(_) => self
-                .plain()
-                .starts_with(['=', '+', '-', '@', '\t', '\r']),
+            Cell::Text(_) | Cell::Json(_) => {
+                self.plain().starts_with(['=', '+', '-', '@', '\t', '\r'])
+            }
             _ => false,
         }
     }
@@ -135,7 +135,10 @@ mod tests {
             "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
         );
         for bad in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
-            assert!(field(Cell::text(bad)).trim_matches('"').starts_with('\''), "{bad:?}");
+            assert!(
+                field(Cell::text(bad)).trim_matches('"').starts_with('\''),
+                "{bad:?}"
+            );
         }
         assert_eq!(field(Cell::Number(-1.5)), "-1.5");
         assert_eq!(field(Cell::Int(-3)), "-3");

@@ -320,7 +320,10 @@ mod tests {
                     c.kind.as_str(),
                     c.unit.unwrap_or("")
                 );
-                assert!(row.starts_with(&want), "{heading}: {row:?} should start {want:?}");
+                assert!(
+                    row.starts_with(&want),
+                    "{heading}: {row:?} should start {want:?}"
+                );
             }
         }
     }

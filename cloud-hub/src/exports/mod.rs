@@ -107,10 +107,7 @@ mod tests {
     #[test]
     fn file_names_carry_no_quotes_paths_or_header_breaks() {
         assert_eq!(safe_filename("SR-000001", "csv"), "SR-000001.csv");
-        assert_eq!(
-            safe_filename("a\"b\r\nc/../d", "xlsx"),
-            "a_b__c_.._d.xlsx"
-        );
+        assert_eq!(safe_filename("a\"b\r\nc/../d", "xlsx"), "a_b__c_.._d.xlsx");
         assert_eq!(safe_filename("..", "json"), "export.json");
     }
 }

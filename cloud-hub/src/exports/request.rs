@@ -3,7 +3,9 @@
 //! with the verdict that stands, and the certificates issued for them. A
 //! request's tables are small (tens of samples), read whole.
 
-use super::columns::{CERTIFICATES, INSPECTIONS, OBSERVATIONS, REQUEST, RUNS, SAMPLES, TRANSITIONS};
+use super::columns::{
+    CERTIFICATES, INSPECTIONS, OBSERVATIONS, REQUEST, RUNS, SAMPLES, TRANSITIONS,
+};
 use super::stream::{Export, Rows, Table};
 use super::{Cell, ExportError};
 use crate::lab::requests;
@@ -49,7 +51,13 @@ pub async fn export(pool: &PgPool, id: &str) -> Result<Export, ExportError> {
     let transitions = transitions
         .into_iter()
         .map(|(at, from, to, by, comment)| {
-            vec![Cell::Time(at), Cell::Text(from), Cell::Text(to), Cell::Text(by), Cell::Text(comment)]
+            vec![
+                Cell::Time(at),
+                Cell::Text(from),
+                Cell::Text(to),
+                Cell::Text(by),
+                Cell::Text(comment),
+            ]
         })
         .collect();
 
@@ -65,7 +73,12 @@ pub async fn export(pool: &PgPool, id: &str) -> Result<Export, ExportError> {
     let samples = samples
         .into_iter()
         .map(|(sample, serial, name, added)| {
-            vec![Cell::Text(sample), Cell::opt_text(serial), Cell::opt_text(name), Cell::Time(added)]
+            vec![
+                Cell::Text(sample),
+                Cell::opt_text(serial),
+                Cell::opt_text(name),
+                Cell::Time(added),
+            ]
         })
         .collect();
 
@@ -81,19 +94,21 @@ pub async fn export(pool: &PgPool, id: &str) -> Result<Export, ExportError> {
     .await?;
     let inspections = inspections
         .into_iter()
-        .map(|(sample, no, stage, at, inspector, major, minor, findings, notes)| {
-            vec![
-                Cell::Text(sample),
-                Cell::Int(no),
-                Cell::Text(stage),
-                Cell::Time(at),
-                Cell::Text(inspector),
-                Cell::Int(i64::from(major)),
-                Cell::Int(i64::from(minor)),
-                Cell::Json(findings),
-                Cell::Text(notes),
-            ]
-        })
+        .map(
+            |(sample, no, stage, at, inspector, major, minor, findings, notes)| {
+                vec![
+                    Cell::Text(sample),
+                    Cell::Int(no),
+                    Cell::Text(stage),
+                    Cell::Time(at),
+                    Cell::Text(inspector),
+                    Cell::Int(i64::from(major)),
+                    Cell::Int(i64::from(minor)),
+                    Cell::Json(findings),
+                    Cell::Text(notes),
+                ]
+            },
+        )
         .collect();
 
     type Observation = (String, String, f64, String, T, String, String);

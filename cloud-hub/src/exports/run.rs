@@ -66,7 +66,9 @@ fn criteria_rows(e: Option<&Evaluation>) -> Vec<Vec<Cell>> {
                 s("id"),
                 s("description"),
                 s("verdict"),
-                r["approval_required"].as_bool().map_or(Cell::Empty, Cell::Bool),
+                r["approval_required"]
+                    .as_bool()
+                    .map_or(Cell::Empty, Cell::Bool),
                 s("unit"),
                 Cell::opt_number(check["value"].as_f64()),
                 Cell::opt_text(check["op"].as_str()),
@@ -126,29 +128,36 @@ impl ReadingsPager {
     }
 
     /// The next page, or None when every series is done.
-    pub async fn next_page(&mut self, pool: &PgPool) -> Result<Option<Vec<Vec<Cell>>>, sqlx::Error> {
+    pub async fn next_page(
+        &mut self,
+        pool: &PgPool,
+    ) -> Result<Option<Vec<Vec<Cell>>>, sqlx::Error> {
         type Sample = (DateTime<Utc>, i64, f64, i16);
         while let Some(s) = self.series.get(self.at) {
             let rows: Vec<Sample> = match self.after {
-                None => sqlx::query_as(
-                    "SELECT ts, seq, value, quality FROM samples WHERE series_id = $1
+                None => {
+                    sqlx::query_as(
+                        "SELECT ts, seq, value, quality FROM samples WHERE series_id = $1
                       ORDER BY ts, seq LIMIT $2",
-                )
-                .bind(s.series_id)
-                .bind(PAGE_ROWS)
-                .fetch_all(pool)
-                .await?,
-                Some((ts, seq)) => sqlx::query_as(
-                    "SELECT ts, seq, value, quality FROM samples
+                    )
+                    .bind(s.series_id)
+                    .bind(PAGE_ROWS)
+                    .fetch_all(pool)
+                    .await?
+                }
+                Some((ts, seq)) => {
+                    sqlx::query_as(
+                        "SELECT ts, seq, value, quality FROM samples
                       WHERE series_id = $1 AND (ts, seq) > ($2, $3)
                       ORDER BY ts, seq LIMIT $4",
-                )
-                .bind(s.series_id)
-                .bind(ts)
-                .bind(seq)
-                .bind(PAGE_ROWS)
-                .fetch_all(pool)
-                .await?,
+                    )
+                    .bind(s.series_id)
+                    .bind(ts)
+                    .bind(seq)
+                    .bind(PAGE_ROWS)
+                    .fetch_all(pool)
+                    .await?
+                }
             };
             if (rows.len() as i64) < PAGE_ROWS {
                 self.at += 1;
@@ -187,10 +196,8 @@ pub async fn export(pool: &PgPool, run: RunRow) -> Result<Export, ExportError> {
     let steps = query::steps(pool, &run.run_id).await?;
     let now = Utc::now();
     let pager = ReadingsPager::new(pool, &run.run_id).await?;
-    let extra: Vec<(&'static str, Value)> = vec![
-        ("evaluation", json!(evaluation)),
-        ("steps", json!(steps)),
-    ];
+    let extra: Vec<(&'static str, Value)> =
+        vec![("evaluation", json!(evaluation)), ("steps", json!(steps))];
     Ok(Export {
         format: "qi-run-export/1",
         stem: format!("run-{}", run.run_id),

@@ -75,7 +75,9 @@ impl Export {
     pub async fn check_rows(&self, pool: &PgPool, cap: u64) -> Result<(), ExportError> {
         for t in &self.tables {
             let n = match &t.rows {
-                Rows::Ready(v) if t.spec.shape == Shape::Fields => t.spec.columns.len() as u64 * v.len() as u64,
+                Rows::Ready(v) if t.spec.shape == Shape::Fields => {
+                    t.spec.columns.len() as u64 * v.len() as u64
+                }
                 Rows::Ready(v) => v.len() as u64,
                 Rows::Readings(p) => p.count(pool).await?,
             };
@@ -187,7 +189,10 @@ async fn csv(mut export: Export, pool: &PgPool, sink: &mut Sink) -> Result<(), E
         csv_row(&header(&t.spec.header()), &mut sink.buf);
         while let Some(rows) = t.rows.next(pool).await? {
             let rows = match t.spec.shape {
-                Shape::Fields => rows.into_iter().flat_map(|r| field_rows(t.spec, r)).collect(),
+                Shape::Fields => rows
+                    .into_iter()
+                    .flat_map(|r| field_rows(t.spec, r))
+                    .collect(),
                 Shape::Rows => rows,
             };
             for r in &rows {
@@ -210,7 +215,9 @@ fn json_object(cols: &[Column], row: &[Cell], out: &mut Vec<u8>) {
         out.extend_from_slice(c.name.as_bytes());
         out.extend_from_slice(b"\":");
         // A Value always serializes.
-        out.extend_from_slice(&serde_json::to_vec(&v.to_json()).unwrap_or_else(|_| b"null".to_vec()));
+        out.extend_from_slice(
+            &serde_json::to_vec(&v.to_json()).unwrap_or_else(|_| b"null".to_vec()),
+        );
     }
     out.push(b'}');
 }
@@ -219,13 +226,16 @@ fn json_object(cols: &[Column], row: &[Cell], out: &mut Vec<u8>) {
 /// tables an object, others an array of objects keyed by column).
 async fn json(mut export: Export, pool: &PgPool, sink: &mut Sink) -> Result<(), ExportError> {
     sink.buf.extend_from_slice(b"{\"format\":");
-    sink.buf.extend_from_slice(&serde_json::to_vec(export.format).unwrap_or_default());
+    sink.buf
+        .extend_from_slice(&serde_json::to_vec(export.format).unwrap_or_default());
     for (k, v) in &export.extra {
         sink.buf.extend_from_slice(format!(",\"{k}\":").as_bytes());
-        sink.buf.extend_from_slice(&serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec()));
+        sink.buf
+            .extend_from_slice(&serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec()));
     }
     for t in &mut export.tables {
-        sink.buf.extend_from_slice(format!(",\"{}\":", t.spec.name).as_bytes());
+        sink.buf
+            .extend_from_slice(format!(",\"{}\":", t.spec.name).as_bytes());
         match t.spec.shape {
             Shape::Fields => {
                 let row = t.rows.next(pool).await?.and_then(|mut r| r.pop());
@@ -265,7 +275,10 @@ async fn xlsx(mut export: Export, pool: &PgPool, sink: &mut Sink) -> Result<(), 
         wb.start_sheet(&t.spec.header(), &mut sink.buf)?;
         while let Some(rows) = t.rows.next(pool).await? {
             let rows = match t.spec.shape {
-                Shape::Fields => rows.into_iter().flat_map(|r| field_rows(t.spec, r)).collect(),
+                Shape::Fields => rows
+                    .into_iter()
+                    .flat_map(|r| field_rows(t.spec, r))
+                    .collect(),
                 Shape::Rows => rows,
             };
             for r in &rows {

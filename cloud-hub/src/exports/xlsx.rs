@@ -179,7 +179,12 @@ impl Workbook {
         self.write_row(cells, None, out)
     }
 
-    fn write_row(&mut self, cells: &[Cell], style: Option<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+    fn write_row(
+        &mut self,
+        cells: &[Cell],
+        style: Option<u8>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let r = self.row;
         self.row += 1;
         let mut l = std::mem::take(&mut self.line);
@@ -257,7 +262,14 @@ mod tests {
 
     #[test]
     fn columns_are_lettered_like_excel() {
-        for (i, want) in [(0, "A"), (25, "Z"), (26, "AA"), (27, "AB"), (701, "ZZ"), (702, "AAA")] {
+        for (i, want) in [
+            (0, "A"),
+            (25, "Z"),
+            (26, "AA"),
+            (27, "AB"),
+            (701, "ZZ"),
+            (702, "AAA"),
+        ] {
             let mut s = String::new();
             column_name(i, &mut s);
             assert_eq!(s, want);

@@ -200,8 +200,12 @@ mod tests {
         z.finish(&mut out)?;
         let eocd = out.len() - 22;
         assert_eq!(&out[eocd..eocd + 4], &0x0605_4b50u32.to_le_bytes());
-        let cd = u32::from_le_bytes([out[eocd + 16], out[eocd + 17], out[eocd + 18], out[eocd + 19]])
-            as usize;
+        let cd = u32::from_le_bytes([
+            out[eocd + 16],
+            out[eocd + 17],
+            out[eocd + 18],
+            out[eocd + 19],
+        ]) as usize;
         let mut p = cd;
         let mut names = Vec::new();
         while p < eocd {
@@ -209,7 +213,8 @@ mod tests {
             let name_len = u16::from_le_bytes([out[p + 28], out[p + 29]]) as usize;
             let (crc, size, offset) = (le32(p + 16), le32(p + 24), le32(p + 42) as usize);
             let name = String::from_utf8_lossy(&out[p + 46..p + 46 + name_len]).to_string();
-            let data_at = offset + 30 + u16::from_le_bytes([out[offset + 26], out[offset + 27]]) as usize;
+            let data_at =
+                offset + 30 + u16::from_le_bytes([out[offset + 26], out[offset + 27]]) as usize;
             let mut d = flate2::read::DeflateDecoder::new(&out[data_at..]);
             let mut plain = Vec::new();
             d.read_to_end(&mut plain)?;

@@ -187,9 +187,42 @@ mod tests {
             a: i32,
             b: String,
         }
-        let x = fingerprint("op", &B { a: 1, b: "x".into() });
-        assert_eq!(x, fingerprint("op", &B { a: 1, b: "x".into() }));
-        assert_ne!(x, fingerprint("op", &B { a: 2, b: "x".into() }));
-        assert_ne!(x, fingerprint("other", &B { a: 1, b: "x".into() }));
+        let x = fingerprint(
+            "op",
+            &B {
+                a: 1,
+                b: "x".into(),
+            },
+        );
+        assert_eq!(
+            x,
+            fingerprint(
+                "op",
+                &B {
+                    a: 1,
+                    b: "x".into()
+                }
+            )
+        );
+        assert_ne!(
+            x,
+            fingerprint(
+                "op",
+                &B {
+                    a: 2,
+                    b: "x".into()
+                }
+            )
+        );
+        assert_ne!(
+            x,
+            fingerprint(
+                "other",
+                &B {
+                    a: 1,
+                    b: "x".into()
+                }
+            )
+        );
     }
 }
