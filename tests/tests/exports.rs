@@ -567,7 +567,7 @@ async fn a_lims_creates_requests_and_samples_idempotently_with_an_api_key() -> R
     let (s, _, _, v) = post(requests.clone(), lims.clone(), Some("k-1"), other.clone()).await?;
     assert_eq!(
         (s, v["error"].as_str()),
-        (422, Some("idempotency_key_reused")),
+        (409, Some("idempotency_key_reused")),
         "{v}"
     );
     assert_eq!(count().await?, 1);

@@ -17,8 +17,10 @@ impl From<IdempotencyError> for ApiError {
     fn from(e: IdempotencyError) -> ApiError {
         match e {
             IdempotencyError::BadKey => ApiError::bad_request(e.to_string()),
+            // 409, not 422: the body itself is valid; what conflicts is
+            // the key's earlier use (a schema-valid request is never 422).
             IdempotencyError::Reused(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::CONFLICT,
                 "idempotency_key_reused",
                 e.to_string(),
             ),
