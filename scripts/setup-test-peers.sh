@@ -13,7 +13,8 @@
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), aas-core3.0 (the aas-core-works SDK: checks
 #     the hub's Asset Administration Shell export), jwcrypto (verifies the detached JWS
-#     over the certificates' JSON), in a venv under target/peers/venv.
+#     over the certificates' JSON), openpyxl (reads back the hub's xlsx exports,
+#     tests/tests/exports.rs), in a venv under target/peers/venv.
 #   - npm: oidc-provider (a real OpenID Connect issuer for the hub's single sign-on
 #     tests), pinned with tests/peers/oidc/package-lock.json, under target/peers/node/oidc.
 # Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
@@ -70,6 +71,12 @@ jwcrypto_version=1.6.1
 if [ "$("$peers/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("jwcrypto"))' 2>/dev/null)" != "$jwcrypto_version" ]; then
   say "installing jwcrypto $jwcrypto_version (PyPI) into $peers/venv"
   "$peers/venv/bin/python" -m pip install -q "jwcrypto==$jwcrypto_version"
+fi
+
+openpyxl_version=3.1.5
+if [ "$("$peers/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("openpyxl"))' 2>/dev/null)" != "$openpyxl_version" ]; then
+  say "installing openpyxl $openpyxl_version (PyPI) into $peers/venv"
+  "$peers/venv/bin/python" -m pip install -q "openpyxl==$openpyxl_version"
 fi
 
 # libmodbus's unit-test-server, unchanged except that the port comes from

@@ -142,6 +142,7 @@ pub async fn run(
         streams,
         alarms,
         lab: cfg.lab,
+        exports: cfg.exports,
         certificates: Arc::new(certificates),
         translog,
         webhooks: cfg.webhooks,

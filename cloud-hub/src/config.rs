@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod certificates;
+pub mod exports;
 pub mod lab;
 pub mod live;
 pub mod oidc;
@@ -39,6 +40,8 @@ pub struct Config {
     pub alarms: live::AlarmsConfig,
     #[serde(default)]
     pub lab: lab::LabConfig,
+    #[serde(default)]
+    pub exports: exports::ExportsConfig,
     #[serde(default)]
     pub certificates: certificates::CertificatesConfig,
     #[serde(default)]
@@ -345,6 +348,7 @@ impl Config {
         }
         self.validate_analytics()?;
         self.lab.validate()?;
+        self.exports.validate()?;
         self.certificates.validate()?;
         self.webhooks.validate()?;
         self.live

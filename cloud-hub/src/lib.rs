@@ -14,6 +14,8 @@ pub mod certificates;
 pub mod cli;
 pub mod config;
 pub mod desired;
+pub mod exports;
+pub mod idempotency;
 pub mod identity;
 pub mod ingest;
 pub mod lab;

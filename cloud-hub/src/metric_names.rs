@@ -134,6 +134,12 @@ qi_common::metric_names! {
         "Database failures of the webhook worker (claiming, recording); the delivery is retried when its lease ends.";
     HUB_WEBHOOKS_REFUSED_TOTAL = Counter "hub_webhooks_refused_total" ["reason"]
         "Webhook and non-conformance API requests refused, by reason (invalid, not_found, conflict, storage).";
+    HUB_EXPORTS_TOTAL = Counter "hub_exports_total" ["kind", "format", "outcome"]
+        "Data exports (run, service_request) by format (csv, xlsx, json) and outcome (complete, failed, abandoned, refused).";
+    HUB_EXPORT_ROWS_TOTAL = Counter "hub_export_rows_total" ["format"]
+        "Rows written into data exports, by format (csv, xlsx, json).";
+    HUB_IDEMPOTENT_REQUESTS_TOTAL = Counter "hub_idempotent_requests_total" ["outcome"]
+        "Creates sent with an Idempotency-Key, by outcome (created, replayed, reused: the key came with a different body and was refused).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -327,13 +327,21 @@ pub async fn certify_and_challenge(
         .find(|(_, c)| c.is_ascii_digit())
         .map(|(i, c)| (at + i, c))
         .context("a digit")?;
-    let flipped_char = if digit.1 == '9' { '8' } else { (digit.1 as u8 + 1) as char };
+    let flipped_char = if digit.1 == '9' {
+        '8'
+    } else {
+        (digit.1 as u8 + 1) as char
+    };
     let mut flipped = xml.clone();
     flipped.replace_range(digit.0..digit.0 + 1, &flipped_char.to_string());
     let p = write(&dir, "flipped.xml", flipped.as_bytes())?;
     let (ok, out) = xmlsec1_verify(&p, &pki.ca)?;
     anyhow::ensure!(!ok, "xmlsec1 accepted a flipped byte: {out}");
-    let p = write(&dir, "flipped.bundle", &bundle_with(&bundle, "xml", &flipped))?;
+    let p = write(
+        &dir,
+        "flipped.bundle",
+        &bundle_with(&bundle, "xml", &flipped),
+    )?;
     let (ok, out) = offline_verify(&p, &pki.ca, &[])?;
     anyhow::ensure!(
         !ok && out.contains("INVALID (xml_signature)"),

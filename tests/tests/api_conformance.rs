@@ -168,8 +168,17 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() -> Result<()>
             String::from_utf8_lossy(&out.stderr)
         );
         let lines: Vec<&str> = all.lines().collect();
-        lines[lines.len().saturating_sub(150)..]
+        // The failures' details (the request, the answer, a curl line) come
+        // before the long summary: keep them, then the end.
+        let failures = lines
             .iter()
+            .position(|l| l.contains("FAILURES"))
+            .map(|i| &lines[i..(i + 120).min(lines.len())])
+            .unwrap_or_default();
+        failures
+            .iter()
+            .chain(["...".into()].iter())
+            .chain(lines[lines.len().saturating_sub(150)..].iter())
             .map(|l| {
                 if l.len() > 400 {
                     &l[..l.floor_char_boundary(400)]

@@ -407,11 +407,19 @@ async fn a_passing_and_a_failing_module_through_stc_tc_stc_with_verdicts_crash_a
 
     // Issue #15: module A certified (and the certificate challenged);
     // module B's failed thermal cycling reported to the QMS, explained.
-    certify_and_challenge(&stack, &pki, &engineer, "sample:MOD-A", &["MOD-A", "Solar GmbH"])
-        .await
-        .with_context(|| stack.logs())?;
+    certify_and_challenge(
+        &stack,
+        &pki,
+        &engineer,
+        "sample:MOD-A",
+        &["MOD-A", "Solar GmbH"],
+    )
+    .await
+    .with_context(|| stack.logs())?;
     let nc = qms
-        .wait_accepted("nonconformance.raised", |b| b["subject"]["run_id"] == tc[1].as_str())
+        .wait_accepted("nonconformance.raised", |b| {
+            b["subject"]["run_id"] == tc[1].as_str()
+        })
         .await?;
     assert!(nc.authentic, "signed with the subscription's secret");
     let failed = nc.body["data"]["failed_criteria"].to_string();

@@ -3,6 +3,7 @@
 //! requests, commits, and counts.
 
 use super::guard::ReqOrigin;
+use super::idempotent;
 use super::params::JsonObject;
 use super::twins::{if_match, with_etag};
 use super::{ApiError, ApiState, filter, parse_limit};
@@ -93,6 +94,7 @@ fn number_id(p: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
 struct ListParams {
     state: Option<String>,
     customer: Option<String>,
+    external_ref: Option<String>,
     after: Option<String>,
     limit: Option<String>,
 }
@@ -112,12 +114,14 @@ async fn list_requests(
         })?),
     };
     let customer = filter("customer", p.customer)?;
+    let external_ref = filter("external_ref", p.external_ref)?;
     let after = filter("after", p.after)?;
     let limit = parse_limit(&p.limit, 100, s.max_page_size)?;
     let items = requests::list(
         s.store.pool(),
         state,
         customer.as_deref(),
+        external_ref.as_deref(),
         after.as_deref(),
         limit,
     )
@@ -136,18 +140,25 @@ async fn create_request(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
+    headers: HeaderMap,
     body: Result<JsonObject<NewRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    let key = idempotent::key(&headers)?;
     let JsonObject(n) = body?;
     let actor = Actor {
         principal: &by,
         origin: &origin,
     };
+    let op = "service_request.create";
     let mut tx = s.store.pool().begin().await?;
+    if let Some(replay) = idempotent::claim(&mut tx, &by, op, key.as_deref(), &n).await? {
+        return Ok(replay);
+    }
     let r = requests::create(&mut tx, n, &actor).await?;
+    let answer = idempotent::record(&mut tx, &by, op, key.as_deref(), r.etag(), json!(r)).await?;
     tx.commit().await?;
-    written("service_request.create");
-    Ok(with_etag(r.etag(), StatusCode::CREATED, json!(r)))
+    written(op);
+    Ok(answer)
 }
 
 async fn read_request(
@@ -245,20 +256,28 @@ async fn add_sample(
     State(s): State<ApiState>,
     Extension(by): Extension<Principal>,
     ReqOrigin(origin, _): ReqOrigin,
+    headers: HeaderMap,
     p: Result<Path<String>, PathRejection>,
     body: Result<JsonObject<NewSample>, ApiError>,
 ) -> Result<Response, ApiError> {
     let id = text_id(p, "id")?;
+    let key = idempotent::key(&headers)?;
     let JsonObject(n) = body?;
     let actor = Actor {
         principal: &by,
         origin: &origin,
     };
+    // Per request: the same key may add a sample to each of two requests.
+    let op = format!("service_request.add_sample:{id}");
     let mut tx = s.store.pool().begin().await?;
+    if let Some(replay) = idempotent::claim(&mut tx, &by, &op, key.as_deref(), &n).await? {
+        return Ok(replay);
+    }
     let t = requests::add_sample(&mut tx, &id, n, &actor).await?;
+    let answer = idempotent::record(&mut tx, &by, &op, key.as_deref(), t.etag(), json!(t)).await?;
     tx.commit().await?;
     written("service_request.add_sample");
-    Ok(with_etag(t.etag(), StatusCode::CREATED, json!(t)))
+    Ok(answer)
 }
 
 async fn list_inspections(

@@ -15,7 +15,9 @@
 //! (issuing, revoking, documents, the public verification, `crate::certificates`),
 //! `translog` (the transparency log's public read API, `crate::translog`),
 //! `webhooks` (webhook subscriptions, dead letters and non-conformances,
-//! `crate::webhooks`, `crate::nonconformance`).
+//! `crate::webhooks`, `crate::nonconformance`),
+//! `exports` (CSV, xlsx and JSON exports of runs and service requests,
+//! `crate::exports`), `idempotent` (`Idempotency-Key` on the lab's creates).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -28,7 +30,9 @@ mod certificates;
 mod commands;
 mod desired;
 mod error;
+mod exports;
 mod guard;
+mod idempotent;
 mod keys;
 mod lab;
 mod live;
@@ -72,6 +76,8 @@ pub struct ApiState {
     pub alarms: std::sync::Arc<crate::alarms::Alarms>,
     /// Bounds of inspection photos (`[lab]`).
     pub lab: crate::config::lab::LabConfig,
+    /// Bounds of the data exports (`[exports]`).
+    pub exports: crate::config::exports::ExportsConfig,
     /// The issuing key and what documents say (`[certificates]`).
     pub certificates: std::sync::Arc<crate::certificates::Issuer>,
     /// The transparency log's key and signed heads (`crate::translog`).
@@ -154,6 +160,7 @@ fn routes() -> Router<ApiState> {
         .merge(reports::routes())
         .merge(translog::routes())
         .merge(webhooks::routes())
+        .merge(exports::routes())
 }
 
 /// The API's description (OpenAPI 3), served as is.

@@ -18,6 +18,7 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("reports.rs"),
         include_str!("translog.rs"),
         include_str!("webhooks.rs"),
+        include_str!("exports.rs"),
     ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {

@@ -327,6 +327,43 @@ pub const RULES: &[Rule] = &[
         P::EvaluateRuns,
         S::Filtered,
     ),
+    // Data exports (docs/exports.md): read like the run or request itself.
+    rule(
+        "GET",
+        "/api/v1/runs/{id}/export.csv",
+        P::ReadData,
+        S::Filtered,
+    ),
+    rule(
+        "GET",
+        "/api/v1/runs/{id}/export.xlsx",
+        P::ReadData,
+        S::Filtered,
+    ),
+    rule(
+        "GET",
+        "/api/v1/runs/{id}/export.json",
+        P::ReadData,
+        S::Filtered,
+    ),
+    rule(
+        "GET",
+        "/api/v1/service-requests/{id}/export.csv",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/service-requests/{id}/export.xlsx",
+        P::ReadData,
+        S::Fleet,
+    ),
+    rule(
+        "GET",
+        "/api/v1/service-requests/{id}/export.json",
+        P::ReadData,
+        S::Fleet,
+    ),
     rule("GET", "/api/v1/certificates", P::ReadData, S::Fleet),
     rule(
         "POST",

@@ -70,7 +70,9 @@ impl State {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new request as a client sends it (Serialize: its parsed form is what
+/// an `Idempotency-Key` is bound to).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
     pub customer: String,
@@ -78,6 +80,9 @@ pub struct NewRequest {
     pub protocols: Vec<String>,
     #[serde(default)]
     pub notes: String,
+    /// The client's (a LIMS's) own id of the order, unique per customer.
+    #[serde(default)]
+    pub external_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -88,6 +93,7 @@ pub struct Request {
     pub protocols: Vec<String>,
     pub state: String,
     pub notes: String,
+    pub external_ref: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -109,7 +115,7 @@ pub struct Transition {
     pub at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "request_id, customer, module_type, protocols, state, notes, created_by, created_at, updated_at, version";
+const COLUMNS: &str = "request_id, customer, module_type, protocols, state, notes, external_ref, created_by, created_at, updated_at, version";
 
 /// A protocol id as templates name themselves (`protocol.id`).
 fn check_protocol_id(id: &str) -> bool {
@@ -133,6 +139,19 @@ pub async fn create(
             "`protocols` must name 1 to {MAX_PROTOCOLS} protocols"
         )));
     }
+    if let Some(x) = &n.external_ref {
+        check_external_ref(x)?;
+        let taken: Option<String> = sqlx::query_scalar(
+            "SELECT request_id FROM service_requests WHERE customer = $1 AND external_ref = $2",
+        )
+        .bind(&n.customer)
+        .bind(x)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = taken {
+            return Err(external_ref_taken(&n.customer, x, Some(&id)));
+        }
+    }
     if let Some(bad) = n.protocols.iter().find(|p| !check_protocol_id(p)) {
         return Err(LabError::Invalid(format!(
             "`protocols`: {:?} is not a protocol id (a-z 0-9 _ -, as in `protocol.id` of a template)",
@@ -140,8 +159,8 @@ pub async fn create(
         )));
     }
     let r: Request = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO service_requests (request_id, customer, module_type, protocols, notes, created_by)
-         VALUES ('SR-' || lpad(nextval('service_request_number')::text, 6, '0'), $1, $2, $3, $4, $5)
+        "INSERT INTO service_requests (request_id, customer, module_type, protocols, notes, created_by, external_ref)
+         VALUES ('SR-' || lpad(nextval('service_request_number')::text, 6, '0'), $1, $2, $3, $4, $5, $6)
          RETURNING {COLUMNS}"
     )))
     .bind(&n.customer)
@@ -149,8 +168,17 @@ pub async fn create(
     .bind(&n.protocols)
     .bind(&n.notes)
     .bind(&by.principal.id)
+    .bind(&n.external_ref)
     .fetch_one(&mut *conn)
-    .await?;
+    .await
+    .map_err(|e| {
+        // Registered concurrently between the check above and here.
+        if e.as_database_error().and_then(|d| d.constraint()) == Some(EXTERNAL_REF_INDEX) {
+            external_ref_taken(&n.customer, n.external_ref.as_deref().unwrap_or(""), None)
+        } else {
+            LabError::Db(e)
+        }
+    })?;
     crate::audit::append_in(
         conn,
         by.entry(
@@ -162,6 +190,32 @@ pub async fn create(
     )
     .await?;
     Ok(r)
+}
+
+/// The unique index of (customer, external_ref), migration 0017.
+const EXTERNAL_REF_INDEX: &str = "service_requests_external_ref";
+
+/// An external reference: what `filter` takes for ids (printable, at most
+/// `qi_proto::limits::MAX_ID_LEN`), not empty.
+fn check_external_ref(x: &str) -> Result<(), LabError> {
+    if x.trim().is_empty()
+        || x.chars().count() > qi_proto::limits::MAX_ID_LEN
+        || x.chars().any(char::is_control)
+    {
+        return Err(LabError::Invalid(format!(
+            "`external_ref` must be 1 to {} printable characters",
+            qi_proto::limits::MAX_ID_LEN
+        )));
+    }
+    Ok(())
+}
+
+fn external_ref_taken(customer: &str, x: &str, id: Option<&str>) -> LabError {
+    LabError::Conflict(format!(
+        "customer {customer:?} already has a service request with external_ref {x:?}{}; \
+         find it with GET /api/v1/service-requests?external_ref=",
+        id.map(|i| format!(" ({i})")).unwrap_or_default()
+    ))
 }
 
 pub fn target(id: &str) -> String {
@@ -192,6 +246,7 @@ pub async fn list(
     pool: &PgPool,
     state: Option<State>,
     customer: Option<&str>,
+    external_ref: Option<&str>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Request>, LabError> {
@@ -200,12 +255,14 @@ pub async fn list(
          WHERE ($1::text IS NULL OR state = $1)
            AND ($2::text IS NULL OR customer = $2)
            AND ($3::text IS NULL OR request_id > $3)
+           AND ($5::text IS NULL OR external_ref = $5)
          ORDER BY request_id LIMIT $4"
     )))
     .bind(state.map(State::as_str))
     .bind(customer)
     .bind(after)
     .bind(limit)
+    .bind(external_ref)
     .fetch_all(pool)
     .await?)
 }
@@ -345,7 +402,7 @@ fn allowed_from(from: State) -> String {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSample {
     pub serial_number: String,
