@@ -2,6 +2,7 @@
 //! `docs/configuration.md`; keep the two in step.
 
 mod auth;
+pub mod calibration;
 pub mod certificates;
 pub mod lab;
 pub mod live;
@@ -40,6 +41,8 @@ pub struct Config {
     pub lab: lab::LabConfig,
     #[serde(default)]
     pub certificates: certificates::CertificatesConfig,
+    #[serde(default)]
+    pub calibration: calibration::CalibrationConfig,
 }
 
 /// `[analytics]`: rollups and query limits.
@@ -343,6 +346,7 @@ impl Config {
         self.validate_analytics()?;
         self.lab.validate()?;
         self.certificates.validate()?;
+        self.calibration.validate()?;
         self.live
             .validate()
             .map_err(|(key, why)| (format!("live.{key}"), why))?;

@@ -105,7 +105,7 @@ qi_common::metric_names! {
     HUB_RUN_APPROVALS_TOTAL = Counter "hub_run_approvals_total" ["decision"]
         "Engineer decisions on provisional run verdicts, by decision (approve, reject).";
     HUB_CERTIFICATES_ISSUED_TOTAL = Counter "hub_certificates_issued_total" ["kind", "simulated"]
-        "Certificates issued, by kind (test) and whether marked SIMULATED (true, false).";
+        "Certificates issued, by kind (test, calibration) and whether marked SIMULATED (true, false).";
     HUB_CERTIFICATE_ISSUE_SECONDS = Histogram "hub_certificate_issue_seconds" []
         "Time to issue one certificate: read the runs, render, sign twice, store, log, audit.";
     HUB_CERTIFICATES_REVOKED_TOTAL = Counter "hub_certificates_revoked_total" ["state"]
@@ -114,6 +114,16 @@ qi_common::metric_names! {
         "Certificate operations refused, by reason (not_configured, refused, invalid, not_found, key, storage).";
     HUB_CERTIFICATE_VERIFICATIONS_TOTAL = Counter "hub_certificate_verifications_total" ["status"]
         "Answers of the public verification endpoint, by status (valid, revoked, superseded, expired, unknown, bad_id).";
+    HUB_CALIBRATIONS_RECORDED_TOTAL = Counter "hub_calibrations_recorded_total" []
+        "Instrument calibrations recorded.";
+    HUB_CALIBRATION_REFUSED_TOTAL = Counter "hub_calibration_refused_total" ["reason"]
+        "Calibration requests refused, by reason (invalid, not_found, storage).";
+    HUB_CALIBRATION_CHECKS_TOTAL = Counter "hub_calibration_checks_total" ["result"]
+        "Looks of the calibration watch for due calibrations and expiring certificates, by result (ok, error).";
+    HUB_CALIBRATION_DUE = Gauge "hub_calibration_due" ["kind", "status"]
+        "Instrument calibrations (kind calibration) and valid certificates (kind certificate) due within calibration.warn_days (status due_soon) or past (expired), at the watch's last look.";
+    HUB_CALIBRATION_STATUS_SENT_TOTAL = Counter "hub_calibration_status_sent_total" []
+        "Calibration status lists sent to gateways (after Welcome, and when a calibration of theirs changed).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

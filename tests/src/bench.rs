@@ -119,6 +119,7 @@ pub async fn api_state(
         identity,
         public_url: String::new(),
         lab: cloud_hub::config::lab::LabConfig::default(),
+        calibration: cloud_hub::config::calibration::CalibrationConfig::default(),
         certificates: std::sync::Arc::new(
             cloud_hub::certificates::Issuer::from_config(
                 &cloud_hub::config::certificates::CertificatesConfig::default(),

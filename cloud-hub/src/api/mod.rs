@@ -68,6 +68,8 @@ pub struct ApiState {
     pub alarms: std::sync::Arc<crate::alarms::Alarms>,
     /// Bounds of inspection photos (`[lab]`).
     pub lab: crate::config::lab::LabConfig,
+    /// When a calibration is due soon (`[calibration]`).
+    pub calibration: crate::config::calibration::CalibrationConfig,
     /// The issuing key and what documents say (`[certificates]`).
     pub certificates: std::sync::Arc<crate::certificates::Issuer>,
     /// The transparency log's key and signed heads (`crate::translog`).

@@ -548,5 +548,6 @@ fn build(
         },
         responsible_persons: persons,
         runs,
+        calibration: None,
     }
 }
