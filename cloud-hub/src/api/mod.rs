@@ -13,7 +13,9 @@
 //! requests, samples, inspections, photos: `crate::lab`), `runs` (protocol
 //! runs, their evaluations and approvals, `crate::runs`), `certificates`
 //! (issuing, revoking, documents, the public verification, `crate::certificates`),
-//! `translog` (the transparency log's public read API, `crate::translog`).
+//! `translog` (the transparency log's public read API, `crate::translog`),
+//! `calibration` (instrument calibrations, what is due, calibration
+//! certificates, `crate::calibration`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -22,6 +24,7 @@ mod alarms;
 mod analytics;
 mod audit;
 mod auth;
+mod calibration;
 mod certificates;
 mod commands;
 mod desired;
@@ -147,6 +150,7 @@ fn routes() -> Router<ApiState> {
         .route("/api/v1/alarms/{id}/acknowledge", post(alarms::acknowledge))
         .merge(runs::routes())
         .merge(certificates::routes())
+        .merge(calibration::routes())
         .merge(translog::routes())
 }
 

@@ -16,6 +16,7 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("runs.rs"),
         include_str!("certificates.rs"),
         include_str!("translog.rs"),
+        include_str!("calibration.rs"),
     ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {
@@ -98,6 +99,9 @@ fn the_documents_length_limits_are_the_contracts() {
         crate::twins::model::MAX_CURSOR_LEN,
         crate::lab::MAX_TEXT_LEN,
         crate::certificates::MAX_ID_LEN,
+        // Calibration values' units and free text (crate::calibration).
+        qi_proto::limits::MAX_UNIT_LEN,
+        qi_proto::limits::MAX_TEXT_LEN,
     ]
     .map(|n| n.to_string());
     assert!(
