@@ -164,7 +164,13 @@ async fn calibrations_are_recorded_listed_alarmed_and_certified() -> Result<()> 
 
     // An expired calibration: the twin shows it, the listing has it, a
     // major alarm is raised on the twin.
-    let (s, v) = call(Method::POST, &cals, Some(&erin), Some(&calibration(-400, -10))).await?;
+    let (s, v) = call(
+        Method::POST,
+        &cals,
+        Some(&erin),
+        Some(&calibration(-400, -10)),
+    )
+    .await?;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["status"]["status"], "expired", "{v}");
     let expired_id = v["calibration"]["calibration_id"].as_i64().context("id")?;
@@ -237,14 +243,23 @@ async fn calibrations_are_recorded_listed_alarmed_and_certified() -> Result<()> 
     assert_eq!(s, 400, "{v}");
 
     // A new calibration clears the alarm.
-    let (s, v) = call(Method::POST, &cals, Some(&erin), Some(&calibration(-1, 365))).await?;
+    let (s, v) = call(
+        Method::POST,
+        &cals,
+        Some(&erin),
+        Some(&calibration(-1, 365)),
+    )
+    .await?;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["status"]["status"], "valid", "{v}");
     let valid_id = v["calibration"]["calibration_id"].as_i64().context("id")?;
     alarm_becomes(&url, &viewer, smu, None).await?;
     let (_, v) = call(Method::GET, &cals, Some(&viewer), None).await?;
     assert_eq!(v["count"], 2, "{v}");
-    assert_eq!(v["calibrations"][0]["calibration_id"], valid_id, "latest first");
+    assert_eq!(
+        v["calibrations"][0]["calibration_id"], valid_id,
+        "latest first"
+    );
 
     // The calibration certificate: engineers only; not for an expired or
     // another laboratory's calibration; once.
@@ -275,7 +290,13 @@ async fn calibrations_are_recorded_listed_alarmed_and_certified() -> Result<()> 
     let ext_id = v["calibration"]["calibration_id"].as_i64().context("id")?;
     let (s, v) = certify(ext_id, &erin).await?;
     assert_eq!(s, 409, "{v}");
-    assert!(v["message"].as_str().unwrap_or("").contains("D-K-12345-2026-0042"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("D-K-12345-2026-0042"),
+        "{v}"
+    );
 
     let (s, v) = certify(valid_id, &erin).await?;
     assert_eq!(s, 201, "{v}");

@@ -209,6 +209,9 @@ async fn an_expired_instrument_refuses_runs_at_the_edge_even_offline_until_recal
         Some(json!({"reason": "test over"})),
     )
     .await?;
-    assert!(s == StatusCode::ACCEPTED || s == StatusCode::CONFLICT, "{v}");
+    assert!(
+        s == StatusCode::ACCEPTED || s == StatusCode::CONFLICT,
+        "{v}"
+    );
     Ok(())
 }

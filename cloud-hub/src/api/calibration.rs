@@ -21,10 +21,7 @@ use serde_json::{Value, json};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
-        .route(
-            "/api/v1/twins/{id}/calibrations",
-            get(list).post(record),
-        )
+        .route("/api/v1/twins/{id}/calibrations", get(list).post(record))
         .route("/api/v1/calibrations/due", get(due_list))
         .route("/api/v1/calibrations/{id}/certificate", post(certify))
 }
@@ -144,13 +141,8 @@ async fn certify(
         .ok()
         .filter(|n| *n >= 1)
         .ok_or_else(|| ApiError::bad_request("a calibration id is a positive integer"))?;
-    let c = crate::certificates::calibration::issue(
-        s.store.pool(),
-        &s.certificates,
-        &by,
-        &origin,
-        id,
-    )
-    .await?;
+    let c =
+        crate::certificates::calibration::issue(s.store.pool(), &s.certificates, &by, &origin, id)
+            .await?;
     Ok((StatusCode::CREATED, Json(json!({"certificate": c}))))
 }

@@ -184,7 +184,11 @@ pub fn check(c: &NewCalibration, now: DateTime<Utc>) -> Result<(), CalibrationEr
     for m in &c.measured {
         quantity("measured", &m.name, &m.unit)?;
         number("measured.value", m.value, false)?;
-        number("measured.expanded_uncertainty", m.expanded_uncertainty, true)?;
+        number(
+            "measured.expanded_uncertainty",
+            m.expanded_uncertainty,
+            true,
+        )?;
         if !(m.coverage_factor.is_finite() && m.coverage_factor > 0.0) {
             return Err(CalibrationError::Invalid(
                 "`measured.coverage_factor` must be a finite number > 0 (k, usually 2)".into(),
@@ -328,11 +332,7 @@ pub async fn standing_at(
 
 /// What an instrument twin's state shows of its calibration: status, due
 /// date, the record and its certificate.
-pub async fn twin_status(
-    pool: &PgPool,
-    twin: &str,
-    warn_days: u32,
-) -> Result<Value, sqlx::Error> {
+pub async fn twin_status(pool: &PgPool, twin: &str, warn_days: u32) -> Result<Value, sqlx::Error> {
     let c: Option<(i64, DateTime<Utc>, Option<String>)> = sqlx::query_as(
         "SELECT calibration_id, due_at, certificate_id FROM calibrations WHERE twin_id = $1
           ORDER BY calibrated_at DESC, calibration_id DESC LIMIT 1",

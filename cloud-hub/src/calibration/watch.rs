@@ -153,14 +153,8 @@ pub async fn check(
                     Some(w) => json!({"reason": "severity changed", "to": w.severity}),
                     None => json!({"reason": "no longer due"}),
                 };
-                let a = store::clear(
-                    &mut tx,
-                    rule,
-                    why,
-                    (ActorKind::System, "calibration"),
-                    None,
-                )
-                .await?;
+                let a = store::clear(&mut tx, rule, why, (ActorKind::System, "calibration"), None)
+                    .await?;
                 tx.commit().await?;
                 if let Some(a) = a {
                     alarms.announce("cleared", &a);

@@ -159,7 +159,10 @@ fn a_calibration_certificate_states_values_with_their_uncertainty() {
     ] {
         assert!(x.contains(part), "{part} missing in {x}");
     }
-    assert!(!x.contains("service request"), "no empty service request: {x}");
+    assert!(
+        !x.contains("service request"),
+        "no empty service request: {x}"
+    );
 }
 
 #[test]

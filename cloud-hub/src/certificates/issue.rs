@@ -113,7 +113,6 @@ fn devices(run: &RunRow, series: &[(String, String, String)]) -> Vec<String> {
     devices
 }
 
-
 async fn run_facts(conn: &mut PgConnection, run: RunRow) -> Result<RunFacts, CertError> {
     let id = run.run_id.clone();
     let evaluation = latest(conn, &id)

@@ -222,7 +222,8 @@ mod tests {
         let path = dir.path().join("buf");
         let now = chrono::Utc::now().timestamp_millis();
         {
-            let b = Arc::new(Buffer::open(&path, BufferOptions::with_cache(1 << 20)).expect("open"));
+            let b =
+                Arc::new(Buffer::open(&path, BufferOptions::with_cache(1 << 20)).expect("open"));
             let c = Calibrations::load(Arc::clone(&b), false).expect("load");
             let n = c
                 .apply(CalibrationStatus {
@@ -243,7 +244,9 @@ mod tests {
         assert!(r.message.contains("out of calibration"), "{}", r.message);
         assert!(c.check(["chamber", "pyranometer"], now).is_ok());
         let strict = Calibrations::load(Arc::clone(&b), true).expect("load");
-        let r = strict.check(["chamber", "pyranometer"], now).expect_err("unknown");
+        let r = strict
+            .check(["chamber", "pyranometer"], now)
+            .expect_err("unknown");
         assert!(r.message.contains("require_calibration"), "{}", r.message);
         // A bad list changes nothing.
         let bad = c
