@@ -322,7 +322,10 @@ async fn read(
     body["type"] = json!(ty);
     body["parent"] = json!(parent);
     body["site"] = json!(site);
-    body["state"] = state::live(pool, &t, s.calibration.warn_days).await?;
+    body["state"] = state::live(pool, &t).await?;
+    body["state"]["calibration"] =
+        crate::calibration::records::of_twin(pool, &t.twin_id, &t.kind, s.calibration.warn_days)
+            .await?;
     Ok(with_etag(t.etag(), StatusCode::OK, body))
 }
 

@@ -330,6 +330,21 @@ pub async fn standing_at(
     .await
 }
 
+/// What a twin's state shows as `calibration`: an instrument's status,
+/// null for other kinds.
+pub async fn of_twin(
+    pool: &PgPool,
+    twin: &str,
+    kind: &str,
+    warn_days: u32,
+) -> Result<Value, sqlx::Error> {
+    if kind == "instrument" {
+        twin_status(pool, twin, warn_days).await
+    } else {
+        Ok(Value::Null)
+    }
+}
+
 /// What an instrument twin's state shows of its calibration: status, due
 /// date, the record and its certificate.
 pub async fn twin_status(pool: &PgPool, twin: &str, warn_days: u32) -> Result<Value, sqlx::Error> {

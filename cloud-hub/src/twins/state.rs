@@ -1,9 +1,9 @@
 //! A twin's live state: the latest value of every metric its instrument
 //! reports (from `series_latest`, kept current by ingest, never a scan of
 //! raw data), next to what its type says it should report, with the
-//! analytics links for each metric's history; the health of the gateway
-//! it hangs on; and, for an instrument, its calibration status
-//! (`crate::calibration`).
+//! analytics links for each metric's history; and the health of the
+//! gateway it hangs on. (An instrument's calibration status is
+//! `crate::calibration`'s; the API adds it.)
 
 use super::store::Twin;
 use chrono::{DateTime, Utc};
@@ -87,9 +87,8 @@ pub async fn health(pool: &PgPool, t: &Twin) -> Result<Value, sqlx::Error> {
 }
 
 /// What `GET /api/v1/twins/{id}` shows as `state`: the metrics with their
-/// history links, the health, and an instrument's calibration (null for
-/// other kinds).
-pub async fn live(pool: &PgPool, t: &Twin, warn_days: u32) -> Result<Value, sqlx::Error> {
+/// history links and the health.
+pub async fn live(pool: &PgPool, t: &Twin) -> Result<Value, sqlx::Error> {
     let metrics: Vec<Value> = metrics(pool, t)
         .await?
         .into_iter()
@@ -101,12 +100,7 @@ pub async fn live(pool: &PgPool, t: &Twin, warn_days: u32) -> Result<Value, sqlx
         })
         .collect();
     let health = health(pool, t).await?;
-    let calibration = if t.kind == "instrument" {
-        crate::calibration::records::twin_status(pool, &t.twin_id, warn_days).await?
-    } else {
-        Value::Null
-    };
-    Ok(json!({"metrics": metrics, "health": health, "calibration": calibration}))
+    Ok(json!({"metrics": metrics, "health": health}))
 }
 
 /// Where a metric's history is: the analytics API by series id.
