@@ -117,7 +117,7 @@ qi_common::metric_names! {
     HUB_CALIBRATIONS_RECORDED_TOTAL = Counter "hub_calibrations_recorded_total" []
         "Instrument calibrations recorded.";
     HUB_CALIBRATION_REFUSED_TOTAL = Counter "hub_calibration_refused_total" ["reason"]
-        "Calibration requests refused, by reason (invalid, not_found, storage).";
+        "Calibration requests refused, by reason (invalid, refused, not_found, storage).";
     HUB_CALIBRATION_CHECKS_TOTAL = Counter "hub_calibration_checks_total" ["result"]
         "Looks of the calibration watch for due calibrations and expiring certificates, by result (ok, error).";
     HUB_CALIBRATION_DUE = Gauge "hub_calibration_due" ["kind", "status"]

@@ -35,6 +35,7 @@ impl From<CalibrationError> for ApiError {
             CalibrationError::Invalid(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
             }
+            CalibrationError::Refused(m) => ApiError::conflict(m),
             CalibrationError::Db(e) => ApiError::unavailable(e),
             CalibrationError::Audit(e) => ApiError::unavailable(e),
         }

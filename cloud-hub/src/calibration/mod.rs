@@ -28,8 +28,13 @@ pub const MAX_VALUES: usize = 64;
 pub enum CalibrationError {
     #[error("{0}")]
     NotFound(String),
+    /// Breaks a limit of a field (what the API's schema also says).
     #[error("{0}")]
     Invalid(String),
+    /// Well-formed but not possible: dates out of order, a twin that is
+    /// not an instrument, an external calibration without its certificate.
+    #[error("{0}")]
+    Refused(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error(transparent)]
@@ -42,6 +47,7 @@ impl CalibrationError {
         match self {
             CalibrationError::NotFound(_) => "not_found",
             CalibrationError::Invalid(_) => "invalid",
+            CalibrationError::Refused(_) => "refused",
             CalibrationError::Db(_) | CalibrationError::Audit(_) => "storage",
         }
     }

@@ -135,12 +135,12 @@ fn quantity(what: &str, name: &str, unit: &str) -> Result<(), CalibrationError> 
 /// Why a calibration cannot be recorded as asked, if it cannot.
 pub fn check(c: &NewCalibration, now: DateTime<Utc>) -> Result<(), CalibrationError> {
     if c.calibrated_at > now + chrono::Duration::minutes(5) {
-        return Err(CalibrationError::Invalid(
+        return Err(CalibrationError::Refused(
             "`calibrated_at` is in the future: record a calibration once it is done".into(),
         ));
     }
     if c.due_at <= c.calibrated_at {
-        return Err(CalibrationError::Invalid(
+        return Err(CalibrationError::Refused(
             "`due_at` must be after `calibrated_at`".into(),
         ));
     }
@@ -151,14 +151,14 @@ pub fn check(c: &NewCalibration, now: DateTime<Utc>) -> Result<(), CalibrationEr
     match (&c.external, &c.external_certificate) {
         (true, Some(r)) => text("external_certificate", r, true)?,
         (true, None) => {
-            return Err(CalibrationError::Invalid(
+            return Err(CalibrationError::Refused(
                 "an external calibration names the external laboratory's certificate \
                  (`external_certificate`) and the laboratory (`laboratory`)"
                     .into(),
             ));
         }
         (false, Some(_)) => {
-            return Err(CalibrationError::Invalid(
+            return Err(CalibrationError::Refused(
                 "`external_certificate` is for calibrations by another laboratory \
                  (`external`: true)"
                     .into(),
@@ -167,7 +167,7 @@ pub fn check(c: &NewCalibration, now: DateTime<Utc>) -> Result<(), CalibrationEr
         (false, None) => {}
     }
     if c.external && c.laboratory.is_none() {
-        return Err(CalibrationError::Invalid(
+        return Err(CalibrationError::Refused(
             "an external calibration names its `laboratory`".into(),
         ));
     }
@@ -217,7 +217,7 @@ async fn instrument(
     match row {
         None => Err(CalibrationError::NotFound(format!("no twin {twin:?}"))),
         Some((kind, Some(gw), Some(dev))) if kind == "instrument" => Ok((gw, dev)),
-        Some((kind, _, _)) => Err(CalibrationError::Invalid(format!(
+        Some((kind, _, _)) => Err(CalibrationError::Refused(format!(
             "{twin} is a {kind} twin not bound to a device: calibrations are of instrument \
              twins bound to a gateway's device (`instrument:<gateway>:<device>`)"
         ))),
@@ -234,9 +234,9 @@ pub async fn record(
     who: &Principal,
     origin: &Origin,
 ) -> Result<Calibration, CalibrationError> {
-    check(c, Utc::now())?;
     let mut tx = pool.begin().await?;
     let (gw, dev) = instrument(&mut tx, twin).await?;
+    check(c, Utc::now())?;
     let lab = match &c.laboratory {
         Some(l) => l.clone(),
         None if our_lab.is_empty() => "this laboratory".into(),
