@@ -115,6 +115,12 @@ pub async fn run(
         .map_err(anyhow::Error::msg)
         .context("cannot start alarm webhooks")?;
     tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
+    tokio::spawn(crate::calibration::watch::run(
+        store.pool().clone(),
+        Arc::clone(&alarms),
+        cfg.calibration,
+        stop.clone(),
+    ));
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
     let closing = Arc::clone(&streams);
     let certificates =
@@ -143,6 +149,7 @@ pub async fn run(
         alarms,
         lab: cfg.lab,
         exports: cfg.exports,
+        calibration: cfg.calibration,
         certificates: Arc::new(certificates),
         translog,
         webhooks: cfg.webhooks,

@@ -2,6 +2,7 @@
 //! `docs/configuration.md`; keep the two in step.
 
 mod auth;
+pub mod calibration;
 pub mod certificates;
 pub mod exports;
 pub mod lab;
@@ -46,6 +47,8 @@ pub struct Config {
     pub certificates: certificates::CertificatesConfig,
     #[serde(default)]
     pub webhooks: webhooks::WebhooksConfig,
+    #[serde(default)]
+    pub calibration: calibration::CalibrationConfig,
 }
 
 /// `[analytics]`: rollups and query limits.
@@ -351,6 +354,7 @@ impl Config {
         self.exports.validate()?;
         self.certificates.validate()?;
         self.webhooks.validate()?;
+        self.calibration.validate()?;
         self.live
             .validate()
             .map_err(|(key, why)| (format!("live.{key}"), why))?;

@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod calibration;
 pub mod certificates;
 pub mod cli;
 pub mod config;

@@ -105,7 +105,7 @@ qi_common::metric_names! {
     HUB_RUN_APPROVALS_TOTAL = Counter "hub_run_approvals_total" ["decision"]
         "Engineer decisions on provisional run verdicts, by decision (approve, reject).";
     HUB_CERTIFICATES_ISSUED_TOTAL = Counter "hub_certificates_issued_total" ["kind", "simulated"]
-        "Certificates issued, by kind (test) and whether marked SIMULATED (true, false).";
+        "Certificates issued, by kind (test, calibration) and whether marked SIMULATED (true, false).";
     HUB_CERTIFICATE_ISSUE_SECONDS = Histogram "hub_certificate_issue_seconds" []
         "Time to issue one certificate: read the runs, render, sign twice, store, log, audit.";
     HUB_CERTIFICATES_REVOKED_TOTAL = Counter "hub_certificates_revoked_total" ["state"]
@@ -140,6 +140,16 @@ qi_common::metric_names! {
         "Rows written into data exports, by format (csv, xlsx, json).";
     HUB_IDEMPOTENT_REQUESTS_TOTAL = Counter "hub_idempotent_requests_total" ["outcome"]
         "Creates sent with an Idempotency-Key, by outcome (created, replayed, reused: the key came with a different body and was refused).";
+    HUB_CALIBRATIONS_RECORDED_TOTAL = Counter "hub_calibrations_recorded_total" []
+        "Instrument calibrations recorded.";
+    HUB_CALIBRATION_REFUSED_TOTAL = Counter "hub_calibration_refused_total" ["reason"]
+        "Calibration requests refused, by reason (invalid, refused, not_found, storage).";
+    HUB_CALIBRATION_CHECKS_TOTAL = Counter "hub_calibration_checks_total" ["result"]
+        "Looks of the calibration watch for due calibrations and expiring certificates, by result (ok, error).";
+    HUB_CALIBRATION_DUE = Gauge "hub_calibration_due" ["kind", "status"]
+        "Instrument calibrations (kind calibration) and valid certificates (kind certificate) due within calibration.warn_days (status due_soon) or past (expired), at the watch's last look.";
+    HUB_CALIBRATION_STATUS_SENT_TOTAL = Counter "hub_calibration_status_sent_total" []
+        "Calibration status lists sent to gateways (after Welcome, and when a calibration of theirs changed).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -29,6 +29,9 @@ pub async fn run(
     tracing::info!(gateway = %cfg.gateway_id, path = %cfg.buffer.path.display(),
         backlog = stats.backlog, last_seq = stats.last_seq, "buffer open");
 
+    let calibrations =
+        crate::calibration::Calibrations::load(Arc::clone(&buffer), cfg.runs.require_calibration)
+            .context("cannot read the kept calibration status")?;
     let (uplink, uplink_status) = Uplink::new(
         cfg.gateway_id.clone(),
         cfg.uplink.clone(),
@@ -46,7 +49,8 @@ pub async fn run(
     let bench_infos = benches.iter().map(|b| b.to_proto()).collect();
     let uplink = uplink
         .with_fleet(Arc::clone(&fleet))
-        .with_benches(bench_infos);
+        .with_benches(bench_infos)
+        .with_calibrations(Arc::clone(&calibrations));
     let uplink_task = tokio::spawn(uplink.run(stop.clone()));
     let templates = crate::runs::load_templates(&cfg.runs.protocols_dir);
     tracing::info!(dir = %cfg.runs.protocols_dir.display(), templates = templates.len(),
@@ -57,6 +61,7 @@ pub async fn run(
         benches,
         templates,
         cfg.runs.time_scale,
+        calibrations,
         stop.clone(),
     );
     runs.recover().await;

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod benches;
 pub mod buffer;
+pub mod calibration;
 pub mod config;
 pub mod fleet;
 pub mod identity;

@@ -99,7 +99,11 @@ qi_common::metric_names! {
     EDGE_RUNS_STARTED_TOTAL = Counter "edge_runs_started_total" []
         "Protocol runs started through the local API.";
     EDGE_RUNS_REFUSED_TOTAL = Counter "edge_runs_refused_total" ["reason"]
-        "Run starts refused (unknown protocol or bench, parameter, binding, limit, bench_busy, sample_busy, ...).";
+        "Run starts refused (unknown protocol or bench, parameter, binding, limit, bench_busy, sample_busy, calibration, ...).";
+    EDGE_CALIBRATIONS_KNOWN = Gauge "edge_calibrations_known" []
+        "Instruments whose calibration the hub told this gateway (kept across restarts).";
+    EDGE_CALIBRATION_UPDATES_TOTAL = Counter "edge_calibration_updates_total" ["result"]
+        "Calibration status lists received from the hub, by result (stored, invalid, storage).";
     EDGE_RUN_OUTCOMES_TOTAL = Counter "edge_run_outcomes_total" ["outcome"]
         "Runs ended, by outcome (completed, aborted, failed).";
     EDGE_RUN_STEPS_TOTAL = Counter "edge_run_steps_total" []

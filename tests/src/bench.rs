@@ -121,6 +121,7 @@ pub async fn api_state(
         lab: cloud_hub::config::lab::LabConfig::default(),
         webhooks: cloud_hub::config::webhooks::WebhooksConfig::default(),
         exports: cloud_hub::config::exports::ExportsConfig::default(),
+        calibration: cloud_hub::config::calibration::CalibrationConfig::default(),
         certificates: std::sync::Arc::new(
             cloud_hub::certificates::Issuer::from_config(
                 &cloud_hub::config::certificates::CertificatesConfig::default(),

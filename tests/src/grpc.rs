@@ -140,6 +140,7 @@ pub fn hello(gw: &str) -> EdgeMessage {
             agent_version: "test".into(),
             devices: vec![],
             benches: vec![],
+            accepts_calibrations: false,
         })),
     }
 }

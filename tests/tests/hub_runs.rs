@@ -576,6 +576,7 @@ async fn benches_in_the_hello_become_bench_twins_placed_like_their_gateway() -> 
             agent_version: "test".into(),
             devices: vec![],
             benches: vec![b],
+            accepts_calibrations: false,
         })),
     };
     let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));

@@ -208,10 +208,12 @@ pub async fn list(
     .await
 }
 
-/// Every enabled rule (what the evaluator runs).
+/// Every enabled rule the evaluator runs: not those of kind `calibration`
+/// (the calibration watch raises and clears their alarms, migration 0015).
 pub async fn enabled(pool: &PgPool) -> Result<Vec<Rule>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM alarm_rules WHERE deleted_at IS NULL AND enabled ORDER BY rule_id"
+        "SELECT {COLUMNS} FROM alarm_rules WHERE deleted_at IS NULL AND enabled
+            AND kind <> 'calibration' ORDER BY rule_id"
     )))
     .fetch_all(pool)
     .await

@@ -17,7 +17,9 @@
 //! `webhooks` (webhook subscriptions, dead letters and non-conformances,
 //! `crate::webhooks`, `crate::nonconformance`),
 //! `exports` (CSV, xlsx and JSON exports of runs and service requests,
-//! `crate::exports`), `idempotent` (`Idempotency-Key` on the lab's creates).
+//! `crate::exports`), `idempotent` (`Idempotency-Key` on the lab's creates),
+//! `calibration` (instrument calibrations, what is due, calibration
+//! certificates, `crate::calibration`).
 //! Every route is declared in `router`, described in `openapi.json`, and has
 //! a rule in `crate::identity::permissions`.
 
@@ -26,6 +28,7 @@ mod alarms;
 mod analytics;
 mod audit;
 mod auth;
+mod calibration;
 mod certificates;
 mod commands;
 mod desired;
@@ -78,6 +81,8 @@ pub struct ApiState {
     pub lab: crate::config::lab::LabConfig,
     /// Bounds of the data exports (`[exports]`).
     pub exports: crate::config::exports::ExportsConfig,
+    /// When a calibration is due soon (`[calibration]`).
+    pub calibration: crate::config::calibration::CalibrationConfig,
     /// The issuing key and what documents say (`[certificates]`).
     pub certificates: std::sync::Arc<crate::certificates::Issuer>,
     /// The transparency log's key and signed heads (`crate::translog`).
@@ -158,6 +163,7 @@ fn routes() -> Router<ApiState> {
         .merge(runs::routes())
         .merge(certificates::routes())
         .merge(reports::routes())
+        .merge(calibration::routes())
         .merge(translog::routes())
         .merge(webhooks::routes())
         .merge(exports::routes())

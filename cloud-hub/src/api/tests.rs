@@ -19,6 +19,7 @@ fn served() -> BTreeSet<(String, String)> {
         include_str!("translog.rs"),
         include_str!("webhooks.rs"),
         include_str!("exports.rs"),
+        include_str!("calibration.rs"),
     ] {
         for part in src.split(".route(").skip(1) {
             let Some(quoted) = part.trim_start().strip_prefix('"') else {
@@ -103,6 +104,9 @@ fn the_documents_length_limits_are_the_contracts() {
         crate::certificates::MAX_ID_LEN,
         crate::nonconformance::MAX_ID_LEN,
         crate::webhooks::subscriptions::MAX_URL_LEN,
+        // Calibration values' units and free text (crate::calibration).
+        qi_proto::limits::MAX_UNIT_LEN,
+        qi_proto::limits::MAX_TEXT_LEN,
     ]
     .map(|n| n.to_string());
     assert!(

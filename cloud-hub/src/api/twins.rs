@@ -318,22 +318,14 @@ async fn read(
         .into_iter()
         .next();
     let site = sites::of_twin(pool, &id).await?;
-    let metrics: Vec<Value> = state::metrics(pool, &t)
-        .await?
-        .into_iter()
-        .map(|m| {
-            let links = m.series_id.map(state::history_links);
-            let mut v = json!(m);
-            v["history"] = links.unwrap_or(Value::Null);
-            v
-        })
-        .collect();
-    let health = state::health(pool, &t).await?;
     let mut body = json!(t);
     body["type"] = json!(ty);
     body["parent"] = json!(parent);
     body["site"] = json!(site);
-    body["state"] = json!({"metrics": metrics, "health": health});
+    body["state"] = state::live(pool, &t).await?;
+    body["state"]["calibration"] =
+        crate::calibration::records::of_twin(pool, &t.twin_id, &t.kind, s.calibration.warn_days)
+            .await?;
     Ok(with_etag(t.etag(), StatusCode::OK, body))
 }
 

@@ -24,7 +24,8 @@ pub struct Certificate {
     /// The human-usable id, e.g. `QI-CERT-2026-000001`.
     pub id: String,
     pub uuid: String,
-    /// `test` (a sample's protocols); `calibration` is reserved.
+    /// `test` (a sample's protocols) or `calibration` (an instrument's,
+    /// with [`Certificate::calibration`]).
     pub kind: String,
     pub simulated: bool,
     /// [`SIMULATED_WARNING`] when simulated.
@@ -41,11 +42,39 @@ pub struct Certificate {
     pub supersedes: Option<String>,
     pub software: Software,
     pub laboratory: Laboratory,
+    /// A calibration certificate's customer is the laboratory itself
+    /// (`service_request` empty).
     pub customer: Customer,
+    /// A calibration certificate's item is the instrument: `sample_id` the
+    /// instrument twin, `serial_number` its device id, `module_type` its
+    /// twin type (or `instrument`).
     pub item: Item,
     /// The issuer first, then each approver.
     pub responsible_persons: Vec<Person>,
     pub runs: Vec<RunResult>,
+    /// Kind `calibration` only; absent (not even null) in test
+    /// certificates, whose bytes stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationResult>,
+}
+
+/// What a calibration certificate states of the instrument's calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationResult {
+    /// The hub's calibration record.
+    pub calibration_id: i64,
+    pub gateway_id: String,
+    pub device_id: String,
+    /// RFC 3339, UTC, whole seconds.
+    pub calibrated_at: String,
+    /// When the instrument is due for calibration again (the certificate's expiry).
+    pub due_at: String,
+    pub method: String,
+    /// Measured values with their expanded uncertainty and coverage factor.
+    pub measured: Vec<Quantity>,
+    /// Conditions of the calibration (ambient temperature, ...).
+    pub conditions: Vec<Quantity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,12 +276,14 @@ impl Certificate {
         w.leaf("dcc:uniqueIdentifier", &self.id);
         w.open("dcc:identifications");
         identification(w, "calibrationLaboratory", &self.uuid, "certificate UUID");
-        identification(
-            w,
-            "customer",
-            &self.customer.service_request,
-            "service request",
-        );
+        if !self.customer.service_request.is_empty() {
+            identification(
+                w,
+                "customer",
+                &self.customer.service_request,
+                "service request",
+            );
+        }
         identification(w, "other", &self.kind, "certificate kind");
         if let Some(old) = &self.supersedes {
             identification(w, "calibrationLaboratory", old, "supersedes certificate");
@@ -265,16 +296,34 @@ impl Certificate {
 
         w.open("dcc:items");
         w.open("dcc:item");
-        content(
-            w,
-            "dcc:name",
-            &format!("PV module {}", self.item.module_type),
-        );
-        w.open("dcc:identifications");
-        identification(w, "manufacturer", &self.item.serial_number, "serial number");
-        identification(w, "calibrationLaboratory", &self.item.sample_id, "sample");
-        identification(w, "manufacturer", &self.item.module_type, "module type");
-        w.close("dcc:identifications");
+        if let Some(c) = &self.calibration {
+            content(
+                w,
+                "dcc:name",
+                &format!("instrument {} ({})", c.device_id, self.item.module_type),
+            );
+            w.open("dcc:identifications");
+            identification(w, "owner", &c.device_id, "device id");
+            identification(w, "owner", &c.gateway_id, "gateway");
+            identification(
+                w,
+                "calibrationLaboratory",
+                &self.item.sample_id,
+                "instrument twin",
+            );
+            w.close("dcc:identifications");
+        } else {
+            content(
+                w,
+                "dcc:name",
+                &format!("PV module {}", self.item.module_type),
+            );
+            w.open("dcc:identifications");
+            identification(w, "manufacturer", &self.item.serial_number, "serial number");
+            identification(w, "calibrationLaboratory", &self.item.sample_id, "sample");
+            identification(w, "manufacturer", &self.item.module_type, "module type");
+            w.close("dcc:identifications");
+        }
         w.close("dcc:item");
         w.close("dcc:items");
 
@@ -306,6 +355,17 @@ impl Certificate {
         if let Some(warning) = &self.warning {
             statement(w, "qi_simulated", warning, None);
         }
+        if let Some(c) = &self.calibration {
+            statement(
+                w,
+                "qi_recalibration",
+                &format!(
+                    "Calibrated {}; the instrument is due for calibration again on {}.",
+                    c.calibrated_at, c.due_at
+                ),
+                None,
+            );
+        }
         statement(
             w,
             "qi_validity",
@@ -327,6 +387,9 @@ impl Certificate {
 
     fn measurement_results(&self, w: &mut Writer) {
         w.open("dcc:measurementResults");
+        if let Some(c) = &self.calibration {
+            calibration_result(w, c);
+        }
         for r in &self.runs {
             w.open("dcc:measurementResult");
             let title = if r.simulated {
@@ -448,6 +511,46 @@ impl Certificate {
         }
         w.close("dcc:measurementResults");
     }
+}
+
+/// A calibration's measurement result: method, conditions
+/// (`dcc:influenceConditions`) and the measured values with their expanded
+/// uncertainty (`si:real` with `si:expandedUnc`).
+fn calibration_result(w: &mut Writer, c: &CalibrationResult) {
+    w.open("dcc:measurementResult");
+    content(
+        w,
+        "dcc:name",
+        &format!("calibration {} of {}", c.calibration_id, c.device_id),
+    );
+    w.open("dcc:usedMethods");
+    w.open_attrs("dcc:usedMethod", &[("refType", "qi_calibration_method")]);
+    content(w, "dcc:name", &c.method);
+    w.close("dcc:usedMethod");
+    w.close("dcc:usedMethods");
+    if !c.conditions.is_empty() {
+        w.open("dcc:influenceConditions");
+        for q in &c.conditions {
+            w.open_attrs("dcc:influenceCondition", &[("refType", "qi_condition")]);
+            content(w, "dcc:name", &q.name);
+            w.open("dcc:data");
+            quantity(w, "qi_condition", q);
+            w.close("dcc:data");
+            w.close("dcc:influenceCondition");
+        }
+        w.close("dcc:influenceConditions");
+    }
+    w.open("dcc:results");
+    w.open_attrs("dcc:result", &[("refType", "qi_calibration_values")]);
+    content(w, "dcc:name", "measured values");
+    w.open("dcc:data");
+    for q in &c.measured {
+        quantity(w, "qi_measured", q);
+    }
+    w.close("dcc:data");
+    w.close("dcc:result");
+    w.close("dcc:results");
+    w.close("dcc:measurementResult");
 }
 
 /// `<name><dcc:content lang="en">text</dcc:content></name>`.

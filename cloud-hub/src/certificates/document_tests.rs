@@ -87,7 +87,82 @@ pub fn sample() -> Certificate {
                 q("insulation.r_iso", 500.5, "MOhm"),
             ],
         }],
+        calibration: None,
     }
+}
+
+/// A calibration certificate: the instrument as its item, no runs.
+pub fn calibration_sample() -> Certificate {
+    let mut c = sample();
+    c.kind = "calibration".into();
+    c.runs.clear();
+    c.customer = Customer {
+        name: "Test & Calibration <Lab>".into(),
+        service_request: String::new(),
+    };
+    c.item = Item {
+        sample_id: "instrument:gw-1:smu".into(),
+        serial_number: "smu".into(),
+        module_type: "instrument".into(),
+    };
+    let q = |name: &str, v: f64, unit: &str, unc: Option<(f64, f64)>| Quantity {
+        name: name.into(),
+        value: v,
+        unit: unit.into(),
+        si_unit: si_unit(unit),
+        uncertainty: unc.map(|(expanded, k)| Uncertainty {
+            expanded,
+            coverage_factor: k,
+        }),
+    };
+    c.calibration = Some(CalibrationResult {
+        calibration_id: 12,
+        gateway_id: "gw-1".into(),
+        device_id: "smu".into(),
+        calibrated_at: "2026-05-01T09:00:00Z".into(),
+        due_at: "2027-05-01T09:00:00Z".into(),
+        method: "comparison with reference cell RC-7".into(),
+        measured: vec![q("Isc", 9.81, "A", Some((0.05, 2.0)))],
+        conditions: vec![q("ambient temperature", 23.1, "Cel", None)],
+    });
+    c
+}
+
+#[test]
+fn a_test_certificate_carries_no_calibration_field_at_all() {
+    let j = String::from_utf8(sample().to_json()).expect("utf8");
+    assert!(
+        !j.contains("\"calibration\":{") && !j.contains("\"calibration\":null"),
+        "{j}"
+    );
+    assert!(j.ends_with("]}]}"), "runs stay the last field: {j}");
+    let x = sample().to_xml();
+    assert!(x.contains("<dcc:value>SR-000001</dcc:value>"));
+    assert!(!x.contains("qi_recalibration") && !x.contains("influenceConditions"));
+}
+
+#[test]
+fn a_calibration_certificate_states_values_with_their_uncertainty() {
+    let c = calibration_sample();
+    let back: Certificate = serde_json::from_slice(&c.to_json()).expect("json");
+    assert_eq!(back, c);
+    assert_eq!(back.to_xml(), c.to_xml());
+    let x = c.to_xml();
+    for part in [
+        "<dcc:value>calibration</dcc:value>",
+        "<dcc:content lang=\"en\">instrument smu (instrument)</dcc:content>",
+        "<si:value>9.81</si:value><si:unit>\\ampere</si:unit><si:expandedUnc>\
+         <si:uncertainty>0.05</si:uncertainty><si:coverageFactor>2.0</si:coverageFactor>",
+        "<dcc:influenceConditions><dcc:influenceCondition refType=\"qi_condition\">",
+        "<si:value>23.1</si:value><si:unit>\\degreecelsius</si:unit>",
+        "due for calibration again on 2027-05-01T09:00:00Z",
+    ] {
+        assert!(x.contains(part), "{part} missing in {x}");
+    }
+    assert!(
+        !x.contains("service request"),
+        "no empty service request: {x}"
+    );
 }
 
 #[test]

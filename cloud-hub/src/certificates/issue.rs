@@ -83,7 +83,7 @@ fn check_sample(s: &str) -> Result<(), CertError> {
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -93,6 +93,24 @@ struct RunFacts {
     evaluation: Evaluation,
     /// run series -> unit, and the devices that recorded them.
     series: Vec<(String, String, String)>,
+    /// Each instrument (device) of the run and what its calibration said
+    /// when the run started.
+    instruments: BTreeMap<String, String>,
+}
+
+/// The devices of a run: those that recorded its series and those its
+/// bench binds.
+fn devices(run: &RunRow, series: &[(String, String, String)]) -> Vec<String> {
+    let mut devices: Vec<String> = series.iter().map(|(_, _, d)| d.clone()).collect();
+    if let Some(b) = run.bindings.as_array() {
+        devices.extend(
+            b.iter()
+                .filter_map(|p| p["device_id"].as_str().map(String::from)),
+        );
+    }
+    devices.sort();
+    devices.dedup();
+    devices
 }
 
 async fn run_facts(conn: &mut PgConnection, run: RunRow) -> Result<RunFacts, CertError> {
@@ -106,10 +124,17 @@ async fn run_facts(conn: &mut PgConnection, run: RunRow) -> Result<RunFacts, Cer
     .bind(&id)
     .fetch_all(&mut *conn)
     .await?;
+    let at = run.started_at.unwrap_or_else(Utc::now);
+    let mut instruments = BTreeMap::new();
+    for d in devices(&run, &series) {
+        let c = crate::calibration::records::standing_at(conn, &run.gateway_id, &d, at).await?;
+        instruments.insert(d, clean(&super::calibration::status_at(c.as_ref(), at)));
+    }
     Ok(RunFacts {
         run,
         evaluation,
         series,
+        instruments,
     })
 }
 
@@ -234,12 +259,7 @@ pub async fn issue(
             sim.join(", ")
         )));
     }
-    let (number, uuid, now): (i64, String, DateTime<Utc>) = sqlx::query_as(
-        "SELECT nextval('certificate_number'), gen_random_uuid()::text, date_trunc('second', now())",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    let id = format!("{}-{}-{number:06}", issuer.id_prefix, now.format("%Y"));
+    let (id, uuid, now) = allocate(&mut tx, issuer).await?;
     let expires = now + chrono::Duration::days(i64::from(issuer.validity_days));
     let doc = build(
         issuer,
@@ -337,6 +357,20 @@ pub async fn issue(
         .record(started.elapsed().as_secs_f64());
     tracing::info!(certificate = %id, sample = %req.sample, by = %who.id, simulated = doc.simulated, "certificate issued");
     Ok(summary)
+}
+
+/// A new certificate's id, UUID and issue time (whole seconds).
+pub(super) async fn allocate(
+    conn: &mut PgConnection,
+    issuer: &Issuer,
+) -> Result<(String, String, DateTime<Utc>), CertError> {
+    let (number, uuid, now): (i64, String, DateTime<Utc>) = sqlx::query_as(
+        "SELECT nextval('certificate_number'), gen_random_uuid()::text, date_trunc('second', now())",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let id = format!("{}-{}-{number:06}", issuer.id_prefix, now.format("%Y"));
+    Ok((id, uuid, now))
 }
 
 /// Units of a run's inputs: its series (aggregates by their record's),
@@ -446,21 +480,13 @@ fn run_result(f: &RunFacts) -> RunResult {
             Some(quantity(n, v, unit_of(&units, n)))
         })
         .collect();
-    let mut devices: Vec<String> = f.series.iter().map(|(_, _, d)| d.clone()).collect();
-    if let Some(b) = r.bindings.as_array() {
-        devices.extend(
-            b.iter()
-                .filter_map(|p| p["device_id"].as_str().map(String::from)),
-        );
-    }
-    devices.sort();
-    devices.dedup();
-    let instruments = devices
+    let instruments = f
+        .instruments
         .iter()
-        .map(|d| Instrument {
+        .map(|(d, calibration)| Instrument {
             device_id: clean(d),
             twin_id: clean(&format!("instrument:{}:{d}", r.gateway_id)),
-            calibration: "unknown: the hub keeps no calibration records yet".into(),
+            calibration: calibration.clone(),
         })
         .collect();
     let time = |t: Option<DateTime<Utc>>| t.map(rfc3339).unwrap_or_default();
@@ -560,5 +586,6 @@ fn build(
         },
         responsible_persons: persons,
         runs,
+        calibration: None,
     }
 }

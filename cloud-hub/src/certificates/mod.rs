@@ -10,9 +10,11 @@
 //! two renderings), `pki` (the issuing key, chains), `dsig` (XMLDSig),
 //! `jws` (detached JWS), `verify` (offline verification: pure, no SQL),
 //! `log` (certificates in the transparency log, `crate::translog`), `issue` (issuing from runs),
-//! `store` (reads, revoke, supersede, the revocation list). The schema is
-//! migration 0014.
+//! `store` (reads, revoke, supersede, the revocation list), `calibration`
+//! (an instrument's calibration certificate, from `crate::calibration`'s
+//! records). The schema is migration 0014 (and 0015's calibrations).
 
+pub mod calibration;
 mod configured;
 pub mod document;
 pub mod dsig;

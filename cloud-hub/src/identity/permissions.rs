@@ -435,6 +435,26 @@ pub const RULES: &[Rule] = &[
         S::Filtered,
     ),
     rule("GET", "/api/v1/verify/{id}", P::Public, S::None),
+    // Instrument calibration (docs/calibration.md).
+    rule(
+        "GET",
+        "/api/v1/twins/{id}/calibrations",
+        P::ReadData,
+        S::Twin,
+    ),
+    rule(
+        "POST",
+        "/api/v1/twins/{id}/calibrations",
+        P::ManageTwins,
+        S::Twin,
+    ),
+    rule("GET", "/api/v1/calibrations/due", P::ReadData, S::Fleet),
+    rule(
+        "POST",
+        "/api/v1/calibrations/{id}/certificate",
+        P::IssueCertificates,
+        S::Fleet,
+    ),
     // The transparency log: anyone may check it (docs/transparency-log.md).
     rule("GET", "/api/v1/log/head", P::Public, S::None),
     rule("GET", "/api/v1/log/key", P::Public, S::None),

@@ -170,6 +170,13 @@ async fn serve_stream(
     )
     .await?;
 
+    let mut calibrations = CalibrationPush {
+        wanted: hello.accepts_calibrations,
+        generation: None,
+        sent: None,
+    };
+    calibrations.send_if_changed(store, &gw, tx).await?;
+
     // Commands for this gateway are polled while its stream is open.
     let mut command_tick = tokio::time::interval(std::time::Duration::from_millis(500));
     command_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -205,6 +212,7 @@ async fn serve_stream(
             }
             _ = command_tick.tick() => {
                 send_commands(store, &gw, tx).await?;
+                calibrations.send_if_changed(store, &gw, tx).await?;
                 continue;
             }
             _ = heartbeat.tick() => {
@@ -392,6 +400,47 @@ async fn send_commands(
         send(tx, hub_message::Kind::Command(cmd)).await?;
     }
     Ok(())
+}
+
+/// What this stream told its gateway of its instruments' calibration.
+struct CalibrationPush {
+    /// The agent accepts `HubMessage.calibrations` (`Hello.accepts_calibrations`).
+    wanted: bool,
+    /// `calibration::push::generation()` when last looked.
+    generation: Option<u64>,
+    sent: Option<qi_proto::v1::CalibrationStatus>,
+}
+
+impl CalibrationPush {
+    /// Sends the gateway's calibration list when it is new to this stream;
+    /// a failed read is logged and tried again at the next tick.
+    async fn send_if_changed(
+        &mut self,
+        store: &Store,
+        gw: &str,
+        tx: &mpsc::Sender<Result<HubMessage, Status>>,
+    ) -> Result<(), Status> {
+        let generation = crate::calibration::push::generation();
+        if !self.wanted || self.generation == Some(generation) {
+            return Ok(());
+        }
+        let list = match crate::calibration::push::of_gateway(store.pool(), gw).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(gateway = %gw, error = %e, "calibration status not read; tried again shortly");
+                return Ok(());
+            }
+        };
+        self.generation = Some(generation);
+        if self.sent.as_ref() == Some(&list) {
+            return Ok(());
+        }
+        tracing::info!(gateway = %gw, instruments = list.instruments.len(), "sending calibration status");
+        metrics::counter!(crate::metric_names::HUB_CALIBRATION_STATUS_SENT_TOTAL).increment(1);
+        send(tx, hub_message::Kind::Calibrations(list.clone())).await?;
+        self.sent = Some(list);
+        Ok(())
+    }
 }
 
 struct ConnectedGuard;

@@ -2,7 +2,8 @@
 //! reports (from `series_latest`, kept current by ingest, never a scan of
 //! raw data), next to what its type says it should report, with the
 //! analytics links for each metric's history; and the health of the
-//! gateway it hangs on.
+//! gateway it hangs on. (An instrument's calibration status is
+//! `crate::calibration`'s; the API adds it.)
 
 use super::store::Twin;
 use chrono::{DateTime, Utc};
@@ -83,6 +84,23 @@ pub async fn health(pool: &PgPool, t: &Twin) -> Result<Value, sqlx::Error> {
         "disconnected_at": h.as_ref().and_then(|h| h.disconnected_at),
         "device_last_reading": device_last,
     }))
+}
+
+/// What `GET /api/v1/twins/{id}` shows as `state`: the metrics with their
+/// history links and the health.
+pub async fn live(pool: &PgPool, t: &Twin) -> Result<Value, sqlx::Error> {
+    let metrics: Vec<Value> = metrics(pool, t)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let links = m.series_id.map(history_links);
+            let mut v = json!(m);
+            v["history"] = links.unwrap_or(Value::Null);
+            v
+        })
+        .collect();
+    let health = health(pool, t).await?;
+    Ok(json!({"metrics": metrics, "health": health}))
 }
 
 /// Where a metric's history is: the analytics API by series id.

@@ -21,6 +21,11 @@ pub struct RunsConfig {
     /// wall time. Recorded in every run's start.
     #[serde(default = "default_time_scale")]
     pub time_scale: f64,
+    /// Refuse runs on a bench with a device whose calibration the hub has
+    /// not told this gateway (none recorded, or never heard). Off: only an
+    /// expired calibration refuses (docs/calibration.md).
+    #[serde(default)]
+    pub require_calibration: bool,
 }
 
 impl Default for RunsConfig {
@@ -28,6 +33,7 @@ impl Default for RunsConfig {
         RunsConfig {
             protocols_dir: default_protocols_dir(),
             time_scale: default_time_scale(),
+            require_calibration: false,
         }
     }
 }
@@ -339,6 +345,19 @@ impl BenchPoint {
 }
 
 impl Bench {
+    /// Every device the bench binds (points and instruments), once each.
+    pub fn devices(&self) -> Vec<&str> {
+        let mut d: Vec<&str> = self
+            .points
+            .values()
+            .map(|p| p.device.as_str())
+            .chain(self.instruments.values().map(String::as_str))
+            .collect();
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+
     /// As the hub's Hello describes it.
     pub fn to_proto(&self) -> qi_proto::v1::BenchInfo {
         qi_proto::v1::BenchInfo {

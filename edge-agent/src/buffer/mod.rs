@@ -27,6 +27,10 @@
 //!   without). Records are checked as they are read instead; an undecodable
 //!   one is quarantined then.
 //!
+//! A tree of its own, `calibration`, keeps what the hub said of the
+//! instruments' calibration (`buffer::calibration`; the bytes are the
+//! `calibration` module's business).
+//!
 //! Sequence numbers are global across lanes, so the hub's dedupe on
 //! (gateway, seq) holds whatever order the lanes are sent in.
 //!
@@ -38,6 +42,7 @@
 
 mod append;
 mod bounds;
+mod calibration;
 mod cursor;
 #[cfg(test)]
 mod event_tests;

@@ -253,6 +253,13 @@ device = "d"
 fn benches_and_runs_load_and_nonsense_is_refused_with_the_key() {
     let cfg = load(&format!("{}{BENCH}", device("", TCP))).expect("bench config");
     assert_eq!(cfg.runs.time_scale, 1000.0);
+    // Its effect on starts: calibration::tests (an unknown device refused).
+    let strict = BENCH.replace(
+        "time_scale = 1000",
+        "time_scale = 1000\nrequire_calibration = true",
+    );
+    let strict = load(&format!("{}{strict}", device("", TCP))).expect("strict");
+    assert!(strict.runs.require_calibration && !cfg.runs.require_calibration);
     assert_eq!(
         cfg.runs.protocols_dir,
         std::path::PathBuf::from("/srv/protocols")
@@ -262,6 +269,10 @@ fn benches_and_runs_load_and_nonsense_is_refused_with_the_key() {
     // Defaults: real time, the packaged templates.
     let plain = load(&device("", TCP)).expect("base");
     assert_eq!(plain.runs.time_scale, 1.0);
+    assert!(
+        !plain.runs.require_calibration,
+        "unknown calibration allowed by default"
+    );
     assert_eq!(
         plain.runs.protocols_dir,
         std::path::PathBuf::from("/usr/share/edge-agent/protocols")

@@ -43,8 +43,22 @@ pub(super) async fn protocols(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({"time_scale": s.runs.time_scale(), "protocols": list}))
 }
 
+/// The benches, each with the calibration status of the devices it binds
+/// (what the hub last said, kept while offline).
 pub(super) async fn benches(State(s): State<ApiState>) -> Json<Value> {
-    Json(json!({"benches": s.runs.benches()}))
+    let now = chrono::Utc::now().timestamp_millis();
+    let cal = s.runs.calibrations();
+    let list: Vec<Value> = s
+        .runs
+        .benches()
+        .iter()
+        .map(|b| {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            v["calibration"] = b.devices().iter().map(|d| cal.view(d, now)).collect();
+            v
+        })
+        .collect();
+    Json(json!({"benches": list}))
 }
 
 pub(super) async fn list(State(s): State<ApiState>) -> Json<Value> {
@@ -82,6 +96,7 @@ fn refusal(e: &StartError) -> (StatusCode, &'static str) {
         StartError::Binding(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_binding"),
         StartError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "over_limit"),
         StartError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
+        StartError::Calibration { .. } => (StatusCode::CONFLICT, "calibration"),
     }
 }
 

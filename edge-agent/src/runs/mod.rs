@@ -80,6 +80,8 @@ pub struct RunEngine {
     benches: BTreeMap<String, Bench>,
     templates: BTreeMap<String, Template>,
     time_scale: f64,
+    /// What the hub said of the instruments' calibration.
+    calibrations: Arc<crate::calibration::Calibrations>,
     runs: Mutex<BTreeMap<String, Slot>>,
     stop: qi_common::shutdown::Stop,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -160,6 +162,7 @@ impl RunEngine {
         benches: Vec<Bench>,
         templates: BTreeMap<String, Template>,
         time_scale: f64,
+        calibrations: Arc<crate::calibration::Calibrations>,
         stop: qi_common::shutdown::Stop,
     ) -> Arc<RunEngine> {
         Arc::new(RunEngine {
@@ -168,6 +171,7 @@ impl RunEngine {
             benches: benches.into_iter().map(|b| (b.id.clone(), b)).collect(),
             templates,
             time_scale,
+            calibrations,
             runs: Mutex::new(BTreeMap::new()),
             stop,
             tasks: Mutex::new(Vec::new()),
@@ -184,6 +188,10 @@ impl RunEngine {
 
     pub fn time_scale(&self) -> f64 {
         self.time_scale
+    }
+
+    pub fn calibrations(&self) -> &crate::calibration::Calibrations {
+        &self.calibrations
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
@@ -218,6 +226,7 @@ impl RunEngine {
                 StartError::SampleBusy { .. } => "sample_busy",
                 StartError::BadSample(_) => "bad_sample",
                 StartError::Storage(_) => "storage",
+                StartError::Calibration { .. } => "calibration",
             };
             metrics::counter!(crate::metric_names::EDGE_RUNS_REFUSED_TOTAL, "reason" => reason)
                 .increment(1);
@@ -249,6 +258,13 @@ impl RunEngine {
                 "must be the sample's twin id at the hub, e.g. \"sample:MOD-0001\" (1 to 128 bytes, no control characters)".into(),
             ));
         }
+        self.calibrations
+            .check(bench.devices(), chrono::Utc::now().timestamp_millis())
+            .map_err(|r| StartError::Calibration {
+                device: r.device,
+                due: r.due,
+                message: format!("bench {:?}: {}", bench.id, r.message),
+            })?;
         let p = Arc::clone(&t.protocol);
         let params = plan::parameters(&p, &req.parameters)?;
         plan::check(&p, bench, &params)?;

@@ -81,6 +81,8 @@ pub struct Uplink {
     fleet: Option<Arc<Fleet>>,
     /// The benches the Hello describes.
     benches: Vec<qi_proto::v1::BenchInfo>,
+    /// Where the hub's word on calibration goes (None: not asked for).
+    calibrations: Option<Arc<crate::calibration::Calibrations>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// `Bearer <token>` header value, when the hub wants tokens.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -153,6 +155,7 @@ impl Uplink {
                 gateway_id,
                 fleet: None,
                 benches: Vec::new(),
+                calibrations: None,
                 tls,
                 token,
                 cfg,
@@ -175,6 +178,36 @@ impl Uplink {
         }
         self.benches = benches;
         self
+    }
+
+    /// Asks the hub for its instruments' calibration status and keeps it there.
+    pub fn with_calibrations(mut self, c: Arc<crate::calibration::Calibrations>) -> Uplink {
+        self.calibrations = Some(c);
+        self
+    }
+
+    /// Takes the hub's calibration list; a bad one is counted and logged,
+    /// and what was kept stays.
+    async fn calibrations(&self, msg: qi_proto::v1::CalibrationStatus) {
+        let Some(c) = &self.calibrations else {
+            return;
+        };
+        let result = match c.apply(msg).await {
+            Ok(n) => {
+                tracing::info!(instruments = n, "calibration status from the hub stored");
+                "stored"
+            }
+            Err(crate::calibration::ApplyError::Invalid(m)) => {
+                tracing::warn!(error = %m, "calibration status from the hub refused; the kept one stays");
+                "invalid"
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "calibration status from the hub not stored; the kept one stays");
+                "storage"
+            }
+        };
+        metrics::counter!(crate::metric_names::EDGE_CALIBRATION_UPDATES_TOTAL, "result" => result)
+            .increment(1);
     }
 
     /// Lets hub commands reach these devices (and reload them).
@@ -321,6 +354,7 @@ impl Uplink {
                     .map(|f| hello::device_infos(&f.view()))
                     .unwrap_or_default(),
                 benches: self.benches.clone(),
+                accepts_calibrations: self.calibrations.is_some(),
             })),
         };
         tx.send(hello).await.map_err(|_| UplinkError::Closed)?;
@@ -479,6 +513,7 @@ impl Uplink {
                             });
                         }
                         Some(hub_message::Kind::Command(cmd)) => self.execute(cmd, tx.clone()),
+                        Some(hub_message::Kind::Calibrations(c)) => self.calibrations(c).await,
                         other => return Err(UplinkError::Protocol(format!("unexpected message {other:?}"))),
                     }
                 }

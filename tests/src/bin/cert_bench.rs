@@ -125,6 +125,7 @@ fn certificate(id: &str) -> Certificate {
             role: "issuer".into(),
         }],
         runs: (1..=4).map(run).collect(),
+        calibration: None,
     }
 }
 

@@ -118,6 +118,7 @@ fn certificate() -> Certificate {
             role: "issuer".into(),
         }],
         runs: (1..=2).map(run).collect(),
+        calibration: None,
     }
 }
 

@@ -32,6 +32,14 @@ pub enum StartError {
     BadSample(String),
     #[error("cannot record the run: {0}")]
     Storage(String),
+    /// An instrument of the bench is past its calibration's due date (or
+    /// has none known while `runs.require_calibration` is on).
+    #[error("{message}")]
+    Calibration {
+        device: String,
+        due: Option<String>,
+        message: String,
+    },
 }
 
 /// The parameters of a run: every one of the template's, defaults filled in.
