@@ -37,6 +37,7 @@ impl From<WebhookError> for ApiError {
             WebhookError::Invalid(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
             }
+            WebhookError::Target(m) => ApiError::new(StatusCode::FORBIDDEN, "target_refused", m),
             WebhookError::NotFound(m) => ApiError::not_found(m),
             WebhookError::Conflict(m) => ApiError::conflict(m),
             WebhookError::Db(e) => ApiError::unavailable(e),

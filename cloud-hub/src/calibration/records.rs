@@ -6,7 +6,6 @@ use super::{CalibrationError, MAX_VALUES, Status};
 use crate::audit::{NewEntry, Origin};
 use crate::identity::Principal;
 use chrono::{DateTime, Utc};
-use qi_proto::limits::{valid_id, valid_text, valid_unit};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
@@ -93,12 +92,22 @@ impl Calibration {
     }
 }
 
+/// At most `max` characters (as the API's schema counts them: the hub and
+/// schema-driven clients agree on what fits), none of them control characters.
+fn fits(s: &str, max: usize) -> bool {
+    s.chars().count() <= max && !s.chars().any(char::is_control)
+}
+
 fn text(what: &str, s: &str, required: bool) -> Result<(), CalibrationError> {
-    if (required && s.trim().is_empty()) || !valid_text(s) {
+    if !fits(s, qi_proto::limits::MAX_TEXT_LEN) {
         return Err(CalibrationError::Invalid(format!(
-            "`{what}` must be {}at most {} bytes without control characters",
-            if required { "given, " } else { "" },
+            "`{what}` must be at most {} characters without control characters",
             qi_proto::limits::MAX_TEXT_LEN
+        )));
+    }
+    if required && s.trim().is_empty() {
+        return Err(CalibrationError::Refused(format!(
+            "`{what}` must be given (not blank)"
         )));
     }
     Ok(())
@@ -117,15 +126,15 @@ fn number(what: &str, v: f64, positive: bool) -> Result<(), CalibrationError> {
 }
 
 fn quantity(what: &str, name: &str, unit: &str) -> Result<(), CalibrationError> {
-    if !valid_id(name) {
+    if name.is_empty() || !fits(name, qi_proto::limits::MAX_ID_LEN) {
         return Err(CalibrationError::Invalid(format!(
-            "`{what}.name` must be 1 to {} bytes without control characters",
+            "`{what}.name` must be 1 to {} characters without control characters",
             qi_proto::limits::MAX_ID_LEN
         )));
     }
-    if unit.is_empty() || !valid_unit(unit) {
+    if unit.is_empty() || !fits(unit, qi_proto::limits::MAX_UNIT_LEN) {
         return Err(CalibrationError::Invalid(format!(
-            "`{what}.unit` of {name:?} must be 1 to {} bytes (W, V, A, Cel, ...)",
+            "`{what}.unit` of {name:?} must be 1 to {} characters (W, V, A, Cel, ...)",
             qi_proto::limits::MAX_UNIT_LEN
         )));
     }

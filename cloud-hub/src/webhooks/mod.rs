@@ -27,6 +27,10 @@ pub use events::{EventType, enqueue};
 pub enum WebhookError {
     #[error("{0}")]
     Invalid(String),
+    /// A well-formed URL the hub will not send to (scheme, a non-public or
+    /// unresolvable target): refused by policy, not by form.
+    #[error("{0}")]
+    Target(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -42,6 +46,7 @@ impl WebhookError {
     pub fn reason(&self) -> &'static str {
         match self {
             WebhookError::Invalid(_) => "invalid",
+            WebhookError::Target(_) => "target",
             WebhookError::NotFound(_) => "not_found",
             WebhookError::Conflict(_) => "conflict",
             WebhookError::Db(_) | WebhookError::Audit(_) => "storage",

@@ -70,9 +70,13 @@ fn new_secret() -> String {
 }
 
 fn check(n: &NewSubscription) -> Result<Vec<String>, WebhookError> {
-    if n.name.trim().is_empty() || !qi_proto::limits::valid_text(&n.name) {
+    // Counted in characters, as the API's schema counts them.
+    if n.name.is_empty()
+        || n.name.chars().count() > qi_proto::limits::MAX_TEXT_LEN
+        || n.name.chars().any(char::is_control)
+    {
         return Err(WebhookError::Invalid(format!(
-            "`name` must say what the receiver is, at most {} bytes, no control characters",
+            "`name` must say what the receiver is, 1 to {} characters, no control characters",
             qi_proto::limits::MAX_TEXT_LEN
         )));
     }
@@ -121,7 +125,7 @@ pub async fn create(
     let types = check(&n)?;
     check_url_resolving(&n.url, policy)
         .await
-        .map_err(WebhookError::Invalid)?;
+        .map_err(WebhookError::Target)?;
     let secret = new_secret();
     let mut tx = pool.begin().await?;
     // One at a time, so the bound holds under concurrent creations.
