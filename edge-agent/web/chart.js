@@ -5,6 +5,19 @@
 
 export const COLORS = ['#0b57d0', '#b3261e', '#146c2e', '#7c4a03', '#6a1b9a'];
 
+// The last drawing of each canvas, redrawn at its new size when the window
+// changes (a tablet turned, a desktop window resized).
+const drawn = new Map();
+let resizeTimer = 0;
+window.addEventListener('resize', () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => {
+    for (const [canvas, redraw] of drawn) {
+      if (canvas.isConnected) redraw(); else drawn.delete(canvas);
+    }
+  }, 100);
+});
+
 function niceStep(span, target) {
   const raw = span / Math.max(1, target);
   const p = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -69,6 +82,7 @@ function fmt(v) {
 /// Draws `series` ([{name, points: [[x, y], ...], color, dashed}]) on
 /// `canvas`. opts: {time: x is Unix seconds, xMin, xMax, xLabel, yLabel}.
 export function lineChart(canvas, series, opts = {}) {
+  drawn.set(canvas, () => lineChart(canvas, series, opts));
   const { ctx, w, h } = prepare(canvas);
   const pad = { l: 56, r: 12, t: 10, b: 34 };
   let [x0, x1] = extent(series, 0);
@@ -129,6 +143,7 @@ export function lineChart(canvas, series, opts = {}) {
 
 /// A sparkline of plain values (oldest first), with its latest point marked.
 export function sparkline(canvas, values) {
+  drawn.set(canvas, () => sparkline(canvas, values.slice()));
   const { ctx, w, h } = prepare(canvas);
   const vs = values.filter((v) => Number.isFinite(v));
   if (vs.length < 2) return;

@@ -140,7 +140,7 @@ function detail(main, app, id) {
     h('div', { class: 'grid two' },
       h('section', { class: 'card', 'aria-labelledby': 'val-h' }, h('h2', { id: 'val-h', text: 'Values recorded' }), h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Series' }), h('th', { scope: 'col', text: 'Value' }))), values)),
       h('section', { class: 'card', 'aria-labelledby': 'ver-h' }, h('h2', { id: 'ver-h', text: 'Verdicts (provisional)' }),
-        h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Criterion' }), h('th', { scope: 'col', text: 'Verdict' }), h('th', { scope: 'col', text: 'Why' }))), verdicts),
+        h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Criterion' }), h('th', { scope: 'col', text: 'Verdict' }), h('th', { scope: 'col', text: 'Why' }))), verdicts)),
         h('p', { class: 'small muted', text: 'Computed on the gateway from the values above. The verdict of record and the certificate come from the hub once it has evaluated the run; the gateway does not receive them yet.' }))),
     h('section', { class: 'card', 'aria-labelledby': 'ev-h' }, h('h2', { id: 'ev-h', text: 'Latest events' }), events));
 

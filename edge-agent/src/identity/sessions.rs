@@ -152,7 +152,11 @@ impl Sessions {
         let same = users
             .get(&e.user)
             .is_some_and(|u| same_secret(u.password_hash.as_bytes(), e.password_hash.as_bytes()));
-        if same { Ok(()) } else { Err(SessionError::UserGone) }
+        if same {
+            Ok(())
+        } else {
+            Err(SessionError::UserGone)
+        }
     }
 
     /// Ends a session; true if it existed.

@@ -44,7 +44,11 @@ pub const PERMISSIONS: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/session", Access::Role(Role::Viewer)),
     ("GET", "/api/v1/devices", Access::Role(Role::Viewer)),
     ("GET", "/api/v1/devices/{id}", Access::Role(Role::Viewer)),
-    ("GET", "/api/v1/devices/{id}/points", Access::Role(Role::Viewer)),
+    (
+        "GET",
+        "/api/v1/devices/{id}/points",
+        Access::Role(Role::Viewer),
+    ),
     (
         "POST",
         "/api/v1/devices/{id}/write",

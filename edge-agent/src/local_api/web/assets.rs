@@ -50,8 +50,7 @@ fn prepared() -> &'static [Prepared] {
         ASSETS
             .iter()
             .map(|a| {
-                let mut z =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
                 // Writing to a Vec cannot fail; an empty body is the fallback.
                 let gzip = z
                     .write_all(a.body)
@@ -151,7 +150,10 @@ mod tests {
         assert!(!html.contains("style="), "inline style attribute");
         assert!(!html.contains("<style"), "inline style element");
         for tag in html.split("<script").skip(1) {
-            assert!(tag.trim_start().starts_with("type=\"module\" src=") || tag.contains(" src="), "inline script: {tag}");
+            assert!(
+                tag.trim_start().starts_with("type=\"module\" src=") || tag.contains(" src="),
+                "inline script: {tag}"
+            );
         }
     }
 }

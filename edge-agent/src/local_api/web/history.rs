@@ -142,7 +142,11 @@ pub(super) async fn history(
             format!("no device {:?} on this gateway", q.device),
         );
     }
-    let points = s.web.history.of(&q.device, since).unwrap_or_else(|| json!({}));
+    let points = s
+        .web
+        .history
+        .of(&q.device, since)
+        .unwrap_or_else(|| json!({}));
     Json(json!({
         "device": q.device,
         "step_s": HISTORY_STEP_S,
@@ -190,9 +194,8 @@ mod tests {
             .map(|k| device(&format!("d{k}"), 100, 5_000))
             .collect();
         h.sample(&many);
-        let count = |h: &History| -> usize {
-            h.devices.lock().unwrap().values().map(BTreeMap::len).sum()
-        };
+        let count =
+            |h: &History| -> usize { h.devices.lock().unwrap().values().map(BTreeMap::len).sum() };
         assert_eq!(count(&h), MAX_HISTORY_SERIES);
         h.sample(&many[..1]);
         assert_eq!(count(&h), 100);

@@ -276,7 +276,8 @@ async fn next(mut f: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
         f.phase = Phase::Done;
         metrics::counter!(crate::metric_names::EDGE_WEB_EVENTS_TOTAL, "event" => "session_end")
             .increment(1);
-        let data = serde_json::json!({"reason": e.reason(), "message": format!("{e}; log in again")});
+        let data =
+            serde_json::json!({"reason": e.reason(), "message": format!("{e}; log in again")});
         let ev = Event::default().event("session_end").data(data.to_string());
         return Some((Ok(ev), f));
     }
@@ -317,7 +318,10 @@ pub(super) async fn live(State(s): State<ApiState>, headers: HeaderMap) -> Respo
     let mut rx = s.web.ticks.clone();
     // What is current now is superseded by the fresh snapshot below.
     let id = rx.borrow_and_update().id;
-    let first = Arc::new(Tick { id, json: build(&s) });
+    let first = Arc::new(Tick {
+        id,
+        json: build(&s),
+    });
     let follow = Follow {
         state: s,
         token,
