@@ -188,22 +188,6 @@ impl RunView {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::CurveView;
-
-    #[test]
-    fn a_long_curve_is_thinned_and_keeps_both_ends() {
-        let curve: Vec<(f64, f64)> = (0..2001).map(|k| (k as f64 * 0.01, 10.0)).collect();
-        let c = CurveView::of("stc", &curve);
-        assert!(c.points.len() <= 502, "{}", c.points.len());
-        assert_eq!(c.points.first(), Some(&[0.0, 10.0]));
-        assert_eq!(c.points.last(), Some(&[20.0, 10.0]));
-        let short = CurveView::of("stc", &curve[..10]);
-        assert_eq!(short.points.len(), 10);
-    }
-}
-
 /// Each criterion's provisional verdict from the values known here.
 pub fn verdicts(
     p: &Protocol,
@@ -237,4 +221,20 @@ pub fn verdicts(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CurveView;
+
+    #[test]
+    fn a_long_curve_is_thinned_and_keeps_both_ends() {
+        let curve: Vec<(f64, f64)> = (0..2001).map(|k| (k as f64 * 0.01, 10.0)).collect();
+        let c = CurveView::of("stc", &curve);
+        assert!(c.points.len() <= 502, "{}", c.points.len());
+        assert_eq!(c.points.first(), Some(&[0.0, 10.0]));
+        assert_eq!(c.points.last(), Some(&[20.0, 10.0]));
+        let short = CurveView::of("stc", &curve[..10]);
+        assert_eq!(short.points.len(), 10);
+    }
 }
