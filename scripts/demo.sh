@@ -301,6 +301,9 @@ cat <<TXT
     simulated SDM630 --Modbus TCP--> edge-agent --gRPC--> cloud-hub --> PostgreSQL
     simulated PV rig --Modbus TCP + SCPI--> edge-agent (every 2 s; the rig runs 60x faster than real time)
 
+  The gateway's web page (docs/web.md): open http://127.0.0.1:$agent_port/ in a browser
+    and log in as demo / demo-operator-password (an operator: writes and runs allowed).
+
   The hub's REST API needs a credential; a viewer API key for this demo is in
   $run/hub-api-key (docs/security.md: users, roles, keys):
     auth="Authorization: Bearer \$(cat $run/hub-api-key)"

@@ -8,15 +8,19 @@
 #     (verifies the hub's signed XML certificates, tests/tests/certificates.rs),
 #     poppler-utils (pdftotext, pdftoppm, pdfinfo: read and render the hub's PDF
 #     reports), zbar-tools (zbarimg: decodes their QR code from the rendered page),
-#     qpdf (checks their structure), tests/tests/reports.rs.
+#     qpdf (checks their structure), tests/tests/reports.rs; chromium (the real
+#     browser the local web page's tests drive, tests/tests/web_page.rs).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), aas-core3.0 (the aas-core-works SDK: checks
 #     the hub's Asset Administration Shell export), jwcrypto (verifies the detached JWS
 #     over the certificates' JSON), openpyxl (reads back the hub's xlsx exports,
-#     tests/tests/exports.rs), in a venv under target/peers/venv.
+#     tests/tests/exports.rs), playwright (drives Debian's chromium: its own
+#     browser downloads are not used), in a venv under target/peers/venv.
 #   - npm: oidc-provider (a real OpenID Connect issuer for the hub's single sign-on
-#     tests), pinned with tests/peers/oidc/package-lock.json, under target/peers/node/oidc.
+#     tests), pinned with tests/peers/oidc/package-lock.json, under target/peers/node/oidc;
+#     axe-core (accessibility checks of the agent's web page), pinned with
+#     tests/peers/axe/package-lock.json, under target/peers/node/axe.
 # Output goes to target/peers/ (override with QI_PEERS_DIR). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +44,7 @@ command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
 command -v zbarimg >/dev/null 2>&1 || missing+=(zbar-tools)
 command -v qpdf >/dev/null 2>&1 || missing+=(qpdf)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} from Debian"
@@ -78,6 +83,13 @@ if [ "$("$peers/venv/bin/python" -c 'import importlib.metadata as m; print(m.ver
   say "installing openpyxl $openpyxl_version (PyPI) into $peers/venv"
   "$peers/venv/bin/python" -m pip install -q "openpyxl==$openpyxl_version"
 fi
+# Playwright's Python package only: the tests launch /usr/bin/chromium
+# (Debian's), never `playwright install` (it downloads browsers).
+playwright_version=1.65.3
+if [ "$("$peers/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("playwright"))' 2>/dev/null)" != "$playwright_version" ]; then
+  say "installing playwright $playwright_version (PyPI) into $peers/venv"
+  "$peers/venv/bin/python" -m pip install -q "playwright==$playwright_version"
+fi
 
 # libmodbus's unit-test-server, unchanged except that the port comes from
 # $UT_PORT instead of the hard-coded 1502 (so tests can run side by side).
@@ -111,5 +123,16 @@ if ! cmp -s "$oidc_src/package-lock.json" "$oidc_dst/package-lock.json" \
   mkdir -p "$oidc_dst"
   cp "$oidc_src/package.json" "$oidc_src/package-lock.json" "$oidc_dst/"
   (cd "$oidc_dst" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
+# axe-core: the same way, from its own lock file.
+axe_src=tests/peers/axe
+axe_dst=$peers/node/axe
+if ! cmp -s "$axe_src/package-lock.json" "$axe_dst/package-lock.json" \
+  || [ ! -f "$axe_dst/node_modules/axe-core/axe.min.js" ]; then
+  say "installing axe-core (npm) into $axe_dst"
+  rm -rf "$axe_dst"
+  mkdir -p "$axe_dst"
+  cp "$axe_src/package.json" "$axe_src/package-lock.json" "$axe_dst/"
+  (cd "$axe_dst" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 say "peers ready in $peers"

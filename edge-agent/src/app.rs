@@ -107,25 +107,26 @@ pub async fn run(
             "no local users: every protected route of the local API refuses; add one with \
              `edge-agent --config FILE user add NAME --role operator` (password on stdin)");
     }
-    let app = local_api::router(
-        ApiState {
-            gateway_id: cfg.gateway_id.clone(),
-            buffer: Arc::clone(&buffer),
-            uplink: uplink_status,
-            fleet: Arc::clone(&fleet),
-            metrics,
-            auth,
-            runs: Arc::clone(&runs),
-        },
-        allowed_hosts,
-    )
-    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let api = ApiState {
+        gateway_id: cfg.gateway_id.clone(),
+        buffer: Arc::clone(&buffer),
+        uplink: uplink_status,
+        fleet: Arc::clone(&fleet),
+        metrics,
+        auth,
+        runs: Arc::clone(&runs),
+        web: Arc::new(local_api::Web::new(&cfg.http)),
+        mqtt_enabled: cfg.mqtt.is_some(),
+    };
+    let web_task = local_api::web::start(api.clone(), stop.clone());
+    let app = local_api::router(api, allowed_hosts)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(listen = %listener.local_addr()?, scheme, users_file = %users_file.display(),
-        "local API on /health, /metrics, /api/v1/login and /api/v1/devices");
+        "local API on /health, /metrics, /api/v1/login and /api/v1/devices; the web page on /");
     let mut http_stop = stop.clone();
     let graceful = async move { http_stop.wait().await };
     let http = match tls {
@@ -155,6 +156,7 @@ pub async fn run(
     runs.stopped().await;
     fleet.stop().await;
     let _ = uplink_task.await;
+    let _ = web_task.await;
     buffer.flush().await.context("final buffer flush failed")?;
     let _ = http.await;
     let s = buffer.stats();

@@ -228,6 +228,20 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Live-update streams of the local web page (`GET /api/v1/live`) open
+    /// at once, all sessions together; more are refused with 429.
+    #[serde(default = "default_max_live_streams")]
+    pub max_live_streams: usize,
+    /// Of those, at most this many per login session (a few tabs).
+    #[serde(default = "default_max_live_streams_per_session")]
+    pub max_live_streams_per_session: usize,
+}
+
+fn default_max_live_streams() -> usize {
+    32
+}
+fn default_max_live_streams_per_session() -> usize {
+    4
 }
 
 impl Default for HttpConfig {
@@ -237,6 +251,8 @@ impl Default for HttpConfig {
             allowed_hosts: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            max_live_streams: default_max_live_streams(),
+            max_live_streams_per_session: default_max_live_streams_per_session(),
         }
     }
 }

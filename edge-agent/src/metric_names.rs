@@ -118,6 +118,19 @@ qi_common::metric_names! {
         "Run events, readings or checkpoints the buffer could not store.";
     EDGE_RUN_RECOVERED_TOTAL = Counter "edge_run_recovered_total" ["action"]
         "Runs found interrupted at start, by what their on_restart policy did (resume, abort, unreadable).";
+    // The local web page (local_api/web/).
+    EDGE_WEB_STREAMS = Gauge "edge_web_streams" []
+        "Live-update streams (Server-Sent Events, GET /api/v1/live) of the local web page open now.";
+    EDGE_WEB_STREAMS_REFUSED_TOTAL = Counter "edge_web_streams_refused_total" ["reason"]
+        "Live-update streams refused, by reason (total: http.max_live_streams reached, per_session: http.max_live_streams_per_session reached).";
+    EDGE_WEB_SNAPSHOTS_TOTAL = Counter "edge_web_snapshots_total" []
+        "Live snapshots built (once a second while a stream is open, shared by all streams).";
+    EDGE_WEB_EVENTS_TOTAL = Counter "edge_web_events_total" ["event"]
+        "Events sent on live-update streams, by event (snapshot, session_end).";
+    EDGE_WEB_HISTORY_SERIES = Gauge "edge_web_history_series" []
+        "Point series whose last hour the agent keeps in memory for the page's charts.";
+    EDGE_WEB_HISTORY_SKIPPED_TOTAL = Counter "edge_web_history_skipped_total" []
+        "Samples not kept because the chart history holds its most series already.";
     EDGE_HTTP_TLS_HANDSHAKE_FAILURES_TOTAL = Counter "edge_http_tls_handshake_failures_total" []
         "TLS handshakes on the local API that failed or timed out.";
 

@@ -32,11 +32,23 @@ pub async fn open(
     token: Option<&str>,
     last_id: Option<u64>,
 ) -> Result<(u16, Option<Stream>)> {
+    let headers: Vec<(String, String)> = token
+        .map(|t| vec![("authorization".to_string(), format!("Bearer {t}"))])
+        .unwrap_or_default();
+    open_with(url, &headers, last_id).await
+}
+
+/// [`open`] with any request headers (the agent's session cookie).
+pub async fn open_with(
+    url: &str,
+    headers: &[(String, String)],
+    last_id: Option<u64>,
+) -> Result<(u16, Option<Stream>)> {
     let mut rb = reqwest::Client::new()
         .get(url)
         .header("accept", "text/event-stream");
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
+    for (k, v) in headers {
+        rb = rb.header(k.as_str(), v.as_str());
     }
     if let Some(id) = last_id {
         rb = rb.header("last-event-id", id.to_string());

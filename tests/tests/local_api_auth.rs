@@ -39,7 +39,8 @@ async fn call(
     path: &str,
     headers: &[(String, String)],
 ) -> Result<(StatusCode, Value)> {
-    let url = format!("{}{}", stack.agent_url(), path.replace("{id}", "chamber"));
+    let path = path.replace("{id}", "chamber").replace("{file}", "app.js");
+    let url = format!("{}{}", stack.agent_url(), path);
     let client = reqwest::Client::new();
     let mut rb = match method {
         "GET" => client.get(&url),
@@ -52,6 +53,10 @@ async fn call(
     }
     let r = rb.send().await.with_context(|| format!("{method} {url}"))?;
     let status = r.status();
+    // The live stream never ends: its status is the answer.
+    if path == "/api/v1/live" && status.is_success() {
+        return Ok((status, Value::Null));
+    }
     let text = r.text().await?;
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((status, body))
@@ -82,6 +87,8 @@ fn allowed(method: &str, path: &str) -> StatusCode {
     match (method, path) {
         ("POST", "/api/v1/runs") | ("POST", "/api/v1/runs/{id}/abort") => StatusCode::BAD_REQUEST,
         ("GET", "/api/v1/runs/{id}") => StatusCode::NOT_FOUND,
+        // No `?device=`: past authorization, refused as a bad query.
+        ("GET", "/api/v1/history") => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     }
 }

@@ -138,6 +138,27 @@ impl Sessions {
         })
     }
 
+    /// Whether a token still names a live session, without refreshing its
+    /// idle timer: a page left open on a live stream is not someone using
+    /// the gateway, so it must not keep an unattended session alive.
+    pub fn peek(&self, token: &str, users: &UserStore) -> Result<(), SessionError> {
+        let k = key(token);
+        let now = Instant::now();
+        let map = self.lock();
+        let e = map.get(&k).ok_or(SessionError::Unknown)?;
+        if self.expired(e, now) {
+            return Err(SessionError::Expired);
+        }
+        let same = users
+            .get(&e.user)
+            .is_some_and(|u| same_secret(u.password_hash.as_bytes(), e.password_hash.as_bytes()));
+        if same {
+            Ok(())
+        } else {
+            Err(SessionError::UserGone)
+        }
+    }
+
     /// Ends a session; true if it existed.
     pub fn revoke(&self, token: &str) -> bool {
         self.lock().remove(&key(token)).is_some()
@@ -176,6 +197,22 @@ mod tests {
         let (token, _) = s.create(&ann);
         users.set_password("ann", "new").unwrap();
         assert_eq!(s.check(&token, &users).unwrap_err(), SessionError::UserGone);
+    }
+
+    #[test]
+    fn peeking_does_not_keep_a_session_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserStore::new(dir.path().join("users.json"));
+        users.add("ann", Role::Viewer, "pw").unwrap();
+        let ann = users.get("ann").unwrap();
+        let s = Sessions::new(Duration::from_millis(300), Duration::from_secs(60));
+        let (token, _) = s.create(&ann);
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = s.peek(&token, &users);
+        }
+        assert_eq!(s.peek(&token, &users).unwrap_err(), SessionError::Expired);
+        assert_eq!(s.peek("forged", &users).unwrap_err(), SessionError::Unknown);
     }
 
     #[test]

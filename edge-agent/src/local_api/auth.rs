@@ -45,6 +45,11 @@ pub const PERMISSIONS: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/devices", Access::Role(Role::Viewer)),
     ("GET", "/api/v1/devices/{id}", Access::Role(Role::Viewer)),
     (
+        "GET",
+        "/api/v1/devices/{id}/points",
+        Access::Role(Role::Viewer),
+    ),
+    (
         "POST",
         "/api/v1/devices/{id}/write",
         Access::Role(Role::Operator),
@@ -59,6 +64,11 @@ pub const PERMISSIONS: &[(&str, &str, Access)] = &[
         "/api/v1/runs/{id}/abort",
         Access::Role(Role::Operator),
     ),
+    // The web page: its files are open (the login form must load), its data is not.
+    ("GET", "/", Access::Open),
+    ("GET", "/ui/{file}", Access::Open),
+    ("GET", "/api/v1/live", Access::Role(Role::Viewer)),
+    ("GET", "/api/v1/history", Access::Role(Role::Viewer)),
 ];
 
 /// The identity side of the API's state.

@@ -34,6 +34,39 @@ pub(super) async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Re
     }
 }
 
+/// The device's firmware profile as the page shows it: the model, and each
+/// point with its unit, description, whether it may be written and its priority.
+pub(super) async fn points(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let view = s.fleet.view();
+    let Some((_, profile)) = view.models.iter().find(|(d, _)| *d == id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no polled device {id:?} on this gateway"),
+        );
+    };
+    let m = &profile.model;
+    let points: Vec<_> = profile
+        .points
+        .iter()
+        .filter(|p| p.report)
+        .map(|p| {
+            json!({
+                "name": p.name, "unit": p.unit, "description": p.description,
+                "writable": p.writable,
+                "priority": if p.priority == device_profile::Priority::High { "high" } else { "normal" },
+            })
+        })
+        .collect();
+    Json(json!({
+        "device": id,
+        "profile": {"id": m.id, "manufacturer": m.manufacturer, "name": m.name,
+                    "device_type": m.device_type, "description": m.description},
+        "points": points,
+    }))
+    .into_response()
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WriteRequest {

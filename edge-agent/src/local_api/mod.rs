@@ -1,9 +1,9 @@
 //! The gateway's local HTTP API: `/health` (JSON for people and scripts),
 //! `/metrics` (Prometheus), the device list and the write endpoint, behind a
-//! login. It is meant for the site's LAN and will grow a web page, hence one
-//! room per concern: [`health`], [`devices`], [`login`], who may call what
-//! in [`auth`], the local audit trail in [`audit`], HTTPS in [`tls`], and
-//! the Host check in [`host`].
+//! login, and the operators' web page on `/` ([`web`]). It is meant for the
+//! site's LAN, hence one room per concern: [`health`], [`devices`],
+//! [`login`], who may call what in [`auth`], the local audit trail in
+//! [`audit`], HTTPS in [`tls`], and the Host check in [`host`].
 
 use crate::buffer::Buffer;
 use crate::fleet::Fleet;
@@ -26,10 +26,12 @@ mod host;
 mod login;
 mod runs;
 pub mod tls;
+pub mod web;
 
 pub use auth::{Access, AuthState, PERMISSIONS};
 pub use health::HealthReport;
 pub use host::{AllowedHosts, BadHostName};
+pub use web::Web;
 
 /// Request bodies larger than this are refused before they are parsed.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -44,6 +46,10 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     pub auth: Arc<AuthState>,
     pub runs: Arc<crate::runs::RunEngine>,
+    /// The web page's live streams and chart history.
+    pub web: Arc<Web>,
+    /// Whether this agent runs the site MQTT bus (the page shows its clients).
+    pub mqtt_enabled: bool,
 }
 
 /// The local API; requests whose Host does not name this gateway are refused
@@ -60,11 +66,13 @@ pub fn router(state: ApiState, allowed_hosts: AllowedHosts) -> Router {
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::one))
         .route("/api/v1/devices/{id}/write", post(devices::write))
+        .route("/api/v1/devices/{id}/points", get(devices::points))
         .route("/api/v1/protocols", get(runs::protocols))
         .route("/api/v1/benches", get(runs::benches))
         .route("/api/v1/runs", get(runs::list).post(runs::start))
         .route("/api/v1/runs/{id}", get(runs::one))
         .route("/api/v1/runs/{id}/abort", post(runs::abort))
+        .merge(web::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -74,6 +82,7 @@ pub fn router(state: ApiState, allowed_hosts: AllowedHosts) -> Router {
             Arc::new(allowed_hosts),
             host::check_host,
         ))
+        .layer(axum::middleware::from_fn(web::security_headers))
         .with_state(state)
 }
 

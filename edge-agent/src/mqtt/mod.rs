@@ -252,6 +252,11 @@ fn common_name(der: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
+/// MQTT clients connected now (past the front door's login).
+pub fn connected_clients() -> u64 {
+    proxy::CLIENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts the broker, the front door's listeners and the agent's publisher.
 pub async fn start(
     cfg: MqttConfig,

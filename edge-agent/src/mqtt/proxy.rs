@@ -25,6 +25,10 @@ use super::sessions::{SessionHandle, Sessions};
 use crate::buffer::{Buffer, BufferError, NewReading};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+
+/// MQTT clients connected now (what the gauge says, readable in-process for
+/// the local web page; one process serves one bus).
+pub(super) static CLIENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,7 +112,9 @@ impl FrontDoor {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         metrics::gauge!(crate::metric_names::EDGE_MQTT_CLIENTS).increment(1.0);
+        CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.serve_inner(stream, cert_user, ticket, deadline).await;
+        CLIENTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!(crate::metric_names::EDGE_MQTT_CLIENTS).decrement(1.0);
         match result {
             Ok(()) => tracing::debug!(%peer, "MQTT client left"),

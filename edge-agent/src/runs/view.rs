@@ -11,6 +11,36 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Events a view keeps (the newest); the hub keeps them all.
 const MAX_EVENTS: usize = 200;
+/// Points of the latest IV curve a view keeps (evenly thinned beyond): enough
+/// for a chart, bounded whatever the template's sweep asks.
+const MAX_CURVE_POINTS: usize = 500;
+
+/// The latest IV curve a run swept, for the local page's chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurveView {
+    pub label: String,
+    pub at: String,
+    /// (voltage V, current A), current positive while the module delivers power.
+    pub points: Vec<[f64; 2]>,
+}
+
+impl CurveView {
+    pub fn of(label: &str, curve: &[(f64, f64)]) -> CurveView {
+        let step = curve.len().div_ceil(MAX_CURVE_POINTS).max(1);
+        let mut points: Vec<[f64; 2]> = curve.iter().step_by(step).map(|(v, i)| [*v, *i]).collect();
+        // The last point (the open-circuit end) is kept whatever the step.
+        if let Some((v, i)) = curve.last()
+            && points.last() != Some(&[*v, *i])
+        {
+            points.push([*v, *i]);
+        }
+        CurveView {
+            label: label.to_string(),
+            at: chrono::Utc::now().to_rfc3339(),
+            points,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +123,8 @@ pub struct RunView {
     pub paused_by: Option<String>,
     pub values: BTreeMap<String, f64>,
     pub events: VecDeque<EventView>,
+    /// The latest IV curve of this process's run (none after a restart).
+    pub latest_iv: Option<CurveView>,
 }
 
 impl RunView {
@@ -119,6 +151,7 @@ impl RunView {
             paused_by: None,
             values: BTreeMap::new(),
             events: VecDeque::new(),
+            latest_iv: None,
         };
         v.update_from(cp, p);
         v
@@ -188,4 +221,20 @@ pub fn verdicts(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CurveView;
+
+    #[test]
+    fn a_long_curve_is_thinned_and_keeps_both_ends() {
+        let curve: Vec<(f64, f64)> = (0..2001).map(|k| (k as f64 * 0.01, 10.0)).collect();
+        let c = CurveView::of("stc", &curve);
+        assert!(c.points.len() <= 502, "{}", c.points.len());
+        assert_eq!(c.points.first(), Some(&[0.0, 10.0]));
+        assert_eq!(c.points.last(), Some(&[20.0, 10.0]));
+        let short = CurveView::of("stc", &curve[..10]);
+        assert_eq!(short.points.len(), 10);
+    }
 }

@@ -247,6 +247,10 @@ impl Exec {
             out.push(self.reading(&device, "current", "A", *i, series.clone(), ts));
         }
         tracing::info!(run = %self.cp.run_id, %label, pmax = fig.pmax, voc = fig.voc, isc = fig.isc, "IV sweep");
+        self.view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .latest_iv = Some(crate::runs::view::CurveView::of(label, &curve));
         self.commit(Vec::new(), out, true).await?;
         Ok(Progress::Done)
     }
