@@ -5,6 +5,9 @@ pub mod daemon;
 pub mod json_fields;
 pub mod logging;
 pub mod metric_names;
+pub mod notify;
+pub mod progress;
+pub mod service;
 pub mod role;
 pub mod shutdown;
 
