@@ -7,8 +7,8 @@ pub mod logging;
 pub mod metric_names;
 pub mod notify;
 pub mod progress;
-pub mod service;
 pub mod role;
+pub mod service;
 pub mod shutdown;
 
 /// An error with its causes on one line, each said once: wrappers such as

@@ -32,8 +32,10 @@ impl Service {
             .flatten();
         let watchdog = watchdog_interval();
         if notifier.is_some() {
-            tracing::info!(watchdog_ms = watchdog.map(|w| w.as_millis() as u64),
-                "reporting to systemd (sd_notify)");
+            tracing::info!(
+                watchdog_ms = watchdog.map(|w| w.as_millis() as u64),
+                "reporting to systemd (sd_notify)"
+            );
         }
         Service {
             notifier,

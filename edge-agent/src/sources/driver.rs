@@ -66,7 +66,13 @@ pub async fn drive<P: Poller>(p: &mut P, mut stop: Stop) {
             }
             _ = stop.wait() => break,
         }
-        match p.poll_group(gi).await {
+        // A poll in flight must end (each request has its timeout); one that
+        // does not is this poller stuck, and the watchdog must see it.
+        let polling =
+            qi_common::progress::Progress::process().register(format!("poll {}", p.core().id));
+        let result = p.poll_group(gi).await;
+        drop(polling);
+        match result {
             Ok(()) => {
                 backoff.reset();
                 p.core().schedule.advance(gi, due);
