@@ -8,6 +8,7 @@
 //! probe that failed then would get it restarted or drained for nothing.
 
 use super::ApiState;
+use crate::sources::health::DeviceState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,6 +18,30 @@ use serde_json::json;
 /// Always 200 while the process serves HTTP.
 pub(super) async fn live() -> Json<serde_json::Value> {
     Json(json!({"status": "alive"}))
+}
+
+/// Gauges read from the running agent when Prometheus scrapes: what the
+/// alert rules (packaging/prometheus/alerts.yml) watch.
+pub(super) fn scrape_gauges(s: &ApiState) {
+    use crate::metric_names::{
+        EDGE_BUFFER_OLDEST_PENDING_SECONDS, EDGE_DEVICE_ONLINE, EDGE_UPLINK_CONNECTED,
+    };
+    let age_s = s
+        .buffer
+        .oldest_pending_us()
+        .map(|ts| (chrono::Utc::now().timestamp_micros() - ts).max(0) as f64 / 1e6)
+        .unwrap_or(0.0);
+    metrics::gauge!(EDGE_BUFFER_OLDEST_PENDING_SECONDS).set(age_s);
+    let connected = s.uplink.borrow().state == crate::uplink::LinkState::Connected;
+    metrics::gauge!(EDGE_UPLINK_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    for d in s.fleet.view().snapshot() {
+        let up = matches!(d.state, DeviceState::Online | DeviceState::Degraded);
+        metrics::gauge!(EDGE_DEVICE_ONLINE, "device" => d.device_id.clone()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+    }
 }
 
 /// Why the agent cannot do its job now, if it cannot.
