@@ -55,6 +55,12 @@ pub async fn drive<P: Poller>(p: &mut P, mut stop: Stop) {
     let mut backoff = Backoff::new(min, max);
     let mut commands_open = true;
     while let Some((gi, due)) = p.core().schedule.next() {
+        // Once stopped, no new poll: select! picks at random among ready
+        // branches, and a poll already due would otherwise start after the
+        // stop (and delay the shutdown by a whole request timeout).
+        if stop.is_stopped() {
+            break;
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
             cmd = p.core().commands.recv(), if commands_open => {
@@ -197,7 +203,8 @@ mod tests {
         assert_eq!(
             buffer.stats().backlog,
             1,
-            "the poll in flight's reading is in the buffer when the poller ends"
+            "the poll in flight's reading is in the buffer when the poller ends, \
+             and no poll starts after the stop"
         );
     }
 }
