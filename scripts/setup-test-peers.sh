@@ -9,7 +9,10 @@
 #     poppler-utils (pdftotext, pdftoppm, pdfinfo: read and render the hub's PDF
 #     reports), zbar-tools (zbarimg: decodes their QR code from the rendered page),
 #     qpdf (checks their structure), tests/tests/reports.rs; chromium (the real
-#     browser the local web page's tests drive, tests/tests/web_page.rs).
+#     browser the local web page's tests drive, tests/tests/web_page.rs), prometheus (promtool:
+#     lints both daemons' /metrics, checks and unit-tests packaging/prometheus/alerts.yml,
+#     tests/tests/promtool.rs), systemd (systemd-analyze verify and security --offline
+#     on systemd/*.service, tests/tests/systemd_units.rs).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), aas-core3.0 (the aas-core-works SDK: checks
@@ -43,6 +46,8 @@ command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
 command -v zbarimg >/dev/null 2>&1 || missing+=(zbar-tools)
 command -v qpdf >/dev/null 2>&1 || missing+=(qpdf)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)

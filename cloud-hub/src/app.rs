@@ -153,6 +153,7 @@ pub async fn run(
         certificates: Arc::new(certificates),
         translog,
         webhooks: cfg.webhooks,
+        stop: stop.clone(),
     });
     let mut http_stop = stop.clone();
     let http = tokio::spawn(async move {
@@ -164,7 +165,18 @@ pub async fn run(
         .await
     });
 
+    // Ready only now: database migrated, gRPC and REST listeners bound,
+    // background loops started.
+    let service = qi_common::service::Service::from_env();
+    service.ready(&crate::ingest::status());
+    tokio::spawn(
+        service
+            .clone()
+            .supervise(crate::ingest::status, stop.clone()),
+    );
+
     shutdown.await;
+    service.stopping();
     stop_trigger.fire();
     closing.close_all();
     // Streams end when their gateways notice; don't wait for them forever.

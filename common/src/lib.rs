@@ -5,7 +5,10 @@ pub mod daemon;
 pub mod json_fields;
 pub mod logging;
 pub mod metric_names;
+pub mod notify;
+pub mod progress;
 pub mod role;
+pub mod service;
 pub mod shutdown;
 
 /// An error with its causes on one line, each said once: wrappers such as

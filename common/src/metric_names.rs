@@ -35,14 +35,32 @@ pub struct Metric {
 
 /// Metrics of this crate, exposed by every daemon that uses its logging.
 pub const LOG_LINES_SUPPRESSED_TOTAL: &str = "log_lines_suppressed_total";
+/// Main loops (or work in flight) that missed their beat (`crate::service`).
+pub const STALLED_LOOPS: &str = "stalled_loops";
+/// `WATCHDOG=1` pings sent to systemd.
+pub const WATCHDOG_PINGS_TOTAL: &str = "watchdog_pings_total";
 
 /// The table for this crate's own metrics (see [`LOG_LINES_SUPPRESSED_TOTAL`]).
-pub const COMMON: &[Metric] = &[Metric {
-    name: LOG_LINES_SUPPRESSED_TOTAL,
-    kind: Kind::Counter,
-    labels: &[],
-    help: "Log lines dropped because one log statement repeated too fast.",
-}];
+pub const COMMON: &[Metric] = &[
+    Metric {
+        name: LOG_LINES_SUPPRESSED_TOTAL,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Log lines dropped because one log statement repeated too fast.",
+    },
+    Metric {
+        name: STALLED_LOOPS,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Main loops or work in flight that missed their beat; while above 0 no systemd watchdog ping is sent.",
+    },
+    Metric {
+        name: WATCHDOG_PINGS_TOTAL,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "WATCHDOG=1 pings sent to systemd (only while every main loop makes progress).",
+    },
+];
 
 /// Registers every metric's help text with the installed recorder, and
 /// creates each unlabelled counter at zero: a counter that appears only on

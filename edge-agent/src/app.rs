@@ -107,10 +107,19 @@ pub async fn run(
             "no local users: every protected route of the local API refuses; add one with \
              `edge-agent --config FILE user add NAME --role operator` (password on stdin)");
     }
+    let status = {
+        let (buffer, uplink, fleet) = (
+            Arc::clone(&buffer),
+            uplink_status.clone(),
+            Arc::clone(&fleet),
+        );
+        move || service_status(&buffer, &uplink.borrow(), &fleet)
+    };
     let api = ApiState {
         gateway_id: cfg.gateway_id.clone(),
         buffer: Arc::clone(&buffer),
         uplink: uplink_status,
+        stop: stop.clone(),
         fleet: Arc::clone(&fleet),
         metrics,
         auth,
@@ -151,7 +160,15 @@ pub async fn run(
         }
     };
 
+    // Ready only now: buffer open, pollers and uplink started, MQTT and the
+    // local API bound (a bind failure above exits before this).
+    let service = qi_common::service::Service::from_env();
+    service.ready(&status());
+    tokio::spawn(service.clone().supervise(status, stop.clone()));
+    tokio::spawn(reload_on_hangup(Arc::clone(&fleet), stop.clone()));
+
     shutdown.await;
+    service.stopping();
     stop_trigger.fire();
     runs.stopped().await;
     fleet.stop().await;
@@ -166,6 +183,49 @@ pub async fn run(
         "edge-agent stopped; buffer flushed"
     );
     Ok(())
+}
+
+/// The `STATUS=` line systemd shows: "uplink connected, backlog 0, 12/12 devices online".
+fn service_status(buffer: &Buffer, uplink: &crate::uplink::UplinkStatus, fleet: &Fleet) -> String {
+    let devices = fleet.view().snapshot();
+    let online = devices
+        .iter()
+        .filter(|d| d.state == crate::sources::health::DeviceState::Online)
+        .count();
+    let link = match uplink.state {
+        crate::uplink::LinkState::Connected => "connected",
+        crate::uplink::LinkState::Connecting => "connecting",
+        crate::uplink::LinkState::Disconnected => "down",
+    };
+    format!(
+        "uplink {link}, backlog {}, {online}/{} devices online",
+        buffer.stats().backlog,
+        devices.len()
+    )
+}
+
+/// `systemctl reload` (ExecReload sends SIGHUP): re-read the devices from the
+/// configuration file, as the hub's `reload` command does. A file that does
+/// not load leaves the running pollers as they were.
+async fn reload_on_hangup(fleet: Arc<Fleet>, mut stop: qi_common::shutdown::Stop) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with the hub's command");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = stop.wait() => return,
+        }
+        match fleet.reload().await {
+            Ok(msg) => tracing::info!(result = %msg, "SIGHUP: configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+        }
+    }
 }
 
 /// Each polled device's profile and poll interval, for resolving benches.

@@ -43,6 +43,8 @@ qi_common::metric_names! {
         "Readings in the buffer not yet acknowledged by the hub.";
     EDGE_BUFFER_LAST_SEQ = Gauge "edge_buffer_last_seq" []
         "Highest sequence number the buffer has assigned.";
+    EDGE_BUFFER_OLDEST_PENDING_SECONDS = Gauge "edge_buffer_oldest_pending_seconds" []
+        "Age of the oldest reading not yet acknowledged by the hub (0 with an empty backlog): the gateway's ingest lag.";
     EDGE_BUFFER_DISK_BYTES = Gauge "edge_buffer_disk_bytes" []
         "Size of the buffer's files on disk.";
     EDGE_BUFFER_REJECTED_TOTAL = Counter "edge_buffer_rejected_total" []
@@ -73,6 +75,10 @@ qi_common::metric_names! {
         "Uplink sessions that ended in an error; the agent reconnects with backoff.";
     EDGE_UPLINK_STALLS_TOTAL = Counter "edge_uplink_stalls_total" []
         "Uplink sessions abandoned because the hub did not acknowledge in time.";
+    EDGE_UPLINK_CONNECTED = Gauge "edge_uplink_connected" []
+        "1 while the uplink stream to the hub is open, else 0 (at scrape time).";
+    EDGE_DEVICE_ONLINE = Gauge "edge_device_online" ["device"]
+        "1 while the device answers its polls (online or degraded), 0 while connecting, offline or disabled (at scrape time).";
     EDGE_UPLINK_IMPLAUSIBLE_HUB_SEQ_TOTAL = Counter "edge_uplink_implausible_hub_seq_total" []
         "Hub sequence numbers above the plausible maximum, not taken.";
     EDGE_COMMANDS_TOTAL = Counter "edge_commands_total" ["ok"]

@@ -112,6 +112,7 @@ pub async fn api_state(
     let translog = std::sync::Arc::new(cloud_hub::translog::LogSigner::load(&pool).await?);
     Ok(cloud_hub::api::ApiState {
         translog,
+        stop: qi_common::shutdown::channel().1,
         store: store.clone(),
         max_page_size: 10_000,
         metrics: None,

@@ -183,6 +183,9 @@ pub struct Stack {
     pub hub_grpc_extra: String,
     /// Tables after the hub's `[http]` (e.g. `[live]`, `[alarms]`).
     pub hub_after: String,
+    /// Extra environment of the hub and of the agent (e.g. `NOTIFY_SOCKET`).
+    pub hub_env: Vec<(String, String)>,
+    pub agent_env: Vec<(String, String)>,
     pub hub: Option<Proc>,
     pub sim: Option<Proc>,
     pub agent: Option<Proc>,
@@ -209,6 +212,8 @@ impl Stack {
             hub_args: Vec::new(),
             hub_grpc_extra: String::new(),
             hub_after: String::new(),
+            hub_env: Vec::new(),
+            agent_env: Vec::new(),
             hub: None,
             sim: None,
             agent: None,
@@ -253,7 +258,7 @@ impl Stack {
             dir: self.dir.path(),
             log: &self.log_path("hub"),
         }
-        .start()
+        .start_with_env(&self.hub_env)
         .await?;
         self.hub = Some(proc);
         Ok(())
@@ -382,10 +387,13 @@ retry_max_ms = 1000
     /// added first and its session registered for [`Stack::agent_url`].
     pub async fn start_agent(&mut self, config: &Path) -> Result<()> {
         agent_auth::add_user(config, agent_auth::USER, "operator", agent_auth::PASSWORD)?;
-        self.agent = Some(Proc::spawn(
+        let mut cmd = std::process::Command::new(bin("edge-agent")?);
+        cmd.arg("--config")
+            .arg(config)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)));
+        self.agent = Some(Proc::spawn_cmd(
             "edge-agent",
-            &bin("edge-agent")?,
-            &["--config".as_ref(), config.as_os_str()],
+            &mut cmd,
             &self.log_path("agent"),
         )?);
         let url = format!("{}/health", self.agent_url());
@@ -528,6 +536,11 @@ pub struct HubLaunch<'a> {
 impl HubLaunch<'_> {
     /// Writes the config, starts the hub and waits until `/ready` answers 200.
     pub async fn start(&self) -> Result<Proc> {
+        self.start_with_env(&[]).await
+    }
+
+    /// [`HubLaunch::start`] with extra environment variables for the hub.
+    pub async fn start_with_env(&self, env: &[(String, String)]) -> Result<Proc> {
         let cfg = self.dir.join("hub.toml");
         std::fs::write(
             &cfg,
@@ -549,9 +562,12 @@ impl HubLaunch<'_> {
             &format!("http://127.0.0.1:{}", self.http_port),
             vec![("authorization".into(), format!("Bearer {}", key.trim()))],
         );
-        let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), cfg.as_os_str()];
-        args.extend(self.args.iter().map(std::ffi::OsStr::new));
-        let proc = Proc::spawn("cloud-hub", &self.binary, &args, self.log)?;
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg("--config")
+            .arg(&cfg)
+            .args(self.args)
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let proc = Proc::spawn_cmd("cloud-hub", &mut cmd, self.log)?;
         let url = format!("http://127.0.0.1:{}/ready", self.http_port);
         wait_for("hub /ready", Duration::from_secs(30), || async {
             if let Some(code) = proc.exit_status()? {

@@ -238,14 +238,30 @@ impl PgServer {
     /// Stops the local cluster (fast shutdown: open transactions roll back,
     /// clients are disconnected), keeps it down for `down_for`, starts it again.
     pub async fn restart(&mut self, down_for: Duration) -> Result<()> {
-        let Some(local) = &self.local else {
-            bail!("cannot restart a server given by QI_TEST_DATABASE_URL");
-        };
+        self.stop()?;
+        tokio::time::sleep(down_for).await;
+        self.start_again().await
+    }
+
+    /// Stops the local cluster (fast shutdown); [`PgServer::start_again`] brings it back.
+    pub fn stop(&mut self) -> Result<()> {
+        if self.local.is_none() {
+            bail!("cannot stop a server given by QI_TEST_DATABASE_URL");
+        }
         if let Some(p) = self._proc.take() {
             p.interrupt(Duration::from_secs(30))?;
         }
-        tokio::time::sleep(down_for).await;
-        self._proc = Some(local.spawn()?);
+        Ok(())
+    }
+
+    /// Starts the stopped local cluster again and waits until it accepts connections.
+    pub async fn start_again(&mut self) -> Result<()> {
+        let Some(local) = &self.local else {
+            bail!("cannot start a server given by QI_TEST_DATABASE_URL");
+        };
+        if self._proc.is_none() {
+            self._proc = Some(local.spawn()?);
+        }
         self.wait_ready().await
     }
 

@@ -89,6 +89,8 @@ pub struct ApiState {
     pub translog: std::sync::Arc<crate::translog::LogSigner>,
     /// Where webhook subscriptions may point (`[webhooks]`).
     pub webhooks: crate::config::webhooks::WebhooksConfig,
+    /// Fired at shutdown: `/ready` turns 503 while requests drain.
+    pub stop: qi_common::shutdown::Stop,
 }
 
 /// The API, every operation behind the guard (authentication, role, sites).
@@ -118,6 +120,7 @@ fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(status::health))
+        .route("/live", get(status::live))
         .route("/ready", get(status::ready))
         .route("/metrics", get(status::metrics_text))
         .route("/api/v1/readings", get(readings::readings))

@@ -116,6 +116,7 @@ use Scope as S;
 /// openapi.json in step.
 pub const RULES: &[Rule] = &[
     rule("GET", "/health", P::Public, S::None),
+    rule("GET", "/live", P::Public, S::None),
     rule("GET", "/ready", P::Public, S::None),
     rule("GET", "/api/v1/openapi.json", P::Public, S::None),
     rule("GET", "/api/v1/auth/jwks.json", P::Public, S::None),

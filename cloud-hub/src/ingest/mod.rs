@@ -9,6 +9,7 @@ use crate::auth::{Authenticator, Credential};
 use crate::live::health::HealthTracker;
 use crate::storage::Store;
 use futures::StreamExt;
+use qi_common::progress::Progress;
 use qi_proto::v1::uplink_server::Uplink;
 use qi_proto::v1::{
     Ack, Command, EdgeMessage, HubMessage, ReloadConfig, Welcome, WritePoint, command,
@@ -16,6 +17,7 @@ use qi_proto::v1::{
 };
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -151,8 +153,7 @@ async fn serve_stream(
     // Before the first command tick, so re-sent values go out with it.
     crate::desired::reconcile_on_connect(store, live, &gw).await;
     tracing::info!(gateway = %gw, agent_version = %hello.agent_version, highest_seq = highest, "gateway connected");
-    metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
-    let _connected = ConnectedGuard;
+    let _connected = ConnectedGuard::new();
     // Offline again when this function returns, however it returns.
     let _online = health
         .connected(&gw)
@@ -187,7 +188,10 @@ async fn serve_stream(
         futures::stream::FuturesOrdered::new();
     let mut evaluations = crate::runs::EvaluationTriggers::default();
     let mut open = true;
+    // This stream's loop goes round at least every command tick.
+    let beat = Progress::process().register(format!("ingest stream {gw}"));
     while open || !writing.is_empty() {
+        beat.beat();
         let msg = tokio::select! {
             m = inbound.message(), if open && writing.len() < PIPELINE => match m? {
                 Some(m) => m,
@@ -276,6 +280,9 @@ async fn serve_stream(
         // a connection; with the pool exhausted, a write parked inside an
         // unpolled future would never give its connection back).
         writing.push_back(tokio::spawn(async move {
+            // A write that never returns (a table locked by a stuck
+            // migration, a hung server) is ingest stuck: the watchdog sees it.
+            let _writing = Progress::process().register(format!("ingest write {gw2}"));
             let started = std::time::Instant::now();
             let stored = store
                 .insert_batch_with_events(&gw2, &batch.readings, &batch.events, &batch.run_events)
@@ -355,6 +362,7 @@ async fn acknowledge(
     metrics::counter!(crate::metric_names::HUB_INGEST_READINGS_TOTAL).increment(inserted);
     metrics::counter!(crate::metric_names::HUB_INGEST_DUPLICATES_TOTAL).increment(dupes);
     metrics::counter!(crate::metric_names::HUB_INGEST_BATCHES_TOTAL).increment(1);
+    LAST_COMMIT_MS.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     if dupes > 0 {
         tracing::info!(gateway = %gw, duplicates = dupes, up_to = last, "redelivered readings ignored");
     }
@@ -443,10 +451,37 @@ impl CalibrationPush {
     }
 }
 
+/// Streams open now, and when the last batch was committed (Unix ms, 0 for
+/// never): what the hub's systemd `STATUS=` line says. The metrics carry the
+/// same facts, but a recorder cannot be read back.
+static CONNECTED: AtomicI64 = AtomicI64::new(0);
+static LAST_COMMIT_MS: AtomicI64 = AtomicI64::new(0);
+
+/// "2 gateways connected, last batch committed 0.4 s ago".
+pub fn status() -> String {
+    let n = CONNECTED.load(Ordering::Relaxed);
+    let last = LAST_COMMIT_MS.load(Ordering::Relaxed);
+    let batch = if last == 0 {
+        "no batch committed yet".to_string()
+    } else {
+        let ago = (chrono::Utc::now().timestamp_millis() - last).max(0) as f64 / 1000.0;
+        format!("last batch committed {ago:.1} s ago")
+    };
+    format!("{n} gateways connected, {batch}")
+}
+
 struct ConnectedGuard;
+impl ConnectedGuard {
+    fn new() -> ConnectedGuard {
+        metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).increment(1.0);
+        CONNECTED.fetch_add(1, Ordering::Relaxed);
+        ConnectedGuard
+    }
+}
 impl Drop for ConnectedGuard {
     fn drop(&mut self) {
         metrics::gauge!(crate::metric_names::HUB_GATEWAYS_CONNECTED).decrement(1.0);
+        CONNECTED.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -324,6 +324,25 @@ impl Store {
         self.tier
     }
 
+    /// Readiness: the database answers within `timeout` and holds every
+    /// migration this build carries (one cheap query does both). `Ok(false)`
+    /// when the schema is behind (a restore of an older dump, say).
+    pub async fn schema_current(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let latest = sqlx::migrate!("./migrations")
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
+        let q = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT max(version) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool);
+        match tokio::time::timeout(timeout, q).await {
+            Ok(r) => Ok(r?.unwrap_or(0) >= latest),
+            Err(_) => Err(StoreError::Db(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
     /// Checks the database answers within `timeout` (readiness must not hang
     /// for the pool's whole acquire timeout while the database is down).
     pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {

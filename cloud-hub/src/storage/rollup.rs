@@ -153,7 +153,10 @@ impl Store {
                 _ = stop.wait() => return,
             }
             let t = std::time::Instant::now();
-            match self.roll_up().await {
+            let rolling = qi_common::progress::Progress::process().register("rollup pass");
+            let result = self.roll_up().await;
+            drop(rolling);
+            match result {
                 Ok(n) => {
                     metrics::counter!(crate::metric_names::HUB_ROLLUP_BUCKETS_TOTAL).increment(n);
                     metrics::histogram!(crate::metric_names::HUB_ROLLUP_SECONDS)

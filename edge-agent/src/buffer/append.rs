@@ -250,6 +250,9 @@ impl Buffer {
         let _leader = self.flush_lock.lock().await;
         if self.durable_seq.load(Ordering::SeqCst) < last {
             let covered = self.last_seq.load(Ordering::SeqCst);
+            // An fsync that never returns (a dead SD card) is the buffer
+            // writer stuck: the watchdog must see it.
+            let _writing = qi_common::progress::Progress::process().register("buffer fsync");
             self.db()?.flush_async().await?;
             self.durable_seq.fetch_max(covered, Ordering::SeqCst);
             metrics::counter!(crate::metric_names::EDGE_BUFFER_FSYNCS_TOTAL).increment(1);

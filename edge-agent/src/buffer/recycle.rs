@@ -17,6 +17,12 @@ pub fn resident_bytes() -> Option<u64> {
 }
 
 impl Buffer {
+    /// The database is open (or reopens now): what `/ready` asks of the
+    /// buffer. Appends go through the same handle.
+    pub fn is_open(&self) -> bool {
+        self.db().is_ok()
+    }
+
     /// The open sled database (a cheap handle clone); reopens it if an
     /// earlier `recycle` could not.
     pub(super) fn db(&self) -> Result<sled::Db, BufferError> {

@@ -82,6 +82,15 @@ impl Fleet {
         }
     }
 
+    /// Whether the pollers run: `None` while a reload or the shutdown holds
+    /// them, else the devices whose poller task has ended (a panic; a
+    /// disabled device never had one).
+    pub fn ended_pollers(&self) -> Option<usize> {
+        let running = self.running.try_lock().ok()?;
+        let r = running.as_ref()?;
+        Some(r.tasks.iter().filter(|t| t.is_finished()).count())
+    }
+
     pub fn view(&self) -> FleetView {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
     }

@@ -39,6 +39,8 @@ pub enum Access {
 pub const PERMISSIONS: &[(&str, &str, Access)] = &[
     ("GET", "/health", Access::Open),
     ("GET", "/metrics", Access::Scrape),
+    ("GET", "/live", Access::Open),
+    ("GET", "/ready", Access::Open),
     ("POST", "/api/v1/login", Access::Open),
     ("POST", "/api/v1/logout", Access::Role(Role::Viewer)),
     ("GET", "/api/v1/session", Access::Role(Role::Viewer)),

@@ -63,5 +63,6 @@ pub(super) async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse
     let stats = s.buffer.stats();
     metrics::gauge!(crate::metric_names::EDGE_BUFFER_BACKLOG).set(stats.backlog as f64);
     metrics::gauge!(crate::metric_names::EDGE_BUFFER_LAST_SEQ).set(stats.last_seq as f64);
+    super::probes::scrape_gauges(&s);
     s.metrics.as_ref().map(|h| h.render()).unwrap_or_default()
 }

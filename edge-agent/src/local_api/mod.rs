@@ -24,6 +24,7 @@ mod devices;
 mod health;
 mod host;
 mod login;
+mod probes;
 mod runs;
 pub mod tls;
 pub mod web;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub web: Arc<Web>,
     /// Whether this agent runs the site MQTT bus (the page shows its clients).
     pub mqtt_enabled: bool,
+    /// Fired at shutdown: `/ready` turns 503 before the listener closes.
+    pub stop: qi_common::shutdown::Stop,
 }
 
 /// The local API; requests whose Host does not name this gateway are refused
@@ -60,6 +63,8 @@ pub fn router(state: ApiState, allowed_hosts: AllowedHosts) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics_text))
+        .route("/live", get(probes::live))
+        .route("/ready", get(probes::ready))
         .route("/api/v1/login", post(login::login))
         .route("/api/v1/logout", post(login::logout))
         .route("/api/v1/session", get(login::session))

@@ -205,7 +205,7 @@ impl PollerCore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::buffer::BufferOptions;
     use std::path::Path;
@@ -217,7 +217,9 @@ mod tests {
         [[points]]\nname = \"setpoint\"\nquery = \"S?\"\nwritable = true\nwrite_command = \"S {value}\"\npoll_group = \"slow\"\n\
         [[points]]\nname = \"internal\"\nquery = \"I?\"\nreport = false\n";
 
-    fn core(dir: &Path) -> (PollerCore, watch::Receiver<DeviceHealth>, Arc<Buffer>) {
+    pub(in crate::sources) fn core(
+        dir: &Path,
+    ) -> (PollerCore, watch::Receiver<DeviceHealth>, Arc<Buffer>) {
         let cfg: DeviceConfig = toml::from_str(
             "id = \"rig-1\"\nprofile = \"rig\"\ntransport = { tcp = \"127.0.0.1:1\" }\n",
         )

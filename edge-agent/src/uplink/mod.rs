@@ -17,6 +17,7 @@ use crate::config::UplinkConfig;
 use crate::fleet::Fleet;
 use crate::sources::backoff::Backoff;
 use crate::sources::command::WriteError;
+use qi_common::progress::Beat;
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
@@ -272,12 +273,16 @@ impl Uplink {
             Duration::from_millis(self.cfg.reconnect_max_ms),
         );
         let mut failures: u32 = 0;
+        // The watchdog's view of this loop: it beats every time round, also
+        // while waiting out a backoff; a send or an ack wait that hangs stops it.
+        let beat = qi_common::progress::Progress::process().register("uplink");
         loop {
             if stop.is_stopped() {
                 break;
             }
+            beat.beat();
             self.status.send_modify(|s| s.state = LinkState::Connecting);
-            match self.session(stop.clone()).await {
+            match self.session(stop.clone(), &beat).await {
                 SessionEnd::Stopped => break,
                 SessionEnd::Failed(e) => {
                     let delay = backoff.next_delay();
@@ -293,7 +298,7 @@ impl Uplink {
                     });
                     let mut stop = stop.clone();
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = beat.sleep(delay) => {}
                         _ = stop.wait() => break,
                     }
                 }
@@ -308,14 +313,14 @@ impl Uplink {
         tracing::info!(backlog = self.buffer.stats().backlog, "uplink stopped");
     }
 
-    async fn session(&self, mut stop: Stop) -> SessionEnd {
-        match self.session_inner(&mut stop).await {
+    async fn session(&self, mut stop: Stop, beat: &Beat) -> SessionEnd {
+        match self.session_inner(&mut stop, beat).await {
             Ok(()) => SessionEnd::Stopped,
             Err(e) => SessionEnd::Failed(e),
         }
     }
 
-    async fn session_inner(&self, stop: &mut Stop) -> Result<(), UplinkError> {
+    async fn session_inner(&self, stop: &mut Stop, beat: &Beat) -> Result<(), UplinkError> {
         let mut endpoint = Endpoint::from_shared(self.cfg.hub_url.clone())
             .map_err(|e| UplinkError::Url(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
@@ -415,6 +420,7 @@ impl Uplink {
         let linger = Duration::from_millis(self.cfg.batch_linger_ms);
         let mut pending_since: Option<tokio::time::Instant> = None;
         loop {
+            beat.beat();
             if drain_deadline.is_none() && stop.is_stopped() {
                 // Shutting down: give the backlog a short chance to reach the hub.
                 drain_deadline = Some(
