@@ -149,8 +149,7 @@ async fn browser(stack: &Stack, run: &str, cert: &str, url: &str) -> Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_shows_the_hubs_verdict_and_certificate_and_keeps_them_offline() -> Result<()>
-{
+async fn the_gateway_shows_the_hubs_verdict_and_certificate_and_keeps_them_offline() -> Result<()> {
     let mut stack = Stack::new().await?;
     let pki = IssuingPki::new(stack.dir.path(), "lab")?;
     stack.hub_after = pki.hub_table("lab_name = \"PV Lab\"\nlab_country = \"DE\"");
@@ -163,11 +162,17 @@ async fn the_gateway_shows_the_hubs_verdict_and_certificate_and_keeps_them_offli
     let c = e2e_tests::http::Client::new();
     let r = c
         .post(format!("{}/api/v1/runs", stack.agent_url()))
-        .json(&json!({"protocol": "stc-power", "bench": "pv-rig", "sample_id": SAMPLE,
-                      "parameters": {"rated_pmax": 400}}))
+        .json(
+            &json!({"protocol": "stc-power", "bench": "pv-rig", "sample_id": SAMPLE,
+                      "parameters": {"rated_pmax": 400}}),
+        )
         .send()
         .await?;
-    anyhow::ensure!(r.status() == StatusCode::CREATED, "start: {}", r.text().await?);
+    anyhow::ensure!(
+        r.status() == StatusCode::CREATED,
+        "start: {}",
+        r.text().await?
+    );
     let run: Value = r.json().await?;
     let id = run["id"].as_str().context("run id")?.to_string();
     let v = agent_hub(&stack, &id, "the hub's verdict at the agent", |h| {

@@ -239,7 +239,7 @@ impl HubVerdicts {
     /// Every kept run, the one that ended last first.
     pub fn all(&self) -> Vec<HubVerdict> {
         let mut v: Vec<HubVerdict> = self.read().values().cloned().collect();
-        v.sort_by(|a, b| b.ended_at_unix_ms.cmp(&a.ended_at_unix_ms));
+        v.sort_by_key(|h| std::cmp::Reverse(h.ended_at_unix_ms));
         v
     }
 }
