@@ -3,7 +3,8 @@
 //! is evaluated at the hub and the agent's `/api/v1/runs/{id}` shows the
 //! hub's verdict (`hub.final_verdict`, HubMessage.run_verdicts); a
 //! certificate issued at the hub reaches the agent with its verification
-//! link; with the hub stopped and the agent restarted, the agent still
+//! link, its revocation too, and a new certificate then stands (valid
+//! before revoked); with the hub stopped and the agent restarted, the agent still
 //! shows both (kept in its buffer database), and the run page in a real
 //! browser (Debian's chromium via Playwright) shows the verdict and the
 //! certificate as a link to the hub's verification page.
@@ -199,19 +200,43 @@ async fn the_gateway_shows_the_hubs_verdict_and_certificate_and_keeps_them_offli
     // A certificate at the hub: the agent shows it with its link.
     let url = stack.hub_url();
     let engineer = login(&url, &admin_token(&stack), "erin", "engineer").await?;
-    let (s, c) = hub_call(
+    let issue = || async {
+        let (s, c) = hub_call(
+            Method::POST,
+            &format!("{url}/api/v1/certificates"),
+            Some(&engineer),
+            Some(&json!({"sample": SAMPLE, "allow_simulated": true})),
+        )
+        .await?;
+        anyhow::ensure!(s == 201, "issue: {s} {c}");
+        Ok::<_, anyhow::Error>(
+            c["certificate"]["certificate_id"]
+                .as_str()
+                .context("certificate id")?
+                .to_string(),
+        )
+    };
+    let first = issue().await?;
+    agent_hub(&stack, &id, "the certificate at the agent", |h| {
+        h["certificate_id"] == first.as_str() && h["certificate_state"] == "valid"
+    })
+    .await?;
+    // Revoked: the agent hears it; a new certificate then stands (a valid
+    // one before revoked ones).
+    let (s, r) = hub_call(
         Method::POST,
-        &format!("{url}/api/v1/certificates"),
+        &format!("{url}/api/v1/certificates/{first}/revoke"),
         Some(&engineer),
-        Some(&json!({"sample": SAMPLE, "allow_simulated": true})),
+        Some(&json!({"reason": "issued for the wrong customer"})),
     )
     .await?;
-    anyhow::ensure!(s == 201, "issue: {s} {c}");
-    let cert = c["certificate"]["certificate_id"]
-        .as_str()
-        .context("certificate id")?
-        .to_string();
-    let v = agent_hub(&stack, &id, "the certificate at the agent", |h| {
+    anyhow::ensure!(s == 200, "revoke: {s} {r}");
+    agent_hub(&stack, &id, "the revocation at the agent", |h| {
+        h["certificate_id"] == first.as_str() && h["certificate_state"] == "revoked"
+    })
+    .await?;
+    let cert = issue().await?;
+    let v = agent_hub(&stack, &id, "the new certificate at the agent", |h| {
         h["certificate_id"] == cert.as_str()
     })
     .await?;
@@ -225,6 +250,19 @@ async fn the_gateway_shows_the_hubs_verdict_and_certificate_and_keeps_them_offli
     // The link opens the hub's public verification page.
     let r = reqwest::get(&link).await?;
     assert_eq!(r.status(), StatusCode::OK, "{link}");
+
+    let metrics = e2e_tests::http::get(format!("{url}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let sent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_run_verdicts_sent_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert!(
+        sent.is_some_and(|n| n >= 4.0),
+        "after Welcome, the evaluation, two issues and a revocation: {sent:?}"
+    );
 
     // The hub goes away; the agent restarts while it is down and still
     // shows what the hub said (the run itself ended in the earlier process).
