@@ -54,6 +54,10 @@ pub async fn run(
             "grpc.auth = \"none\": any client may claim any gateway id (development only)"
         );
     }
+    let certificates =
+        crate::certificates::Issuer::from_config(&cfg.certificates, &cfg.http.public_url())
+            .map_err(anyhow::Error::msg)
+            .context("cannot load the certificate issuing key")?;
     let auth = Arc::new(Authenticator::new(&cfg.grpc));
     let live = crate::live::Fanout::new(cfg.live.fanout_capacity, cfg.live.resume_events);
     let health = crate::live::health::HealthTracker::new(store.pool().clone(), Arc::clone(&live));
@@ -67,6 +71,7 @@ pub async fn run(
             Arc::clone(&health),
             auth,
             cfg.grpc.max_future_skew_s,
+            Arc::new(certificates.clone()),
         ))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
@@ -123,10 +128,6 @@ pub async fn run(
     ));
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
     let closing = Arc::clone(&streams);
-    let certificates =
-        crate::certificates::Issuer::from_config(&cfg.certificates, &cfg.http.public_url())
-            .map_err(anyhow::Error::msg)
-            .context("cannot load the certificate issuing key")?;
     match &certificates.key {
         Some(k) => tracing::info!(issuer = k.fingerprint(), "certificates are issued"),
         None => tracing::warn!(

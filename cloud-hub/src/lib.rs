@@ -24,6 +24,7 @@ pub mod live;
 pub mod metric_names;
 pub mod models;
 pub mod nonconformance;
+pub mod push;
 pub mod reports;
 pub mod runs;
 pub mod storage;

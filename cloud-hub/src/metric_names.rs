@@ -150,6 +150,8 @@ qi_common::metric_names! {
         "Instrument calibrations (kind calibration) and valid certificates (kind certificate) due within calibration.warn_days (status due_soon) or past (expired), at the watch's last look.";
     HUB_CALIBRATION_STATUS_SENT_TOTAL = Counter "hub_calibration_status_sent_total" []
         "Calibration status lists sent to gateways (after Welcome, and when a calibration of theirs changed).";
+    HUB_RUN_VERDICTS_SENT_TOTAL = Counter "hub_run_verdicts_sent_total" []
+        "Lists of run verdicts and certificates sent to gateways (after Welcome, and when an evaluation, approval or certificate of one of their runs changed).";
 }
 
 /// Registers help texts and creates the unlabelled counters at zero (see

@@ -32,6 +32,8 @@ pub async fn run(
     let calibrations =
         crate::calibration::Calibrations::load(Arc::clone(&buffer), cfg.runs.require_calibration)
             .context("cannot read the kept calibration status")?;
+    let verdicts = crate::verdicts::HubVerdicts::load(Arc::clone(&buffer))
+        .context("cannot read the kept hub verdicts")?;
     let (uplink, uplink_status) = Uplink::new(
         cfg.gateway_id.clone(),
         cfg.uplink.clone(),
@@ -50,7 +52,8 @@ pub async fn run(
     let uplink = uplink
         .with_fleet(Arc::clone(&fleet))
         .with_benches(bench_infos)
-        .with_calibrations(Arc::clone(&calibrations));
+        .with_calibrations(Arc::clone(&calibrations))
+        .with_verdicts(Arc::clone(&verdicts));
     let uplink_task = tokio::spawn(uplink.run(stop.clone()));
     let templates = crate::runs::load_templates(&cfg.runs.protocols_dir);
     tracing::info!(dir = %cfg.runs.protocols_dir.display(), templates = templates.len(),
@@ -124,6 +127,7 @@ pub async fn run(
         metrics,
         auth,
         runs: Arc::clone(&runs),
+        verdicts,
         web: Arc::new(local_api::Web::new(&cfg.http)),
         mqtt_enabled: cfg.mqtt.is_some(),
     };

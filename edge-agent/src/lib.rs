@@ -18,6 +18,7 @@ pub mod mqtt;
 pub mod runs;
 pub mod sources;
 pub mod uplink;
+pub mod verdicts;
 
 use device_profile::{Profile, Protocol};
 

@@ -110,6 +110,10 @@ qi_common::metric_names! {
         "Instruments whose calibration the hub told this gateway (kept across restarts).";
     EDGE_CALIBRATION_UPDATES_TOTAL = Counter "edge_calibration_updates_total" ["result"]
         "Calibration status lists received from the hub, by result (stored, invalid, storage).";
+    EDGE_HUB_VERDICTS_KNOWN = Gauge "edge_hub_verdicts_known" []
+        "Runs whose verdict (and certificate) the hub told this gateway (kept across restarts, at most verdicts::MAX_KEPT).";
+    EDGE_HUB_VERDICT_UPDATES_TOTAL = Counter "edge_hub_verdict_updates_total" ["result"]
+        "Run verdict lists received from the hub, by result (stored, invalid: refused whole, storage).";
     EDGE_RUN_OUTCOMES_TOTAL = Counter "edge_run_outcomes_total" ["outcome"]
         "Runs ended, by outcome (completed, aborted, failed).";
     EDGE_RUN_STEPS_TOTAL = Counter "edge_run_steps_total" []

@@ -1,8 +1,10 @@
 // Protocol runs on this gateway: start one from a template (operators),
 // follow it live (step, cycle, chamber curve against its setpoint, latest IV
 // curve), abort it with confirmation, read its values and provisional
-// verdicts. The engine validates every start (docs/runs.md); the page shows
-// its answer as it is.
+// verdicts, and the hub's verdict of record and certificate once the hub
+// has sent them (kept by the agent: shown while the hub is unreachable).
+// The engine validates every start (docs/runs.md); the page shows its
+// answer as it is.
 
 import { h, clear, setText, num, duration } from './dom.js';
 import { lineChart, COLORS } from './chart.js';
@@ -16,27 +18,60 @@ function list(main, app) {
   const tbody = h('tbody');
   const table = h('table', { class: 'runs' },
     h('caption', { text: 'Runs of this agent process (finished runs of earlier ones are at the hub)' }),
-    h('thead', {}, h('tr', {}, ...['Run', 'Protocol', 'Bench', 'Sample', 'State', 'Progress'].map((t) => h('th', { scope: 'col', text: t })))),
+    h('thead', {}, h('tr', {}, ...['Run', 'Protocol', 'Bench', 'Sample', 'State', 'Progress', 'Hub verdict'].map((t) => h('th', { scope: 'col', text: t })))),
     tbody);
   main.append(h('h1', { text: 'Runs' }));
   if (app.canOperate()) main.append(startForm(app));
   main.append(h('div', { class: 'scroll' }, table));
   let shown = '';
   function update(snap) {
-    const key = JSON.stringify(snap.runs.map((r) => [r.id, r.state, r.steps_done]));
+    const key = JSON.stringify(snap.runs.map((r) => [r.id, r.state, r.steps_done, r.hub_verdict]));
     if (key === shown) return;
     shown = key;
     clear(tbody);
-    if (!snap.runs.length) tbody.append(h('tr', {}, h('td', { colspan: '6', class: 'muted', text: 'No run yet.' })));
+    if (!snap.runs.length) tbody.append(h('tr', {}, h('td', { colspan: '7', class: 'muted', text: 'No run yet.' })));
     for (const r of snap.runs.slice().reverse()) {
       tbody.append(h('tr', {},
         h('td', {}, h('a', { href: `#/runs/${r.id}`, text: r.id.slice(0, 8) })),
         h('td', { text: r.protocol }), h('td', { text: r.bench }), h('td', { text: r.sample_id }),
         h('td', {}, h('span', { class: `badge run-${r.state}`, text: r.state })),
-        h('td', { text: `${r.steps_done} / ${r.executed_steps}` })));
+        h('td', { text: `${r.steps_done} / ${r.executed_steps}` }),
+        h('td', {}, r.hub_verdict ? verdictBadge(r.hub_verdict) : h('span', { class: 'muted', text: 'not yet' }))));
     }
   }
   return { update };
+}
+
+// A verdict as a badge: the gateway's ("no verdict") and the hub's
+// ("no_verdict") share their colours.
+function verdictBadge(v) {
+  return h('span', { class: `badge v-${v.replace(/[\s_]+/g, '-')}`, text: v.replace(/_/g, ' ') });
+}
+
+// What the hub said of the run: its verdict of record and the certificate,
+// a plain link to the hub's public verification page.
+function showHub(el, hub) {
+  clear(el);
+  if (!hub) {
+    el.append(h('p', { class: 'muted', id: 'hub-none', text: 'The hub has not sent its verdict of this run yet (it evaluates a run once the gateway has delivered it).' }));
+    return;
+  }
+  const rows = [
+    ['Verdict of record', h('span', { id: 'hub-verdict' }, verdictBadge(hub.final_verdict))],
+    ['Criteria computed', hub.computed.replace(/_/g, ' ')],
+    ['Evaluated', `${hub.evaluated_at ? new Date(hub.evaluated_at).toLocaleString() : '—'} (evaluation ${hub.evaluation_id})`],
+  ];
+  if (hub.decided_by) rows.push(['Decided by', hub.decided_by]);
+  if (hub.certificate_id) {
+    const cert = hub.verification_url
+      ? h('a', { id: 'hub-certificate', href: hub.verification_url, rel: 'noopener noreferrer', target: '_blank', text: hub.certificate_id })
+      : h('span', { id: 'hub-certificate', text: hub.certificate_id });
+    rows.push(['Certificate', h('span', {}, cert, ' ', h('span', { class: `badge cert-${hub.certificate_state}`, text: hub.certificate_state }))]);
+  } else {
+    rows.push(['Certificate', 'none issued yet']);
+  }
+  el.append(h('table', {}, h('tbody', {}, ...rows.map(([k, v]) => h('tr', {}, h('th', { scope: 'row', text: k }), typeof v === 'string' ? h('td', { text: v }) : h('td', {}, v))))));
+  if (hub.certificate_id) el.append(h('p', { class: 'small muted', text: 'The certificate link opens the hub\'s public verification page: this device needs to reach the hub for it to open.' }));
 }
 
 function startForm(app) {
@@ -128,6 +163,7 @@ function detail(main, app, id) {
   const ivNote = h('p', { class: 'small muted', text: 'No IV curve swept yet in this run.' });
   const values = h('tbody');
   const verdicts = h('tbody');
+  const hubEl = h('div', { id: 'hub-verdict-card' });
   const events = h('ol', { class: 'events small' });
   main.append(
     h('p', {}, h('a', { href: '#/runs', text: '← Runs' })),
@@ -141,7 +177,8 @@ function detail(main, app, id) {
       h('section', { class: 'card', 'aria-labelledby': 'val-h' }, h('h2', { id: 'val-h', text: 'Values recorded' }), h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Series' }), h('th', { scope: 'col', text: 'Value' }))), values)),
       h('section', { class: 'card', 'aria-labelledby': 'ver-h' }, h('h2', { id: 'ver-h', text: 'Verdicts (provisional)' }),
         h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Criterion' }), h('th', { scope: 'col', text: 'Verdict' }), h('th', { scope: 'col', text: 'Why' }))), verdicts)),
-        h('p', { class: 'small muted', text: 'Computed on the gateway from the values above. The verdict of record and the certificate come from the hub once it has evaluated the run; the gateway does not receive them yet.' }))),
+        h('p', { class: 'small muted', text: 'Computed on the gateway from the values above. The verdict of record and the certificate are the hub\'s, below.' }))),
+    h('section', { class: 'card', 'aria-labelledby': 'hub-h' }, h('h2', { id: 'hub-h', text: 'Verdict of record (hub)' }), hubEl),
     h('section', { class: 'card', 'aria-labelledby': 'ev-h' }, h('h2', { id: 'ev-h', text: 'Latest events' }), events));
 
   let run = null;
@@ -208,7 +245,8 @@ function detail(main, app, id) {
       verdicts.append(h('tr', {}, h('th', { scope: 'row', text: v.criterion }),
         h('td', {}, h('span', { class: `badge v-${v.verdict.replace(/\s+/g, '-')}`, text: v.verdict })), h('td', { class: 'small', text: v.explanation })));
     }
-    if (!run.verdicts.length) verdicts.append(h('tr', {}, h('td', { colspan: '3', class: 'muted', text: 'This protocol has no criteria.' })));
+    if (!run.verdicts.length) verdicts.append(h('tr', {}, h('td', { colspan: '3', class: 'muted', text: run.known_from === 'hub' ? 'Not kept on the gateway for a run of an earlier agent process.' : 'This protocol has no criteria.' })));
+    showHub(hubEl, run.hub);
     clear(events);
     for (const e of run.events.slice(-12).reverse()) {
       events.append(h('li', {}, h('span', { class: 'muted', text: `${new Date(e.at).toLocaleTimeString()} ` }), h('strong', { text: e.kind }), ` ${e.step} ${e.message}`));

@@ -79,6 +79,12 @@ pub mod limits {
     /// Longest free text of a device or point description (manufacturer,
     /// model, description), in bytes.
     pub const MAX_TEXT_LEN: usize = 512;
+    /// Most runs one `HubMessage.run_verdicts` describes (the newest that
+    /// ended within `RUN_VERDICT_DAYS`): with every text at its limit the
+    /// message stays under 1 MiB.
+    pub const MAX_RUN_VERDICTS: usize = 200;
+    /// How far back the hub looks for a gateway's ended runs to tell it of.
+    pub const RUN_VERDICT_DAYS: u32 = 30;
 
     /// Free text the hub stores (names, descriptions): at most
     /// `MAX_TEXT_LEN` bytes, no control characters.

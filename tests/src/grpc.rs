@@ -141,6 +141,7 @@ pub fn hello(gw: &str) -> EdgeMessage {
             devices: vec![],
             benches: vec![],
             accepts_calibrations: false,
+            accepts_run_verdicts: false,
         })),
     }
 }

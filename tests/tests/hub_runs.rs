@@ -577,6 +577,7 @@ async fn benches_in_the_hello_become_bench_twins_placed_like_their_gateway() -> 
             devices: vec![],
             benches: vec![b],
             accepts_calibrations: false,
+            accepts_run_verdicts: false,
         })),
     };
     let client = Client::plain(&format!("http://127.0.0.1:{}", stack.grpc_port));

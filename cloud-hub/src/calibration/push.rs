@@ -4,29 +4,22 @@
 //! generation moves (a calibration was recorded or certified), if its
 //! gateway's list differs from what it sent last.
 
+use crate::push::Signal;
 use qi_proto::v1::{CalibrationStatus, InstrumentCalibration};
 use sqlx::PgPool;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::Notify;
 
-/// Moves on every change of a calibration record in this hub.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-/// Wakes the watch (alarms) after a change.
-static CHANGED: Notify = Notify::const_new();
+/// Moves on every change of a calibration record in this hub; also wakes
+/// the watch (alarms).
+pub static SIGNAL: Signal = Signal::new();
 
 /// A calibration was recorded or certified: streams and the watch look again.
 pub fn changed() {
-    GENERATION.fetch_add(1, Ordering::SeqCst);
-    CHANGED.notify_one();
-}
-
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::SeqCst)
+    SIGNAL.changed();
 }
 
 /// Resolves after the next `changed`.
 pub(super) async fn notified() {
-    CHANGED.notified().await;
+    SIGNAL.notified().await;
 }
 
 /// The standing calibration of each device of `gateway` that has one

@@ -350,6 +350,8 @@ pub async fn issue(
     )
     .await?;
     tx.commit().await?;
+    // The gateways of its runs (and of a superseded one's) are told.
+    crate::runs::verdicts::changed();
     let simulated = if doc.simulated { "true" } else { "false" };
     metrics::counter!(crate::metric_names::HUB_CERTIFICATES_ISSUED_TOTAL, "kind" => "test", "simulated" => simulated)
         .increment(1);

@@ -196,6 +196,7 @@ pub async fn revoke(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+    crate::runs::verdicts::changed();
     metrics::counter!(crate::metric_names::HUB_CERTIFICATES_REVOKED_TOTAL, "state" => "revoked")
         .increment(1);
     tracing::info!(certificate = %id, by = %who.id, "certificate revoked");

@@ -7,6 +7,7 @@ pub use validate::{validate_batch, validate_batch_at, validate_events};
 
 use crate::auth::{Authenticator, Credential};
 use crate::live::health::HealthTracker;
+use crate::push::Sent;
 use crate::storage::Store;
 use futures::StreamExt;
 use qi_common::progress::Progress;
@@ -32,6 +33,8 @@ pub struct IngestService {
     auth: Arc<Authenticator>,
     /// `grpc.max_future_skew_s`, in microseconds.
     max_future_us: i64,
+    /// Makes the certificate links in `HubMessage.run_verdicts`.
+    issuer: Arc<crate::certificates::Issuer>,
 }
 
 impl IngestService {
@@ -41,6 +44,7 @@ impl IngestService {
         health: Arc<HealthTracker>,
         auth: Arc<Authenticator>,
         max_future_skew_s: i64,
+        issuer: Arc<crate::certificates::Issuer>,
     ) -> IngestService {
         IngestService {
             store,
@@ -48,6 +52,7 @@ impl IngestService {
             health,
             auth,
             max_future_us: max_future_skew_s.saturating_mul(1_000_000),
+            issuer,
         }
     }
 }
@@ -78,11 +83,13 @@ impl Uplink for IngestService {
         let health = Arc::clone(&self.health);
         let auth = Arc::clone(&self.auth);
         let max_future_us = self.max_future_us;
+        let issuer = Arc::clone(&self.issuer);
         tokio::spawn(async move {
             let ends = Ends {
                 live: &live,
                 health: &health,
                 max_future_us,
+                issuer: &issuer,
             };
             if let Err(status) =
                 serve_stream(&store, ends, &auth, &credential, &mut inbound, &tx).await
@@ -96,12 +103,14 @@ impl Uplink for IngestService {
 }
 
 /// Where a stream's results go besides the database: the live fan-out and
-/// the gateways' health; and the clock limit of its batches.
+/// the gateways' health; the clock limit of its batches; the issuer whose
+/// links the run verdicts carry.
 #[derive(Clone, Copy)]
 struct Ends<'a> {
     live: &'a Arc<crate::live::Fanout>,
     health: &'a Arc<HealthTracker>,
     max_future_us: i64,
+    issuer: &'a crate::certificates::Issuer,
 }
 
 async fn serve_stream(
@@ -116,6 +125,7 @@ async fn serve_stream(
         live,
         health,
         max_future_us,
+        issuer,
     } = ends;
     let hello = match inbound.message().await? {
         Some(EdgeMessage {
@@ -171,12 +181,11 @@ async fn serve_stream(
     )
     .await?;
 
-    let mut calibrations = CalibrationPush {
-        wanted: hello.accepts_calibrations,
-        generation: None,
-        sent: None,
+    let mut told = Told {
+        calibrations: Sent::new(hello.accepts_calibrations),
+        verdicts: Sent::new(hello.accepts_run_verdicts),
     };
-    calibrations.send_if_changed(store, &gw, tx).await?;
+    told.send_if_changed(store, &gw, issuer, tx).await?;
 
     // Commands for this gateway are polled while its stream is open.
     let mut command_tick = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -216,7 +225,7 @@ async fn serve_stream(
             }
             _ = command_tick.tick() => {
                 send_commands(store, &gw, tx).await?;
-                calibrations.send_if_changed(store, &gw, tx).await?;
+                told.send_if_changed(store, &gw, issuer, tx).await?;
                 continue;
             }
             _ = heartbeat.tick() => {
@@ -410,43 +419,56 @@ async fn send_commands(
     Ok(())
 }
 
-/// What this stream told its gateway of its instruments' calibration.
-struct CalibrationPush {
-    /// The agent accepts `HubMessage.calibrations` (`Hello.accepts_calibrations`).
-    wanted: bool,
-    /// `calibration::push::generation()` when last looked.
-    generation: Option<u64>,
-    sent: Option<qi_proto::v1::CalibrationStatus>,
+/// What this stream told its gateway (`crate::push`): its instruments'
+/// calibration and its runs' verdicts.
+struct Told {
+    calibrations: Sent<qi_proto::v1::CalibrationStatus>,
+    verdicts: Sent<qi_proto::v1::RunVerdicts>,
 }
 
-impl CalibrationPush {
-    /// Sends the gateway's calibration list when it is new to this stream;
-    /// a failed read is logged and tried again at the next tick.
+impl Told {
+    /// Sends each list the agent accepts when it is new to this stream; a
+    /// failed read is logged and tried again at the next tick.
     async fn send_if_changed(
         &mut self,
         store: &Store,
         gw: &str,
+        issuer: &crate::certificates::Issuer,
         tx: &mpsc::Sender<Result<HubMessage, Status>>,
     ) -> Result<(), Status> {
-        let generation = crate::calibration::push::generation();
-        if !self.wanted || self.generation == Some(generation) {
-            return Ok(());
-        }
-        let list = match crate::calibration::push::of_gateway(store.pool(), gw).await {
-            Ok(l) => l,
+        let pool = store.pool();
+        let signal = &crate::calibration::push::SIGNAL;
+        match (self.calibrations)
+            .update(signal, || crate::calibration::push::of_gateway(pool, gw))
+            .await
+        {
+            Ok(Some(list)) => {
+                tracing::info!(gateway = %gw, instruments = list.instruments.len(), "sending calibration status");
+                metrics::counter!(crate::metric_names::HUB_CALIBRATION_STATUS_SENT_TOTAL)
+                    .increment(1);
+                send(tx, hub_message::Kind::Calibrations(list)).await?;
+            }
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(gateway = %gw, error = %e, "calibration status not read; tried again shortly");
-                return Ok(());
             }
-        };
-        self.generation = Some(generation);
-        if self.sent.as_ref() == Some(&list) {
-            return Ok(());
         }
-        tracing::info!(gateway = %gw, instruments = list.instruments.len(), "sending calibration status");
-        metrics::counter!(crate::metric_names::HUB_CALIBRATION_STATUS_SENT_TOTAL).increment(1);
-        send(tx, hub_message::Kind::Calibrations(list.clone())).await?;
-        self.sent = Some(list);
+        let url = |id: &str| issuer.verification_url(id);
+        let signal = &crate::runs::verdicts::SIGNAL;
+        match (self.verdicts)
+            .update(signal, || crate::runs::verdicts::of_gateway(pool, gw, &url))
+            .await
+        {
+            Ok(Some(list)) => {
+                tracing::info!(gateway = %gw, runs = list.runs.len(), "sending run verdicts");
+                metrics::counter!(crate::metric_names::HUB_RUN_VERDICTS_SENT_TOTAL).increment(1);
+                send(tx, hub_message::Kind::RunVerdicts(list)).await?;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(gateway = %gw, error = %e, "run verdicts not read; tried again shortly");
+            }
+        }
         Ok(())
     }
 }

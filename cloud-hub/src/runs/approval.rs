@@ -119,6 +119,7 @@ pub async fn decide(
     .await?;
     super::outbox::decided(&mut tx, &done).await?;
     tx.commit().await?;
+    super::verdicts::changed();
     metrics::counter!(crate::metric_names::HUB_RUN_APPROVALS_TOTAL, "decision" => decision.as_str())
         .increment(1);
     tracing::info!(run = %run_id, by = %who.id, decision = decision.as_str(), final_verdict, "run verdict decided");

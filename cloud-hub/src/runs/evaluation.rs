@@ -249,6 +249,7 @@ pub async fn evaluate(
     )
     .await?;
     tx.commit().await?;
+    super::verdicts::changed();
     metrics::counter!(crate::metric_names::HUB_RUN_EVALUATIONS_TOTAL, "verdict" => verdict)
         .increment(1);
     metrics::histogram!(crate::metric_names::HUB_RUN_EVALUATION_SECONDS)

@@ -10,7 +10,8 @@
 //! stored and compared), `approval` (four eyes on provisional verdicts),
 //! `query` (the API's reads), `triggers` (which acknowledged batch starts
 //! which evaluation), `outbox` (the webhook events and non-conformances an
-//! evaluation or a decision writes in its transaction). Storing the events in the batch's transaction
+//! evaluation or a decision writes in its transaction), `verdicts` (what
+//! each gateway is told of its runs' verdicts and certificates). Storing the events in the batch's transaction
 //! is `crate::storage::run_events`; the schema is migration 0011.
 
 pub mod approval;
@@ -21,6 +22,7 @@ mod outbox;
 pub mod query;
 mod triggers;
 pub mod validate;
+pub mod verdicts;
 
 pub use evaluation::{evaluate, on_completed, reevaluate_sample};
 pub use triggers::EvaluationTriggers;

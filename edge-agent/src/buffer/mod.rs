@@ -29,7 +29,9 @@
 //!
 //! A tree of its own, `calibration`, keeps what the hub said of the
 //! instruments' calibration (`buffer::calibration`; the bytes are the
-//! `calibration` module's business).
+//! `calibration` module's business). Another, `hub_verdicts`, keeps what
+//! the hub said of this gateway's runs (`buffer::verdicts`; the bytes are
+//! the `verdicts` module's).
 //!
 //! Sequence numbers are global across lanes, so the hub's dedupe on
 //! (gateway, seq) holds whatever order the lanes are sent in.
@@ -53,6 +55,7 @@ mod run_state;
 mod sequence;
 #[cfg(test)]
 mod tests;
+mod verdicts;
 
 pub use record::{
     StoredBatch, StoredBenchPoint, StoredEvent, StoredReading, StoredRunEvent, StoredRunStart,

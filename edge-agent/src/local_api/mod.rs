@@ -47,6 +47,8 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     pub auth: Arc<AuthState>,
     pub runs: Arc<crate::runs::RunEngine>,
+    /// What the hub said of this gateway's runs (`hub` in the runs API).
+    pub verdicts: Arc<crate::verdicts::HubVerdicts>,
     /// The web page's live streams and chart history.
     pub web: Arc<Web>,
     /// Whether this agent runs the site MQTT bus (the page shows its clients).

@@ -61,8 +61,28 @@ pub(super) async fn benches(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({"benches": list}))
 }
 
+/// The `hub` object of a run: what the hub said of it, null until heard.
+fn hub(s: &ApiState, id: &str) -> Value {
+    s.verdicts.of(id).map(|h| h.view()).unwrap_or(Value::Null)
+}
+
+/// The runs of this agent process, then those of earlier ones the hub told
+/// of (`known_from: "hub"`), each with `hub`.
 pub(super) async fn list(State(s): State<ApiState>) -> Json<Value> {
-    Json(json!({"runs": s.runs.list()}))
+    let mut runs: Vec<Value> = Vec::new();
+    let mut here = std::collections::BTreeSet::new();
+    for r in s.runs.list() {
+        here.insert(r.id.clone());
+        let mut v = serde_json::to_value(&r).unwrap_or_default();
+        v["hub"] = hub(&s, &r.id);
+        runs.push(v);
+    }
+    let earlier = s.verdicts.all().into_iter().rev();
+    let earlier: Vec<Value> = earlier
+        .filter(|h| !here.contains(&h.run_id))
+        .map(|h| h.run_view())
+        .collect();
+    Json(json!({"runs": runs, "earlier_runs": earlier}))
 }
 
 pub(super) async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
@@ -70,8 +90,10 @@ pub(super) async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Re
         Some((run, verdicts)) => {
             let mut v = serde_json::to_value(run).unwrap_or_default();
             v["verdicts"] = serde_json::to_value(verdicts).unwrap_or_default();
+            v["hub"] = hub(&s, &id);
             Json(v).into_response()
         }
+        None if let Some(h) = s.verdicts.of(&id) => Json(h.run_view()).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "not_found",

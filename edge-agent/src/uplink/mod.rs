@@ -84,6 +84,8 @@ pub struct Uplink {
     benches: Vec<qi_proto::v1::BenchInfo>,
     /// Where the hub's word on calibration goes (None: not asked for).
     calibrations: Option<Arc<crate::calibration::Calibrations>>,
+    /// Where the hub's verdicts of this gateway's runs go (None: not asked for).
+    verdicts: Option<Arc<crate::verdicts::HubVerdicts>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// `Bearer <token>` header value, when the hub wants tokens.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -157,6 +159,7 @@ impl Uplink {
                 fleet: None,
                 benches: Vec::new(),
                 calibrations: None,
+                verdicts: None,
                 tls,
                 token,
                 cfg,
@@ -208,6 +211,37 @@ impl Uplink {
             }
         };
         metrics::counter!(crate::metric_names::EDGE_CALIBRATION_UPDATES_TOTAL, "result" => result)
+            .increment(1);
+    }
+
+    /// Asks the hub for its verdicts of this gateway's runs and keeps them there.
+    pub fn with_verdicts(mut self, v: Arc<crate::verdicts::HubVerdicts>) -> Uplink {
+        self.verdicts = Some(v);
+        self
+    }
+
+    /// Takes the hub's run verdicts; a bad list is counted and logged, and
+    /// what was kept stays.
+    async fn verdicts(&self, msg: qi_proto::v1::RunVerdicts) {
+        let Some(v) = &self.verdicts else {
+            return;
+        };
+        let n = msg.runs.len();
+        let result = match v.apply(msg).await {
+            Ok(known) => {
+                tracing::info!(runs = n, known, "run verdicts from the hub stored");
+                "stored"
+            }
+            Err(crate::verdicts::ApplyError::Invalid(m)) => {
+                tracing::warn!(error = %m, "run verdicts from the hub refused whole; the kept ones stay");
+                "invalid"
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "run verdicts from the hub not stored; the kept ones stay");
+                "storage"
+            }
+        };
+        metrics::counter!(crate::metric_names::EDGE_HUB_VERDICT_UPDATES_TOTAL, "result" => result)
             .increment(1);
     }
 
@@ -360,6 +394,7 @@ impl Uplink {
                     .unwrap_or_default(),
                 benches: self.benches.clone(),
                 accepts_calibrations: self.calibrations.is_some(),
+                accepts_run_verdicts: self.verdicts.is_some(),
             })),
         };
         tx.send(hello).await.map_err(|_| UplinkError::Closed)?;
@@ -520,6 +555,7 @@ impl Uplink {
                         }
                         Some(hub_message::Kind::Command(cmd)) => self.execute(cmd, tx.clone()),
                         Some(hub_message::Kind::Calibrations(c)) => self.calibrations(c).await,
+                        Some(hub_message::Kind::RunVerdicts(v)) => self.verdicts(v).await,
                         other => return Err(UplinkError::Protocol(format!("unexpected message {other:?}"))),
                     }
                 }

@@ -66,10 +66,12 @@ struct RunSummary<'a> {
     executed_steps: u64,
     elapsed_s: f64,
     message: Option<&'a str>,
+    /// The hub's verdict of record once it said one (`verdicts`).
+    hub_verdict: Option<String>,
 }
 
 impl<'a> RunSummary<'a> {
-    fn of(r: &'a RunView) -> RunSummary<'a> {
+    fn of(r: &'a RunView, hub_verdict: Option<String>) -> RunSummary<'a> {
         RunSummary {
             id: &r.id,
             protocol: &r.protocol,
@@ -83,6 +85,7 @@ impl<'a> RunSummary<'a> {
             executed_steps: r.executed_steps,
             elapsed_s: r.elapsed_s,
             message: r.message.as_deref(),
+            hub_verdict,
         }
     }
 }
@@ -142,7 +145,10 @@ fn build(s: &ApiState) -> String {
             clients: crate::mqtt::connected_clients(),
         }),
         alarms: alarms(&report.devices, &models),
-        runs: runs.iter().map(RunSummary::of).collect(),
+        runs: runs
+            .iter()
+            .map(|r| RunSummary::of(r, s.verdicts.of(&r.id).map(|h| h.final_verdict)))
+            .collect(),
     };
     metrics::counter!(crate::metric_names::EDGE_WEB_SNAPSHOTS_TOTAL).increment(1);
     serde_json::to_string(&snap).unwrap_or_else(|e| {
