@@ -317,8 +317,19 @@ async fn live_stream(stack: &Stack) -> Result<()> {
         "the insulation tester's breakdown flag is an alarm point: {}",
         d["alarms"]
     );
-    // A reconnect naming its last event gets a full snapshot at once.
+    // A reconnect naming its last event gets a full snapshot at once. The
+    // dropped stream's slot is free once the agent's next write to it fails
+    // (a browser's EventSource retries a 429 the same way: later).
     drop(open.pop());
+    wait_for(
+        "the dropped stream's slot freed",
+        Duration::from_secs(30),
+        || async {
+            let n = metric(stack, &watcher, "edge_web_streams", "").await?;
+            Ok((n < MAX_STREAMS as f64).then_some(()))
+        },
+    )
+    .await?;
     let (status, again) = sse::open_with(&url, &b.headers(), second.id).await?;
     ensure!(status == 200, "reconnect: {status}");
     let resumed = again
