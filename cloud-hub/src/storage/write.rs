@@ -139,7 +139,12 @@ impl Store {
             // Untagged readings have no run: NULL, not '', in the series row.
             let mut run: Vec<Option<&str>> = Vec::new();
             let mut run_series: Vec<Option<&str>> = Vec::new();
-            for r in missing.values() {
+            // Sorted, so two batches of one gateway creating the same series
+            // at once take the unique index's entries in one order: in hash
+            // order they deadlocked (seen in CI, 40P01).
+            let mut todo: Vec<(&String, &&Reading)> = missing.iter().collect();
+            todo.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (_, r) in todo {
                 dev.push(r.device_id.as_str());
                 met.push(r.metric.as_str());
                 unit.push(r.unit.as_str());
