@@ -405,6 +405,48 @@ retry_max_ms = 1000
         agent_auth::login_and_remember(&self.agent_url()).await
     }
 
+    /// One more agent of this stack, for tests with several gateways: its
+    /// config `{name}.toml` (gateway `gateway`, buffer `{name}-buffer`, HTTP on
+    /// `http_port`, `extra` appended: `[mqtt]` and such) is written, the agent
+    /// started (log `{name}.log`) and its `/health` awaited. The stack's own
+    /// `agent` is untouched.
+    pub async fn spawn_agent(
+        &self,
+        name: &str,
+        gateway: &str,
+        http_port: u16,
+        extra: &str,
+    ) -> Result<Proc> {
+        let cfg = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "gateway_id = \"{gateway}\"\nprofiles_dir = \"{profiles}\"\n\n[buffer]\npath = \"{buffer}\"\n\n[uplink]\nhub_url = \"http://127.0.0.1:{grpc}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n{extra}\n",
+                profiles = profiles_dir().display(),
+                buffer = self.dir.path().join(format!("{name}-buffer")).display(),
+                grpc = self.grpc_port,
+            ),
+        )?;
+        let mut cmd = std::process::Command::new(bin("edge-agent")?);
+        cmd.arg("--config")
+            .arg(&cfg)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)));
+        let proc = Proc::spawn_cmd("edge-agent", &mut cmd, &self.log_path(name))?;
+        let url = format!("http://127.0.0.1:{http_port}/health");
+        wait_for(
+            &format!("{name} /health"),
+            Duration::from_secs(20),
+            || async {
+                if let Some(code) = proc.exit_status()? {
+                    bail!("{name} exited early ({code}); log:\n{}", proc.log_tail(40));
+                }
+                Ok(get_json(&url).await.ok().map(|_| ()))
+            },
+        )
+        .await?;
+        Ok(proc)
+    }
+
     fn check_alive(&self, which: &str) -> Result<()> {
         let p = match which {
             "hub" => self.hub.as_ref(),
