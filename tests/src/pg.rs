@@ -149,6 +149,12 @@ impl Drop for PgServer {
 }
 
 impl PgServer {
+    /// The local server's process (None with QI_TEST_DATABASE_URL), for
+    /// benchmarks that read its CPU and memory.
+    pub fn pid(&self) -> Option<u32> {
+        self._proc.as_ref().map(Proc::pid)
+    }
+
     pub fn url(&self) -> String {
         self.url.clone()
     }
