@@ -231,6 +231,11 @@ async fn connection(
         let mut pkid: u16 = 0;
         let ok = loop {
             let due = first_tick + s.opts.period * tick as u32;
+            // A long period must not keep the connection past the run's end.
+            if due >= s.started + s.opts.duration {
+                tokio::time::sleep_until(s.started + s.opts.duration).await;
+                break !reader.is_finished();
+            }
             tokio::time::sleep_until(due).await;
             if s.stop.load(Ordering::SeqCst) || reader.is_finished() {
                 break !reader.is_finished();
