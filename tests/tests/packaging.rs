@@ -157,7 +157,7 @@ impl Booted {
                 .and_then(|c| c.parse().ok()))
         })
         .await?;
-        let mut booted = Booted {
+        let booted = Booted {
             nspawn: Some(nspawn),
             leader,
             root,
@@ -175,7 +175,6 @@ impl Booted {
         )
         .await
         .with_context(|| booted.log())?;
-        booted.nspawn.as_ref().context("nspawn")?;
         Ok(booted)
     }
 
