@@ -12,7 +12,11 @@
 #     browser the local web page's tests drive, tests/tests/web_page.rs), prometheus (promtool:
 #     lints both daemons' /metrics, checks and unit-tests packaging/prometheus/alerts.yml,
 #     tests/tests/promtool.rs), systemd (systemd-analyze verify and security --offline
-#     on systemd/*.service, tests/tests/systemd_units.rs).
+#     on systemd/*.service, tests/tests/systemd_units.rs); through
+#     scripts/setup-packaging.sh: lintian, debootstrap, systemd-container, dpkg-dev,
+#     and cargo-deb (crates.io, `cargo install --locked`, ~70 s once, target/peers/cargo)
+#     for tests/tests/packaging.rs, whose Debian 12 root scripts/debian-root.sh
+#     debootstraps once (~60 s, ~240 MB, target/peers/debian/bookworm; needs root).
 #   - PyPI: pymodbus 3.x (its simulator serves register maps over TCP and RTU),
 #     pyserial, paho-mqtt (a second MQTT client), schemathesis (checks the hub's REST
 #     API against its OpenAPI document), aas-core3.0 (the aas-core-works SDK: checks
@@ -140,4 +144,6 @@ if ! cmp -s "$axe_src/package-lock.json" "$axe_dst/package-lock.json" \
   cp "$axe_src/package.json" "$axe_src/package-lock.json" "$axe_dst/"
   (cd "$axe_dst" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
+scripts/setup-packaging.sh
+if [ "$(id -u)" -eq 0 ]; then scripts/debian-root.sh >/dev/null; fi
 say "peers ready in $peers"
