@@ -68,6 +68,14 @@ async fn a_hub_restored_from_its_dump_into_a_new_cluster_carries_on() -> Result<
     stack.start_agent(&cfg).await?;
     let url = stack.hub_url();
     let old_admin = admin_token(&stack);
+    // The doc's restore depends on the tier, which the hub names in /ready.
+    let (_, ready) = e2e_tests::get_json(&format!("{url}/ready")).await?;
+    let tier = ready["storage_tier"].clone();
+    let restore_block = match tier.as_str() {
+        Some("none") => "hub-restore-none",
+        Some("apache" | "timescale") => "hub-restore-timescaledb",
+        other => anyhow::bail!("unknown storage tier {other:?}: {ready}"),
+    };
 
     // A hub user, and an access token the old hub signed.
     let (s, v) = call(
@@ -153,17 +161,17 @@ async fn a_hub_restored_from_its_dump_into_a_new_cluster_carries_on() -> Result<
         ("BACKUP", backup.display().to_string()),
     ];
     if shared {
-        let script = e2e_tests::doc_blocks::block(DOC, "hub-restore-none")?
+        let script = e2e_tests::doc_blocks::block(DOC, restore_block)?
             .replace(" qi_hub\n", &format!(" {name}\n"));
         let dirs = tool_dirs()?;
         let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
         e2e_tests::doc_blocks::run(&script, &dirs, &restore_env)?;
     } else {
-        run_doc("hub-restore-none", &restore_env)?;
+        run_doc(restore_block, &restore_env)?;
     }
     let restore_s = t.elapsed().as_secs_f64();
     eprintln!(
-        "{delivered} readings: pg_dump {dump_s:.2} s ({} bytes), restore {restore_s:.2} s",
+        "tier {tier}: {delivered} readings: pg_dump {dump_s:.2} s ({} bytes), restore ({restore_block}) {restore_s:.2} s",
         std::fs::metadata(&backup)?.len()
     );
 
@@ -197,6 +205,10 @@ async fn a_hub_restored_from_its_dump_into_a_new_cluster_carries_on() -> Result<
         (s, ready["status"].as_str()),
         (200, Some("ready")),
         "{ready}"
+    );
+    assert_eq!(
+        ready["storage_tier"], tier,
+        "the restored database keeps its tier"
     );
     for (g, was) in gets.iter().zip(&before) {
         let (s, v) = call(Method::GET, &format!("{url}{g}"), Some(&old_admin), None).await?;
