@@ -10,6 +10,7 @@
 pub mod agent_auth;
 pub mod bench;
 pub mod certs;
+pub mod doc_blocks;
 pub mod grpc;
 pub mod http;
 pub mod hub_auth;

@@ -159,6 +159,21 @@ impl PgServer {
         self.url.clone()
     }
 
+    /// Points this handle at database `name` on the same server (one restored
+    /// from a dump, say); the server's lifetime is unchanged.
+    pub fn switch_database(&mut self, name: &str) -> Result<()> {
+        let (head, tail) = self
+            .url
+            .rsplit_once('/')
+            .context("database URL without a database part")?;
+        let params = tail
+            .split_once('?')
+            .map(|(_, p)| format!("?{p}"))
+            .unwrap_or_default();
+        self.url = format!("{head}/{name}{params}");
+        Ok(())
+    }
+
     pub async fn start() -> Result<PgServer> {
         if let Ok(base) = std::env::var("QI_TEST_DATABASE_URL") {
             return Self::fresh_database(&base).await;
