@@ -44,13 +44,14 @@ pub(super) async fn ready(State(s): State<ApiState>) -> Response {
             }
         }
     };
+    // Not a condition: a follower serves ingest and the API as well.
+    let leader = s.leader.role();
     match reason {
-        None => {
-            Json(json!({"status": "ready", "database": "ok", "storage_tier": tier})).into_response()
-        }
+        None => Json(json!({"status": "ready", "database": "ok", "storage_tier": tier, "leader": leader}))
+            .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "reason": reason, "storage_tier": tier})),
+            Json(json!({"status": "not_ready", "reason": reason, "storage_tier": tier, "leader": leader})),
         )
             .into_response(),
     }

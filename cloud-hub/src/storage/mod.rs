@@ -229,12 +229,22 @@ impl Store {
             .acquire_timeout(o.connect_timeout)
             .connect_with(opts)
             .await?;
+        // Hubs starting together over one database set it up one at a time.
+        // A pool of one (single-connection servers) has no room for the lock
+        // beside the set-up; such a server has one hub anyway.
+        let start_lock = match o.max_connections > 1 {
+            true => Some(connect::StartLock::take(&pool).await?),
+            false => None,
+        };
         sqlx::migrate!("./migrations").run(&pool).await?;
         let tier = tier::setup(&pool, o.tier).await?;
         match tier {
             StorageTier::None => partitions::ensure_partitioned(&pool).await?,
             StorageTier::Timescale => tier::apply_policies(&pool, &o.retention).await?,
             StorageTier::Apache => {}
+        }
+        if let Some(l) = start_lock {
+            l.release().await;
         }
         Ok(Store {
             pool,
