@@ -31,6 +31,16 @@ pub async fn run(
     })
     .await
     .context("cannot open the database")?;
+    let store = match cfg.database.read_url.as_str() {
+        "" => store,
+        url => store
+            .with_replica(
+                url,
+                cfg.database.max_connections,
+                Duration::from_secs(cfg.database.connect_timeout_s),
+            )
+            .context("database.read_url")?,
+    };
     tracing::info!(tier = %store.tier(), "database ready, migrations applied");
 
     let (stop_trigger, stop) = qi_common::shutdown::channel();
@@ -105,6 +115,7 @@ pub async fn run(
     // by this hub's own ingest) run on every hub.
     let leader = crate::leader::Leadership::new(cfg.database.leader_election);
     tokio::spawn(Arc::clone(&leader).campaign(cfg.database.url.clone(), stop.clone()));
+    tokio::spawn(store.clone().run_replica_probe(stop.clone()));
     let (s, retention) = (store.clone(), cfg.retention);
     leader.spawn_while_leader("maintenance", stop.clone(), move |halt| {
         s.clone().run_maintenance(retention, halt)

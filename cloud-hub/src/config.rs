@@ -118,6 +118,9 @@ pub struct DatabaseConfig {
     /// that takes a single connection).
     #[serde(default = "default_true")]
     pub leader_election: bool,
+    /// A streaming replica of `url` for the analytics queries (empty: none).
+    #[serde(default)]
+    pub read_url: String,
 }
 
 fn default_true() -> bool {

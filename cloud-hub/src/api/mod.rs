@@ -41,6 +41,7 @@ mod lab;
 mod live;
 pub(crate) mod params;
 mod readings;
+mod replica;
 mod reports;
 mod runs;
 mod status;

@@ -44,11 +44,14 @@ pub(super) async fn ready(State(s): State<ApiState>) -> Response {
             }
         }
     };
-    // Not a condition: a follower serves ingest and the API as well.
+    // Not conditions: a follower serves ingest and the API as well, and
+    // without its replica the hub reads from the primary.
     let leader = s.leader.role();
+    let replica = s.store.replica_status();
     match reason {
-        None => Json(json!({"status": "ready", "database": "ok", "storage_tier": tier, "leader": leader}))
-            .into_response(),
+        None => Json(json!({"status": "ready", "database": "ok", "storage_tier": tier,
+                            "leader": leader, "replica": replica}))
+        .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "not_ready", "reason": reason, "storage_tier": tier, "leader": leader})),

@@ -5,12 +5,14 @@ mod connect;
 pub mod gateway_events;
 mod nodelay;
 mod partitions;
+mod replica;
 mod rollup;
 pub mod run_events;
 mod tier;
 mod write;
 
 pub use analytics::{BucketRow, LatestRow, SeriesRow, Source};
+pub use replica::ReadSource;
 pub use tier::{StorageTier, TierChoice};
 
 use chrono::{DateTime, Utc};
@@ -127,6 +129,8 @@ pub struct Store {
     ingest: IngestMethod,
     retention: Retention,
     series: std::sync::Arc<write::SeriesCache>,
+    /// `database.read_url`, when set.
+    replica: Option<std::sync::Arc<replica::Replica>>,
 }
 
 /// One stored reading, as the API returns it.
@@ -252,6 +256,7 @@ impl Store {
             ingest: o.ingest,
             retention: o.retention,
             series: Default::default(),
+            replica: None,
         })
     }
 
