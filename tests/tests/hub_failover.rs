@@ -138,12 +138,15 @@ async fn agent_behind_haproxy_survives_a_hub_kill() -> Result<()> {
     let mut hubs = [a, b];
     // The hub HAProxy sent the stream to.
     let at = wait_for("the stream on one hub", Duration::from_secs(30), || async {
-        for (i, h) in hubs.iter().enumerate() {
-            if h.gateways_connected().await? >= 1.0 {
-                return Ok(Some(i));
-            }
-        }
-        Ok(None)
+        let on = [
+            hubs[0].gateways_connected().await?,
+            hubs[1].gateways_connected().await?,
+        ];
+        Ok(match on {
+            [1.0, 0.0] => Some(0),
+            [0.0, 1.0] => Some(1),
+            _ => None,
+        })
     })
     .await?;
     let gap = kill_and_wait_for_ack(&stack, &mut hubs[at])
@@ -179,5 +182,52 @@ async fn a_hub_without_election_always_leads() -> Result<()> {
     .await?;
     let log = std::fs::read_to_string(stack.log_path("hub-solo"))?;
     assert!(!log.contains("leadership gained"), "{log}");
+    Ok(())
+}
+
+/// The leader whose lock connection breaks (here: terminated by the
+/// database) steps down; a hub leads again, and at no sample do two lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lock_connection_steps_down() -> Result<()> {
+    let stack = Stack::new().await?;
+    let a = Replica::start(&stack, "hub-a", "", AFTER).await?;
+    wait_for("hub-a to lead", Duration::from_secs(20), || async {
+        Ok((a.leader_role().await? == "leader").then_some(()))
+    })
+    .await?;
+    let b = Replica::start(&stack, "hub-b", "", AFTER).await?;
+    let pool = stack.db().await?;
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+           JOIN pg_stat_activity s USING (pid)
+          WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = 'cloud-hub leader') x",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(ended, 1, "one leader session");
+    // hub-a learns at its next ping; until then it still says leader, and
+    // hub-b, which may hold the lock by then, waits out its grace period.
+    let mut leaders_seen = Vec::new();
+    wait_for("hub-a to step down", Duration::from_secs(10), || async {
+        let roles = [a.leader_role().await?, b.leader_role().await?];
+        anyhow::ensure!(roles != ["leader", "leader"], "two leaders at once");
+        let log = std::fs::read_to_string(stack.log_path("hub-a"))?;
+        Ok(log.contains("leadership lost").then_some(()))
+    })
+    .await?;
+    wait_for("a leader again", Duration::from_secs(30), || async {
+        let roles = [a.leader_role().await?, b.leader_role().await?];
+        let n = roles.iter().filter(|r| *r == "leader").count();
+        anyhow::ensure!(n <= 1, "two leaders at once: {roles:?}");
+        Ok((n == 1).then_some(()))
+    })
+    .await
+    .with_context(|| format!("{}{}", a.log_tail(), b.log_tail()))?;
+    for _ in 0..10 {
+        let roles = [a.leader_role().await?, b.leader_role().await?];
+        leaders_seen.push(roles.iter().filter(|r| *r == "leader").count());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(leaders_seen.iter().all(|n| *n == 1), "{leaders_seen:?}");
     Ok(())
 }

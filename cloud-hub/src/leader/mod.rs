@@ -15,7 +15,11 @@
 //! `PING_EVERY` and steps down (stops its loops) when a ping fails or takes
 //! longer than `PING_TIMEOUT`, so it has stepped down after at most
 //! `PING_EVERY + PING_TIMEOUT` of silence, well before the server gives the
-//! lock up (`SERVER_NOTICES`). Stepping down stops each loop before its next
+//! lock up (`SERVER_NOTICES`). When the server ends the leader's session
+//! while the leader lives (`pg_terminate_backend`, a database restart), the
+//! lock is free at once but the leader learns it only at its next ping: so a
+//! new leader waits `GRACE` (longer than a ping round) after taking the lock
+//! before it runs anything. Stepping down stops each loop before its next
 //! pass; a pass already running finishes (or fails, when the database is what
 //! went away). The rollup and partition passes also take transaction-level
 //! locks of their own, so even such a straggler cannot overlap the new
@@ -37,6 +41,11 @@ const CAMPAIGN_EVERY: Duration = Duration::from_secs(1);
 const PING_EVERY: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A new leader waits this long after taking the lock before it runs
+/// anything: when the server ended the old leader's session itself
+/// (`pg_terminate_backend`, a restart), the old leader learns it only at its
+/// next ping, at most `PING_EVERY + PING_TIMEOUT` later.
+const GRACE: Duration = Duration::from_secs(4);
 /// How long a step-down waits for the loops to finish their pass before
 /// the lock is released (graceful shutdown only).
 const DRAIN: Duration = Duration::from_secs(5);
@@ -139,8 +148,9 @@ impl Leadership {
     /// Tries for the lock on `conn` and, once held, keeps it alive; returns
     /// when the connection fails (leadership lost) or at `stop`.
     async fn hold(&self, mut conn: PgConnection, stop: &mut Stop) {
+        let mut held_since: Option<tokio::time::Instant> = None;
         loop {
-            let asked = if self.is_leader() {
+            let asked = if held_since.is_some() {
                 sqlx::query_scalar::<_, bool>("SELECT true")
             } else {
                 sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK)
@@ -157,13 +167,17 @@ impl Leadership {
                     return;
                 }
             };
-            if got && !self.is_leader() {
+            if got && held_since.is_none() {
+                held_since = Some(tokio::time::Instant::now());
+                tracing::debug!("leader lock taken; leading after the grace period");
+            }
+            if held_since.is_some_and(|t| t.elapsed() >= GRACE) && !self.is_leader() {
                 self.publish(true);
                 metrics::counter!(crate::metric_names::HUB_LEADER_CHANGES_TOTAL, "change" => "gained")
                     .increment(1);
                 tracing::info!("leadership gained: background jobs run on this hub");
             }
-            let wait = if self.is_leader() {
+            let wait = if held_since.is_some() {
                 PING_EVERY
             } else {
                 CAMPAIGN_EVERY
@@ -175,7 +189,7 @@ impl Leadership {
         }
         // Shutting down: hand over at once instead of making the others wait
         // for the session to end, once this hub's passes are done.
-        if self.is_leader() {
+        if held_since.is_some() {
             self.step_down("shutting down");
             let deadline = tokio::time::Instant::now() + DRAIN;
             while self.running.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline
