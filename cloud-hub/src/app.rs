@@ -31,6 +31,16 @@ pub async fn run(
     })
     .await
     .context("cannot open the database")?;
+    let store = match cfg.database.read_url.as_str() {
+        "" => store,
+        url => store
+            .with_replica(
+                url,
+                cfg.database.max_connections,
+                Duration::from_secs(cfg.database.connect_timeout_s),
+            )
+            .context("database.read_url")?,
+    };
     tracing::info!(tier = %store.tier(), "database ready, migrations applied");
 
     let (stop_trigger, stop) = qi_common::shutdown::channel();
@@ -99,11 +109,24 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
     tracing::info!(listen = %http_listener.local_addr()?, "REST API listening");
-    tokio::spawn(store.clone().run_maintenance(cfg.retention, stop.clone()));
-    tokio::spawn(store.clone().run_rollups(
+    // Singleton background work runs on the leader only (crate::leader);
+    // the webhook worker (claims rows FOR UPDATE SKIP LOCKED), key rotation
+    // (its own advisory lock, reload on every hub) and alarm evaluation (fed
+    // by this hub's own ingest) run on every hub.
+    let leader = crate::leader::Leadership::new(cfg.database.leader_election);
+    tokio::spawn(Arc::clone(&leader).campaign(cfg.database.url.clone(), stop.clone()));
+    tokio::spawn(store.clone().run_replica_probe(stop.clone()));
+    let (s, retention) = (store.clone(), cfg.retention);
+    leader.spawn_while_leader("maintenance", stop.clone(), move |halt| {
+        s.clone().run_maintenance(retention, halt)
+    });
+    let (s, every) = (
+        store.clone(),
         Duration::from_secs(cfg.analytics.rollup_interval_s.max(1)),
-        stop.clone(),
-    ));
+    );
+    leader.spawn_while_leader("rollups", stop.clone(), move |halt| {
+        s.clone().run_rollups(every, halt)
+    });
     let identity = Arc::new(
         crate::identity::Identity::open(store.pool().clone(), &cfg.auth)
             .await
@@ -120,12 +143,11 @@ pub async fn run(
         .map_err(anyhow::Error::msg)
         .context("cannot start alarm webhooks")?;
     tokio::spawn(Arc::clone(&alarms).run(Arc::clone(&index), stop.clone()));
-    tokio::spawn(crate::calibration::watch::run(
-        store.pool().clone(),
-        Arc::clone(&alarms),
-        cfg.calibration,
-        stop.clone(),
-    ));
+    let (pool, watch_alarms, calibration) =
+        (store.pool().clone(), Arc::clone(&alarms), cfg.calibration);
+    leader.spawn_while_leader("calibration watch", stop.clone(), move |halt| {
+        crate::calibration::watch::run(pool.clone(), Arc::clone(&watch_alarms), calibration, halt)
+    });
     let streams = crate::live::sse::Streams::new(cfg.live.clone(), Arc::clone(&live), index);
     let closing = Arc::clone(&streams);
     match &certificates.key {
@@ -154,6 +176,7 @@ pub async fn run(
         certificates: Arc::new(certificates),
         translog,
         webhooks: cfg.webhooks,
+        leader: Arc::clone(&leader),
         stop: stop.clone(),
     });
     let mut http_stop = stop.clone();
@@ -169,12 +192,9 @@ pub async fn run(
     // Ready only now: database migrated, gRPC and REST listeners bound,
     // background loops started.
     let service = qi_common::service::Service::from_env();
-    service.ready(&crate::ingest::status());
-    tokio::spawn(
-        service
-            .clone()
-            .supervise(crate::ingest::status, stop.clone()),
-    );
+    let status = move || format!("{}, {}", crate::ingest::status(), leader.role());
+    service.ready(&status());
+    tokio::spawn(service.clone().supervise(status, stop.clone()));
 
     shutdown.await;
     service.stopping();

@@ -112,8 +112,20 @@ pub struct DatabaseConfig {
     /// `copy` or `insert` (servers without COPY FROM STDIN).
     #[serde(default)]
     pub ingest: crate::storage::IngestMethod,
+    /// Several hubs over one database: run the singleton background jobs
+    /// (rollups, retention, calibration checks) only on the elected leader.
+    /// `false`: this hub runs them unconditionally (one hub only, or a server
+    /// that takes a single connection).
+    #[serde(default = "default_true")]
+    pub leader_election: bool,
+    /// A streaming replica of `url` for the analytics queries (empty: none).
+    #[serde(default)]
+    pub read_url: String,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_max_connections() -> u32 {
     8
 }

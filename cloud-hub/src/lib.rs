@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod ingest;
 pub mod lab;
+pub mod leader;
 pub mod live;
 pub mod metric_names;
 pub mod models;

@@ -36,6 +36,16 @@ qi_common::metric_names! {
         "Command results received from gateways, by outcome (true, false).";
     HUB_DB_CONNECT_FAILURES_TOTAL = Counter "hub_db_connect_failures_total" ["reason"]
         "Failed attempts to connect to PostgreSQL, by reason.";
+    HUB_LEADER = Gauge "hub_leader" []
+        "1 while this hub leads (runs the singleton background jobs), else 0.";
+    HUB_LEADER_CHANGES_TOTAL = Counter "hub_leader_changes_total" ["change"]
+        "Leadership gained or lost by this hub (change: gained, lost).";
+    HUB_REPLICA_UP = Gauge "hub_replica_up" []
+        "1 while the read replica (database.read_url) answers its probe, else 0.";
+    HUB_REPLICA_LAG_SECONDS = Gauge "hub_replica_lag_seconds" []
+        "The read replica's replay lag at its last probe.";
+    HUB_REPLICA_FALLBACKS_TOTAL = Counter "hub_replica_fallbacks_total" []
+        "Analytics reads served by the primary because the read replica was unavailable.";
     HUB_MAINTENANCE_ERRORS_TOTAL = Counter "hub_maintenance_errors_total" []
         "Storage maintenance passes (partitions, retention) that failed; retried in an hour.";
     HUB_PARTITIONS_DROPPED_TOTAL = Counter "hub_partitions_dropped_total" []

@@ -129,7 +129,12 @@ impl From<&BufferConfig> for crate::buffer::BufferOptions {
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     /// gRPC endpoint of the hub, e.g. `http://hub.example:50051`.
+    #[serde(default)]
     pub hub_url: String,
+    /// More hubs over the same database: tried in turn, after `hub_url`,
+    /// when a connection fails or a stream breaks.
+    #[serde(default)]
+    pub hub_urls: Vec<String>,
     /// Most readings in one batch.
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
@@ -386,16 +391,23 @@ impl Config {
         if !valid_id(&self.gateway_id) {
             return Err(("gateway_id".into(), id_rule()));
         }
-        if !(self.uplink.hub_url.starts_with("http://")
-            || self.uplink.hub_url.starts_with("https://"))
-        {
-            return Err((
-                "uplink.hub_url".into(),
-                format!(
-                    "{:?} must start with http:// or https://",
-                    self.uplink.hub_url
-                ),
-            ));
+        let hubs = self.uplink.hub_endpoints();
+        if hubs.is_empty() {
+            return Err(("uplink.hub_url".into(), "no hub: set hub_url".into()));
+        }
+        for h in &hubs {
+            if !(h.starts_with("http://") || h.starts_with("https://")) {
+                return Err((
+                    "uplink.hub_urls".into(),
+                    format!("{h:?} must start with http:// or https://"),
+                ));
+            }
+            if h.starts_with("https://") != hubs[0].starts_with("https://") {
+                return Err((
+                    "uplink.hub_urls".into(),
+                    "mixes http:// and https://; one TLS setting serves every hub".into(),
+                ));
+            }
         }
         if let Some(m) = &self.mqtt
             && let Err(e) = m.validate()
@@ -446,13 +458,13 @@ impl Config {
                 "client_cert and client_key go together".into(),
             ));
         }
-        if u.hub_url.starts_with("https://") && u.ca_cert.is_none() {
+        if hubs[0].starts_with("https://") && u.ca_cert.is_none() {
             return Err((
                 "uplink.ca_cert".into(),
                 "an https:// hub_url needs the CA that signed the hub's certificate".into(),
             ));
         }
-        if u.hub_url.starts_with("http://") && (u.client_cert.is_some() || u.ca_cert.is_some()) {
+        if hubs[0].starts_with("http://") && (u.client_cert.is_some() || u.ca_cert.is_some()) {
             return Err((
                 "uplink.hub_url".into(),
                 "certificates are configured but the URL is http://; use https://".into(),
@@ -588,6 +600,17 @@ fn valid_id(s: &str) -> bool {
 impl UplinkConfig {
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_millis(self.ack_timeout_ms)
+    }
+
+    /// Every hub to try, in order: `hub_url`, then `hub_urls` (once each).
+    pub fn hub_endpoints(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for h in std::iter::once(&self.hub_url).chain(&self.hub_urls) {
+            if !h.is_empty() && !all.contains(h) {
+                all.push(h.clone());
+            }
+        }
+        all
     }
 }
 

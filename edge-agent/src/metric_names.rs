@@ -73,6 +73,8 @@ qi_common::metric_names! {
         "Batch acknowledgements received from the hub.";
     EDGE_UPLINK_FAILURES_TOTAL = Counter "edge_uplink_failures_total" []
         "Uplink sessions that ended in an error; the agent reconnects with backoff.";
+    EDGE_UPLINK_HUB_SWITCHES_TOTAL = Counter "edge_uplink_hub_switches_total" []
+        "Times the uplink moved on to the next hub of uplink.hub_urls after a failure.";
     EDGE_UPLINK_STALLS_TOTAL = Counter "edge_uplink_stalls_total" []
         "Uplink sessions abandoned because the hub did not acknowledge in time.";
     EDGE_UPLINK_CONNECTED = Gauge "edge_uplink_connected" []

@@ -113,6 +113,7 @@ pub async fn api_state(
     Ok(cloud_hub::api::ApiState {
         translog,
         stop: qi_common::shutdown::channel().1,
+        leader: cloud_hub::leader::Leadership::new(false),
         store: store.clone(),
         max_page_size: 10_000,
         metrics: None,

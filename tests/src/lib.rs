@@ -16,6 +16,7 @@ pub mod http;
 pub mod hub_auth;
 pub mod module_graph;
 pub mod mqtt_raw;
+pub mod multi_hub;
 pub mod oidc;
 pub mod pdf;
 pub mod peers;
@@ -241,9 +242,10 @@ impl Stack {
     }
 
     pub async fn start_hub(&mut self) -> Result<()> {
-        // PGlite: one connection at a time, no COPY FROM STDIN.
+        // PGlite: one connection at a time (none to spare for the leader
+        // lock), no COPY FROM STDIN.
         let database = if pg::test_tier() == "timescale" {
-            "max_connections = 1\ningest = \"insert\"\n"
+            "max_connections = 1\ningest = \"insert\"\nleader_election = false\n"
         } else {
             ""
         };

@@ -3,12 +3,13 @@
 //! a linear trend, and anomaly detection. The computations are in
 //! `crate::analytics`; this is their HTTP face.
 
+use super::replica::ReadState;
 use super::{ApiError, ApiState, filter, parse_limit, parse_time};
 use crate::analytics::math;
 use crate::analytics::math::Fill;
 use crate::storage::{BucketRow, SeriesRow, Source};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
@@ -23,6 +24,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/v1/series/{id}/downsample", get(downsample))
         .route("/api/v1/series/{id}/stats", get(stats))
         .route("/api/v1/series/{id}/anomalies", get(anomalies))
+        .route_layer(axum::middleware::from_fn(super::replica::headers))
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,7 +38,7 @@ struct SeriesParams {
 }
 
 async fn series(
-    State(s): State<ApiState>,
+    ReadState(s): ReadState,
     q: Result<Query<SeriesParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q?;
@@ -76,7 +78,7 @@ struct LatestParams {
 }
 
 async fn latest(
-    State(s): State<ApiState>,
+    ReadState(s): ReadState,
     q: Result<Query<LatestParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q?;
@@ -255,7 +257,7 @@ struct AggParams {
 }
 
 async fn aggregates(
-    State(s): State<ApiState>,
+    ReadState(s): ReadState,
     q: Result<Query<AggParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q?;
@@ -423,7 +425,7 @@ struct DownsampleParams {
 }
 
 async fn downsample(
-    State(s): State<ApiState>,
+    ReadState(s): ReadState,
     id: Result<Path<i32>, PathRejection>,
     q: Result<Query<DownsampleParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -470,7 +472,7 @@ struct WindowParams {
 }
 
 async fn stats(
-    State(s): State<ApiState>,
+    ReadState(s): ReadState,
     id: Result<Path<i32>, PathRejection>,
     q: Result<Query<WindowParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -520,7 +522,7 @@ fn num<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
 }
 
 async fn anomalies(
-    State(s): State<ApiState>,
+    ReadState(s): ReadState,
     id: Result<Path<i32>, PathRejection>,
     q: Result<Query<AnomalyParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {

@@ -41,6 +41,7 @@ mod lab;
 mod live;
 pub(crate) mod params;
 mod readings;
+mod replica;
 mod reports;
 mod runs;
 mod status;
@@ -89,6 +90,8 @@ pub struct ApiState {
     pub translog: std::sync::Arc<crate::translog::LogSigner>,
     /// Where webhook subscriptions may point (`[webhooks]`).
     pub webhooks: crate::config::webhooks::WebhooksConfig,
+    /// Whether this hub runs the singleton background jobs (`/ready` says).
+    pub leader: std::sync::Arc<crate::leader::Leadership>,
     /// Fired at shutdown: `/ready` turns 503 while requests drain.
     pub stop: qi_common::shutdown::Stop,
 }

@@ -44,13 +44,17 @@ pub(super) async fn ready(State(s): State<ApiState>) -> Response {
             }
         }
     };
+    // Not conditions: a follower serves ingest and the API as well, and
+    // without its replica the hub reads from the primary.
+    let leader = s.leader.role();
+    let replica = s.store.replica_status();
     match reason {
-        None => {
-            Json(json!({"status": "ready", "database": "ok", "storage_tier": tier})).into_response()
-        }
+        None => Json(json!({"status": "ready", "database": "ok", "storage_tier": tier,
+                            "leader": leader, "replica": replica}))
+        .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "reason": reason, "storage_tier": tier})),
+            Json(json!({"status": "not_ready", "reason": reason, "storage_tier": tier, "leader": leader})),
         )
             .into_response(),
     }

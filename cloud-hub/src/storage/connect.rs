@@ -100,3 +100,38 @@ pub(super) async fn wait_for_database(
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
+
+/// The advisory lock key of start-up set-up ("QIHUBSET").
+const START_LOCK: i64 = 0x5149_4855_4253_4554;
+
+/// Held while a hub migrates and sets up its storage tier (extension,
+/// hypertable, policies, partitions), so two hubs starting together do not
+/// race. A session lock on one pooled connection kept out of the pool: the
+/// set-up is many statements on the pool (some, like `CREATE EXTENSION` and
+/// `create_hypertable(migrate_data)`, better not in one long transaction),
+/// so a transaction-level lock would not cover it. A hub that dies here
+/// loses the lock with its session.
+pub(super) struct StartLock(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+impl StartLock {
+    pub(super) async fn take(pool: &sqlx::PgPool) -> Result<StartLock, StoreError> {
+        let mut conn = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(START_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        Ok(StartLock(conn))
+    }
+
+    pub(super) async fn release(mut self) {
+        if let Err(e) = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(START_LOCK)
+            .execute(&mut *self.0)
+            .await
+        {
+            // Not back to the pool still holding the lock: close it instead.
+            tracing::warn!(error = %cause(&e), "cannot release the start-up lock; closing its connection");
+            let _ = self.0.close().await;
+        }
+    }
+}

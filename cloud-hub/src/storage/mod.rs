@@ -5,12 +5,14 @@ mod connect;
 pub mod gateway_events;
 mod nodelay;
 mod partitions;
+mod replica;
 mod rollup;
 pub mod run_events;
 mod tier;
 mod write;
 
 pub use analytics::{BucketRow, LatestRow, SeriesRow, Source};
+pub use replica::ReadSource;
 pub use tier::{StorageTier, TierChoice};
 
 use chrono::{DateTime, Utc};
@@ -127,6 +129,8 @@ pub struct Store {
     ingest: IngestMethod,
     retention: Retention,
     series: std::sync::Arc<write::SeriesCache>,
+    /// `database.read_url`, when set.
+    replica: Option<std::sync::Arc<replica::Replica>>,
 }
 
 /// One stored reading, as the API returns it.
@@ -229,6 +233,13 @@ impl Store {
             .acquire_timeout(o.connect_timeout)
             .connect_with(opts)
             .await?;
+        // Hubs starting together over one database set it up one at a time.
+        // A pool of one (single-connection servers) has no room for the lock
+        // beside the set-up; such a server has one hub anyway.
+        let start_lock = match o.max_connections > 1 {
+            true => Some(connect::StartLock::take(&pool).await?),
+            false => None,
+        };
         sqlx::migrate!("./migrations").run(&pool).await?;
         let tier = tier::setup(&pool, o.tier).await?;
         match tier {
@@ -236,12 +247,16 @@ impl Store {
             StorageTier::Timescale => tier::apply_policies(&pool, &o.retention).await?,
             StorageTier::Apache => {}
         }
+        if let Some(l) = start_lock {
+            l.release().await;
+        }
         Ok(Store {
             pool,
             tier,
             ingest: o.ingest,
             retention: o.retention,
             series: Default::default(),
+            replica: None,
         })
     }
 

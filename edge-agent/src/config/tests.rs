@@ -308,3 +308,28 @@ fn benches_and_runs_load_and_nonsense_is_refused_with_the_key() {
     );
     assert!(msg.contains("no device \"oven\""), "{msg}");
 }
+
+#[test]
+fn hub_urls_extend_hub_url_and_one_scheme_serves_all() {
+    let cfg = load(&BASE.replace(
+        "hub_url = \"http://127.0.0.1:50051\"",
+        "hub_url = \"http://a:1\"\nhub_urls = [\"http://b:1\", \"http://a:1\"]",
+    ))
+    .expect("two hubs");
+    assert_eq!(cfg.uplink.hub_endpoints(), ["http://a:1", "http://b:1"]);
+    // hub_urls alone is enough.
+    let cfg = load(&BASE.replace(
+        "hub_url = \"http://127.0.0.1:50051\"",
+        "hub_urls = [\"http://b:1\"]",
+    ))
+    .expect("hub_urls only");
+    assert_eq!(cfg.uplink.hub_endpoints(), ["http://b:1"]);
+    let mixed = BASE.replace(
+        "hub_url = \"http://127.0.0.1:50051\"",
+        "hub_url = \"http://a:1\"\nhub_urls = [\"https://b:1\"]",
+    );
+    let msg = refused(&mixed, "uplink.hub_urls", 8);
+    assert!(msg.contains("mixes http:// and https://"), "{msg}");
+    let none = BASE.replace("hub_url = \"http://127.0.0.1:50051\"", "");
+    assert!(load(&none).is_err());
+}

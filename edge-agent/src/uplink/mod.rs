@@ -8,6 +8,7 @@
 
 mod cert;
 pub mod hello;
+mod hubs;
 mod queue;
 
 pub use cert::check_client_certificate;
@@ -87,6 +88,7 @@ pub struct Uplink {
     /// Where the hub's verdicts of this gateway's runs go (None: not asked for).
     verdicts: Option<Arc<crate::verdicts::HubVerdicts>>,
     tls: Option<tonic::transport::ClientTlsConfig>,
+    hubs: hubs::Hubs,
     /// `Bearer <token>` header value, when the hub wants tokens.
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     cfg: UplinkConfig,
@@ -113,7 +115,8 @@ impl Uplink {
                 .map_err(|e| UplinkError::Url(format!("uplink.{key} {}: {e}", p.display())))
         };
         check_client_certificate(&cfg)?;
-        let tls = if cfg.hub_url.starts_with("https://") {
+        let hubs = hubs::Hubs::new(cfg.hub_endpoints());
+        let tls = if hubs.current().starts_with("https://") {
             let mut t = tonic::transport::ClientTlsConfig::new();
             if let Some(ca) = &cfg.ca_cert {
                 t = t.ca_certificate(tonic::transport::Certificate::from_pem(read(
@@ -144,7 +147,7 @@ impl Uplink {
             None => None,
         };
         let (tx, rx) = watch::channel(UplinkStatus {
-            hub_url: cfg.hub_url.clone(),
+            hub_url: hubs.current().to_string(),
             state: LinkState::Connecting,
             last_error: None,
             last_ack_seq: None,
@@ -161,6 +164,7 @@ impl Uplink {
                 calibrations: None,
                 verdicts: None,
                 tls,
+                hubs,
                 token,
                 cfg,
                 buffer,
@@ -326,9 +330,15 @@ impl Uplink {
                         tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64,
                             "uplink down; reconnecting with backoff");
                     }
+                    let next = self.hubs.advance();
+                    if let Some(hub) = next {
+                        tracing::warn!(error = %e, %hub, retry_in_ms = delay.as_millis() as u64,
+                            "uplink down; trying the next hub");
+                    }
                     self.status.send_modify(|s| {
                         s.state = LinkState::Disconnected;
                         s.last_error = Some(e.to_string());
+                        s.hub_url = self.hubs.current().to_string();
                     });
                     let mut stop = stop.clone();
                     tokio::select! {
@@ -355,7 +365,7 @@ impl Uplink {
     }
 
     async fn session_inner(&self, stop: &mut Stop, beat: &Beat) -> Result<(), UplinkError> {
-        let mut endpoint = Endpoint::from_shared(self.cfg.hub_url.clone())
+        let mut endpoint = Endpoint::from_shared(self.hubs.current().to_string())
             .map_err(|e| UplinkError::Url(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -437,7 +447,7 @@ impl Uplink {
             }
         }
         let start = self.buffer.stats();
-        tracing::info!(hub = %self.cfg.hub_url, backlog = start.backlog,
+        tracing::info!(hub = %self.hubs.current(), backlog = start.backlog,
             hub_highest = welcome.highest_committed_seq, "uplink connected");
         self.status.send_modify(|s| {
             s.state = LinkState::Connected;
