@@ -280,7 +280,9 @@ impl Cluster {
                 cluster.wait_primary(Duration::from_secs(120)).await?;
             }
         }
-        cluster.wait_replicating(sync, Duration::from_secs(180)).await?;
+        cluster
+            .wait_replicating(sync, Duration::from_secs(180))
+            .await?;
         let cfg = dir.join("haproxy.cfg");
         let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
         std::fs::write(
@@ -299,19 +301,26 @@ impl Cluster {
         )?;
         cluster._haproxy = Some(haproxy);
         let url = cluster.url();
-        wait_for("PostgreSQL through HAProxy", Duration::from_secs(30), || {
-            let url = url.clone();
-            async move {
-                use sqlx::Connection;
-                Ok(sqlx::PgConnection::connect(&url).await.ok().map(|_| ()))
-            }
-        })
+        wait_for(
+            "PostgreSQL through HAProxy",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    use sqlx::Connection;
+                    Ok(sqlx::PgConnection::connect(&url).await.ok().map(|_| ()))
+                }
+            },
+        )
         .await?;
         Ok(cluster)
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.haproxy_port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.haproxy_port
+        )
     }
 
     /// The node whose Patroni answers 200 to `GET /primary`.
@@ -344,9 +353,8 @@ impl Cluster {
             };
             let v: serde_json::Value = r.json().await.unwrap_or_default();
             let ok = v["members"].as_array().is_some_and(|m| {
-                m.iter().any(|m| {
-                    m["state"] == "streaming" && (!sync || m["role"] == "sync_standby")
-                })
+                m.iter()
+                    .any(|m| m["state"] == "streaming" && (!sync || m["role"] == "sync_standby"))
             });
             Ok(ok.then_some(()))
         })
@@ -510,7 +518,10 @@ async fn run(sync: bool, before: Duration, after: Duration) -> Result<Outcome> {
     let mode = if sync { "sync" } else { "async" };
     let tmp = tempfile::Builder::new().prefix("qi-ha-").tempdir()?;
     let dir = tmp.path();
-    eprintln!("[{mode}] etcd + 2 Patroni nodes + HAProxy in {}", dir.display());
+    eprintln!(
+        "[{mode}] etcd + 2 Patroni nodes + HAProxy in {}",
+        dir.display()
+    );
     let cluster = Cluster::start(dir, sync).await?;
     let first = cluster.wait_primary(Duration::from_secs(10)).await?;
     let (grpc, http) = (free_port(), free_port());
@@ -539,7 +550,10 @@ async fn run(sync: bool, before: Duration, after: Duration) -> Result<Outcome> {
     tokio::time::sleep(before).await;
     let victim = &cluster.nodes[first];
     let pid = victim.postmaster_pid()?;
-    eprintln!("[{mode}] kill -9 postmaster {pid} of {} (primary)", victim.name);
+    eprintln!(
+        "[{mode}] kill -9 postmaster {pid} of {} (primary)",
+        victim.name
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
