@@ -99,6 +99,9 @@ async fn standby(primary: &PgServer, dir: &std::path::Path) -> Result<(Proc, u16
 
 #[tokio::test]
 async fn standby_refused_with_its_reason_then_used_once_promoted() -> Result<()> {
+    if std::env::var_os("QI_TEST_DATABASE_URL").is_some() {
+        bail!("this test builds a standby of its own local cluster: unset QI_TEST_DATABASE_URL");
+    }
     let primary = PgServer::start().await?;
     let dir = tempfile::Builder::new().prefix("qi-standby-").tempdir()?;
     let (_standby, sport) = standby(&primary, dir.path()).await?;
