@@ -4,6 +4,13 @@
 //! sqlx's pool retries a refused connection silently until its acquire
 //! timeout and then reports only "pool timed out", so the hub probes with a
 //! single connection first, which returns the real cause.
+//!
+//! A server in recovery (a streaming standby) is refused like an unreachable
+//! one, here and for every pooled connection: during a failover a standby
+//! can still answer at the address the hub uses (a proxy's health check
+//! lagging, DNS or a virtual IP not yet moved); every write on such a
+//! connection would fail with SQLSTATE 25006 (read-only transaction) for as
+//! long as the pool kept it. sqlx has no `target_session_attrs=read-write`.
 
 use super::StoreError;
 use sqlx::ConnectOptions;
@@ -36,6 +43,24 @@ pub(super) fn cause(e: &sqlx::Error) -> String {
     }
 }
 
+/// The text of the error a standby's connection is refused with.
+const STANDBY: &str =
+    "the server is a standby (in recovery, read-only); the hub writes and needs the primary";
+
+/// Refuses a connection to a server in recovery (`pg_is_in_recovery()`):
+/// one round trip per new connection.
+pub(super) async fn require_primary(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut *conn)
+        .await?;
+    if standby {
+        metrics::counter!(crate::metric_names::HUB_DB_CONNECT_FAILURES_TOTAL, "reason" => "standby")
+            .increment(1);
+        return Err(sqlx::Error::Protocol(STANDBY.into()));
+    }
+    Ok(())
+}
+
 fn reason(e: &sqlx::Error) -> &'static str {
     match e {
         sqlx::Error::Io(_) => "io",
@@ -66,18 +91,28 @@ pub(super) async fn wait_for_database(
         let remaining = deadline.saturating_duration_since(Instant::now());
         let limit = remaining.clamp(Duration::from_secs(1), MAX_ATTEMPT);
         let (why, kind) = match tokio::time::timeout(limit, opts.connect()).await {
-            Ok(Ok(conn)) => {
+            Ok(Ok(mut conn)) => {
+                let role = require_primary(&mut conn).await;
                 let _ = sqlx::Connection::close(conn).await;
-                if attempt > 1 {
-                    tracing::info!(%target, attempt, "PostgreSQL accepts connections now");
+                match role {
+                    Ok(()) => {
+                        if attempt > 1 {
+                            tracing::info!(%target, attempt, "PostgreSQL accepts connections now");
+                        }
+                        return Ok(());
+                    }
+                    // Counted by require_primary.
+                    Err(sqlx::Error::Protocol(m)) if m == STANDBY => (m, ""),
+                    Err(e) => (cause(&e), reason(&e)),
                 }
-                return Ok(());
             }
             Ok(Err(e)) => (cause(&e), reason(&e)),
             Err(_) => (format!("no answer within {} s", limit.as_secs()), "timeout"),
         };
-        metrics::counter!(crate::metric_names::HUB_DB_CONNECT_FAILURES_TOTAL, "reason" => kind)
-            .increment(1);
+        if !kind.is_empty() {
+            metrics::counter!(crate::metric_names::HUB_DB_CONNECT_FAILURES_TOTAL, "reason" => kind)
+                .increment(1);
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             tracing::warn!(%target, %database, %user, attempt, error = %why, "cannot connect to PostgreSQL; giving up");

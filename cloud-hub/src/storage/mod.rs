@@ -226,7 +226,8 @@ impl Store {
                     // single-backend servers (PGlite) keep the previous
                     // client's, whose names would clash with sqlx's.
                     sqlx::Executor::execute(&mut *conn, "DEALLOCATE ALL").await?;
-                    Ok(())
+                    // Never a pooled connection to a standby (connect.rs).
+                    connect::require_primary(conn).await
                 })
             })
             .max_connections(o.max_connections)
