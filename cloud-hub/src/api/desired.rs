@@ -45,7 +45,14 @@ pub(super) struct SetBody {
 }
 
 fn ids(id: String, point: Option<String>) -> Result<(String, Option<String>), ApiError> {
-    let id = filter("id", Some(id))?.ok_or_else(|| ApiError::bad_request("empty twin id"))?;
+    // Any twin's id, as on the other twin routes: derived ids
+    // ("gateway:<gateway id>") may be longer than a filter value.
+    if id.is_empty()
+        || id.chars().count() > crate::twins::model::MAX_TEXT_LEN
+        || id.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request("not a twin id"));
+    }
     let point = match point {
         Some(p) => {
             Some(filter("point", Some(p))?.ok_or_else(|| ApiError::bad_request("empty point"))?)
