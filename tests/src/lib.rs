@@ -16,6 +16,7 @@ pub mod hub_auth;
 pub mod module_graph;
 pub mod mqtt_raw;
 pub mod oidc;
+pub mod otlp;
 pub mod pdf;
 pub mod peers;
 pub mod pg;
