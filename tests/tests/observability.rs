@@ -52,6 +52,32 @@ async fn post_command(stack: &Stack, gateway: &str, id: &[u8]) -> Result<reqwest
         .await?)
 }
 
+/// Opens an uplink stream with `id` as its `x-request-id` and returns the
+/// id the hub answers with (response metadata).
+async fn grpc_stream_id(stack: &Stack, id: &str) -> Result<String> {
+    use qi_proto::v1::uplink_client::UplinkClient;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", stack.grpc_port))?
+            .connect()
+            .await?;
+    let value: tonic::metadata::MetadataValue<_> = id.parse()?;
+    let mut client = UplinkClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("x-request-id", value.clone());
+        Ok(req)
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(e2e_tests::grpc::hello("gw-grpc-id")).await?;
+    let response = client
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?;
+    Ok(response
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string())
+}
+
 fn returned_id(r: &reqwest::Response) -> String {
     r.headers()
         .get("x-request-id")
@@ -127,12 +153,28 @@ async fn under_journald_logs_are_json_with_gateway_device_and_request_id_and_no_
         .await?;
     assert_eq!(returned_id(&r).len(), 36);
 
+    // gRPC: a stream's well-formed id is kept, a hostile one replaced.
+    assert_eq!(grpc_stream_id(&stack, "grpc-e2e-1").await?, "grpc-e2e-1");
+    let got = grpc_stream_id(&stack, &"g".repeat(200)).await?;
+    assert_eq!(got.len(), 36, "{got}");
+    // The agent's local API answers with the id too.
+    let r = e2e_tests::http::Client::new()
+        .request(
+            reqwest::Method::GET,
+            format!("{}/health", stack.agent_url()),
+        )
+        .header("x-request-id", "agent-e2e-1")
+        .send()
+        .await?;
+    assert_eq!(returned_id(&r), "agent-e2e-1");
+
     let hub_log = stack.log_path("hub");
     let agent_log = stack.log_path("agent");
     let (hub, agent) = wait_for("the log lines", Duration::from_secs(30), || async {
         let hub = json_lines(&hub_log)?;
         let agent = json_lines(&agent_log)?;
         let ready = find(&hub, |v| v["request_id"] == "e2e-obs-1").is_some()
+            && find(&hub, |v| v["request_id"] == "grpc-e2e-1").is_some()
             && find(&agent, |v| v["message"] == "uplink stream open").is_some();
         Ok(ready.then_some((hub, agent)))
     })
@@ -147,6 +189,12 @@ async fn under_journald_logs_are_json_with_gateway_device_and_request_id_and_no_
     assert_eq!(queued["http.route"], "/api/v1/gateways/{gateway}/commands");
     assert_eq!(queued["http.request.method"], "POST");
     assert_eq!(queued["gateway"], "gw-obs");
+    ensure!(
+        find(&hub, |v| v["request_id"] == "grpc-e2e-1"
+            && v["gateway"] == "gw-grpc-id")
+        .is_some(),
+        "no hub line of the hand-made stream with its id and gateway"
+    );
     // The gRPC stream's id: the agent names it, the hub logs it with the gateway.
     let open = find(&agent, |v| v["message"] == "uplink stream open").context("agent line")?;
     let stream_id = open["request_id"].as_str().context("agent's request_id")?;

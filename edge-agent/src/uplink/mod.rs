@@ -21,8 +21,8 @@ use qi_common::progress::Beat;
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
-    AuditEvent, Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch,
-    RunEvent, command, edge_message, hub_message,
+    Command, CommandResult, EdgeMessage, Hello, HubMessage, ReadingBatch, command, edge_message,
+    hub_message,
 };
 use queue::SendQueue;
 use serde::Serialize;
@@ -499,23 +499,7 @@ impl Uplink {
                     queue::cap_run_events(&mut pick);
                     queue.take(&pick);
                     let ids: Vec<RecordId> = pick.records.iter().map(|r| r.id()).collect();
-                    // The buffer's stored type becomes the wire type here, at the edge.
-                    let mut readings: Vec<Reading> = Vec::new();
-                    let mut events: Vec<AuditEvent> = Vec::new();
-                    let mut run_events: Vec<RunEvent> = Vec::new();
-                    for r in pick.records {
-                        readings.extend(r.readings.into_iter().map(Reading::from));
-                        events.extend(r.events.into_iter().map(AuditEvent::from));
-                        run_events.extend(r.run_events.into_iter().map(RunEvent::from));
-                    }
-                    let n = readings.len() as u64;
-                    let last = readings
-                        .iter()
-                        .map(|r| r.seq)
-                        .chain(events.iter().map(|e| e.seq))
-                        .chain(run_events.iter().map(|e| e.seq))
-                        .max()
-                        .unwrap_or(0);
+                    let (batch, n, last) = pick.into_wire();
                     let span = tracing::info_span!(
                         "uplink_batch",
                         readings = n,
@@ -525,10 +509,8 @@ impl Uplink {
                     );
                     let msg = EdgeMessage {
                         kind: Some(edge_message::Kind::Batch(ReadingBatch {
-                            readings,
-                            events,
-                            run_events,
                             traceparent: qi_common::telemetry::traceparent(&span),
+                            ..batch
                         })),
                     };
                     tx.send(msg).await.map_err(|_| UplinkError::Closed)?;
