@@ -275,19 +275,15 @@ async fn one_trace_follows_a_batch_from_the_gateway_through_the_hub_into_the_dat
     );
     let mut stack = Stack::new().await?;
     stack.hub_after = telemetry.clone();
+    stack.hub_args = vec!["--log-format".into(), "json".into()];
     stack.start_hub().await?;
     stack.start_sim(true).await?;
     let cfg = stack.write_agent_config("gw-trace", 200, &telemetry)?;
     stack.start_agent(&cfg).await?;
-    // A REST request whose span must carry method, route and status.
-    let r = e2e_tests::http::Client::new()
-        .request(
-            reqwest::Method::GET,
-            format!("{}/api/v1/devices", stack.hub_url()),
-        )
-        .send()
-        .await?;
-    assert_eq!(r.status(), 200);
+    // A REST request whose span must carry method, route and status, and
+    // whose log line names the span's trace.
+    let r = post_command(&stack, "gw-trace", b"trace-e2e-1").await?;
+    assert_eq!(r.status(), 202);
 
     let (agent_batch, hub_batch, db_write) = wait_for(
         "a batch's spans from both daemons",
@@ -340,22 +336,31 @@ async fn one_trace_follows_a_batch_from_the_gateway_through_the_hub_into_the_dat
     );
     assert!(agent_batch.attr("readings").is_some());
 
+    let route = "/api/v1/gateways/{gateway}/commands";
     let rest = wait_for(
         "the REST request's span",
         Duration::from_secs(30),
         || async {
-            Ok(named(&receiver.spans(), "cloud-hub", "GET /api/v1/devices")
-                .first()
-                .map(|s| (*s).clone()))
+            Ok(
+                named(&receiver.spans(), "cloud-hub", &format!("POST {route}"))
+                    .first()
+                    .map(|s| (*s).clone()),
+            )
         },
     )
     .await?;
-    assert_eq!(rest.attr("http.request.method").as_deref(), Some("GET"));
-    assert_eq!(rest.attr("http.route").as_deref(), Some("/api/v1/devices"));
+    assert_eq!(rest.attr("http.request.method").as_deref(), Some("POST"));
+    assert_eq!(rest.attr("http.route").as_deref(), Some(route));
     assert_eq!(
         rest.attr("http.response.status_code").as_deref(),
-        Some("200")
+        Some("202")
     );
-    assert!(rest.attr("request_id").is_some_and(|id| id.len() == 36));
+    assert_eq!(rest.attr("request_id").as_deref(), Some("trace-e2e-1"));
+    // The request's log line carries the trace and span ids of its span.
+    let hub = json_lines(&stack.log_path("hub"))?;
+    let queued = find(&hub, |v| v["request_id"] == "trace-e2e-1")
+        .context("no hub line of the REST request")?;
+    assert_eq!(queued["trace_id"], hex(&rest.span.trace_id));
+    assert_eq!(queued["span_id"], hex(&rest.span.span_id));
     Ok(())
 }

@@ -31,7 +31,14 @@ where
 
 /// Keys every line has; a field of the same name in a span or event is
 /// written as `field.<name>` so it cannot overwrite them.
-const RESERVED: [&str; 4] = ["timestamp", "level", "target", "span"];
+const RESERVED: [&str; 6] = [
+    "timestamp",
+    "level",
+    "target",
+    "span",
+    "trace_id",
+    "span_id",
+];
 
 pub struct FlatJson {
     fixed: Vec<(&'static str, String)>,
@@ -54,6 +61,7 @@ where
         line.insert("timestamp".into(), Value::String(time));
         line.insert("level".into(), Value::String(meta.level().to_string()));
         line.insert("target".into(), Value::String(meta.target().to_string()));
+        let mut innermost_id = None;
         let mut fields: Map<String, Value> = self
             .fixed
             .iter()
@@ -64,6 +72,7 @@ where
             // Outermost first, so an inner span's field wins over an outer one's.
             for span in scope.from_root() {
                 innermost = Some(span.name());
+                innermost_id = Some(span.id());
                 let ext = span.extensions();
                 if let Some(f) = ext.get::<FormattedFields<JsonFields>>()
                     && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(f.as_str())
@@ -74,6 +83,22 @@ where
             if let Some(name) = innermost {
                 line.insert("span".into(), Value::String(name.into()));
             }
+        }
+        // With traces on, the line names its trace and span, so a log
+        // search leads to the trace (Grafana: Loki's derived field to Tempo).
+        // No extension borrow is held here, as get_otel_context requires.
+        if let Some(id) = innermost_id {
+            tracing::dispatcher::get_default(|d| {
+                use opentelemetry::trace::TraceContextExt;
+                if let Some(cx) = tracing_opentelemetry::get_otel_context(&id, d) {
+                    let span = cx.span();
+                    let sc = span.span_context();
+                    if sc.is_valid() {
+                        line.insert("trace_id".into(), sc.trace_id().to_string().into());
+                        line.insert("span_id".into(), sc.span_id().to_string().into());
+                    }
+                }
+            });
         }
         event.record(&mut Visitor(&mut fields));
         for (k, v) in fields {
