@@ -29,6 +29,9 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Traces over OTLP (off by default).
+    #[serde(default)]
+    pub telemetry: qi_common::telemetry::TelemetryConfig,
     #[serde(default)]
     pub analytics: AnalyticsConfig,
     #[serde(default)]
@@ -252,6 +255,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        self.telemetry.validate("telemetry")?;
         if self.database.max_connections == 0 {
             return Err(("database.max_connections".into(), "must be >= 1".into()));
         }

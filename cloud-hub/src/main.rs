@@ -20,7 +20,7 @@ struct Args {
     /// PostgreSQL URL; overrides `database.url`.
     #[arg(long, env = "QI_HUB_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Log format (human or json); overrides `log.format`.
+    /// Log format (auto, human or json); overrides `log.format`.
     #[arg(long)]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
@@ -157,9 +157,15 @@ fn real_main(args: Args) -> Result<()> {
     if let Some(command) = args.command {
         return run_command(cfg, command);
     }
-    qi_common::daemon::run(format, "info,sqlx=warn", |metrics| {
-        cloud_hub::app::run(cfg, metrics, qi_common::shutdown::signal())
-    })
+    let traces = cfg.telemetry.clone();
+    qi_common::daemon::run(
+        "cloud-hub",
+        format,
+        "info,sqlx=warn",
+        Vec::new(),
+        &traces,
+        |metrics| cloud_hub::app::run(cfg, metrics, qi_common::shutdown::signal()),
+    )
 }
 
 fn run_command(cfg: Config, command: Command) -> Result<()> {

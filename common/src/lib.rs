@@ -7,9 +7,11 @@ pub mod logging;
 pub mod metric_names;
 pub mod notify;
 pub mod progress;
+pub mod request_id;
 pub mod role;
 pub mod service;
 pub mod shutdown;
+pub mod telemetry;
 
 /// An error with its causes on one line, each said once: wrappers such as
 /// tonic's "transport error" keep the reason in their sources, and many

@@ -39,6 +39,10 @@ pub const LOG_LINES_SUPPRESSED_TOTAL: &str = "log_lines_suppressed_total";
 pub const STALLED_LOOPS: &str = "stalled_loops";
 /// `WATCHDOG=1` pings sent to systemd.
 pub const WATCHDOG_PINGS_TOTAL: &str = "watchdog_pings_total";
+/// Spans the OTLP exporter delivered (`crate::telemetry`).
+pub const OTEL_SPANS_EXPORTED_TOTAL: &str = "otel_spans_exported_total";
+/// Spans the OTLP exporter could not deliver (collector down, timeout).
+pub const OTEL_SPANS_FAILED_TOTAL: &str = "otel_spans_failed_total";
 
 /// The table for this crate's own metrics (see [`LOG_LINES_SUPPRESSED_TOTAL`]).
 pub const COMMON: &[Metric] = &[
@@ -59,6 +63,18 @@ pub const COMMON: &[Metric] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "WATCHDOG=1 pings sent to systemd (only while every main loop makes progress).",
+    },
+    Metric {
+        name: OTEL_SPANS_EXPORTED_TOTAL,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Trace spans delivered to the OTLP collector ([telemetry]); stays 0 with traces off.",
+    },
+    Metric {
+        name: OTEL_SPANS_FAILED_TOTAL,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Trace spans the OTLP exporter could not deliver (collector down or slow); they are dropped.",
     },
 ];
 

@@ -18,6 +18,9 @@ pub struct Config {
     pub profiles_dir: PathBuf,
     #[serde(default)]
     pub log: LogConfig,
+    /// Traces over OTLP (off by default).
+    #[serde(default)]
+    pub telemetry: qi_common::telemetry::TelemetryConfig,
     pub buffer: BufferConfig,
     pub uplink: UplinkConfig,
     #[serde(default)]
@@ -387,6 +390,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        self.telemetry.validate("telemetry")?;
         // The hub refuses longer or unprintable ids; catch that here, not as a stalled uplink.
         if !valid_id(&self.gateway_id) {
             return Err(("gateway_id".into(), id_rule()));

@@ -16,7 +16,7 @@ struct Args {
         default_value = "/etc/edge-agent/config.toml"
     )]
     config: PathBuf,
-    /// Log format (human or json); overrides `log.format` from the file.
+    /// Log format (auto, human or json); overrides `log.format` from the file.
     #[arg(long)]
     log_format: Option<LogFormat>,
     /// Check the configuration and the profiles it names, then exit.
@@ -152,14 +152,22 @@ fn real_main(args: Args) -> Result<()> {
         return Ok(());
     }
     let format = args.log_format.unwrap_or(cfg.log.format);
-    qi_common::daemon::run(format, "info,rumqttd=warn", |metrics| {
-        edge_agent::app::run(
-            cfg,
-            Some(args.config.clone()),
-            metrics,
-            qi_common::shutdown::signal(),
-        )
-    })
+    let traces = cfg.telemetry.clone();
+    qi_common::daemon::run(
+        "edge-agent",
+        format,
+        "info,rumqttd=warn",
+        vec![("gateway", cfg.gateway_id.clone())],
+        &traces,
+        |metrics| {
+            edge_agent::app::run(
+                cfg,
+                Some(args.config.clone()),
+                metrics,
+                qi_common::shutdown::signal(),
+            )
+        },
+    )
 }
 
 fn read_password() -> Result<String> {

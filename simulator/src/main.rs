@@ -102,7 +102,7 @@ impl tokio_modbus::server::Service for Simulated {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    logging::init(args.log_format, "info");
+    logging::init(args.log_format, "info", None, Vec::new());
     let profile = Profile::load(&args.profile)?;
     if profile.protocol != Protocol::Modbus {
         anyhow::bail!("{} is not a Modbus profile", args.profile.display());

@@ -129,6 +129,7 @@ pub fn batch(readings: Vec<Reading>) -> EdgeMessage {
             readings,
             events: vec![],
             run_events: vec![],
+            traceparent: String::new(),
         })),
     }
 }

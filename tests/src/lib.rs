@@ -18,6 +18,7 @@ pub mod module_graph;
 pub mod mqtt_raw;
 pub mod multi_hub;
 pub mod oidc;
+pub mod otlp;
 pub mod pdf;
 pub mod peers;
 pub mod pg;

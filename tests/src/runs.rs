@@ -147,6 +147,7 @@ impl Run {
                         .filter(|e| range.contains(&e.seq))
                         .cloned()
                         .collect(),
+                    traceparent: String::new(),
                 },
             )),
         }

@@ -106,6 +106,9 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .fallback(status::not_found)
+        // Outermost: the guard's and the handlers' log lines carry the
+        // request id, and every answer (401, 404 too) returns it.
+        .layer(axum::middleware::from_fn(qi_common::request_id::http))
         .with_state(state)
 }
 

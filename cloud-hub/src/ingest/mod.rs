@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use qi_proto::limits::{MAX_ID_LEN, valid_id};
 
@@ -76,6 +77,21 @@ impl Uplink for IngestService {
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr();
         let credential = self.auth.credential(&request);
+        // Every log line of this stream carries its request id (and, after
+        // Hello, its gateway): the id the gateway sent or a new one.
+        let request_id = qi_common::request_id::accept_or_new(
+            request
+                .metadata()
+                .get(qi_common::request_id::HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let span = tracing::info_span!(
+            "grpc_stream",
+            request_id = %request_id,
+            gateway = tracing::field::Empty,
+            otel.name = "uplink stream",
+            otel.kind = "server",
+        );
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<HubMessage, Status>>(16);
         let store = self.store.clone();
@@ -84,21 +100,30 @@ impl Uplink for IngestService {
         let auth = Arc::clone(&self.auth);
         let max_future_us = self.max_future_us;
         let issuer = Arc::clone(&self.issuer);
-        tokio::spawn(async move {
-            let ends = Ends {
-                live: &live,
-                health: &health,
-                max_future_us,
-                issuer: &issuer,
-            };
-            if let Err(status) =
-                serve_stream(&store, ends, &auth, &credential, &mut inbound, &tx).await
-            {
-                let _ = tx.send(Err(status)).await;
+        tokio::spawn(
+            async move {
+                let ends = Ends {
+                    live: &live,
+                    health: &health,
+                    max_future_us,
+                    issuer: &issuer,
+                };
+                if let Err(status) =
+                    serve_stream(&store, ends, &auth, &credential, &mut inbound, &tx).await
+                {
+                    let _ = tx.send(Err(status)).await;
+                }
+                tracing::debug!(?peer, "uplink stream ended");
             }
-            tracing::debug!(?peer, "uplink stream ended");
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            .instrument(span),
+        );
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as HubStream);
+        if let Ok(v) = request_id.parse() {
+            response
+                .metadata_mut()
+                .insert(qi_common::request_id::HEADER, v);
+        }
+        Ok(response)
     }
 }
 
@@ -147,6 +172,7 @@ async fn serve_stream(
     }
     auth.check(credential, &hello.gateway_id)?;
     let gw = hello.gateway_id;
+    tracing::Span::current().record("gateway", gw.as_str());
     // Before anything is written: a bad description refuses the stream whole.
     crate::models::validate(&hello.devices)
         .map_err(|m| rejected("bad_device_info", format!("gateway {gw}: Hello: {m}")))?;
@@ -220,7 +246,10 @@ async fn serve_stream(
                     // Off the ingest path: the ack does not wait for evaluations.
                     tokio::spawn(crate::runs::on_completed(store.pool().clone(), evaluate));
                 }
-                acknowledge(tx, &gw, w.last, w.n, w.inserted, w.started).await?;
+                let ack = tracing::info_span!(parent: &w.span, "ack", committed_up_to = w.last);
+                acknowledge(tx, &gw, w.last, w.n, w.inserted, w.started)
+                    .instrument(ack)
+                    .await?;
                 continue;
             }
             _ = command_tick.tick() => {
@@ -263,31 +292,48 @@ async fn serve_stream(
                 ));
             }
         };
-        let now_us = chrono::Utc::now().timestamp_micros();
-        // An events-only batch (a gateway's local audit, a run's progress)
-        // has no readings.
-        let events_only =
-            batch.readings.is_empty() && (!batch.events.is_empty() || !batch.run_events.is_empty());
-        if !events_only {
-            validate_batch_at(&batch.readings, now_us, max_future_us)
+        // One span per batch, continuing the gateway's trace when it sent
+        // one (`ReadingBatch.traceparent`): its children validate, write
+        // and ack it. The log lines inside carry the stream's fields.
+        let batch_span = tracing::info_span!(
+            "ingest_batch",
+            gateway = %gw,
+            readings = batch.readings.len(),
+            events = batch.events.len() + batch.run_events.len(),
+            otel.name = "ingest batch",
+            otel.kind = "consumer",
+        );
+        qi_common::telemetry::continue_trace(&batch_span, &batch.traceparent);
+        let last = batch_span.in_scope(|| {
+            let _v = tracing::info_span!("validate").entered();
+            let now_us = chrono::Utc::now().timestamp_micros();
+            // An events-only batch (a gateway's local audit, a run's progress)
+            // has no readings.
+            let events_only = batch.readings.is_empty()
+                && (!batch.events.is_empty() || !batch.run_events.is_empty());
+            if !events_only {
+                validate_batch_at(&batch.readings, now_us, max_future_us)
+                    .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
+            }
+            validate_events(&batch, now_us, max_future_us)
                 .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
-        }
-        validate_events(&batch, now_us, max_future_us)
-            .map_err(|m| rejected("invalid_batch", format!("gateway {gw}: {m}")))?;
-        crate::runs::validate::validate_batch(&batch, now_us, max_future_us)
-            .map_err(|m| rejected("invalid_run_events", format!("gateway {gw}: {m}")))?;
-        let last = batch
-            .readings
-            .last()
-            .map(|r| r.seq)
-            .max(batch.events.last().map(|e| e.seq))
-            .max(batch.run_events.last().map(|e| e.seq))
-            .unwrap_or(0);
+            crate::runs::validate::validate_batch(&batch, now_us, max_future_us)
+                .map_err(|m| rejected("invalid_run_events", format!("gateway {gw}: {m}")))?;
+            let last = batch
+                .readings
+                .last()
+                .map(|r| r.seq)
+                .max(batch.events.last().map(|e| e.seq))
+                .max(batch.run_events.last().map(|e| e.seq))
+                .unwrap_or(0);
+            Ok::<u64, Status>(last)
+        })?;
         let (store, gw2, live) = (store.clone(), gw.clone(), Arc::clone(live));
         // A task of its own: a write holding a pooled connection must make
         // progress while this loop awaits something else (commands also need
         // a connection; with the pool exhausted, a write parked inside an
         // unpolled future would never give its connection back).
+        let db_write = tracing::info_span!(parent: &batch_span, "db_write", otel.kind = "client");
         writing.push_back(tokio::spawn(async move {
             // A write that never returns (a table locked by a stuck
             // migration, a hung server) is ingest stuck: the watchdog sees it.
@@ -315,8 +361,9 @@ async fn serve_stream(
                 inserted: stored.readings,
                 started,
                 runs: stored.runs,
+                span: batch_span,
             })
-        }));
+        }.instrument(db_write)));
     }
     tracing::info!(gateway = %gw, "gateway disconnected");
     Ok(())
@@ -351,6 +398,8 @@ struct Written {
     /// When the write began.
     started: std::time::Instant,
     runs: crate::storage::run_events::RunsStored,
+    /// The batch's span (`ingest_batch`), open until the ack is sent.
+    span: tracing::Span,
 }
 type BatchWritten = Result<Written, Status>;
 

@@ -220,6 +220,7 @@ mod tests {
                     readings,
                     events,
                     run_events: vec![],
+                    traceparent: String::new(),
                 },
                 now,
                 day,

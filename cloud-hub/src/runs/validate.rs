@@ -302,6 +302,7 @@ mod tests {
             readings,
             events: vec![],
             run_events,
+            traceparent: String::new(),
         }
     }
 

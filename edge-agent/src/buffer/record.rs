@@ -486,6 +486,7 @@ mod tests {
             readings: vec![reading(1).into(), reading(2).into()],
             events: vec![],
             run_events: vec![],
+            traceparent: String::new(),
         };
         let mut v1 = (2u32).to_be_bytes().to_vec();
         wire.encode(&mut v1).unwrap();

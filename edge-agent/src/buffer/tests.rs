@@ -537,6 +537,7 @@ async fn a_buffer_written_by_release_0_1_0_keeps_opening() {
                     .collect(),
                 events: vec![],
                 run_events: vec![],
+                traceparent: String::new(),
             };
             let mut v = (n as u32).to_be_bytes().to_vec();
             wire.encode(&mut v).unwrap();

@@ -90,6 +90,9 @@ pub fn router(state: ApiState, allowed_hosts: AllowedHosts) -> Router {
             host::check_host,
         ))
         .layer(axum::middleware::from_fn(web::security_headers))
+        // Outermost: every answer carries X-Request-Id, every log line of a
+        // request its `request_id` (qi_common::request_id).
+        .layer(axum::middleware::from_fn(qi_common::request_id::http))
         .with_state(state)
 }
 

@@ -22,8 +22,8 @@ use qi_common::progress::Beat;
 use qi_common::shutdown::Stop;
 use qi_proto::v1::uplink_client::UplinkClient;
 use qi_proto::v1::{
-    AuditEvent, Command, CommandResult, EdgeMessage, Hello, HubMessage, Reading, ReadingBatch,
-    RunEvent, command, edge_message, hub_message,
+    Command, CommandResult, EdgeMessage, Hello, HubMessage, ReadingBatch, command, edge_message,
+    hub_message,
 };
 use queue::SendQueue;
 use serde::Serialize;
@@ -381,10 +381,18 @@ impl Uplink {
             _ = stop.wait() => return Ok(()),
         };
         let token = self.token.clone();
+        // The stream's id in the hub's logs (its `request_id`), logged here
+        // too, so both ends of one connection can be found.
+        let request_id = qi_common::request_id::new_id();
+        let id_value = tonic::metadata::MetadataValue::try_from(request_id.as_str()).ok();
         let mut client =
             UplinkClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
                 if let Some(t) = &token {
                     req.metadata_mut().insert("authorization", t.clone());
+                }
+                if let Some(v) = &id_value {
+                    req.metadata_mut()
+                        .insert(qi_common::request_id::HEADER, v.clone());
                 }
                 Ok(req)
             });
@@ -423,6 +431,7 @@ impl Uplink {
                 )));
             }
         };
+        tracing::info!(%request_id, hub_highest = welcome.highest_committed_seq, "uplink stream open");
         match self
             .buffer
             .adopt_hub_seq(welcome.highest_committed_seq)
@@ -458,7 +467,9 @@ impl Uplink {
         // Resend everything not yet acknowledged.
         let mut queue = SendQueue::new(&self.buffer, self.cfg.live_interleave);
         // Batches sent and not yet acknowledged: their records and highest seq.
-        let mut in_flight: VecDeque<(Vec<RecordId>, u64)> = VecDeque::new();
+        // Each batch's span stays open until its ack: its length is the
+        // round trip, and the hub's spans for the batch are its children.
+        let mut in_flight: VecDeque<(Vec<RecordId>, u64, tracing::Span)> = VecDeque::new();
         let ack_timeout = self.cfg.ack_timeout();
         let mut last_progress = tokio::time::Instant::now();
         let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -498,35 +509,25 @@ impl Uplink {
                     queue::cap_run_events(&mut pick);
                     queue.take(&pick);
                     let ids: Vec<RecordId> = pick.records.iter().map(|r| r.id()).collect();
-                    // The buffer's stored type becomes the wire type here, at the edge.
-                    let mut readings: Vec<Reading> = Vec::new();
-                    let mut events: Vec<AuditEvent> = Vec::new();
-                    let mut run_events: Vec<RunEvent> = Vec::new();
-                    for r in pick.records {
-                        readings.extend(r.readings.into_iter().map(Reading::from));
-                        events.extend(r.events.into_iter().map(AuditEvent::from));
-                        run_events.extend(r.run_events.into_iter().map(RunEvent::from));
-                    }
-                    let n = readings.len() as u64;
-                    let last = readings
-                        .iter()
-                        .map(|r| r.seq)
-                        .chain(events.iter().map(|e| e.seq))
-                        .chain(run_events.iter().map(|e| e.seq))
-                        .max()
-                        .unwrap_or(0);
+                    let (batch, n, last) = pick.into_wire();
+                    let span = tracing::info_span!(
+                        "uplink_batch",
+                        readings = n,
+                        last_seq = last,
+                        otel.name = "uplink batch",
+                        otel.kind = "producer",
+                    );
                     let msg = EdgeMessage {
                         kind: Some(edge_message::Kind::Batch(ReadingBatch {
-                            readings,
-                            events,
-                            run_events,
+                            traceparent: qi_common::telemetry::traceparent(&span),
+                            ..batch
                         })),
                     };
                     tx.send(msg).await.map_err(|_| UplinkError::Closed)?;
                     if in_flight.is_empty() {
                         last_progress = tokio::time::Instant::now();
                     }
-                    in_flight.push_back((ids, last));
+                    in_flight.push_back((ids, last, span));
                     metrics::counter!(crate::metric_names::EDGE_UPLINK_BATCHES_SENT_TOTAL)
                         .increment(1);
                     metrics::counter!(crate::metric_names::EDGE_UPLINK_READINGS_SENT_TOTAL)
@@ -547,7 +548,7 @@ impl Uplink {
                     match msg.kind {
                         Some(hub_message::Kind::Ack(ack)) => {
                             let up_to = ack.committed_up_to;
-                            let (ids, expected) = in_flight.pop_front().ok_or_else(|| {
+                            let (ids, expected, _span) = in_flight.pop_front().ok_or_else(|| {
                                 UplinkError::Protocol(format!("ack for {up_to} with no batch in flight"))
                             })?;
                             if up_to != expected {

@@ -30,6 +30,30 @@ impl Pick {
     pub fn len(&self) -> usize {
         self.records.iter().map(|r| r.len()).sum()
     }
+
+    /// The buffer's stored type becomes the wire type here, at the edge:
+    /// the batch (no trace context yet), its reading count and its last
+    /// sequence number (readings, events and run events together).
+    pub fn into_wire(self) -> (qi_proto::v1::ReadingBatch, u64, u64) {
+        use qi_proto::v1::{AuditEvent, Reading, RunEvent};
+        let mut b = qi_proto::v1::ReadingBatch::default();
+        for r in self.records {
+            b.readings.extend(r.readings.into_iter().map(Reading::from));
+            b.events.extend(r.events.into_iter().map(AuditEvent::from));
+            b.run_events
+                .extend(r.run_events.into_iter().map(RunEvent::from));
+        }
+        let n = b.readings.len() as u64;
+        let last = b
+            .readings
+            .iter()
+            .map(|r| r.seq)
+            .chain(b.events.iter().map(|e| e.seq))
+            .chain(b.run_events.iter().map(|e| e.seq))
+            .max()
+            .unwrap_or(0);
+        (b, n, last)
+    }
 }
 
 /// Keeps whole records from the front of `pick` while their run events stay

@@ -47,7 +47,7 @@ async fn bind(kind: &str, addr: SocketAddr) -> Result<TcpListener> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     // Logs go to stderr so stdout carries only the `listening` lines.
-    logging::init(args.log_format, "info");
+    logging::init(args.log_format, "info", None, Vec::new());
     let rig = Arc::new(Rig::new(args.rig.clone()).context("cannot build the rig")?);
     let modbus_service = Arc::new(ModbusRig::new(Arc::clone(&rig)).context("rig profiles")?);
     let modbus_listener = bind("modbus", args.rig.modbus).await?;

@@ -158,6 +158,7 @@ async fn gateway(
                 readings,
                 events: vec![],
                 run_events: vec![],
+                traceparent: String::new(),
             })),
         })
         .await?;

@@ -1,4 +1,12 @@
-//! Structured logs via `tracing`: human-readable by default, JSON lines on request.
+//! Structured logs via `tracing`: human-readable on a terminal, JSON lines
+//! under systemd (journald) or on request.
+//!
+//! In JSON every field an SRE filters on is a top-level key of the line:
+//! the event's own fields and those of every span it happens in (`gateway`
+//! and `request_id` of an ingest stream, `request_id`, `http.route` of a
+//! REST request), innermost winning. Field names: docs/operations.md.
+
+mod json;
 
 use serde::Deserialize;
 use std::str::FromStr;
@@ -6,7 +14,10 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// JSON when stderr is the journal (systemd's `JOURNAL_STREAM` names
+    /// stderr's device and inode), human otherwise.
     #[default]
+    Auto,
     Human,
     Json,
 }
@@ -15,34 +26,87 @@ impl FromStr for LogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "auto" => Ok(LogFormat::Auto),
             "human" => Ok(LogFormat::Human),
             "json" => Ok(LogFormat::Json),
             other => Err(format!(
-                "unknown log format {other:?} (expected human or json)"
+                "unknown log format {other:?} (expected auto, human or json)"
             )),
         }
+    }
+}
+
+impl LogFormat {
+    /// `Auto` decided for this process: JSON when systemd connected stderr
+    /// to the journal, human otherwise. The others stay as they are.
+    pub fn resolve(self) -> LogFormat {
+        match self {
+            LogFormat::Auto if stderr_is_journal() => LogFormat::Json,
+            LogFormat::Auto => LogFormat::Human,
+            other => other,
+        }
+    }
+}
+
+/// systemd sets `JOURNAL_STREAM=<device>:<inode>` when it connects stdout or
+/// stderr to the journal. The variable is inherited by children whose
+/// stderr may go elsewhere (a shell started from the service, a pipe), so
+/// it counts only when it names the file stderr really is.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(m) => m.dev() == dev && m.ino() == ino,
+        Err(_) => false,
     }
 }
 
 /// Starts logging to stderr. `RUST_LOG` overrides `default_filter`. Each
 /// log statement (call site) may print `RateLimit::LINES` lines per
 /// `RateLimit::WINDOW`; beyond that its lines are counted, not printed.
-pub fn init(format: LogFormat, default_filter: &str) {
+/// `traces`: the OpenTelemetry layer when `[telemetry]` exports traces
+/// (crate::telemetry); spans reach it through the same filter as logs.
+/// `fixed`: fields on every JSON line (the agent's `gateway`).
+pub fn init(
+    format: LogFormat,
+    default_filter: &str,
+    traces: Option<crate::telemetry::Layer>,
+    fixed: Vec<(&'static str, String)>,
+) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+    // The traces layer sits right on the registry (its boxed type names
+    // that); the filter and the rate limit still apply to it: both decide
+    // for every layer.
     let base = tracing_subscriber::registry()
+        .with(traces)
         .with(filter)
         .with(RateLimit::default());
     // try_init: a second call (tests running several entry points in one process) is harmless.
-    let _ = match format {
-        LogFormat::Human => base.with(fmt).try_init(),
-        LogFormat::Json => base.with(fmt.json().flatten_event(true)).try_init(),
+    let _ = match format.resolve() {
+        LogFormat::Json => base.with(json::layer(std::io::stderr, fixed)).try_init(),
+        _ => base
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
     };
 }
 
