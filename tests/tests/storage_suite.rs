@@ -314,6 +314,28 @@ async fn dedupe_rollups_late_data_compression_and_retention() -> Result<()> {
     Ok(())
 }
 
+/// `database.tier = citus` on a database without the extension: the start
+/// fails and says what to do, rather than quietly running on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requiring_citus_without_the_extension_fails_with_the_reason() -> Result<()> {
+    if test_tier() != "none" {
+        eprintln!("tier none only: the other tiers' servers are not plain PostgreSQL");
+        return Ok(());
+    }
+    let pg = PgServer::start().await?;
+    let mut o = options(pg.url(), Retention::default());
+    o.tier = TierChoice::Citus;
+    let err = match Store::open(&o).await {
+        Ok(s) => anyhow::bail!("started on tier {} with database.tier = citus", s.tier()),
+        Err(e) => e.to_string(),
+    };
+    ensure!(
+        err.contains("database.tier = citus") && err.contains("CREATE EXTENSION citus"),
+        "{err}"
+    );
+    Ok(())
+}
+
 /// Tier citus: a reading beyond the day partitions waits in the default
 /// partition; when its day's partition is created (more days ahead), it moves
 /// in, still found once, and redelivery still skips it.
@@ -372,7 +394,9 @@ async fn citus_layout(pool: &sqlx::PgPool) -> Result<()> {
     .await?;
     assert_eq!(tables.len(), 3, "{tables:?}");
     ensure!(
-        tables.iter().all(|t| t.1 == "series_id" && t.2 == tables[0].2),
+        tables
+            .iter()
+            .all(|t| t.1 == "series_id" && t.2 == tables[0].2),
         "distributed by series_id, co-located: {tables:?}"
     );
     // The first day partition is tomorrow's (samples_before covers today):
