@@ -109,7 +109,7 @@ pub struct DatabaseConfig {
     /// long before giving up; also the pool's wait for a connection.
     #[serde(default = "default_connect_timeout_s")]
     pub connect_timeout_s: u64,
-    /// `auto` (the best tier the database offers) or `none`.
+    /// `auto` (the best tier the database offers), `none` or `citus` (required).
     #[serde(default)]
     pub tier: crate::storage::TierChoice,
     /// `copy` or `insert` (servers without COPY FROM STDIN).

@@ -6,6 +6,9 @@
 //!   `scripts/setup-timescaledb.sh`, preloaded.
 //! - `timescale`: the PGlite + TimescaleDB server from `scripts/setup-pglite.sh`
 //!   (one connection at a time: only the storage suite runs against it).
+//! - `citus`: three clusters of the relocated PostgreSQL with Citus from
+//!   `scripts/setup-citus.sh` (a coordinator and `QI_TEST_CITUS_WORKERS`
+//!   workers, default 2, all preloading `citus`); the hub gets the coordinator.
 
 use crate::process::Proc;
 use anyhow::{Context, Result, bail};
@@ -21,11 +24,21 @@ pub struct PgServer {
     // Field order matters: the server must stop before its directory goes.
     _proc: Option<Proc>,
     _dir: Option<tempfile::TempDir>,
+    /// Tier citus: the worker clusters (they outlive the coordinator's stop).
+    workers: Vec<PgServer>,
+}
+
+/// What a local cluster preloads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Preload {
+    Nothing,
+    Timescaledb,
+    Citus,
 }
 
 struct Local {
     bindir: PathBuf,
-    preload_timescaledb: bool,
+    preload: Preload,
     data: PathBuf,
     sock: PathBuf,
     port: u16,
@@ -52,13 +65,31 @@ impl Local {
                 "-c",
                 "full_page_writes=off",
             ]);
-        if self.preload_timescaledb {
-            postgres.args([
-                "-c",
-                "shared_preload_libraries=timescaledb",
-                "-c",
-                "timescaledb.telemetry_level=off",
-            ]);
+        match self.preload {
+            Preload::Nothing => {}
+            Preload::Timescaledb => {
+                postgres.args([
+                    "-c",
+                    "shared_preload_libraries=timescaledb",
+                    "-c",
+                    "timescaledb.telemetry_level=off",
+                ]);
+            }
+            Preload::Citus => {
+                postgres.args([
+                    "-c",
+                    "shared_preload_libraries=citus",
+                    // 8 shards per distributed table, not 32: every day
+                    // partition is a set of shards, and two shared cores
+                    // create them for each test.
+                    "-c",
+                    "citus.shard_count=8",
+                ]);
+                // Citus connects to the other nodes with libpq, which looks
+                // for client certificates under $HOME: run as `postgres`
+                // with root's HOME it fails on /root/.postgresql.
+                postgres.env("HOME", &self.sock);
+            }
         }
         if let Some((uid, gid)) = self.ids {
             postgres.uid(uid).gid(gid);
@@ -83,7 +114,7 @@ pub fn pg_bindir() -> Result<PathBuf> {
         .context("no initdb under /usr/lib/postgresql/*/bin; run scripts/setup.sh")
 }
 
-/// The tier under test (`QI_TEST_TIER`): none, apache or timescale.
+/// The tier under test (`QI_TEST_TIER`): none, apache, citus or timescale.
 pub fn test_tier() -> String {
     std::env::var("QI_TEST_TIER").unwrap_or_else(|_| "none".into())
 }
@@ -111,6 +142,40 @@ fn apache_bindir() -> Result<PathBuf> {
         );
     }
     Ok(dir)
+}
+
+/// The relocated PostgreSQL with Citus: `QI_CITUS_BINDIR`, else where
+/// `scripts/setup-citus.sh` recorded it (`target/citus/bindir`).
+fn citus_bindir() -> Result<PathBuf> {
+    let dir = match std::env::var_os("QI_CITUS_BINDIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let out = std::env::var_os("QI_CITUS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::workspace_root().join("target/citus"));
+            match std::fs::read_to_string(out.join("bindir")) {
+                Ok(recorded) => PathBuf::from(recorded.trim()),
+                Err(_) => out.join("pg/lib/postgresql/15/bin"),
+            }
+        }
+    };
+    if !dir.join("postgres").is_file() {
+        bail!(
+            "QI_TEST_TIER=citus needs PostgreSQL with Citus in {}; run scripts/setup-citus.sh",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Workers of a tier-citus test cluster (`QI_TEST_CITUS_WORKERS`, default 2).
+pub fn citus_workers() -> Result<usize> {
+    match std::env::var("QI_TEST_CITUS_WORKERS") {
+        Ok(n) => n
+            .parse()
+            .with_context(|| format!("QI_TEST_CITUS_WORKERS must be a number, not {n:?}")),
+        Err(_) => Ok(2),
+    }
 }
 
 /// Checks up front that the cluster's owner can run the binaries in
@@ -179,12 +244,54 @@ impl PgServer {
             return Self::fresh_database(&base).await;
         }
         let tier = test_tier();
-        let bindir = match tier.as_str() {
-            "none" => pg_bindir()?,
-            "apache" => apache_bindir()?,
+        let (bindir, preload) = match tier.as_str() {
+            "none" => (pg_bindir()?, Preload::Nothing),
+            "apache" => (apache_bindir()?, Preload::Timescaledb),
+            "citus" => return Self::start_citus(citus_workers()?).await,
             "timescale" => return Self::start_pglite().await,
-            other => bail!("QI_TEST_TIER must be none, apache or timescale, not {other:?}"),
+            other => bail!("QI_TEST_TIER must be none, apache, citus or timescale, not {other:?}"),
         };
+        Self::start_local(bindir, preload).await
+    }
+
+    /// A Citus coordinator with `workers` workers (0: the coordinator holds
+    /// every shard), each a throwaway cluster of its own; the URL is the
+    /// coordinator's. `citus` is created in the `postgres` database of each,
+    /// so the hub finds it there and lays out tier citus.
+    pub async fn start_citus(workers: usize) -> Result<PgServer> {
+        use sqlx::Connection;
+        let bindir = citus_bindir()?;
+        let mut nodes = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            nodes.push(Self::start_local(bindir.clone(), Preload::Citus).await?);
+        }
+        let mut coordinator = Self::start_local(bindir, Preload::Citus).await?;
+        for node in nodes.iter().chain(std::iter::once(&coordinator)) {
+            let mut conn = sqlx::PgConnection::connect(&node.url).await?;
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS citus")
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("CREATE EXTENSION citus on {}", node.url))?;
+        }
+        let mut conn = sqlx::PgConnection::connect(&coordinator.url).await?;
+        let port = |s: &PgServer| s.local.as_ref().map(|l| i32::from(l.port)).unwrap_or(0);
+        sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
+            .bind(port(&coordinator))
+            .execute(&mut conn)
+            .await
+            .context("citus_set_coordinator_host")?;
+        for node in &nodes {
+            sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
+                .bind(port(node))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("citus_add_node for {}", node.url))?;
+        }
+        coordinator.workers = nodes;
+        Ok(coordinator)
+    }
+
+    async fn start_local(bindir: PathBuf, preload: Preload) -> Result<PgServer> {
         let dir = tempfile::Builder::new().prefix("qi-pg-").tempdir()?;
         let data = dir.path().join("data");
         let sock = dir.path().to_path_buf();
@@ -221,7 +328,7 @@ impl PgServer {
         let port = crate::free_port();
         let local = Local {
             bindir,
-            preload_timescaledb: tier == "apache",
+            preload,
             data,
             sock,
             port,
@@ -235,6 +342,7 @@ impl PgServer {
             local: Some(local),
             _proc: Some(proc),
             _dir: Some(dir),
+            workers: Vec::new(),
         };
         server.wait_ready().await?;
         Ok(server)
@@ -374,6 +482,7 @@ impl PgServer {
             local: None,
             _proc: Some(proc),
             _dir: Some(dir),
+            workers: Vec::new(),
         };
         server.wait_ready().await?;
         Ok(server)
@@ -404,6 +513,7 @@ impl PgServer {
             local: None,
             _proc: None,
             _dir: None,
+            workers: Vec::new(),
         })
     }
 }

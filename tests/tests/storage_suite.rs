@@ -37,6 +37,7 @@ fn expected_tier() -> StorageTier {
     match test_tier().as_str() {
         "apache" => StorageTier::Apache,
         "timescale" => StorageTier::Timescale,
+        "citus" => StorageTier::Citus,
         _ => StorageTier::None,
     }
 }
@@ -74,13 +75,16 @@ async fn the_tier_is_detected_and_its_layout_built_once() -> Result<()> {
     store.maintain(&Retention::default()).await?;
     let pool = store.pool().clone();
     match store.tier() {
-        StorageTier::None => {
+        StorageTier::None | StorageTier::Citus => {
             let parts: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_inherits WHERE inhparent = 'samples'::regclass",
             )
             .fetch_one(&pool)
             .await?;
             ensure!(parts >= 8, "day partitions ahead: {parts}");
+            if store.tier() == StorageTier::Citus {
+                citus_layout(&pool).await?;
+            }
         }
         tier => {
             let interval: String = sqlx::query_scalar(
@@ -253,8 +257,9 @@ async fn dedupe_rollups_late_data_compression_and_retention() -> Result<()> {
         "old hours rolled up: {before:?}"
     );
 
-    if tier == StorageTier::None {
-        // Day partitions: tests/storage_tiers.rs ages a partitioned table.
+    if matches!(tier, StorageTier::None | StorageTier::Citus) {
+        // Day partitions: tests/storage_tiers.rs ages a partitioned table
+        // (tier none; citus runs the same upkeep code, see below).
         return Ok(());
     }
     // Time has passed: retention is now raw 30 days, minutes 365 days,
@@ -305,6 +310,115 @@ async fn dedupe_rollups_late_data_compression_and_retention() -> Result<()> {
             && after.0[0].n == before.0[0].n
             && after.1[0].n == before.1[0].n,
         "hour rollups are kept forever: {before:?} -> {after:?}"
+    );
+    Ok(())
+}
+
+/// `database.tier = citus` on a database without the extension: the start
+/// fails and says what to do, rather than quietly running on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requiring_citus_without_the_extension_fails_with_the_reason() -> Result<()> {
+    if test_tier() != "none" {
+        eprintln!("tier none only: the other tiers' servers are not plain PostgreSQL");
+        return Ok(());
+    }
+    let pg = PgServer::start().await?;
+    let mut o = options(pg.url(), Retention::default());
+    o.tier = TierChoice::Citus;
+    let err = match Store::open(&o).await {
+        Ok(s) => anyhow::bail!("started on tier {} with database.tier = citus", s.tier()),
+        Err(e) => e.to_string(),
+    };
+    ensure!(
+        err.contains("database.tier = citus") && err.contains("CREATE EXTENSION citus"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// Tier citus: a reading beyond the day partitions waits in the default
+/// partition; when its day's partition is created (more days ahead), it moves
+/// in, still found once, and redelivery still skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citus_new_day_partitions_take_the_rows_waiting_in_default() -> Result<()> {
+    if test_tier() != "citus" {
+        eprintln!("tier citus only (QI_TEST_TIER=citus)");
+        return Ok(());
+    }
+    let pg = PgServer::start().await?;
+    let store = Store::open(&options(pg.url(), Retention::default())).await?;
+    assert_eq!(store.tier(), StorageTier::Citus);
+    store.maintain(&Retention::default()).await?;
+    store.gateway_connected("gw-c", "test").await?;
+    let day10 = (Utc::now() + Days::days(10)).duration_trunc(Days::days(1))? + Days::hours(12);
+    let ahead = [
+        reading(1, "far", day10, 1.0),
+        reading(2, "far", Utc::now(), 2.0),
+    ];
+    assert_eq!(store.insert_batch("gw-c", &ahead).await?, 2);
+    assert_eq!(
+        scalar_i64(&store, "SELECT count(*) FROM samples_default").await?,
+        1
+    );
+    let more = Retention {
+        partition_days_ahead: 12,
+        ..Retention::default()
+    };
+    store.maintain(&more).await?;
+    let name = format!("samples_{}", day10.format("%Y%m%d"));
+    let moved: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {name} WHERE seq = 1"
+    )))
+    .fetch_one(store.pool())
+    .await?;
+    assert_eq!(moved, 1, "the waiting row moved into {name}");
+    assert_eq!(
+        scalar_i64(&store, "SELECT count(*) FROM samples_default").await?,
+        0
+    );
+    assert_eq!(scalar_i64(&store, "SELECT count(*) FROM samples").await?, 2);
+    assert_eq!(store.insert_batch("gw-c", &ahead).await?, 0);
+    Ok(())
+}
+
+/// Tier citus: samples and both rollups distributed by series_id in one
+/// co-location group, shards on every worker, day partitions distributed too.
+async fn citus_layout(pool: &sqlx::PgPool) -> Result<()> {
+    let tables: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT logicalrelid::regclass::text, column_to_column_name(logicalrelid, partkey), colocationid
+         FROM pg_dist_partition
+         WHERE logicalrelid IN ('samples'::regclass, 'rollup_1m'::regclass, 'rollup_1h'::regclass)
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    assert_eq!(tables.len(), 3, "{tables:?}");
+    ensure!(
+        tables
+            .iter()
+            .all(|t| t.1 == "series_id" && t.2 == tables[0].2),
+        "distributed by series_id, co-located: {tables:?}"
+    );
+    // The first day partition is tomorrow's (samples_before covers today):
+    // created by the upkeep after the table was distributed.
+    let tomorrow = format!("samples_{}", (Utc::now() + Days::days(1)).format("%Y%m%d"));
+    let distributed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid::text = $1)",
+    )
+    .bind(&tomorrow)
+    .fetch_one(pool)
+    .await?;
+    ensure!(distributed, "{tomorrow} is distributed");
+    let workers: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT nodename || ':' || nodeport) FROM citus_shards
+         WHERE table_name = 'samples'::regclass AND nodeport <> (SELECT setting::int FROM pg_settings WHERE name = 'port')",
+    )
+    .fetch_one(pool)
+    .await?;
+    assert_eq!(
+        workers as usize,
+        e2e_tests::pg::citus_workers()?,
+        "samples' shards on every worker"
     );
     Ok(())
 }

@@ -93,20 +93,29 @@ impl Store {
         device: Option<&str>,
         limit: i64,
     ) -> Result<Vec<LatestRow>, StoreError> {
-        Ok(sqlx::query_as(
+        let sql = if self.tier == super::StorageTier::Citus {
+            // Citus cannot run a LATERAL .. LIMIT over a distributed table per
+            // row of a local one; `series_latest`, kept in every ingest
+            // transaction, holds the same row.
+            "SELECT s.series_id, s.gateway_id, s.device_id, s.metric, s.unit, l.ts, l.value
+             FROM series s LEFT JOIN series_latest l USING (series_id)
+             WHERE ($1::text IS NULL OR s.gateway_id = $1) AND ($2::text IS NULL OR s.device_id = $2)
+             ORDER BY s.series_id LIMIT $3"
+        } else {
             "SELECT s.series_id, s.gateway_id, s.device_id, s.metric, s.unit, l.ts, l.value
              FROM series s
              LEFT JOIN LATERAL (
                 SELECT ts, value FROM samples x WHERE x.series_id = s.series_id
                 ORDER BY ts DESC LIMIT 1) l ON true
              WHERE ($1::text IS NULL OR s.gateway_id = $1) AND ($2::text IS NULL OR s.device_id = $2)
-             ORDER BY s.series_id LIMIT $3",
-        )
-        .bind(gateway)
-        .bind(device)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+             ORDER BY s.series_id LIMIT $3"
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(gateway)
+            .bind(device)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Samples the rollups say lie in the range (cheap; rollups lag by up to

@@ -1,6 +1,7 @@
 //! Storage: the only module that speaks SQL. Ingest and the API go through [`Store`].
 
 mod analytics;
+mod citus;
 mod connect;
 pub mod gateway_events;
 mod nodelay;
@@ -246,7 +247,8 @@ impl Store {
         match tier {
             StorageTier::None => partitions::ensure_partitioned(&pool).await?,
             StorageTier::Timescale => tier::apply_policies(&pool, &o.retention).await?,
-            StorageTier::Apache => {}
+            // Laid out by tier::setup (day partitions, then distributed).
+            StorageTier::Apache | StorageTier::Citus => {}
         }
         if let Some(l) = start_lock {
             l.release().await;
@@ -267,16 +269,17 @@ impl Store {
     }
 
     /// Daily maintenance (run hourly): partitions ahead and retention of raw
-    /// samples (tier none: drop whole day partitions; apache: drop_chunks)
+    /// samples (tiers none and citus: drop whole day partitions; apache: drop_chunks)
     /// and of the rollups. Tier timescale: its policies do all of it.
     pub async fn maintain(&self, r: &Retention) -> Result<(), StoreError> {
         match self.tier {
             StorageTier::Timescale => return Ok(()),
-            StorageTier::None => {
+            StorageTier::None | StorageTier::Citus => {
                 let (_, dropped) = partitions::maintain(
                     &self.pool,
                     r.partition_days_ahead.clamp(1, 366),
                     r.raw_days,
+                    self.tier == StorageTier::Citus,
                 )
                 .await?;
                 metrics::counter!(crate::metric_names::HUB_PARTITIONS_DROPPED_TOTAL)

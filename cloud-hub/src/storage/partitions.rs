@@ -82,16 +82,25 @@ pub async fn ensure_partitioned(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// Creates the daily partitions up to `days_ahead` days from now, then drops
 /// partitions entirely older than `retention_days` (0: keep everything).
+/// `distributed`: `samples` is a Citus distributed table (tier citus).
 /// Returns (created, dropped).
 pub async fn maintain(
     pool: &PgPool,
     days_ahead: i64,
     retention_days: i64,
+    distributed: bool,
 ) -> Result<(usize, usize), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(7261002)")
         .execute(&mut *tx)
         .await?;
+    if distributed {
+        // Citus refuses DDL on a table after a parallel multi-shard write to
+        // it in the same transaction; one connection per worker allows both.
+        sqlx::query("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+            .execute(&mut *tx)
+            .await?;
+    }
     // Upper bounds of the existing range partitions.
     let bounds: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
         "SELECT c.relname::text,
@@ -109,6 +118,12 @@ pub async fn maintain(
         let next = day + chrono::Duration::days(1);
         let name = day_name(day);
         let (lo, hi) = (format!("{day}T00:00:00Z"), format!("{next}T00:00:00Z"));
+        if distributed {
+            create_distributed_day(&mut tx, &name, &lo, &hi).await?;
+            created += 1;
+            day = next;
+            continue;
+        }
         // Rows that went to the default partition for this day move in first.
         for stmt in [
             format!("CREATE TABLE {name} (LIKE samples INCLUDING DEFAULTS)"),
@@ -143,4 +158,44 @@ pub async fn maintain(
         tracing::info!(created, dropped, "samples partitions maintained");
     }
     Ok((created, dropped))
+}
+
+/// Tier citus: a new day partition of the distributed `samples` (Citus
+/// creates its shards, co-located). Attaching a local table, as tier none
+/// does, would make Citus copy it into shards; creating the partition in
+/// place is cheaper. Rows of that day in the default partition are set
+/// aside first (PostgreSQL refuses the new partition while they are there)
+/// and written back through the parent, which routes them into it.
+async fn create_distributed_day(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    name: &str,
+    lo: &str,
+    hi: &str,
+) -> Result<(), sqlx::Error> {
+    let range = format!("ts >= '{lo}' AND ts < '{hi}'");
+    let waiting: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM samples_default WHERE {range})"
+    )))
+    .fetch_one(&mut **tx)
+    .await?;
+    let create =
+        format!("CREATE TABLE {name} PARTITION OF samples FOR VALUES FROM ('{lo}') TO ('{hi}')");
+    let stmts = if waiting {
+        vec![
+            format!(
+                "CREATE TEMP TABLE samples_moving ON COMMIT DROP AS SELECT * FROM samples_default WHERE {range}"
+            ),
+            format!("DELETE FROM samples_default WHERE {range}"),
+            create,
+            "INSERT INTO samples SELECT * FROM samples_moving".into(),
+            "DROP TABLE samples_moving".into(),
+        ]
+    } else {
+        vec![create]
+    };
+    // Only digits and fixed names are spliced in above.
+    for stmt in stmts {
+        sqlx::query(AssertSqlSafe(stmt)).execute(&mut **tx).await?;
+    }
+    Ok(())
 }

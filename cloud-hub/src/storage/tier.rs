@@ -9,6 +9,8 @@
 //!   `drop_chunks` (run by the hub).
 //! - `none`: native day partitions (see `partitions`), rollup tables kept by
 //!   the hub, retention by dropping partitions.
+//! - `citus`: tier none's layout, with `samples` and the rollups distributed
+//!   by series over Citus workers (see `citus`).
 //!
 //! Every tier keeps the same relation names and columns (`samples`,
 //! `rollup_1m`, `rollup_1h`, the `readings` view), so the queries and the
@@ -26,6 +28,8 @@ pub enum StorageTier {
     Apache,
     /// Plain PostgreSQL.
     None,
+    /// Citus: day partitions distributed by series over the workers.
+    Citus,
 }
 
 impl std::fmt::Display for StorageTier {
@@ -34,6 +38,7 @@ impl std::fmt::Display for StorageTier {
             StorageTier::Timescale => "timescale",
             StorageTier::Apache => "apache",
             StorageTier::None => "none",
+            StorageTier::Citus => "citus",
         })
     }
 }
@@ -47,6 +52,8 @@ pub enum TierChoice {
     Auto,
     /// Plain PostgreSQL features only, even where TimescaleDB is installed.
     None,
+    /// Citus, required: start fails when the database has no `citus` extension.
+    Citus,
 }
 
 async fn is_hypertable(pool: &PgPool) -> Result<bool, sqlx::Error> {
@@ -71,6 +78,13 @@ async fn is_hypertable(pool: &PgPool) -> Result<bool, sqlx::Error> {
 pub async fn setup(pool: &PgPool, choice: TierChoice) -> Result<StorageTier, sqlx::Error> {
     // A database laid out for one tier stays in it: moving data between
     // layouts is a migration for an operator, not something to do at start.
+    if super::citus::is_distributed(pool).await? {
+        super::citus::setup(pool).await?;
+        return Ok(StorageTier::Citus);
+    }
+    if choice == TierChoice::Citus {
+        return citus_or_refuse(pool).await;
+    }
     if super::partitions::is_partitioned(pool).await? {
         tracing::info!(
             tier = "none",
@@ -84,6 +98,11 @@ pub async fn setup(pool: &PgPool, choice: TierChoice) -> Result<StorageTier, sql
     if choice == TierChoice::None {
         tracing::info!(tier = "none", "database.tier = none: plain PostgreSQL");
         return Ok(StorageTier::None);
+    }
+    // The operator created the extension in this database: that is the ask.
+    if super::citus::installed(pool).await? {
+        super::citus::setup(pool).await?;
+        return Ok(StorageTier::Citus);
     }
     let available: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
@@ -114,6 +133,23 @@ pub async fn setup(pool: &PgPool, choice: TierChoice) -> Result<StorageTier, sql
         return Ok(StorageTier::None);
     }
     timescale_flavour(pool).await
+}
+
+/// Tier citus on a database not laid out yet. A database already laid out
+/// for tier none is not redistributed behind the operator's back.
+async fn citus_or_refuse(pool: &PgPool) -> Result<StorageTier, sqlx::Error> {
+    if !super::citus::installed(pool).await? {
+        return Err(sqlx::Error::Configuration(
+            "database.tier = citus but this database has no citus extension: CREATE EXTENSION citus (with citus in shared_preload_libraries) and register the workers (citus_add_node) first".into(),
+        ));
+    }
+    if super::partitions::is_partitioned(pool).await? {
+        return Err(sqlx::Error::Configuration(
+            "the citus extension is installed, but samples is laid out for tier none (local day partitions); distribute it by hand (create_distributed_table('samples', 'series_id') and the rollups colocated with it) or set database.tier = none".into(),
+        ));
+    }
+    super::citus::setup(pool).await?;
+    Ok(StorageTier::Citus)
 }
 
 async fn timescale_flavour(pool: &PgPool) -> Result<StorageTier, sqlx::Error> {

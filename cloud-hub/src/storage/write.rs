@@ -98,7 +98,16 @@ impl Columns {
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some("23505")
+                // Citus (tier citus) relays a worker's unique violation in a
+                // distributed COPY as an internal error with the worker's message.
+                || (d.code().as_deref() == Some("XX000")
+                    && d.message().starts_with("duplicate key value violates unique constraint"))
+        }
+        _ => false,
+    }
 }
 
 impl Store {
