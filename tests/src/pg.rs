@@ -396,7 +396,7 @@ impl PgServer {
         let port = crate::free_port();
         let local = Local {
             bindir: primary.bindir.clone(),
-            preload_timescaledb: primary.preload_timescaledb,
+            preload: primary.preload,
             data,
             sock: dir.path().to_path_buf(),
             port,
@@ -409,6 +409,7 @@ impl PgServer {
             local: Some(local),
             _proc: Some(proc),
             _dir: Some(dir),
+            workers: Vec::new(),
         };
         server.wait_ready().await?;
         Ok(server)

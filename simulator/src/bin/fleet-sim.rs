@@ -114,7 +114,7 @@ fn unit_ids(s: &str) -> Result<Vec<u8>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    logging::init(args.log_format, "info");
+    logging::init(args.log_format, "info", None, Vec::new());
     match args.mode {
         Mode::Mqtt {
             sites,

@@ -420,8 +420,7 @@ fn batch(from: u64, base_us: i64) -> EdgeMessage {
     EdgeMessage {
         kind: Some(edge_message::Kind::Batch(ReadingBatch {
             readings: (from..from + BATCH).map(|s| reading(s, base_us)).collect(),
-            events: vec![],
-            run_events: vec![],
+            ..Default::default()
         })),
     }
 }
