@@ -410,6 +410,37 @@ retry_max_ms = 1000
     );
     stack.assert_exactly_once(gateway, last_seq).await?;
 
+    // Under systemd the default log format ("auto") is JSON in the journal,
+    // with the gateway on every line: read back from the container's own
+    // journald, the real one, not an imitation of JOURNAL_STREAM.
+    let journal = c.sh("journalctl -u edge-agent.service -o json --no-pager -n 300")?;
+    let mut daemon_lines = 0;
+    for entry in journal.lines().filter(|l| !l.trim().is_empty()) {
+        let e: serde_json::Value =
+            serde_json::from_str(entry).with_context(|| format!("journal entry {entry}"))?;
+        // Skipped: systemd's own lines about the unit, and the answer of
+        // ExecStartPre's `--check` (a command's result for a person).
+        // (That process is gone before journald reads its command line, so
+        // its answer is known by its text.)
+        if e["_COMM"] != "edge-agent" {
+            continue;
+        }
+        let msg = e["MESSAGE"]
+            .as_str()
+            .with_context(|| format!("MESSAGE is not text: {entry}"))?;
+        if msg.starts_with("/etc/edge-agent/config.toml: OK") {
+            continue;
+        }
+        let line: serde_json::Value = serde_json::from_str(msg)
+            .with_context(|| format!("the agent logged a non-JSON line to the journal: {msg}"))?;
+        ensure!(line["gateway"] == gateway, "no gateway field: {msg}");
+        daemon_lines += 1;
+    }
+    ensure!(
+        daemon_lines >= 3,
+        "{daemon_lines} agent lines in the journal:\n{journal}"
+    );
+
     // remove: daemons stopped, state, users and conffiles kept.
     c.sh("dpkg -r qi-edge-agent qi-cloud-hub")?;
     c.sh("test -d /var/lib/edge-agent/buffer && test -f /var/lib/edge-agent/users.json")?;
