@@ -46,7 +46,8 @@ fn routes(series: &[i32]) -> Vec<(&'static str, String)> {
                 "/api/v1/aggregates?series={list}&bucket=1m&functions=avg,min,max,count&from={}",
                 {
                     let from = chrono::Utc::now() - chrono::Duration::hours(2);
-                    from.format("%Y-%m-%dT%H:%M:%SZ")
+                    // Hour-aligned: `source=auto` reads the rollups only from an aligned `from`.
+                    from.format("%Y-%m-%dT%H:00:00Z")
                 }
             ),
         ),
@@ -107,14 +108,16 @@ pub async fn run(connections: usize, seconds: u64, ingest_rows_per_s: f64) -> Re
     )
     .fetch_all(&pool)
     .await?;
+    // Compared in SQL: the watermark starts at -infinity, which chrono cannot hold.
     let seeded: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
     e2e_tests::wait_for("the seed rolled up", Duration::from_secs(600), || async {
-        let wm: Option<chrono::DateTime<chrono::Utc>> =
-            sqlx::query_scalar("SELECT watermark FROM rollup_state WHERE name = 'samples'")
+        let done: Option<bool> =
+            sqlx::query_scalar("SELECT watermark > $1 FROM rollup_state WHERE name = 'samples'")
+                .bind(seeded)
                 .fetch_optional(&pool)
                 .await?;
-        Ok(wm.filter(|w| *w > seeded).map(|_| ()))
+        Ok(done.unwrap_or(false).then_some(()))
     })
     .await?;
     pool.close().await;
