@@ -13,8 +13,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Readings per batch (a large gateway's poll cycle, as in ha_failover).
-pub const BATCH: u64 = 500;
+/// Readings per batch: `SCALE_BATCH`, default 500 (a large gateway's poll
+/// cycle, as in ha_failover; the agent sends up to `uplink.batch_max`).
+pub fn batch_size() -> u64 {
+    static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("SCALE_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(500)
+    })
+}
 /// Batches sent ahead of their acks: the hub writes two of a stream at once.
 pub const IN_FLIGHT: usize = 4;
 /// Metrics per gateway (series = gateways x METRICS).
@@ -37,7 +47,7 @@ impl Load {
         let errors = Arc::new(AtomicU64::new(0));
         let period = rows_per_s
             .filter(|r| *r > 0.0)
-            .map(|r| Duration::from_secs_f64(BATCH as f64 * streams as f64 / r));
+            .map(|r| Duration::from_secs_f64(batch_size() as f64 * streams as f64 / r));
         let mut acked = Vec::new();
         let mut tasks = Vec::new();
         for i in 0..streams {
@@ -101,7 +111,7 @@ async fn gateway(
 }
 
 fn batch(id: &str, from: u64, base_us: i64) -> EdgeMessage {
-    let readings = (from..from + BATCH)
+    let readings = (from..from + batch_size())
         .map(|seq| Reading {
             seq,
             device_id: format!("dev-{id}"),
@@ -156,7 +166,7 @@ async fn one_stream(
     loop {
         while outstanding < IN_FLIGHT && (tick.is_none() || credit > 0) {
             tx.send(batch(id, next, base_us)).await?;
-            next += BATCH;
+            next += batch_size();
             outstanding += 1;
             credit = credit.saturating_sub(1);
         }

@@ -13,6 +13,8 @@
 //!
 //!   scripts/bench-scale.sh hubs|rest|citus [ARGS...]
 //!
+//! `SCALE_BATCH` sets the readings per batch (default 500).
+//!
 //! Binaries come from QI_BIN_DIR (the script sets target/release or
 //! target/debug); the figures must say which.
 
@@ -109,7 +111,7 @@ async fn main() -> Result<()> {
         "machine: {} cores; binaries: {}; load per gateway stream: batches of {} readings, {} ahead of their acks",
         cores(),
         profile(),
-        load::BATCH,
+        load::batch_size(),
         load::IN_FLIGHT
     );
     match which.as_str() {
