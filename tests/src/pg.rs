@@ -220,6 +220,11 @@ impl PgServer {
         self._proc.as_ref().map(Proc::pid)
     }
 
+    /// Tier citus: the worker clusters' server processes (empty otherwise).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(PgServer::pid).collect()
+    }
+
     pub fn url(&self) -> String {
         self.url.clone()
     }

@@ -10,7 +10,7 @@
 //!
 //! Binaries come from QI_BIN_DIR (the script sets target/release or target/debug).
 use anyhow::{Context, Result};
-use e2e_tests::bench::{cpu_s, release_bin, rss_mib, vm_hwm_mib};
+use e2e_tests::bench::{cpu_s, release_bin, rss_mib, tree_cpu_s, vm_hwm_mib};
 use e2e_tests::{HubLaunch, Proc, Stack, free_port, wait_for};
 use std::time::{Duration, Instant};
 
@@ -256,36 +256,11 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// CPU seconds of every PostgreSQL process of the stack's cluster: the
-/// server process and all its descendants (backends, background workers).
+/// CPU seconds of every PostgreSQL process of the stack's cluster.
 fn pg_tree_cpu(stack: &Stack) -> f64 {
-    let Some(root) = stack.pg.as_ref().and_then(|p| p.pid()) else {
-        return 0.0;
-    };
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-                .filter_map(|pid| {
-                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                    let ppid = stat
-                        .rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(1)?
-                        .parse()
-                        .ok()?;
-                    Some((pid, ppid))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    tree.iter().map(|p| cpu_s(*p)).sum()
+    stack
+        .pg
+        .as_ref()
+        .and_then(|p| p.pid())
+        .map_or(0.0, tree_cpu_s)
 }
