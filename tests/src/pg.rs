@@ -114,6 +114,18 @@ pub fn pg_bindir() -> Result<PathBuf> {
         .context("no initdb under /usr/lib/postgresql/*/bin; run scripts/setup.sh")
 }
 
+/// Tests that stop, restart or replicate their database need a cluster of
+/// their own. With `QI_TEST_DATABASE_URL` set there is none: such a test
+/// calls this first and returns when it says so, after a line saying why
+/// (the rest of the suite still runs against the given server).
+pub fn skip_on_shared_server(test: &str, needs: &str) -> bool {
+    let shared = std::env::var_os("QI_TEST_DATABASE_URL").is_some();
+    if shared {
+        eprintln!("SKIPPED {test}: it {needs}, which a server given by QI_TEST_DATABASE_URL does not allow");
+    }
+    shared
+}
+
 /// The tier under test (`QI_TEST_TIER`): none, apache, citus or timescale.
 pub fn test_tier() -> String {
     std::env::var("QI_TEST_TIER").unwrap_or_else(|_| "none".into())

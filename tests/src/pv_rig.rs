@@ -198,3 +198,43 @@ impl Scpi {
         }
     }
 }
+
+/// The example bench (examples/pv-rig/devices-and-bench.toml) pointed at
+/// `rig`, its templates read from `protocols`: the agent config most run
+/// tests start from.
+pub fn example_bench(rig: &RigSim, protocols: &Path) -> Result<String> {
+    let example = std::fs::read_to_string(
+        crate::workspace_root().join("examples/pv-rig/devices-and-bench.toml"),
+    )?;
+    Ok(example
+        .replace("127.0.0.1:5021", &rig.modbus.to_string())
+        .replace("127.0.0.1:5025", &rig.scpi.to_string())
+        .replace(
+            "/usr/share/edge-agent/protocols",
+            &protocols.display().to_string(),
+        ))
+}
+
+/// `dir`/protocols holding the shipped STC template only.
+pub fn stc_only(dir: &Path) -> Result<std::path::PathBuf> {
+    let p = dir.join("protocols");
+    std::fs::create_dir_all(&p)?;
+    std::fs::copy(
+        crate::workspace_root().join("protocols/stc-power.toml"),
+        p.join("stc-power.toml"),
+    )?;
+    Ok(p)
+}
+
+/// Waits (up to `within`) until the agent reports every device online.
+pub async fn devices_online(stack: &crate::Stack, within: Duration) -> Result<()> {
+    wait_for("the rig's devices online", within, || async {
+        let h = stack.agent_health().await?;
+        let all = h["devices"]
+            .as_array()
+            .map(|d| d.iter().all(|d| d["state"] == "online"));
+        Ok((all == Some(true)).then_some(()))
+    })
+    .await
+    .with_context(|| stack.logs())
+}

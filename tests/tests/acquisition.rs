@@ -1,6 +1,7 @@
 //! Acquisition against peers nobody here wrote: pymodbus (TCP, RTU over a
 //! pseudo-terminal, RTU over TCP), libmodbus's fault-injecting unit-test-server,
 //! mbpoll as a second master, and a line-protocol responder over a pty.
+// qi-test: tier-independent (polling against independent Modbus and line peers; the hub is only a sink): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::peers::{

@@ -6,12 +6,13 @@
 //! and the refusal still holds (the status is kept in the agent's buffer
 //! database); with the hub back, a valid calibration is recorded and the
 //! run starts.
+// qi-test: tier-independent (what the gateway does with calibrations it learned): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail};
 use cloud_hub::identity::Role;
 use e2e_tests::hub_auth::{call as hub_call, new_key};
-use e2e_tests::pv_rig::RigSim;
-use e2e_tests::{Stack, wait_for, workspace_root};
+use e2e_tests::pv_rig::{self, RigSim};
+use e2e_tests::{Stack, wait_for};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -44,37 +45,15 @@ async fn agent_call(
 }
 
 async fn start(stack: &mut Stack, rig: &RigSim) -> Result<PathBuf> {
-    let p = stack.dir.path().join("protocols");
-    std::fs::create_dir_all(&p)?;
-    std::fs::copy(
-        workspace_root().join("protocols/stc-power.toml"),
-        p.join("stc-power.toml"),
-    )?;
-    let example =
-        std::fs::read_to_string(workspace_root().join("examples/pv-rig/devices-and-bench.toml"))?
-            .replace("127.0.0.1:5021", &rig.modbus.to_string())
-            .replace("127.0.0.1:5025", &rig.scpi.to_string())
-            .replace("/usr/share/edge-agent/protocols", &p.display().to_string());
-    let cfg = stack.agent_config_with(&example)?;
+    let bench = pv_rig::example_bench(rig, &pv_rig::stc_only(stack.dir.path())?)?;
+    let cfg = stack.agent_config_with(&bench)?;
     stack.start_agent(&cfg).await?;
     devices_online(stack).await?;
     Ok(cfg)
 }
 
 async fn devices_online(stack: &Stack) -> Result<()> {
-    wait_for(
-        "the rig's devices online",
-        Duration::from_secs(40),
-        || async {
-            let h = stack.agent_health().await?;
-            let all = h["devices"]
-                .as_array()
-                .map(|d| d.iter().all(|d| d["state"] == "online"));
-            Ok((all == Some(true)).then_some(()))
-        },
-    )
-    .await
-    .with_context(|| stack.logs())
+    pv_rig::devices_online(stack, Duration::from_secs(40)).await
 }
 
 /// The smu's calibration status as the agent's benches answer shows it.

@@ -8,6 +8,7 @@
 //! documented ones are the first column of the page's tables. Arrays of
 //! tables and enums documented in one row (`mqtt.users`, `devices[].transport`)
 //! must name each of their fields or variants in backticks in that row.
+// qi-test: tier-independent (the documentation against the config parsers): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail};
 use serde_reflection::{ContainerFormat, Format, Named, Registry, Tracer, TracerConfig};

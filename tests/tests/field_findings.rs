@@ -1,6 +1,7 @@
 //! Field-trial findings (issue #10): writes that do not fit, configs that
 //! cannot work, the local API's Host check, and refused registers inside a
 //! coalesced read. Real binaries, real sockets, real peers.
+// qi-test: tier-independent (edge configuration and polling findings; the hub is only a sink): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::{Proc, Stack, bin, free_port, wait_for};

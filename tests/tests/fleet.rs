@@ -3,6 +3,7 @@
 //! for 10 s; every message an agent acknowledged must be at the real hub
 //! (real PostgreSQL) exactly once. The full-size run (100k devices, 10
 //! agents) is scripts/bench-fleet.sh.
+// qi-test: tier-independent (the fleet simulator and MQTT at the agents (exactly-once ingest per tier: hub_ingest, store_and_forward)): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::{Stack, bin, free_port, wait_for};

@@ -3,6 +3,7 @@
 //! hub; the old recipe's v1 certificate is named by the agent at start; and
 //! every handshake the hub refuses is logged with the peer and the reason and
 //! counted.
+// qi-test: tier-independent (TLS between agent and hub): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail};
 use e2e_tests::grpc::{Client, batch, exchange, hello, reading};

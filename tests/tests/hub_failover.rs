@@ -200,7 +200,8 @@ async fn a_leader_that_loses_its_lock_connection_steps_down() -> Result<()> {
     let ended: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(l.pid) FROM pg_locks l
            JOIN pg_stat_activity s USING (pid)
-          WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = 'cloud-hub leader') x",
+          WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = 'cloud-hub leader'
+            AND s.datname = current_database()) x",
     )
     .fetch_one(&pool)
     .await?;

@@ -8,12 +8,13 @@
 //! shows both (kept in its buffer database), and the run page in a real
 //! browser (Debian's chromium via Playwright) shows the verdict and the
 //! certificate as a link to the hub's verification page.
+// qi-test: tier-independent (what the gateway shows of the hub's verdicts (evaluation per tier: runs_acceptance, hub_runs)): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail};
 use cloud_hub::identity::Role;
 use e2e_tests::certs::{IssuingPki, login};
 use e2e_tests::hub_auth::{admin_token, call as hub_call, new_key};
-use e2e_tests::pv_rig::RigSim;
+use e2e_tests::pv_rig::{self, RigSim};
 use e2e_tests::{Stack, agent_auth, peers, wait_for, workspace_root};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -36,37 +37,15 @@ async fn agent_get(stack: &Stack, path: &str) -> Result<(StatusCode, Value)> {
 }
 
 async fn start_agent(stack: &mut Stack, rig: &RigSim) -> Result<PathBuf> {
-    let p = stack.dir.path().join("protocols");
-    std::fs::create_dir_all(&p)?;
-    std::fs::copy(
-        workspace_root().join("protocols/stc-power.toml"),
-        p.join("stc-power.toml"),
-    )?;
-    let example =
-        std::fs::read_to_string(workspace_root().join("examples/pv-rig/devices-and-bench.toml"))?
-            .replace("127.0.0.1:5021", &rig.modbus.to_string())
-            .replace("127.0.0.1:5025", &rig.scpi.to_string())
-            .replace("/usr/share/edge-agent/protocols", &p.display().to_string());
-    let cfg = stack.agent_config_with(&example)?;
+    let bench = pv_rig::example_bench(rig, &pv_rig::stc_only(stack.dir.path())?)?;
+    let cfg = stack.agent_config_with(&bench)?;
     stack.start_agent(&cfg).await?;
     devices_online(stack).await?;
     Ok(cfg)
 }
 
 async fn devices_online(stack: &Stack) -> Result<()> {
-    wait_for(
-        "the rig's devices online",
-        Duration::from_secs(40),
-        || async {
-            let h = stack.agent_health().await?;
-            let all = h["devices"]
-                .as_array()
-                .map(|d| d.iter().all(|d| d["state"] == "online"));
-            Ok((all == Some(true)).then_some(()))
-        },
-    )
-    .await
-    .with_context(|| stack.logs())
+    pv_rig::devices_online(stack, Duration::from_secs(40)).await
 }
 
 /// The agent's run once `hub` satisfies `done`.

@@ -1,6 +1,7 @@
 //! Issue #12, edge: local users, sessions, CSRF, the permission table, the
 //! login limit, the metrics token and HTTPS, against the real agent binary
 //! with real sockets (no hub needed: these are the gateway's own rules).
+// qi-test: tier-independent (the agent's own rules; no hub): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::agent_auth;

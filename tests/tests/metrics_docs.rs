@@ -4,6 +4,7 @@
 //! does not list (each with a `# HELP` line), the hub's table has exactly the
 //! names of `cloud_hub::metric_names::ALL`, and no metric call names its
 //! metric with a string literal, so the one-definition rule stays true.
+// qi-test: tier-independent (the documentation against the metric names): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e_tests::mqtt_raw::{Connect, Raw};

@@ -1,5 +1,6 @@
 //! No crate of the workspace has an import circle between its top-level
 //! modules (see `e2e_tests::module_graph`).
+// qi-test: tier-independent (the source tree): scripts/test.sh runs it once, on tier none.
 
 use e2e_tests::module_graph::{crate_references, find_cycle, module_graph};
 use std::collections::{BTreeMap, BTreeSet};

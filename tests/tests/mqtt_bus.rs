@@ -1,6 +1,7 @@
 //! The site MQTT bus with clients nobody here wrote: Debian's
 //! mosquitto_pub / mosquitto_sub and Python's paho-mqtt, against the real
 //! agent (embedded rumqttd behind the agent's front door) and the real hub.
+// qi-test: tier-independent (the site MQTT bus; the hub is only a sink): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::peers::python;

@@ -3,6 +3,7 @@
 //! session takeover across users, silent sockets, clients that stop talking,
 //! resent QoS 2 packets, wildcards in topic names, and descriptor exhaustion
 //! (field-trial findings 1-7).
+// qi-test: tier-independent (the agent's MQTT front door; the hub is only a sink): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::mqtt_raw::{self, Connect, Raw, Will};

@@ -8,6 +8,7 @@
 //! their stderr (here a log file instead of the journal's socket), and their
 //! output is parsed as JSON. Traces go to a receiver in this suite that
 //! decodes them with the official opentelemetry-proto definitions.
+// qi-test: tier-independent (log lines and traces; the hub stores nothing tier-specific here): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, ensure};
 use e2e_tests::otlp::{Received, Receiver, hex};

@@ -4,6 +4,7 @@
 //! issuer's client-credentials grant; the bad ones are either issued by it
 //! with a bad claim (expired, wrong audience...) or forged here with keys
 //! this test generates.
+// qi-test: tier-independent (the identity provider and the hub's token checks; no database): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;

@@ -15,6 +15,7 @@
 //!   upgrade, `dpkg -r` keeps the state and the users, `dpkg -P` removes them.
 //!   The container shares the host's network: PostgreSQL and the simulator
 //!   run on the host's loopback, as in the other end-to-end tests.
+// qi-test: tier-independent (the .deb packages and their scripts; the database is not involved): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e_tests::{Proc, Stack, agent_auth, get_json, wait_for, workspace_root};

@@ -10,6 +10,7 @@
 //!   keeps equal to the code's).
 //!
 //! promtool is the Debian package `prometheus` (scripts/setup-test-peers.sh).
+// qi-test: tier-independent (alert rules and /metrics text): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e_tests::{Stack, wait_for, workspace_root};

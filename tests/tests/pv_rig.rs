@@ -2,6 +2,7 @@
 //! binary at time scale 1000, driven as the agent will drive it: a Modbus TCP
 //! client writing the chamber setpoint by the firmware profile, the Keithley
 //! 2450 IV sweep sequence over a raw SCPI socket, and the control port.
+// qi-test: tier-independent (the PV rig simulator alone): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, ensure};
 use e2e_tests::pv_rig::{ProfilePoint, RigSim, Scpi};

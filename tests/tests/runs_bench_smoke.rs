@@ -3,6 +3,7 @@
 //! binaries the tests use. It must complete and report every figure with a
 //! plausible value, so the full 200-cycle run is not the first to find a
 //! broken benchmark.
+// qi-test: tier-independent (the run benchmark at its smallest; edge only): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use serde_json::Value;

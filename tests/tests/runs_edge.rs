@@ -6,9 +6,10 @@
 //! while the chamber is silent and resumes, survives a kill -9 of the agent
 //! (INTERRUPTED, then resumed per its policy) and completes; an abort puts
 //! the rig in the template's safe state.
+// qi-test: tier-independent (the run engine on the edge): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail};
-use e2e_tests::pv_rig::RigSim;
+use e2e_tests::pv_rig::{self, RigSim};
 use e2e_tests::{Stack, agent_auth, wait_for, workspace_root};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -52,29 +53,10 @@ fn protocols(dir: &Path) -> Result<PathBuf> {
 }
 
 async fn start(stack: &mut Stack, rig: &RigSim) -> Result<PathBuf> {
-    let example =
-        std::fs::read_to_string(workspace_root().join("examples/pv-rig/devices-and-bench.toml"))?
-            .replace("127.0.0.1:5021", &rig.modbus.to_string())
-            .replace("127.0.0.1:5025", &rig.scpi.to_string())
-            .replace(
-                "/usr/share/edge-agent/protocols",
-                &protocols(stack.dir.path())?.display().to_string(),
-            );
-    let cfg = stack.agent_config_with(&example)?;
+    let bench = pv_rig::example_bench(rig, &protocols(stack.dir.path())?)?;
+    let cfg = stack.agent_config_with(&bench)?;
     stack.start_agent(&cfg).await?;
-    wait_for(
-        "the rig's devices online",
-        Duration::from_secs(30),
-        || async {
-            let h = stack.agent_health().await?;
-            let all = h["devices"]
-                .as_array()
-                .map(|d| d.iter().all(|d| d["state"] == "online"));
-            Ok((all == Some(true)).then_some(()))
-        },
-    )
-    .await
-    .with_context(|| stack.logs())?;
+    pv_rig::devices_online(stack, Duration::from_secs(30)).await?;
     Ok(cfg)
 }
 

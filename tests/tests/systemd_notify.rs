@@ -5,6 +5,7 @@
 //! progress and stops while one is stuck, and SIGTERM brings `STOPPING=1`.
 //! The probes: the hub's `/ready` follows its database, the agent's `/ready`
 //! stays 200 with the hub down (it buffers: that is its job).
+// qi-test: tier-independent (the notification protocol of both daemons): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, ensure};
 use e2e_tests::{Stack, get_json, wait_for};
@@ -183,6 +184,9 @@ async fn hub_ready_status_watchdog_stall_and_stopping() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_ready_follows_its_database() -> Result<()> {
+    if e2e_tests::pg::skip_on_shared_server("hub_ready_follows_its_database", "stops and starts PostgreSQL") {
+        return Ok(());
+    }
     let mut stack = Stack::new().await?;
     stack.start_hub().await?;
     let url = format!("{}/ready", stack.hub_url());

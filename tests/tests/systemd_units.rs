@@ -6,6 +6,7 @@
 //! PID 1 here need not be systemd: `verify` and `security --offline` read
 //! unit files only. `verify` wants the `ExecStart=` binaries to exist, so the
 //! units are checked from a copy pointing at the binaries just built.
+// qi-test: tier-independent (unit files checked by systemd-analyze): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e_tests::{bin, workspace_root};

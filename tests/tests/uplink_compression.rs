@@ -2,6 +2,7 @@
 //! in far fewer bytes with gzip or zstd than without, counted by the hub
 //! below TLS and HTTP/2 (`hub_grpc_wire_bytes_received_total`) against the
 //! batches' protobuf size (`hub_grpc_message_bytes_received_total`).
+// qi-test: tier-independent (bytes on the wire between agent and hub): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::Stack;

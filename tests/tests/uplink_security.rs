@@ -1,5 +1,6 @@
 //! Who may deliver readings: mutual TLS (the gateway id comes from the client
 //! certificate) and bearer tokens. Certificates are generated at test time.
+// qi-test: tier-independent (who may connect to the uplink): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::grpc::{Client, batch, exchange, hello, reading};

@@ -6,9 +6,10 @@
 //! stream's bounds, events and end); the page itself in a real browser by
 //! tests/browser/web_page.py (Playwright driving Debian's chromium, axe-core
 //! on each page), whose screenshots land in target/web-page/.
+// qi-test: tier-independent (the agent's web page; no hub): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e_tests::pv_rig::RigSim;
+use e2e_tests::pv_rig::{self, RigSim};
 use e2e_tests::{Stack, agent_auth, peers, sse, wait_for, workspace_root};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -40,14 +41,7 @@ fn protocols(stack: &Stack) -> Result<PathBuf> {
 
 /// The agent with the meter and the rig, both users, every device online.
 async fn start(stack: &mut Stack, rig: &RigSim) -> Result<PathBuf> {
-    let rig_devices =
-        std::fs::read_to_string(workspace_root().join("examples/pv-rig/devices-and-bench.toml"))?
-            .replace("127.0.0.1:5021", &rig.modbus.to_string())
-            .replace("127.0.0.1:5025", &rig.scpi.to_string())
-            .replace(
-                "/usr/share/edge-agent/protocols",
-                &protocols(stack)?.display().to_string(),
-            );
+    let rig_devices = pv_rig::example_bench(rig, &protocols(stack)?)?;
     let cfg = stack.agent_config_with(&format!(
         "[[devices]]\nid = \"meter-1\"\nprofile = \"eastron-sdm630\"\ntransport = {{ tcp = \"127.0.0.1:{}\" }}\npoll_interval_ms = 500\nretry_min_ms = 200\nretry_max_ms = 1000\n\n{rig_devices}",
         stack.sim_port
