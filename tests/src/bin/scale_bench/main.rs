@@ -8,6 +8,10 @@
 //!   (a mix of real routes with an API key) without and with a paced ingest
 //!   in the background; req/s, p50/p95/p99, errors, and the projection to the
 //!   seed's 10k req/s.
+//! - `rest --rates R1,R2,.. [--seconds S] [--ingest ROWS_PER_S]
+//!   [--max-connections C] [--timeout-s T]`: the same routes at fixed
+//!   arrival rates (open loop, `open/`), latency from each request's
+//!   scheduled send; the rate where p99 crosses 200 ms.
 //! - `citus [STREAMS] [SECONDS]`: hub ingest on tier citus with 1 then 2
 //!   workers, the same load (needs scripts/setup-citus.sh).
 //!
@@ -21,6 +25,7 @@
 mod citus;
 mod hubs;
 mod load;
+mod open;
 mod rest;
 
 use anyhow::{Context, Result, bail};
@@ -105,7 +110,7 @@ fn profile() -> String {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let usage = "usage: scale_bench hubs [STREAMS] [SECONDS] | rest [CONNECTIONS] [SECONDS] [INGEST_ROWS_PER_S] | citus [STREAMS] [SECONDS]";
+    let usage = "usage: scale_bench hubs [STREAMS] [SECONDS] | rest [CONNECTIONS] [SECONDS] [INGEST_ROWS_PER_S] | rest --rates R1,R2,.. [--seconds S] [--ingest ROWS_PER_S] [--max-connections C] [--timeout-s T] | citus [STREAMS] [SECONDS]";
     let which = std::env::args().nth(1).context(usage)?;
     println!(
         "machine: {} cores; binaries: {}; load per gateway stream: batches of {} readings, {} ahead of their acks",
@@ -116,6 +121,9 @@ async fn main() -> Result<()> {
     );
     match which.as_str() {
         "hubs" => hubs::run(arg(1, 6)?, arg(2, 20)?).await,
+        "rest" if std::env::args().nth(2).is_some_and(|a| a.starts_with("--")) => {
+            open::run(open::Args::parse(std::env::args().skip(2))?).await
+        }
         "rest" => rest::run(arg(1, 32)?, arg(2, 20)?, arg(3, 20_000.0)?).await,
         "citus" => citus::run(arg(1, 4)?, arg(2, 20)?).await,
         other => bail!("{usage}, not {other:?}"),

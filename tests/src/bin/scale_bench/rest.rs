@@ -1,6 +1,7 @@
 //! REST under load: C connections, each a closed loop (next request when the
 //! answer is in), over a mix of real routes with an API key; once without
 //! ingest, once while gateway streams ingest at a fixed rate, in one run.
+//! The open loop (fixed arrival rates) is `open/`, over the same [`Target`].
 
 use crate::load::{CpuWindow, Load, machine, me};
 use crate::{Hub, WARM_UP, cores};
@@ -58,112 +59,159 @@ fn routes(series: &[i32]) -> Vec<(&'static str, String)> {
     ]
 }
 
-pub async fn run(connections: usize, seconds: u64, ingest_rows_per_s: f64) -> Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("qi-scale-rest-")
-        .tempdir()?;
-    let pg = PgServer::start().await?;
-    let pg_pid = pg
-        .pid()
-        .context("a local PostgreSQL (its CPU is measured)")?;
-    // Rollups every 2 s, so `source=auto` aggregates read them (as a
-    // dashboard's would) once the seed is rolled up.
-    let hub = Hub::start(
-        &pg.url(),
-        &dir.path().join("hub"),
-        "[analytics]\nrollup_interval_s = 2\n",
-    )
-    .await?;
-    let base = hub.http_url();
-    // The admin API key HubLaunch made for the harness.
-    let auth = e2e_tests::http::headers_for(&base)
-        .into_iter()
-        .find(|(k, _)| k == "authorization")
-        .map(|(_, v)| v)
-        .context("no API key registered for the hub")?;
+/// The system under load, seeded: PostgreSQL, one hub (rollups every 2 s),
+/// readings of two gateways and some twins, the admin API key, the route mix.
+/// Shared by the closed loop here and the open loop (`open/`).
+pub struct Target {
+    pub pg: PgServer,
+    pub pg_pid: u32,
+    pub hub: Hub,
+    pub base: String,
+    /// The `authorization` header value of the admin API key.
+    pub auth: String,
+    pub mix: Arc<Vec<(&'static str, String)>>,
+    _dir: tempfile::TempDir,
+}
 
-    // Data for the routes: two gateways' readings, and some site twins.
-    eprintln!("[rest] seeding readings and {TWINS} twins");
-    let seed = Load::start(&[hub.grpc_url()], 2, "gw-rest-seed", None);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    seed.stop().await;
-    let client = reqwest::Client::new();
-    for i in 0..TWINS {
-        let r = client
-            .post(format!("{base}/api/v1/twins"))
-            .header("authorization", &auth)
-            .json(&serde_json::json!({"twin_id": format!("site-{i}"), "kind": "site", "name": format!("Site {i}")}))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("POST /api/v1/twins: {} {}", r.status(), r.text().await?);
-        }
-    }
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&pg.url())
+impl Target {
+    pub async fn start() -> Result<Target> {
+        let dir = tempfile::Builder::new()
+            .prefix("qi-scale-rest-")
+            .tempdir()?;
+        let pg = PgServer::start().await?;
+        let pg_pid = pg
+            .pid()
+            .context("a local PostgreSQL (its CPU is measured)")?;
+        // Rollups every 2 s, so `source=auto` aggregates read them (as a
+        // dashboard's would) once the seed is rolled up.
+        let hub = Hub::start(
+            &pg.url(),
+            &dir.path().join("hub"),
+            "[analytics]\nrollup_interval_s = 2\n",
+        )
         .await?;
-    let series: Vec<i32> = sqlx::query_scalar(
-        "SELECT series_id FROM series WHERE gateway_id = 'gw-rest-seed-0' ORDER BY series_id LIMIT 10",
-    )
-    .fetch_all(&pool)
-    .await?;
-    // Compared in SQL: the watermark starts at -infinity, which chrono cannot hold.
-    let seeded: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
-    e2e_tests::wait_for("the seed rolled up", Duration::from_secs(600), || async {
-        let done: Option<bool> =
-            sqlx::query_scalar("SELECT watermark > $1 FROM rollup_state WHERE name = 'samples'")
-                .bind(seeded)
-                .fetch_optional(&pool)
-                .await?;
-        Ok(done.unwrap_or(false).then_some(()))
-    })
-    .await?;
-    pool.close().await;
-    let mix = Arc::new(routes(&series));
+        let base = hub.http_url();
+        // The admin API key HubLaunch made for the harness.
+        let auth = e2e_tests::http::headers_for(&base)
+            .into_iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v)
+            .context("no API key registered for the hub")?;
 
-    let procs = || {
+        // Data for the routes: two gateways' readings, and some site twins.
+        eprintln!("[rest] seeding readings and {TWINS} twins");
+        let seed = Load::start(&[hub.grpc_url()], 2, "gw-rest-seed", None);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        seed.stop().await;
+        let client = reqwest::Client::new();
+        for i in 0..TWINS {
+            let r = client
+                .post(format!("{base}/api/v1/twins"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({"twin_id": format!("site-{i}"), "kind": "site", "name": format!("Site {i}")}))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("POST /api/v1/twins: {} {}", r.status(), r.text().await?);
+            }
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&pg.url())
+            .await?;
+        let series: Vec<i32> = sqlx::query_scalar(
+            "SELECT series_id FROM series WHERE gateway_id = 'gw-rest-seed-0' ORDER BY series_id LIMIT 10",
+        )
+        .fetch_all(&pool)
+        .await?;
+        // Compared in SQL: the watermark starts at -infinity, which chrono cannot hold.
+        let seeded: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
+        e2e_tests::wait_for("the seed rolled up", Duration::from_secs(600), || async {
+            let done: Option<bool> = sqlx::query_scalar(
+                "SELECT watermark > $1 FROM rollup_state WHERE name = 'samples'",
+            )
+            .bind(seeded)
+            .fetch_optional(&pool)
+            .await?;
+            Ok(done.unwrap_or(false).then_some(()))
+        })
+        .await?;
+        pool.close().await;
+        Ok(Target {
+            mix: Arc::new(routes(&series)),
+            pg,
+            pg_pid,
+            hub,
+            base,
+            auth,
+            _dir: dir,
+        })
+    }
+
+    /// The processes whose CPU each figure reports.
+    pub fn procs(&self) -> Vec<(String, Vec<u32>, bool)> {
         vec![
-            ("hub".to_string(), vec![hub.proc.pid()], false),
-            ("PostgreSQL".to_string(), vec![pg_pid], true),
+            ("hub".to_string(), vec![self.hub.proc.pid()], false),
+            ("PostgreSQL".to_string(), vec![self.pg_pid], true),
             me(),
         ]
-    };
+    }
+
+    /// The background ingest of the "with ingest" phase: INGEST_STREAMS
+    /// gateway streams paced to `rows_per_s` in total.
+    pub fn ingest(&self, rows_per_s: f64) -> Load {
+        Load::start(
+            &[self.hub.grpc_url()],
+            INGEST_STREAMS,
+            "gw-rest-bg",
+            Some(rows_per_s),
+        )
+    }
+
+    pub fn stop(self) {
+        let _ = self.hub.proc.terminate(Duration::from_secs(30));
+        drop(self.pg);
+    }
+}
+
+/// Request `n` of the mix: (route index, path), the routes in turn.
+pub fn request(mix: &[(&'static str, String)], n: u64) -> (usize, String) {
+    let k = (n % mix.len() as u64) as usize;
+    (k, mix[k].1.replace("{i}", &(n % TWINS as u64).to_string()))
+}
+
+pub async fn run(connections: usize, seconds: u64, ingest_rows_per_s: f64) -> Result<()> {
+    let t = Target::start().await?;
     let window = Duration::from_secs(seconds);
     eprintln!("[rest] {connections} connections, {seconds} s, no ingest");
     let quiet = phase(
         "without ingest",
-        &base,
-        &auth,
-        &mix,
+        &t.base,
+        &t.auth,
+        &t.mix,
         connections,
         window,
         None,
-        procs(),
+        t.procs(),
     )
     .await?;
     eprintln!("[rest] the same with ingest paced at {ingest_rows_per_s:.0} rows/s");
-    let ingest = Load::start(
-        &[hub.grpc_url()],
-        INGEST_STREAMS,
-        "gw-rest-bg",
-        Some(ingest_rows_per_s),
-    );
+    let ingest = t.ingest(ingest_rows_per_s);
     tokio::time::sleep(WARM_UP).await;
     let busy = phase(
         &format!("with ingest at {ingest_rows_per_s:.0} rows/s offered"),
-        &base,
-        &auth,
-        &mix,
+        &t.base,
+        &t.auth,
+        &t.mix,
         connections,
         window,
         Some(&ingest),
-        procs(),
+        t.procs(),
     )
     .await?;
     let broken = ingest.stop().await;
-    let _ = hub.proc.terminate(Duration::from_secs(30));
+    t.stop();
     print(&[quiet, busy], connections, seconds, broken);
     Ok(())
 }
@@ -196,15 +244,14 @@ async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<Vec<f64>> = vec![Vec::new(); mix.len()];
             let (mut errors, mut first_error) = (0u64, None);
-            let mut n = c;
+            let mut n = c as u64;
             loop {
                 let now = Instant::now();
                 if now >= end {
                     break;
                 }
-                let k = n % mix.len();
+                let (k, path) = request(&mix, n);
                 n += 1;
-                let path = mix[k].1.replace("{i}", &(n % TWINS).to_string());
                 let t = Instant::now();
                 let outcome = match client.get(format!("{base}{path}")).send().await {
                     Ok(r) if r.status().is_success() => {
