@@ -34,33 +34,11 @@ pgver=15
 pg=$out/pg
 stamp=$out/.built-$version-pg$pgver
 
-as_postgres() {
-  if command -v runuser >/dev/null 2>&1; then runuser -u postgres -- "$@"; else su postgres -s /bin/sh -c '"$0" "$@"' -- "$@"; fi
-}
-
 # Records where the tests find the binaries (see the top of this file).
+. "$root/scripts/lib/relocated-pg.sh"
 place() {
-  local bindir=$pg/lib/postgresql/$pgver/bin
-  if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1 && ! as_postgres test -x "$bindir/postgres"; then
-    local shared=${QI_CITUS_SHARED_DIR:-/var/lib/qi-test}/citus-$version-pg$pgver
-    if [ ! -f "$shared/.complete" ] || [ "$stamp" -nt "$shared/.complete" ]; then
-      say "the postgres user cannot enter $out; copying the build to $shared"
-      mkdir -p "$(dirname "$shared")"
-      chmod a+rx "$(dirname "$shared")"
-      rm -rf "$shared.tmp"
-      cp -a "$pg" "$shared.tmp"
-      chmod -R a+rX "$shared.tmp"
-      rm -rf "$shared"
-      mv "$shared.tmp" "$shared"
-      touch "$shared/.complete"
-    fi
-    bindir=$shared/lib/postgresql/$pgver/bin
-    as_postgres test -x "$bindir/postgres" \
-      || { echo "the postgres user cannot run $bindir/postgres either; set QI_CITUS_SHARED_DIR to a directory it can enter" >&2; exit 1; }
-  fi
-  echo "$bindir" >"$out/bindir"
-  chmod a+r "$out/bindir"
-  say "citus tier ready: $bindir"
+  place_relocated "$pg" "$pgver" "$out" "$stamp" \
+    "${QI_CITUS_SHARED_DIR:-/var/lib/qi-test}/citus-$version-pg$pgver" QI_CITUS_SHARED_DIR citus
 }
 
 if [ -f "$stamp" ] && [ -x "$pg/lib/postgresql/$pgver/bin/postgres" ]; then
