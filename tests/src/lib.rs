@@ -9,6 +9,7 @@
 
 pub mod agent_auth;
 pub mod bench;
+pub mod certificate_fixture;
 pub mod certs;
 pub mod doc_blocks;
 pub mod grpc;

@@ -121,7 +121,9 @@ pub fn pg_bindir() -> Result<PathBuf> {
 pub fn skip_on_shared_server(test: &str, needs: &str) -> bool {
     let shared = std::env::var_os("QI_TEST_DATABASE_URL").is_some();
     if shared {
-        eprintln!("SKIPPED {test}: it {needs}, which a server given by QI_TEST_DATABASE_URL does not allow");
+        eprintln!(
+            "SKIPPED {test}: it {needs}, which a server given by QI_TEST_DATABASE_URL does not allow"
+        );
     }
     shared
 }

@@ -137,7 +137,10 @@ async fn missing_database_cause_printed_once_per_attempt() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_that_comes_up_in_time_is_used() -> Result<()> {
-    if e2e_tests::pg::skip_on_shared_server("database_that_comes_up_in_time_is_used", "restarts PostgreSQL") {
+    if e2e_tests::pg::skip_on_shared_server(
+        "database_that_comes_up_in_time_is_used",
+        "restarts PostgreSQL",
+    ) {
         return Ok(());
     }
     let mut pg = PgServer::start().await?;

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analytics_read_from_the_replica_and_fall_back_to_the_primary() -> Result<()> {
-    if e2e_tests::pg::skip_on_shared_server("analytics_read_from_the_replica_and_fall_back_to_the_primary", "builds a streaming replica of its cluster") {
+    if e2e_tests::pg::skip_on_shared_server(
+        "analytics_read_from_the_replica_and_fall_back_to_the_primary",
+        "builds a streaming replica of its cluster",
+    ) {
         return Ok(());
     }
     let mut stack = Stack::new().await?;

@@ -67,7 +67,10 @@ async fn every_accepted_reading_arrives_once_across_repeated_agent_crashes() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_during_ingest_loses_nothing() -> Result<()> {
-    if e2e_tests::pg::skip_on_shared_server("a_postgres_restart_during_ingest_loses_nothing", "restarts PostgreSQL") {
+    if e2e_tests::pg::skip_on_shared_server(
+        "a_postgres_restart_during_ingest_loses_nothing",
+        "restarts PostgreSQL",
+    ) {
         return Ok(());
     }
     let mut stack = Stack::new().await?;

@@ -184,7 +184,10 @@ async fn hub_ready_status_watchdog_stall_and_stopping() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_ready_follows_its_database() -> Result<()> {
-    if e2e_tests::pg::skip_on_shared_server("hub_ready_follows_its_database", "stops and starts PostgreSQL") {
+    if e2e_tests::pg::skip_on_shared_server(
+        "hub_ready_follows_its_database",
+        "stops and starts PostgreSQL",
+    ) {
         return Ok(());
     }
     let mut stack = Stack::new().await?;
