@@ -4,7 +4,7 @@
 # etcd 3.4 (one member), two PostgreSQL 15 nodes managed by Patroni 4.1.5 (run as the
 # `postgres` user when root), HAProxy routing to the node whose Patroni answers
 # `GET /primary` (200 only on the leader), the hub (target/debug) pointed at HAProxy, and a
-# gateway client (tests/src/bin/ha_failover.rs) streaming 500-reading batches, 4 ahead of
+# gateway client (tests/src/bin/ha_failover/) streaming 500-reading batches, 4 ahead of
 # their acks, resending from its last ack after a broken stream (as the agent does).
 # After HA_BEFORE_S (20) seconds the primary's postmaster gets SIGKILL; Patroni
 # (primary_start_timeout 0, loop_wait 1) promotes the replica; the hub reconnects through
