@@ -15,6 +15,7 @@ pub mod doc_blocks;
 pub mod grpc;
 pub mod http;
 pub mod hub_auth;
+pub mod hub_launch;
 pub mod module_graph;
 pub mod mqtt_raw;
 pub mod multi_hub;
@@ -28,148 +29,17 @@ pub mod process;
 pub mod pv_rig;
 pub mod runs;
 pub mod sse;
+pub mod util;
 pub mod webhook_receiver;
 
 use anyhow::{Context, Result, bail};
-use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use hub_launch::{HubLaunch, hub_command};
 pub use pg::PgServer;
 pub use process::Proc;
-
-/// The workspace root (where `Cargo.toml` and `firmware-profiles/` live).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-pub fn profiles_dir() -> PathBuf {
-    workspace_root().join("firmware-profiles")
-}
-
-/// Path of one of the workspace's binaries, with a clear error if it is not built.
-pub fn bin(name: &str) -> Result<PathBuf> {
-    let dir = match std::env::var_os("QI_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"))
-            .join("debug"),
-    };
-    let p = dir.join(name);
-    if !p.is_file() {
-        bail!(
-            "binary {} not found; build it first with `cargo build --workspace --bins` (scripts/test.sh does this)",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-/// A TCP port that was free a moment ago on 127.0.0.1.
-///
-/// Ports come from below the kernel's ephemeral range (32768-60999 on
-/// Linux): a port the kernel handed out with `bind(0)` is released at once
-/// and may be given to the next outgoing connection's local end before the
-/// child process binds it, which made tests fail with "Address already in
-/// use" under load. Below that range only explicit binds compete, and a
-/// per-process counter (seeded by the pid) keeps parallel tests and test
-/// binaries apart.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    // Spread processes apart: consecutive pids start 997 ports away.
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(997) % SPAN,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = (LOW + n % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!(
-        "no free TCP port on 127.0.0.1 between {LOW} and {}",
-        LOW + SPAN
-    )
-}
-
-/// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes; the
-/// error then carries the last reason `check` gave.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    loop {
-        let last = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "condition not met yet".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting for {what}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Readings stored at the hub (all gateways).
-pub async fn hub_count(pool: &sqlx::PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM readings")
-        .fetch_one(pool)
-        .await?)
-}
-
-/// GET a URL and parse JSON, returning the status too.
-pub async fn get_json(url: &str) -> Result<(u16, serde_json::Value)> {
-    let resp = http::get(url).await.with_context(|| format!("GET {url}"))?;
-    let status = resp.status().as_u16();
-    let body = resp.text().await?;
-    let json = serde_json::from_str(&body)
-        .with_context(|| format!("GET {url}: body is not JSON: {body}"))?;
-    Ok((status, json))
-}
-
-/// Runs a `cloud-hub` subcommand against `config`, feeding `stdin`; returns
-/// its standard output, or an error with its output if it failed.
-pub fn hub_command(binary: &Path, config: &Path, args: &[&str], stdin: &str) -> Result<String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(binary)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", binary.display()))?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "cloud-hub {} failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use util::{bin, free_port, get_json, hub_count, profiles_dir, wait_for, workspace_root};
 
 /// A running platform slice: PostgreSQL, hub, simulator and agent, each
 /// startable and stoppable on its own.
@@ -557,72 +427,5 @@ retry_max_ms = 1000
             }
         }
         s
-    }
-}
-
-/// How to start a hub: the one place the tests and the benchmarks write a
-/// hub's config file and wait for it to be ready.
-pub struct HubLaunch<'a> {
-    /// The `cloud-hub` binary (debug for tests, release for benchmarks).
-    pub binary: PathBuf,
-    pub pg_url: &'a str,
-    pub grpc_port: u16,
-    pub http_port: u16,
-    /// Extra keys of `[database]`.
-    pub database: &'a str,
-    /// Extra keys of `[grpc]` (may be followed by other tables).
-    pub grpc: &'a str,
-    /// Tables after `[http]` (e.g. `[analytics]`).
-    pub after: &'a str,
-    pub args: &'a [String],
-    /// Where `hub.toml` is written.
-    pub dir: &'a Path,
-    pub log: &'a Path,
-}
-
-impl HubLaunch<'_> {
-    /// Writes the config, starts the hub and waits until `/ready` answers 200.
-    pub async fn start(&self) -> Result<Proc> {
-        self.start_with_env(&[]).await
-    }
-
-    /// [`HubLaunch::start`] with extra environment variables for the hub.
-    pub async fn start_with_env(&self, env: &[(String, String)]) -> Result<Proc> {
-        let cfg = self.dir.join("hub.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[database]\nurl = \"{}\"\n{}\n[grpc]\nlisten = \"127.0.0.1:{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{}\"\n{}",
-                self.pg_url, self.database, self.grpc_port, self.grpc, self.http_port, self.after
-            ),
-        )?;
-        // An admin key for the tests' requests, made before the hub starts
-        // (single-connection servers would not take the command's connection
-        // next to the hub's).
-        let key = hub_command(
-            &self.binary,
-            &cfg,
-            &["key", "create", "--name", "e2e-harness", "--role", "admin"],
-            "",
-        )?;
-        http::remember(
-            &format!("http://127.0.0.1:{}", self.http_port),
-            vec![("authorization".into(), format!("Bearer {}", key.trim()))],
-        );
-        let mut cmd = std::process::Command::new(&self.binary);
-        cmd.arg("--config")
-            .arg(&cfg)
-            .args(self.args)
-            .envs(env.iter().map(|(k, v)| (k, v)));
-        let proc = Proc::spawn_cmd("cloud-hub", &mut cmd, self.log)?;
-        let url = format!("http://127.0.0.1:{}/ready", self.http_port);
-        wait_for("hub /ready", Duration::from_secs(30), || async {
-            if let Some(code) = proc.exit_status()? {
-                bail!("hub exited early ({code}); log:\n{}", proc.log_tail(40));
-            }
-            Ok(get_json(&url).await.ok().filter(|(s, _)| *s == 200))
-        })
-        .await?;
-        Ok(proc)
     }
 }
