@@ -56,7 +56,7 @@ pub fn load_profiles(cfg: &Config) -> Result<Vec<Profile>, DeviceProfileError> {
 
 /// What only the device entry and its profile together can get wrong: a
 /// profile's `modbus.unit_id = 0` is fine over TCP but is the broadcast
-/// address on a serial line.
+/// address on a serial line; `modbus.max_in_flight > 1` needs Modbus TCP.
 fn fits_profile(i: usize, d: &DeviceConfig, p: &Profile) -> std::result::Result<(), String> {
     if p.protocol == Protocol::Modbus
         && d.transport.is_rtu()
@@ -66,6 +66,16 @@ fn fits_profile(i: usize, d: &DeviceConfig, p: &Profile) -> std::result::Result<
             "devices[{i}] ({}): unit id 0 comes from profile {:?} (modbus.unit_id); on a \
              serial (RTU) line 0 is the broadcast address: no device answers it, so every \
              poll would time out; set devices[{i}].unit_id to the device's own address (1..=247)",
+            d.id, d.profile,
+        ));
+    }
+    let in_flight = p.modbus_defaults().max_in_flight;
+    if p.protocol == Protocol::Modbus && d.transport.is_rtu() && in_flight > 1 {
+        // Parsed and ignored would be a false promise: say it does not apply.
+        return Err(format!(
+            "devices[{i}] ({}): profile {:?} sets modbus.max_in_flight = {in_flight}, which \
+             only Modbus TCP (transport tcp) can do: RTU frames carry no transaction id to \
+             match answers to requests; use a profile with max_in_flight = 1 for this device",
             d.id, d.profile,
         ));
     }
