@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Polling at fleet size (BENCHMARKS.md, docs/scaling.md): one agent, DEVICES Modbus TCP devices
-# (fleet-sim modbus, 20 ms answers) polled every second, three layouts (1, 20, 100 unit ids per port).
+# (fleet-sim modbus, 20 ms answers) polled every second, layouts of 1, 20, 100 unit ids per port
+# answering one request at a time, then 100 per port answering pipelined requests with the
+# profile's modbus.max_in_flight at 1, 4 and 8.
 #   scripts/bench-poll-fleet.sh [SECONDS] [DEVICES]      (default 30 1000)
 #   QI_BENCH_PROFILE=debug scripts/bench-poll-fleet.sh   debug binaries (figures must say so)
 set -euo pipefail

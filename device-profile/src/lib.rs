@@ -16,9 +16,9 @@ pub use codec::{
     encode_checked, encode_text,
 };
 pub use model::{
-    DataType, Deadband, Endianness, FORMAT_VERSION, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ,
-    ModbusDefaults, ModbusLocation, ModelInfo, Parity, Point, PollGroup, Priority, Profile,
-    Protocol, RegisterKind, ScpiDefaults, SerialDefaults, SimSpec,
+    DataType, Deadband, Endianness, FORMAT_VERSION, MAX_BITS_PER_READ, MAX_IN_FLIGHT,
+    MAX_REGISTERS_PER_READ, ModbusDefaults, ModbusLocation, ModelInfo, Parity, Point, PollGroup,
+    Priority, Profile, Protocol, RegisterKind, ScpiDefaults, SerialDefaults, SimSpec,
 };
 pub use sweep::IvSweep;
 

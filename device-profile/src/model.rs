@@ -78,6 +78,19 @@ pub struct ModbusDefaults {
     pub byte_order: Endianness,
     #[serde(default)]
     pub word_order: Endianness,
+    /// Requests the device accepts in flight on one Modbus TCP connection,
+    /// answered by transaction id (1 = one at a time, the safe default).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u8,
+}
+
+/// The largest `modbus.max_in_flight`: beyond a few in flight the device's
+/// own queue, not the round trip, bounds the rate; a large window only
+/// turns a slow device into many simultaneous timeouts.
+pub const MAX_IN_FLIGHT: u8 = 16;
+
+fn default_max_in_flight() -> u8 {
+    1
 }
 
 fn default_unit_id() -> u8 {
@@ -144,6 +157,7 @@ impl Default for ModbusDefaults {
             inter_request_delay_ms: 0,
             byte_order: Endianness::Big,
             word_order: Endianness::Big,
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -588,6 +602,16 @@ impl Profile {
         }
         if m.timeout_ms == 0 {
             return Err(("modbus.timeout_ms".into(), "must be > 0".into()));
+        }
+        if m.max_in_flight == 0 || m.max_in_flight > MAX_IN_FLIGHT {
+            return Err((
+                "modbus.max_in_flight".into(),
+                format!(
+                    "is {}, must be 1..={MAX_IN_FLIGHT} (1: one request at a time; more only \
+                     for Modbus TCP devices that answer pipelined requests by transaction id)",
+                    m.max_in_flight
+                ),
+            ));
         }
         let by_name: HashMap<&str, &Point> =
             self.points.iter().map(|p| (p.name.as_str(), p)).collect();

@@ -72,3 +72,16 @@ fn zero_means_none_where_documented() {
     );
     Profile::parse(&text, Path::new("x.toml")).expect("0 = no gap, no delay; unit 0 over TCP");
 }
+
+#[test]
+fn max_in_flight_is_bounded_and_defaults_to_one_at_a_time() {
+    let with = |n: &str| MODBUS.replace("[modbus]", &format!("[modbus]\nmax_in_flight = {n}"));
+    refused(&with("0"), "modbus.max_in_flight");
+    refused(&with("17"), "modbus.max_in_flight");
+    let p = Profile::parse(MODBUS, Path::new("x.toml")).expect("template");
+    assert_eq!(p.modbus_defaults().max_in_flight, 1);
+    for n in ["1", "4", "16"] {
+        let p = Profile::parse(&with(n), Path::new("x.toml")).expect(n);
+        assert_eq!(p.modbus_defaults().max_in_flight.to_string(), n);
+    }
+}

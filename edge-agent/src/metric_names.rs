@@ -25,6 +25,12 @@ qi_common::metric_names! {
         "Points a device newly refuses; they are skipped and retried later.";
     EDGE_MODBUS_REFUSED_REGISTERS_TOTAL = Counter "edge_modbus_refused_registers_total" ["device"]
         "Gap registers between points a device newly refuses; reads are planned around them.";
+    EDGE_MODBUS_PIPELINE_REQUESTS_TOTAL = Counter "edge_modbus_pipeline_requests_total" ["endpoint"]
+        "Requests sent on a pipelined Modbus TCP connection (profiles with modbus.max_in_flight > 1).";
+    EDGE_MODBUS_PIPELINE_IN_FLIGHT = Gauge "edge_modbus_pipeline_in_flight" ["endpoint"]
+        "Requests outstanding on a pipelined Modbus TCP connection (at most the address's max_in_flight).";
+    EDGE_MODBUS_PIPELINE_BAD_FRAMES_TOTAL = Counter "edge_modbus_pipeline_bad_frames_total" ["endpoint", "reason"]
+        "Frames on a pipelined connection not delivered to any request, by reason: unknown_transaction, mismatch (unit id or function), short (size does not fit the request), garbage (MBAP header), late (answer to a request that timed out). All but late drop the connection.";
     EDGE_SCPI_RESYNCS_TOTAL = Counter "edge_scpi_resyncs_total" ["device"]
         "Times an SCPI line was resynchronised after a garbled or unexpected reply.";
     EDGE_DEVICES_DISABLED_TOTAL = Counter "edge_devices_disabled_total" []

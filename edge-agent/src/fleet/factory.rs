@@ -6,7 +6,9 @@ use crate::buffer::Buffer;
 use crate::config::{Config, DeviceConfig, Transport};
 use crate::sources::command::DeviceHandle;
 use crate::sources::health::{DeviceHealth, DeviceState};
+use crate::sources::modbus::Link;
 use crate::sources::modbus::bus::{Bus, Endpoint};
+use crate::sources::modbus::pipeline::PipelinedBus;
 use crate::sources::modbus::poller::ModbusPoller;
 use crate::sources::scpi::poller::{ScpiEndpoint, ScpiPoller};
 use crate::sources::serial::LineSettings;
@@ -56,7 +58,7 @@ pub fn load_profiles(cfg: &Config) -> Result<Vec<Profile>, DeviceProfileError> {
 
 /// What only the device entry and its profile together can get wrong: a
 /// profile's `modbus.unit_id = 0` is fine over TCP but is the broadcast
-/// address on a serial line.
+/// address on a serial line; `modbus.max_in_flight > 1` needs Modbus TCP.
 fn fits_profile(i: usize, d: &DeviceConfig, p: &Profile) -> std::result::Result<(), String> {
     if p.protocol == Protocol::Modbus
         && d.transport.is_rtu()
@@ -66,6 +68,16 @@ fn fits_profile(i: usize, d: &DeviceConfig, p: &Profile) -> std::result::Result<
             "devices[{i}] ({}): unit id 0 comes from profile {:?} (modbus.unit_id); on a \
              serial (RTU) line 0 is the broadcast address: no device answers it, so every \
              poll would time out; set devices[{i}].unit_id to the device's own address (1..=247)",
+            d.id, d.profile,
+        ));
+    }
+    let in_flight = p.modbus_defaults().max_in_flight;
+    if p.protocol == Protocol::Modbus && d.transport.is_rtu() && in_flight > 1 {
+        // Parsed and ignored would be a false promise: say it does not apply.
+        return Err(format!(
+            "devices[{i}] ({}): profile {:?} sets modbus.max_in_flight = {in_flight}, which \
+             only Modbus TCP (transport tcp) can do: RTU frames carry no transaction id to \
+             match answers to requests; use a profile with max_in_flight = 1 for this device",
             d.id, d.profile,
         ));
     }
@@ -95,6 +107,46 @@ fn disabled(d: &DeviceConfig, reason: String, devices: &mut Devices) {
         .insert(d.id.clone(), DeviceHandle::disabled(&d.id, reason));
 }
 
+/// The Modbus TCP addresses to pipeline, each with its window: those whose
+/// every device's profile sets `modbus.max_in_flight > 1` (the smallest of
+/// them). One device that takes one request at a time keeps its whole address
+/// serial: it could not tell its answers from the others' in a burst.
+fn pipelined_addresses(
+    usable: &[(usize, &DeviceConfig, Arc<Profile>)],
+) -> HashMap<String, Arc<PipelinedBus>> {
+    // address -> (smallest window, a device that holds it, devices)
+    let mut by_addr: HashMap<&str, (u8, &str, usize)> = HashMap::new();
+    for (_, d, p) in usable {
+        let (Protocol::Modbus, Transport::Tcp(a)) = (p.protocol, &d.transport) else {
+            continue;
+        };
+        let n = p.modbus_defaults().max_in_flight;
+        let e = by_addr.entry(a.as_str()).or_insert((n, d.id.as_str(), 0));
+        if n < e.0 {
+            (e.0, e.1) = (n, d.id.as_str());
+        }
+        e.2 += 1;
+    }
+    let mut out = HashMap::new();
+    for (addr, (n, holder, count)) in by_addr {
+        let wanted = usable.iter().any(|(_, d, p)| {
+            matches!(&d.transport, Transport::Tcp(a) if a == addr)
+                && p.modbus_defaults().max_in_flight > 1
+        });
+        if n > 1 {
+            tracing::info!(endpoint = %format!("tcp://{addr}"), max_in_flight = n, devices = count, "pipelined Modbus TCP address");
+            out.insert(
+                addr.to_string(),
+                Arc::new(PipelinedBus::new(addr.to_string(), n)),
+            );
+        } else if wanted {
+            tracing::warn!(endpoint = %format!("tcp://{addr}"), device = %holder,
+                "address stays serial (one request at a time): this device's profile has modbus.max_in_flight = 1");
+        }
+    }
+    out
+}
+
 /// Starts one poller per configured device. Devices behind the same Modbus
 /// link share one bus; a bad profile disables only its own device.
 pub(super) fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> Devices {
@@ -106,6 +158,7 @@ pub(super) fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> 
     };
     let mut buses: HashMap<Endpoint, Arc<Bus>> = HashMap::new();
     let mut serial_lines: HashMap<PathBuf, LineSettings> = HashMap::new();
+    let mut usable = Vec::with_capacity(cfg.devices.len());
     for (i, d) in cfg.devices.iter().enumerate() {
         let profile = match Profile::load_by_id(&cfg.profiles_dir, &d.profile) {
             Ok(p) => Arc::new(p),
@@ -118,6 +171,10 @@ pub(super) fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> 
             disabled(d, e, &mut devices);
             continue;
         }
+        usable.push((i, d, profile));
+    }
+    let pipelined = pipelined_addresses(&usable);
+    for (i, d, profile) in usable {
         let model = Arc::clone(&profile);
         let (handle, commands) = DeviceHandle::channel(&d.id);
         match profile.protocol {
@@ -144,13 +201,18 @@ pub(super) fn start_devices(cfg: &Config, buffer: &Arc<Buffer>, stop: &Stop) -> 
                         Endpoint::Serial(settings)
                     }
                 };
-                let bus = Arc::clone(
-                    buses
-                        .entry(endpoint.clone())
-                        .or_insert_with(|| Arc::new(Bus::new(endpoint))),
-                );
+                let link = match &endpoint {
+                    Endpoint::Tcp(a) if let Some(p) = pipelined.get(a) => {
+                        Link::Pipelined(Arc::clone(p))
+                    }
+                    _ => Link::Serial(Arc::clone(
+                        buses
+                            .entry(endpoint.clone())
+                            .or_insert_with(|| Arc::new(Bus::new(endpoint))),
+                    )),
+                };
                 let (poller, health) =
-                    ModbusPoller::new(d, profile, bus, Arc::clone(buffer), commands);
+                    ModbusPoller::new(d, profile, link, Arc::clone(buffer), commands);
                 devices.health.push(health);
                 devices.tasks.push(tokio::spawn(poller.run(stop.clone())));
             }

@@ -91,6 +91,10 @@ enum Mode {
         /// default: one at a time, like most devices.
         #[arg(long)]
         concurrent: bool,
+        /// Add unit id x this to every value, so the devices behind one port
+        /// answer differently (a test can tell whose answer it got).
+        #[arg(long, default_value_t = 0.0)]
+        unit_step: f64,
     },
 }
 
@@ -198,6 +202,7 @@ async fn main() -> Result<()> {
             unit_ids: ids,
             delay_ms,
             concurrent,
+            unit_step,
         } => {
             let p = Profile::load(&profile)?;
             if p.protocol != Protocol::Modbus {
@@ -213,6 +218,7 @@ async fn main() -> Result<()> {
                 unit_ids: unit_ids(&ids)?,
                 delay: Duration::from_millis(delay_ms),
                 concurrent,
+                unit_step,
             };
             tokio::select! {
                 r = fleet::modbus::serve(RegisterMap::new(p), opts) => r.context("modbus fleet failed"),

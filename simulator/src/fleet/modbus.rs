@@ -23,6 +23,8 @@ pub struct Options {
     pub unit_ids: Vec<u8>,
     pub delay: Duration,
     pub concurrent: bool,
+    /// Every value of unit `u` is offset by `u * unit_step`.
+    pub unit_step: f64,
 }
 
 /// Requests answered (all ports), for the progress log.
@@ -120,12 +122,13 @@ async fn connection(dev: Arc<Device>, s: TcpStream) {
 }
 
 impl Device {
-    fn value(&self, i: usize) -> f64 {
+    fn value(&self, i: usize, unit: u8) -> f64 {
         let s = &self.map.profile.points[i].sim;
         let t = self.started.elapsed().as_secs_f64();
         s.base
             + s.amplitude * (2.0 * std::f64::consts::PI * t / s.period_s).sin()
             + s.rate_per_s * t
+            + f64::from(unit) * self.opts.unit_step
     }
 
     /// The whole response frame (MBAP header + PDU) to one request.
@@ -135,7 +138,7 @@ impl Device {
         let body = if !self.opts.unit_ids.contains(&header[6]) {
             Err(ExceptionCode::GatewayTargetDevice)
         } else {
-            self.read(pdu)
+            self.read(pdu, header[6])
         };
         let body = match body {
             Ok(b) => b,
@@ -150,7 +153,7 @@ impl Device {
     }
 
     /// Reads only (functions 1-4): the fleet is for polling.
-    fn read(&self, pdu: &[u8]) -> Result<Vec<u8>, ExceptionCode> {
+    fn read(&self, pdu: &[u8], unit: u8) -> Result<Vec<u8>, ExceptionCode> {
         let [f, a0, a1, q0, q1] = pdu else {
             return Err(ExceptionCode::IllegalFunction);
         };
@@ -165,9 +168,11 @@ impl Device {
             4 => Request::ReadInputRegisters(addr, qty),
             _ => return Err(ExceptionCode::IllegalFunction),
         };
-        let resp = self.map.serve(req, &mut |i| self.value(i), &mut |_, _| {
-            Err(ExceptionCode::IllegalFunction)
-        })?;
+        let resp = self
+            .map
+            .serve(req, &mut |i| self.value(i, unit), &mut |_, _| {
+                Err(ExceptionCode::IllegalFunction)
+            })?;
         let mut out = vec![*f];
         match resp {
             Response::ReadHoldingRegisters(w) | Response::ReadInputRegisters(w) => {

@@ -151,7 +151,7 @@ async fn connect(endpoint: &Endpoint) -> Result<Context, ConnectError> {
     }
 }
 
-async fn tcp_connect(addr: &str) -> Result<TcpStream, ConnectError> {
+pub(super) async fn tcp_connect(addr: &str) -> Result<TcpStream, ConnectError> {
     let sock = lookup_host(addr)
         .await
         .map_err(|e| ConnectError::Resolve(addr.to_string(), e.to_string()))?

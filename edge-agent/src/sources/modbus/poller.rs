@@ -2,6 +2,7 @@
 //! the device's bus, isolate addresses the device refuses, decode, apply
 //! dead-bands, append to the buffer, and serve writes between polls.
 
+use super::Link;
 use super::bus::Bus;
 use super::faults::{Faults, uncovered};
 use super::plan::{PlanLimits, ReadBlock, plan_reads};
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::Reader;
 
+mod pipelined;
 mod write;
 
 /// Why one request failed.
@@ -80,7 +82,10 @@ pub struct ModbusPoller {
     limits: PlanLimits,
     /// point index -> index of its scale-factor point
     scale_factors: HashMap<usize, usize>,
-    bus: Arc<Bus>,
+    link: Link,
+    /// End of this device's latest request on a pipelined link, for
+    /// `inter_request_delay_ms` (the serial bus paces itself).
+    last_io: std::sync::Mutex<Option<Instant>>,
     /// Cached read plan per group, with the `faults.generation` it was made for.
     plans: Vec<Option<(u64, Vec<ReadBlock>)>>,
     faults: Faults,
@@ -90,7 +95,7 @@ impl ModbusPoller {
     pub fn new(
         cfg: &DeviceConfig,
         profile: Arc<Profile>,
-        bus: Arc<Bus>,
+        link: Link,
         buffer: Arc<Buffer>,
         commands: mpsc::Receiver<DeviceCommand>,
     ) -> (ModbusPoller, watch::Receiver<DeviceHealth>) {
@@ -115,7 +120,7 @@ impl ModbusPoller {
         let (core, rx) = PollerCore::new(
             cfg,
             Arc::clone(&profile),
-            &bus.endpoint().to_string(),
+            &link.endpoint(),
             buffer,
             commands,
             crate::metric_names::EDGE_MODBUS_POLLS_TOTAL,
@@ -135,7 +140,8 @@ impl ModbusPoller {
             },
             defaults,
             scale_factors,
-            bus,
+            link,
+            last_io: std::sync::Mutex::new(None),
             plans,
             faults: Faults::new(&cfg.id, Duration::from_secs(cfg.bad_point_retry_s)),
         };
@@ -143,17 +149,36 @@ impl ModbusPoller {
     }
 
     pub async fn run(mut self, stop: Stop) {
-        tracing::info!(device = %self.core.id, endpoint = %self.bus.endpoint(), unit = self.unit,
+        tracing::info!(device = %self.core.id, endpoint = %self.link.endpoint(), unit = self.unit,
             points = self.core.profile.points.len(), groups = self.core.schedule.groups.len(), "polling device");
         drive(&mut self, stop).await;
-        let mut bus = self.bus.lock().await;
-        bus.reset().await;
+        // A pipelined connection closes when its last poller drops it.
+        if let Link::Serial(bus) = &self.link {
+            bus.lock().await.reset().await;
+        }
         tracing::info!(device = %self.core.id, "poller stopped");
     }
 
-    /// One request on the bus, with timeout; transport trouble resets the connection.
+    /// One request, with timeout; transport trouble resets the connection.
     async fn read_block(&self, b: &ReadBlock) -> Result<Vec<Data>, Fail> {
-        let mut bus = self.bus.lock().await;
+        match &self.link {
+            Link::Serial(bus) => self.read_block_serial(bus, b).await,
+            Link::Pipelined(p) => self.read_block_pipelined(p, b).await,
+        }
+    }
+
+    /// Publishes one request's round trip.
+    fn record_rtt(&self, started: Instant) {
+        let rtt = started.elapsed().as_secs_f64();
+        self.rtt.store(
+            (rtt * 1000.0).to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.m.request_seconds.record(rtt);
+    }
+
+    async fn read_block_serial(&self, bus: &Bus, b: &ReadBlock) -> Result<Vec<Data>, Fail> {
+        let mut bus = bus.lock().await;
         bus.pace(self.inter_request).await;
         let started = Instant::now();
         let ctx = match bus.context(self.unit, self.timeout).await {
@@ -182,12 +207,7 @@ impl ModbusPoller {
         })
         .await;
         bus.mark_io();
-        let rtt = started.elapsed().as_secs_f64();
-        self.rtt.store(
-            (rtt * 1000.0).to_bits(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.m.request_seconds.record(rtt);
+        self.record_rtt(started);
         match res {
             Err(_) => {
                 bus.reset().await;

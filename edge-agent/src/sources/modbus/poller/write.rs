@@ -1,10 +1,20 @@
 //! Writes between polls: encode per the profile, refuse what does not fit,
-//! send on the device's bus.
+//! send on the device's link (a write on a pipelined link is one more
+//! transaction in its window: one connection per address, and this device's
+//! reads and writes stay in order because its poller awaits each).
 
-use super::ModbusPoller;
+use super::{Fail, ModbusPoller};
 use crate::sources::command::WriteError;
+use crate::sources::modbus::Link;
+use crate::sources::modbus::bus::Bus;
+use crate::sources::modbus::pipeline::mbap::Request;
 use device_profile::{DataType, RegisterKind};
 use tokio_modbus::client::Writer;
+
+enum Op {
+    Coil(bool),
+    Registers(Vec<u16>),
+}
 
 impl ModbusPoller {
     pub(super) async fn write_point(&mut self, name: &str, value: f64) -> Result<(), WriteError> {
@@ -12,10 +22,6 @@ impl ModbusPoller {
         let Some(loc) = p.modbus() else {
             return Err(WriteError::UnknownPoint(name.to_string()));
         };
-        enum Op {
-            Coil(bool),
-            Registers(Vec<u16>),
-        }
         let op = match (loc.register, loc.data_type) {
             (RegisterKind::Coil, DataType::Bool) => {
                 let raw = (value - p.offset) / p.scale;
@@ -42,7 +48,37 @@ impl ModbusPoller {
             ),
             _ => return Err(WriteError::NotWritable(name.to_string())),
         };
-        let mut bus = self.bus.lock().await;
+        match self.link.clone() {
+            Link::Serial(bus) => self.write_serial(&bus, loc.address, &op).await,
+            Link::Pipelined(bus) => {
+                let request = match op {
+                    Op::Coil(on) => Request::WriteCoil {
+                        address: loc.address,
+                        on,
+                    },
+                    Op::Registers(r) if r.len() == 1 => Request::WriteRegister {
+                        address: loc.address,
+                        value: r[0],
+                    },
+                    Op::Registers(values) => Request::WriteRegisters {
+                        address: loc.address,
+                        values,
+                    },
+                };
+                match self.call_pipelined(&bus, request).await {
+                    Ok(_) => Ok(()),
+                    Err(Fail::Timeout(d)) => Err(WriteError::Timeout(d.as_millis() as u64)),
+                    Err(Fail::Exception(code)) => {
+                        Err(WriteError::DeviceError(format!("Modbus exception: {code}")))
+                    }
+                    Err(Fail::Transport(e)) => Err(WriteError::Unreachable(e)),
+                }
+            }
+        }
+    }
+
+    async fn write_serial(&self, bus: &Bus, address: u16, op: &Op) -> Result<(), WriteError> {
+        let mut bus = bus.lock().await;
         bus.pace(self.inter_request).await;
         let timeout = self.timeout;
         let ctx = bus
@@ -50,12 +86,10 @@ impl ModbusPoller {
             .await
             .map_err(|e| WriteError::Unreachable(e.to_string()))?;
         let res = tokio::time::timeout(timeout, async {
-            match &op {
-                Op::Coil(on) => ctx.write_single_coil(loc.address, *on).await,
-                Op::Registers(r) if r.len() == 1 => {
-                    ctx.write_single_register(loc.address, r[0]).await
-                }
-                Op::Registers(r) => ctx.write_multiple_registers(loc.address, r).await,
+            match op {
+                Op::Coil(on) => ctx.write_single_coil(address, *on).await,
+                Op::Registers(r) if r.len() == 1 => ctx.write_single_register(address, r[0]).await,
+                Op::Registers(r) => ctx.write_multiple_registers(address, r).await,
             }
         })
         .await;
