@@ -2,6 +2,7 @@
 //! agent against the real `fleet-sim modbus` (answering pipelined requests,
 //! and one at a time), and against a hostile server written here that
 //! answers with ids, units and sizes no request asked for.
+// qi-test: tier-independent (polling at the edge; no hub): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
 use e2e_tests::{Proc, Stack, bin, free_port, wait_for};
