@@ -17,6 +17,7 @@ pub mod hub_auth;
 pub mod module_graph;
 pub mod mqtt_raw;
 pub mod multi_hub;
+pub mod notify;
 pub mod oidc;
 pub mod otlp;
 pub mod pdf;
