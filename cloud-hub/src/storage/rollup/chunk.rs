@@ -215,3 +215,44 @@ async fn recompute(tx: &mut sqlx::PgConnection, batch: &[Span]) -> Result<u64, S
     .await?;
     Ok(minutes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_narrows_on_a_dense_backlog_and_widens_back() {
+        let now = Utc::now();
+        let mut p = Pacer::default();
+        p.after(8_000_000, now, now);
+        assert_eq!(
+            p.width,
+            Duration::from_secs(15),
+            "at most 4x narrower per chunk"
+        );
+        p.after(4_000_000, now, now);
+        assert_eq!(p.width, Duration::from_millis(3750));
+        for _ in 0..10 {
+            p.after(0, now, now);
+        }
+        assert_eq!(
+            p.width, MAX_WIDTH,
+            "empty windows widen it back, to the cap"
+        );
+    }
+
+    #[test]
+    fn only_a_window_far_behind_the_clock_resumes_without_the_overlap() {
+        let now = Utc::now();
+        let mut p = Pacer::default();
+        let behind = now - chrono::Duration::minutes(5);
+        p.after(10, behind, now);
+        assert_eq!(p.resume, Some((behind, behind)));
+        let recent = now - chrono::Duration::seconds(10);
+        p.after(10, recent, now);
+        assert_eq!(
+            p.resume,
+            Some((recent, now - chrono::Duration::seconds(60)))
+        );
+    }
+}
