@@ -53,7 +53,11 @@ qi_common::metric_names! {
     HUB_ROLLUP_BUCKETS_TOTAL = Counter "hub_rollup_buckets_total" []
         "Rollup buckets written.";
     HUB_ROLLUP_SECONDS = Histogram "hub_rollup_seconds" []
-        "Duration of one rollup pass.";
+        "Duration of one rollup pass (every chunk until caught up).";
+    HUB_ROLLUP_CHUNKS_TOTAL = Counter "hub_rollup_chunks_total" []
+        "Rollup chunks committed (one window of received time each; a catch-up takes many).";
+    HUB_ROLLUP_LAG_SECONDS = Gauge "hub_rollup_lag_seconds" []
+        "How far the rollup watermark is behind the database clock after the last chunk (on the leader).";
     HUB_ROLLUP_ERRORS_TOTAL = Counter "hub_rollup_errors_total" []
         "Rollup passes that failed; retried next interval.";
     HUB_TRANSLOG_APPENDS_TOTAL = Counter "hub_translog_appends_total" []

@@ -207,3 +207,48 @@ pub async fn serve(app: axum::Router) -> Result<String> {
     });
     Ok(format!("http://{addr}"))
 }
+
+/// A fleet's catch-up as the hub's tables hold it: `series` new series (of
+/// gateway `bench`), `rows` samples each at 1 Hz a day ago, inserted in the
+/// order a catch-up delivers them (time-major), `received_at` rising over the
+/// `spread_s` seconds ending now (rollup_bench, the rollup_watchdog test).
+pub async fn load_catch_up_backlog(
+    pool: &sqlx::PgPool,
+    rows: i64,
+    series: i64,
+    spread_s: f64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO gateways (gateway_id) VALUES ('bench')")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO series (gateway_id, device_id, metric, unit)
+         SELECT 'bench', 'dev-' || i, 'temp', 'Cel' FROM generate_series(1, $1) i",
+    )
+    .bind(series as i32)
+    .execute(pool)
+    .await?;
+    let now = chrono::Utc::now();
+    let t0 = (now - chrono::Duration::days(1)).timestamp() as f64;
+    let r0 = now.timestamp() as f64 - spread_s;
+    // In slices of time so each statement stays moderate; to_timestamp of a
+    // number (immutable) rather than now() + interval: Citus takes it too.
+    let step = 50;
+    for from in (0..rows).step_by(step) {
+        sqlx::query(
+            "INSERT INTO samples (ts, series_id, seq, value, quality, received_at)
+             SELECT to_timestamp($1 + s), x.series_id, s, 20 + 5 * sin(s / 60.0) + random(), 1,
+                    to_timestamp($2 + s * $3)
+             FROM generate_series($4, $5) s CROSS JOIN series x ORDER BY s",
+        )
+        .bind(t0)
+        .bind(r0)
+        .bind(spread_s / rows as f64)
+        .bind(from)
+        .bind((from + step as i64).min(rows) - 1)
+        .execute(pool)
+        .await?;
+    }
+    sqlx::query("ANALYZE").execute(pool).await?;
+    Ok(())
+}

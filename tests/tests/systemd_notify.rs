@@ -8,96 +8,12 @@
 // qi-test: tier-independent (the notification protocol of both daemons): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, ensure};
+use e2e_tests::notify::{Manager, has_line};
 use e2e_tests::{Stack, get_json, wait_for};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::UnixDatagram;
 
 /// Two seconds: pings every second, a loop stuck for 2 s stops them.
 const WATCHDOG_USEC: &str = "2000000";
-
-/// One datagram, and whether the daemon's ports answered when it arrived.
-#[derive(Debug, Clone)]
-struct Message {
-    text: String,
-    ports_answered: bool,
-}
-
-/// The service manager's end: every datagram the daemon sends, in order.
-struct Manager {
-    socket: std::path::PathBuf,
-    seen: Arc<Mutex<Vec<Message>>>,
-}
-
-impl Manager {
-    /// Binds a socket in `dir`; on each datagram, checks `ports` accept connections.
-    fn bind(dir: &std::path::Path, ports: Vec<u16>) -> Result<Manager> {
-        let socket = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&socket).context("bind the notify socket")?;
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&seen);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = sock.recv(&mut buf).await {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let mut ports_answered = true;
-                for p in &ports {
-                    if tokio::net::TcpStream::connect(("127.0.0.1", *p))
-                        .await
-                        .is_err()
-                    {
-                        ports_answered = false;
-                    }
-                }
-                if let Ok(mut s) = sink.lock() {
-                    s.push(Message {
-                        text,
-                        ports_answered,
-                    });
-                }
-            }
-        });
-        Ok(Manager { socket, seen })
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("NOTIFY_SOCKET".into(), self.socket.display().to_string()),
-            ("WATCHDOG_USEC".into(), WATCHDOG_USEC.into()),
-        ]
-    }
-
-    fn messages(&self) -> Vec<Message> {
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Waits for a message after the first `from` that satisfies `pred`;
-    /// returns its index.
-    async fn wait(&self, what: &str, from: usize, pred: impl Fn(&str) -> bool) -> Result<usize> {
-        wait_for(what, Duration::from_secs(60), || async {
-            Ok(self
-                .messages()
-                .iter()
-                .enumerate()
-                .skip(from)
-                .find(|(_, m)| pred(&m.text))
-                .map(|(i, _)| i))
-        })
-        .await
-    }
-
-    fn count(&self, from: usize, pred: impl Fn(&str) -> bool) -> usize {
-        self.messages()
-            .iter()
-            .skip(from)
-            .filter(|m| pred(&m.text))
-            .count()
-    }
-}
-
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l == line)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_ready_status_watchdog_stall_and_stopping() -> Result<()> {
@@ -105,7 +21,7 @@ async fn hub_ready_status_watchdog_stall_and_stopping() -> Result<()> {
     // Rollup passes every second: the background loop the stall below blocks.
     stack.hub_after = "[analytics]\nrollup_interval_s = 1\n".into();
     let manager = Manager::bind(stack.dir.path(), vec![stack.hub_http_port, stack.grpc_port])?;
-    stack.hub_env = manager.env();
+    stack.hub_env = manager.env(WATCHDOG_USEC);
     stack.start_hub().await?;
 
     let ready = manager
@@ -226,7 +142,7 @@ async fn agent_ready_with_the_hub_down_watchdog_reload_and_stopping() -> Result<
     let mut stack = Stack::edge_only()?;
     stack.start_sim(false).await?;
     let manager = Manager::bind(stack.dir.path(), vec![stack.agent_http_port])?;
-    stack.agent_env = manager.env();
+    stack.agent_env = manager.env(WATCHDOG_USEC);
     let cfg = stack.write_agent_config("gw-notify", 200, "")?;
     stack.start_agent(&cfg).await?;
 

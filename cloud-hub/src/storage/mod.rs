@@ -14,6 +14,7 @@ mod write;
 
 pub use analytics::{BucketRow, LatestRow, SeriesRow, Source};
 pub use replica::ReadSource;
+pub use rollup::{Chunk, Pacer};
 pub use tier::{StorageTier, TierChoice};
 
 use chrono::{DateTime, Utc};
