@@ -510,7 +510,17 @@ impl PgServer {
 
     async fn fresh_database(base: &str) -> Result<PgServer> {
         use sqlx::Connection;
-        let name = format!("qi_test_{}_{}", std::process::id(), crate::free_port());
+        // The pid and a port alone repeat across runs (pids are reused, and the
+        // port counter is seeded by the pid); the clock makes the name new.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "qi_test_{}_{}_{nanos}",
+            std::process::id(),
+            crate::free_port()
+        );
         let mut conn = sqlx::PgConnection::connect(base)
             .await
             .with_context(|| "cannot connect to QI_TEST_DATABASE_URL")?;

@@ -5,6 +5,7 @@
 // qi-test: tier-independent (polling at the edge; no hub): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result};
+use e2e_tests::peers::{mbpoll_holding, pymodbus};
 use e2e_tests::{Proc, Stack, bin, free_port, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -382,5 +383,87 @@ async fn answers_that_match_no_request_are_counted_and_never_delivered() -> Resu
         }
     }
     server.abort();
+    Ok(())
+}
+
+/// Writes over a pipelined link (`max_in_flight = 4`) reach a device nobody
+/// here wrote (pymodbus) with type, scale and word order intact, read back
+/// by another master (mbpoll); a refused write reaches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_a_pipelined_link_reach_a_pymodbus_device() -> Result<()> {
+    let mut stack = Stack::edge_only()?;
+    let port = free_port();
+    let ps = port.to_string();
+    let (cfg, dir) = config(
+        &stack,
+        &format!(
+            "[[devices]]\nid = \"chamber\"\nprofile = \"binder-mk53\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = 200\n"
+        ),
+    )?;
+    // The shipped Binder profile with the key set: pymodbus answers in
+    // order, which a pipelining client must take as well.
+    let binder = std::fs::read_to_string(e2e_tests::profiles_dir().join("binder-mk53.toml"))?;
+    anyhow::ensure!(
+        binder.contains("\n[modbus]\n"),
+        "binder-mk53 has no [modbus]"
+    );
+    std::fs::write(
+        dir.join("binder-mk53.toml"),
+        binder.replacen("\n[modbus]\n", "\n[modbus]\nmax_in_flight = 4\n", 1),
+    )?;
+    let _peer = pymodbus(
+        stack.dir.path(),
+        "pymodbus",
+        "binder-mk53",
+        &["--port", &ps],
+    )
+    .await?;
+    stack.start_agent(&cfg).await?;
+    wait_for("the chamber's values", Duration::from_secs(60), || async {
+        let d = stack.device("chamber").await?;
+        let n = d["values"].as_object().map(|m| m.len()).unwrap_or(0);
+        Ok((n >= 3).then_some(()))
+    })
+    .await
+    .with_context(|| stack.logs())?;
+    let url = format!("{}/api/v1/devices/chamber/write", stack.agent_url());
+    let post = |body: Value| {
+        let url = url.clone();
+        async move {
+            let r = e2e_tests::http::Client::new()
+                .post(&url)
+                .json(&body)
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((status, body))
+        }
+    };
+    let (s, b) = post(serde_json::json!({"point": "temperature_setpoint", "value": 30.5})).await?;
+    assert_eq!(s, 200, "{b}");
+    // float32 low word first (CDAB), as the Binder profile says.
+    assert_eq!(
+        mbpoll_holding(port, "4:float", 0x1077)?,
+        vec![(0x1077, 30.5)]
+    );
+    let (s, b) = post(serde_json::json!({"point": "operating_mode", "value": 3})).await?;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(mbpoll_holding(port, "4", 0x1A22)?, vec![(0x1A22, 3.0)]);
+    let (s, _) = post(serde_json::json!({"point": "operating_mode", "value": 70000})).await?;
+    assert_eq!(s, 422);
+    assert_eq!(mbpoll_holding(port, "4", 0x1A22)?, vec![(0x1A22, 3.0)]);
+    // The writes and the polls went over the pipelined link, and no answer
+    // was taken for another request.
+    let endpoint = format!("endpoint=\"tcp://127.0.0.1:{port}\"");
+    let sent = metric(&stack, "edge_modbus_pipeline_requests_total", &[&endpoint]).await?;
+    assert!(sent >= 2.0, "{sent} pipelined requests");
+    let bad = metric(
+        &stack,
+        "edge_modbus_pipeline_bad_frames_total",
+        &[&endpoint],
+    )
+    .await?;
+    assert_eq!(bad, 0.0, "{}", stack.logs());
     Ok(())
 }
