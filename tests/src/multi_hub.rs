@@ -23,25 +23,27 @@ impl Replica {
     /// Starts hub `name` over the Stack's database with `[database]` keys
     /// `database` and tables `after`; waits for its `/ready`.
     pub async fn start(stack: &Stack, name: &str, database: &str, after: &str) -> Result<Replica> {
-        Self::launch(stack, name, database, after, None).await
+        Self::launch(stack, name, database, "", after, None).await
     }
 
     /// [`Replica::start`] inside `ns`, over the database at the host end's
-    /// address (the cluster must listen there: [`crate::PgServer::start_also_on`]).
+    /// address (the cluster must listen there: [`crate::PgServer::start_also_on`]),
+    /// with `[grpc]` keys `grpc`: a routable listen address needs gateway
+    /// authentication (`auth = "token"` and its `[grpc.tokens]`).
     pub async fn start_in(
         stack: &Stack,
         name: &str,
-        database: &str,
-        after: &str,
+        (database, grpc, after): (&str, &str, &str),
         ns: &Netns,
     ) -> Result<Replica> {
-        Self::launch(stack, name, database, after, Some(ns)).await
+        Self::launch(stack, name, database, grpc, after, Some(ns)).await
     }
 
     async fn launch(
         stack: &Stack,
         name: &str,
         database: &str,
+        grpc: &str,
         after: &str,
         ns: Option<&Netns>,
     ) -> Result<Replica> {
@@ -58,7 +60,7 @@ impl Replica {
             grpc_port,
             http_port,
             database,
-            grpc: "",
+            grpc,
             after,
             args: &[],
             dir: &dir,

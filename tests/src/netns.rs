@@ -26,12 +26,14 @@ const PREFIX: &str = "qi-part-";
 /// A namespace, its veth pair and a /30 between them; deleted on drop.
 pub struct Netns {
     pub name: String,
-    /// The host end of the pair (what [`Netns::cut`] sets down).
+    /// The host end of the pair.
     pub host_if: String,
     /// The host end's address: what processes inside connect to.
     pub host_addr: Ipv4Addr,
     /// The namespace end's address: where processes inside listen.
     pub ns_addr: Ipv4Addr,
+    /// The namespace end of the pair (what [`Netns::cut`] sets down).
+    ns_if: String,
 }
 
 fn ip(args: &[&str]) -> Result<String> {
@@ -121,8 +123,9 @@ impl Netns {
             host_if: format!("qp{suffix}h"),
             ns_addr,
             host_addr,
+            ns_if: format!("qp{suffix}n"),
         };
-        let ns_if = format!("qp{suffix}n");
+        let ns_if = me.ns_if.clone();
         ip(&["netns", "add", &me.name])?;
         // From here on, a failure drops `me`, which deletes what exists.
         ip(&[
@@ -156,6 +159,12 @@ impl Netns {
         ip(&all)
     }
 
+    /// The /30 of the pair (both ends), in CIDR notation.
+    pub fn subnet(&self) -> String {
+        let [a, b, c, d] = self.host_addr.octets();
+        format!("{a}.{b}.{c}.{}/30", d - 1)
+    }
+
     /// `program` run inside the namespace (`ip netns exec`, which execs it:
     /// the child's pid is the program's, so signals reach it).
     pub fn command(&self, program: &Path) -> Command {
@@ -164,15 +173,16 @@ impl Netns {
         cmd
     }
 
-    /// Partitions the namespace: the host end goes down, and with it the
-    /// carrier of the namespace end; packets either way are dropped.
+    /// Partitions the namespace: its end of the pair goes down (see the
+    /// module doc); packets either way are dropped.
     pub fn cut(&self) -> Result<()> {
-        ip(&["link", "set", &self.host_if, "down"]).map(drop)
+        self.exec_ip(&["link", "set", &self.ns_if, "down"])
+            .map(drop)
     }
 
-    /// Joins the namespace to the host again.
+    /// Joins the namespace to the host again (its routes come back with the link).
     pub fn heal(&self) -> Result<()> {
-        ip(&["link", "set", &self.host_if, "up"]).map(drop)
+        self.exec_ip(&["link", "set", &self.ns_if, "up"]).map(drop)
     }
 }
 
