@@ -49,7 +49,7 @@ cargo test --workspace --locked -- --test-threads 4
 # through the hub or the store's own pool run.
 # Tests whose outcome does not depend on the storage tier (packages, units,
 # docs, the module graph, log and trace output) run once, above.
-tier_independent=" packaging systemd_units module_graph config_docs metrics_docs promtool observability "
+tier_independent=" packaging systemd_units module_graph config_docs metrics_docs promtool observability hub_partition "
 apache_tests=()
 for f in tests/tests/*.rs; do
   name=$(basename "$f" .rs)

@@ -31,7 +31,8 @@ use std::time::Duration;
 /// rollup pass's, the start-up lock, row locks of an ingest batch) instead
 /// of lingering for the kernel's default keepalive (2 h), blocking the other
 /// hubs. The leader relies on it too (its module doc). A pooler in front of
-/// PostgreSQL must pass the `options` startup parameter on.
+/// PostgreSQL must pass the `options` startup parameter on. Not sent by a
+/// pool of one (`database.max_connections = 1`: a single-connection server).
 pub const SERVER_KEEPALIVES: [(&str, &str); 4] = [
     ("tcp_keepalives_idle", "5"),
     ("tcp_keepalives_interval", "2"),
@@ -233,11 +234,13 @@ pub struct ReadingQuery {
 impl Store {
     /// Connects, applies migrations and sets up the best storage tier available.
     pub async fn open(o: &StoreOptions) -> Result<Store, StoreError> {
-        let opts = o
-            .url
-            .parse::<PgConnectOptions>()
-            .map_err(StoreError::Url)?
-            .options(SERVER_KEEPALIVES);
+        let mut opts = o.url.parse::<PgConnectOptions>().map_err(StoreError::Url)?;
+        // A pool of one is for a single-connection server (PGlite, which
+        // takes the startup packet raw): one hub, nobody for a dead
+        // session's locks to block.
+        if o.max_connections > 1 {
+            opts = opts.options(SERVER_KEEPALIVES);
+        }
         connect::wait_for_database(&opts, o.connect_timeout).await?;
         tracing::info!(target = %connect::target(&opts), "connected to PostgreSQL");
         let pool = PgPoolOptions::new()
