@@ -3,6 +3,7 @@
 //! the benchmarks.
 
 use crate::http;
+use crate::netns;
 use crate::process::Proc;
 use crate::util::{get_json, wait_for};
 use anyhow::{Context, Result, bail};
@@ -66,11 +67,22 @@ impl HubLaunch<'_> {
 
     /// [`HubLaunch::start`] with extra environment variables for the hub.
     pub async fn start_with_env(&self, env: &[(String, String)]) -> Result<Proc> {
+        self.launch(env, None).await
+    }
+
+    /// [`HubLaunch::start`] inside `ns`: the hub listens on the namespace's
+    /// address (`pg_url` must name one it can reach: the host end's).
+    pub async fn start_in(&self, ns: &netns::Netns) -> Result<Proc> {
+        self.launch(&[], Some(ns)).await
+    }
+
+    async fn launch(&self, env: &[(String, String)], ns: Option<&netns::Netns>) -> Result<Proc> {
+        let host = ns.map_or_else(|| "127.0.0.1".to_string(), |n| n.ns_addr.to_string());
         let cfg = self.dir.join("hub.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[database]\nurl = \"{}\"\n{}\n[grpc]\nlisten = \"127.0.0.1:{}\"\n{}\n[http]\nlisten = \"127.0.0.1:{}\"\n{}",
+                "[database]\nurl = \"{}\"\n{}\n[grpc]\nlisten = \"{host}:{}\"\n{}\n[http]\nlisten = \"{host}:{}\"\n{}",
                 self.pg_url, self.database, self.grpc_port, self.grpc, self.http_port, self.after
             ),
         )?;
@@ -83,17 +95,21 @@ impl HubLaunch<'_> {
             &["key", "create", "--name", "e2e-harness", "--role", "admin"],
             "",
         )?;
+        let base = format!("http://{host}:{}", self.http_port);
         http::remember(
-            &format!("http://127.0.0.1:{}", self.http_port),
+            &base,
             vec![("authorization".into(), format!("Bearer {}", key.trim()))],
         );
-        let mut cmd = std::process::Command::new(&self.binary);
+        let mut cmd = match ns {
+            Some(ns) => ns.command(&self.binary),
+            None => std::process::Command::new(&self.binary),
+        };
         cmd.arg("--config")
             .arg(&cfg)
             .args(self.args)
             .envs(env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn_cmd("cloud-hub", &mut cmd, self.log)?;
-        let url = format!("http://127.0.0.1:{}/ready", self.http_port);
+        let url = format!("{base}/ready");
         wait_for("hub /ready", Duration::from_secs(30), || async {
             if let Some(code) = proc.exit_status()? {
                 bail!("hub exited early ({code}); log:\n{}", proc.log_tail(40));

@@ -19,6 +19,7 @@ pub mod hub_launch;
 pub mod module_graph;
 pub mod mqtt_raw;
 pub mod multi_hub;
+pub mod netns;
 pub mod notify;
 pub mod oidc;
 pub mod otlp;

@@ -2,6 +2,7 @@
 //! own (each on its own ports and config directory), and HAProxy in TCP mode
 //! in front of them (Debian `haproxy`, from scripts/setup-test-peers.sh).
 
+use crate::netns::Netns;
 use crate::process::Proc;
 use crate::{HubLaunch, Stack, bin, free_port, get_json, wait_for};
 use anyhow::{Context, Result, bail};
@@ -14,43 +15,76 @@ pub struct Replica {
     pub proc: Option<Proc>,
     pub grpc_port: u16,
     pub http_port: u16,
+    /// Where it listens: 127.0.0.1, or a namespace's address.
+    pub host: String,
 }
 
 impl Replica {
     /// Starts hub `name` over the Stack's database with `[database]` keys
     /// `database` and tables `after`; waits for its `/ready`.
     pub async fn start(stack: &Stack, name: &str, database: &str, after: &str) -> Result<Replica> {
+        Self::launch(stack, name, database, "", after, None).await
+    }
+
+    /// [`Replica::start`] inside `ns`, over the database at the host end's
+    /// address (the cluster must listen there: [`crate::PgServer::start_also_on`]),
+    /// with `[grpc]` keys `grpc`: a routable listen address needs gateway
+    /// authentication (`auth = "token"` and its `[grpc.tokens]`).
+    pub async fn start_in(
+        stack: &Stack,
+        name: &str,
+        (database, grpc, after): (&str, &str, &str),
+        ns: &Netns,
+    ) -> Result<Replica> {
+        Self::launch(stack, name, database, grpc, after, Some(ns)).await
+    }
+
+    async fn launch(
+        stack: &Stack,
+        name: &str,
+        database: &str,
+        grpc: &str,
+        after: &str,
+        ns: Option<&Netns>,
+    ) -> Result<Replica> {
         let dir = stack.dir.path().join(name);
         std::fs::create_dir_all(&dir)?;
         let (grpc_port, http_port) = (free_port(), free_port());
-        let proc = HubLaunch {
+        let pg_url = match (ns, &stack.pg) {
+            (Some(ns), Some(pg)) => pg.url_via(ns.host_addr),
+            _ => stack.pg_url()?,
+        };
+        let launch = HubLaunch {
             binary: bin("cloud-hub")?,
-            pg_url: &stack.pg_url()?,
+            pg_url: &pg_url,
             grpc_port,
             http_port,
             database,
-            grpc: "",
+            grpc,
             after,
             args: &[],
             dir: &dir,
             log: &stack.log_path(name),
-        }
-        .start()
-        .await?;
+        };
+        let proc = match ns {
+            Some(ns) => launch.start_in(ns).await?,
+            None => launch.start().await?,
+        };
         Ok(Replica {
             name: name.to_string(),
             proc: Some(proc),
             grpc_port,
             http_port,
+            host: ns.map_or_else(|| "127.0.0.1".into(), |n| n.ns_addr.to_string()),
         })
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        format!("http://{}:{}", self.host, self.grpc_port)
     }
 
     pub fn http_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://{}:{}", self.host, self.http_port)
     }
 
     /// `/ready`'s `leader` field: leader, follower or always.

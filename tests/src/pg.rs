@@ -44,6 +44,8 @@ struct Local {
     port: u16,
     ids: Option<(u32, u32)>,
     log: PathBuf,
+    /// `listen_addresses` (127.0.0.1, and more for partition tests).
+    listen: String,
 }
 
 impl Local {
@@ -57,7 +59,7 @@ impl Local {
             // Throwaway test cluster: durability of the *database* is not under test here.
             .args([
                 "-c",
-                "listen_addresses=127.0.0.1",
+                &format!("listen_addresses={}", self.listen),
                 "-c",
                 "fsync=off",
                 "-c",
@@ -270,7 +272,27 @@ impl PgServer {
             "timescale" => return Self::start_pglite().await,
             other => bail!("QI_TEST_TIER must be none, apache, citus or timescale, not {other:?}"),
         };
-        Self::start_local(bindir, preload).await
+        Self::start_local(bindir, preload, None).await
+    }
+
+    /// [`PgServer::start`] listening on `addr` too (beside 127.0.0.1), with
+    /// trust for clients in `clients` (a CIDR): for a hub in another network
+    /// namespace ([`crate::netns`]). Tiers none and apache only.
+    pub async fn start_also_on(addr: std::net::Ipv4Addr, clients: &str) -> Result<PgServer> {
+        if std::env::var_os("QI_TEST_DATABASE_URL").is_some() {
+            bail!("a cluster on another address cannot be given by QI_TEST_DATABASE_URL");
+        }
+        let (bindir, preload) = match test_tier().as_str() {
+            "none" => (pg_bindir()?, Preload::Nothing),
+            "apache" => (apache_bindir()?, Preload::Timescaledb),
+            other => bail!("listening on another address: tiers none and apache only, not {other}"),
+        };
+        Self::start_local(bindir, preload, Some((addr, clients))).await
+    }
+
+    /// [`PgServer::url`] with `addr` for the host (see [`PgServer::start_also_on`]).
+    pub fn url_via(&self, addr: std::net::Ipv4Addr) -> String {
+        self.url.replacen("@127.0.0.1:", &format!("@{addr}:"), 1)
     }
 
     /// A Citus coordinator with `workers` workers (0: the coordinator holds
@@ -282,9 +304,9 @@ impl PgServer {
         let bindir = citus_bindir()?;
         let mut nodes = Vec::with_capacity(workers);
         for _ in 0..workers {
-            nodes.push(Self::start_local(bindir.clone(), Preload::Citus).await?);
+            nodes.push(Self::start_local(bindir.clone(), Preload::Citus, None).await?);
         }
-        let mut coordinator = Self::start_local(bindir, Preload::Citus).await?;
+        let mut coordinator = Self::start_local(bindir, Preload::Citus, None).await?;
         for node in nodes.iter().chain(std::iter::once(&coordinator)) {
             let mut conn = sqlx::PgConnection::connect(&node.url).await?;
             sqlx::query("CREATE EXTENSION IF NOT EXISTS citus")
@@ -310,7 +332,11 @@ impl PgServer {
         Ok(coordinator)
     }
 
-    async fn start_local(bindir: PathBuf, preload: Preload) -> Result<PgServer> {
+    async fn start_local(
+        bindir: PathBuf,
+        preload: Preload,
+        also: Option<(std::net::Ipv4Addr, &str)>,
+    ) -> Result<PgServer> {
         let dir = tempfile::Builder::new().prefix("qi-pg-").tempdir()?;
         let data = dir.path().join("data");
         let sock = dir.path().to_path_buf();
@@ -344,6 +370,15 @@ impl PgServer {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        let mut listen = "127.0.0.1".to_string();
+        if let Some((addr, clients)) = also {
+            listen.push_str(&format!(",{addr}"));
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))?
+                .write_all(format!("host all all {clients} trust\n").as_bytes())?;
+        }
         let port = crate::free_port();
         let local = Local {
             bindir,
@@ -353,6 +388,7 @@ impl PgServer {
             port,
             ids,
             log: dir.path().join("postgres.log"),
+            listen,
         };
         let proc = local.spawn()?;
         let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
@@ -421,6 +457,7 @@ impl PgServer {
             port,
             ids: primary.ids,
             log: dir.path().join("postgres.log"),
+            listen: "127.0.0.1".into(),
         };
         let proc = local.spawn()?;
         let server = PgServer {

@@ -7,15 +7,17 @@
 //! the lock with it). Chosen over a lease table because the lock needs no
 //! clock: it lives exactly as long as the session. When the leader dies, its
 //! sessions end: at once on kill -9 (the kernel closes the socket, the
-//! backend reads EOF), within `SERVER_NOTICES` when the host or network dies
-//! (the session's server-side TCP keepalives and `tcp_user_timeout`, set in
-//! the startup packet below). Another hub then gets the lock on its next try.
+//! backend reads EOF), within about 11 s when the host or network dies (the
+//! session's server-side TCP keepalives and `tcp_user_timeout`, set in the
+//! startup packet: `storage::SERVER_KEEPALIVES`, which the pool's sessions
+//! carry too). Another hub then gets the lock on its next try.
 //!
 //! No two leaders at once: the leader pings its lock connection every
 //! `PING_EVERY` and steps down (stops its loops) when a ping fails or takes
 //! longer than `PING_TIMEOUT`, so it has stepped down after at most
 //! `PING_EVERY + PING_TIMEOUT` of silence, well before the server gives the
-//! lock up (`SERVER_NOTICES`). When the server ends the leader's session
+//! lock up (`SERVER_KEEPALIVES`: ~11 s). The e2e test `hub_partition` cuts
+//! a leader's network for real and checks the order. When the server ends the leader's session
 //! while the leader lives (`pg_terminate_backend`, a database restart), the
 //! lock is free at once but the leader learns it only at its next ping: so a
 //! new leader waits `GRACE` (longer than a ping round) after taking the lock
@@ -49,15 +51,6 @@ const GRACE: Duration = Duration::from_secs(4);
 /// How long a step-down waits for the loops to finish their pass before
 /// the lock is released (graceful shutdown only).
 const DRAIN: Duration = Duration::from_secs(5);
-/// Server side: keepalive after 5 s idle, 3 probes 2 s apart, and
-/// unacknowledged data given up after 10 s: a vanished leader's session
-/// ends after about 11 s, more than the leader's own 4 s to step down.
-const SERVER_NOTICES: [(&str, &str); 4] = [
-    ("tcp_keepalives_idle", "5"),
-    ("tcp_keepalives_interval", "2"),
-    ("tcp_keepalives_count", "3"),
-    ("tcp_user_timeout", "10000"),
-];
 
 /// Whether this hub leads, and the loops that run only while it does.
 pub struct Leadership {
@@ -117,7 +110,7 @@ impl Leadership {
         let opts = match url.parse::<PgConnectOptions>() {
             Ok(o) => o
                 .application_name("cloud-hub leader")
-                .options(SERVER_NOTICES),
+                .options(crate::storage::SERVER_KEEPALIVES),
             Err(e) => {
                 tracing::error!(error = %e, "leader election: bad database.url; never leading");
                 return;

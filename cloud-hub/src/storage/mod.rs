@@ -23,6 +23,24 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::time::Duration;
 
+/// Sent in the startup packet of every session the hub opens on the primary
+/// (the pool and the leader's lock connection): the *server* probes the
+/// session after 5 s idle, 3 probes 2 s apart, and gives up on data left
+/// unacknowledged for 10 s. So when a hub's host or network vanishes
+/// (partition, power cut: no FIN, no RST), PostgreSQL ends all its sessions
+/// after about 11 s: their transactions roll back and their locks go (a
+/// rollup pass's, the start-up lock, row locks of an ingest batch) instead
+/// of lingering for the kernel's default keepalive (2 h), blocking the other
+/// hubs. The leader relies on it too (its module doc). A pooler in front of
+/// PostgreSQL must pass the `options` startup parameter on. Not sent by a
+/// pool of one (`database.max_connections = 1`: a single-connection server).
+pub const SERVER_KEEPALIVES: [(&str, &str); 4] = [
+    ("tcp_keepalives_idle", "5"),
+    ("tcp_keepalives_interval", "2"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
 /// The inner errors are part of the message and not exposed as sources:
 /// sqlx's errors already repeat their own source, and a chain printed with
 /// `{:#}` would say the same cause three times.
@@ -217,7 +235,13 @@ pub struct ReadingQuery {
 impl Store {
     /// Connects, applies migrations and sets up the best storage tier available.
     pub async fn open(o: &StoreOptions) -> Result<Store, StoreError> {
-        let opts: PgConnectOptions = o.url.parse().map_err(StoreError::Url)?;
+        let mut opts = o.url.parse::<PgConnectOptions>().map_err(StoreError::Url)?;
+        // A pool of one is for a single-connection server (PGlite, which
+        // takes the startup packet raw): one hub, nobody for a dead
+        // session's locks to block.
+        if o.max_connections > 1 {
+            opts = opts.options(SERVER_KEEPALIVES);
+        }
         connect::wait_for_database(&opts, o.connect_timeout).await?;
         tracing::info!(target = %connect::target(&opts), "connected to PostgreSQL");
         let pool = PgPoolOptions::new()
