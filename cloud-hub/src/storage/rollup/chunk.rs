@@ -36,6 +36,19 @@ const BATCH: usize = 500;
 /// The advisory lock that serializes chunks, even across hubs.
 const LOCK: i64 = 7261001;
 
+/// A recomputed bucket replaces the stored one whole (recomputing is
+/// idempotent): the tail of both rollups' INSERTs.
+macro_rules! upsert_bucket {
+    () => {
+        "
+         ON CONFLICT (series_id, bucket) DO UPDATE SET
+            n = EXCLUDED.n, sum = EXCLUDED.sum, sum_sq = EXCLUDED.sum_sq,
+            min = EXCLUDED.min, max = EXCLUDED.max,
+            first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
+            last_ts = EXCLUDED.last_ts, last = EXCLUDED.last"
+    };
+}
+
 /// What one chunk did.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunk {
@@ -170,7 +183,7 @@ async fn recompute(tx: &mut sqlx::PgConnection, batch: &[Span]) -> Result<u64, S
     let ids: Vec<i32> = batch.iter().map(|s| s.0).collect();
     let los: Vec<DateTime<Utc>> = batch.iter().map(|s| s.1).collect();
     let his: Vec<DateTime<Utc>> = batch.iter().map(|s| s.2).collect();
-    let minutes = sqlx::query(
+    let minutes = sqlx::query(concat!(
         "INSERT INTO rollup_1m
          SELECT s.series_id, date_trunc('minute', s.ts), count(*), sum(s.value), sum(s.value * s.value),
                 min(s.value), max(s.value),
@@ -178,20 +191,16 @@ async fn recompute(tx: &mut sqlx::PgConnection, batch: &[Span]) -> Result<u64, S
                 max(s.ts), (array_agg(s.value ORDER BY s.ts DESC))[1]
          FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[]) AS t(series_id, lo, hi)
          JOIN samples s ON s.series_id = t.series_id AND s.ts >= t.lo AND s.ts < t.hi
-         GROUP BY 1, 2
-         ON CONFLICT (series_id, bucket) DO UPDATE SET
-            n = EXCLUDED.n, sum = EXCLUDED.sum, sum_sq = EXCLUDED.sum_sq,
-            min = EXCLUDED.min, max = EXCLUDED.max,
-            first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
-            last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-    )
+         GROUP BY 1, 2",
+        upsert_bucket!()
+    ))
     .bind(&ids)
     .bind(&los)
     .bind(&his)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query(
+    sqlx::query(concat!(
         "INSERT INTO rollup_1h
          SELECT m.series_id, date_trunc('hour', m.bucket), sum(m.n), sum(m.sum), sum(m.sum_sq),
                 min(m.min), max(m.max),
@@ -201,13 +210,9 @@ async fn recompute(tx: &mut sqlx::PgConnection, batch: &[Span]) -> Result<u64, S
          JOIN rollup_1m m ON m.series_id = t.series_id
               AND m.bucket >= date_trunc('hour', t.lo)
               AND m.bucket < date_trunc('hour', t.hi - interval '1 microsecond') + interval '1 hour'
-         GROUP BY 1, 2
-         ON CONFLICT (series_id, bucket) DO UPDATE SET
-            n = EXCLUDED.n, sum = EXCLUDED.sum, sum_sq = EXCLUDED.sum_sq,
-            min = EXCLUDED.min, max = EXCLUDED.max,
-            first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
-            last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-    )
+         GROUP BY 1, 2",
+        upsert_bucket!()
+    ))
     .bind(&ids)
     .bind(&los)
     .bind(&his)
