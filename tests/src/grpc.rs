@@ -146,3 +146,34 @@ pub fn hello(gw: &str) -> EdgeMessage {
         })),
     }
 }
+
+/// A plain (no TLS) uplink stream as gateway `gateway`, its Hello sent:
+/// the sender for the batches (room for `capacity` ahead) and the hub's
+/// answers. For the load generators, which stream as fast as acks allow.
+pub async fn open_stream(
+    url: &str,
+    gateway: &str,
+    agent_version: &str,
+    capacity: usize,
+    connect_timeout: Duration,
+) -> Result<(
+    mpsc::Sender<EdgeMessage>,
+    tonic::Streaming<qi_proto::v1::HubMessage>,
+)> {
+    let channel = Endpoint::from_shared(url.to_string())?
+        .connect_timeout(connect_timeout)
+        .connect()
+        .await?;
+    let mut client = UplinkClient::new(channel);
+    let (tx, rx) = mpsc::channel(capacity);
+    tx.send(EdgeMessage {
+        kind: Some(edge_message::Kind::Hello(Hello {
+            gateway_id: gateway.into(),
+            agent_version: agent_version.into(),
+            ..Default::default()
+        })),
+    })
+    .await?;
+    let inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    Ok((tx, inbound))
+}

@@ -3,12 +3,9 @@
 //! by itself, tallying every ack.
 
 use anyhow::{Context, Result};
-use qi_proto::v1::uplink_client::UplinkClient;
-use qi_proto::v1::{EdgeMessage, Hello, Reading, ReadingBatch, edge_message, hub_message};
+use qi_proto::v1::{EdgeMessage, Reading, ReadingBatch, edge_message, hub_message};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 pub const GATEWAY: &str = "gw-ha";
 /// Readings per batch (an agent's poll cycle of a large gateway).
@@ -70,21 +67,14 @@ pub async fn gateway(url: String, tally: Arc<Mutex<Tally>>, stop: Arc<tokio::syn
 }
 
 async fn one_stream(url: &str, tally: &Mutex<Tally>, base_us: i64) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await?;
-    let mut client = UplinkClient::new(channel);
-    let (tx, rx) = mpsc::channel(IN_FLIGHT + 2);
-    tx.send(EdgeMessage {
-        kind: Some(edge_message::Kind::Hello(Hello {
-            gateway_id: GATEWAY.into(),
-            agent_version: "ha-failover".into(),
-            ..Default::default()
-        })),
-    })
+    let (tx, mut inbound) = e2e_tests::grpc::open_stream(
+        url,
+        GATEWAY,
+        "ha-failover",
+        IN_FLIGHT + 2,
+        Duration::from_secs(2),
+    )
     .await?;
-    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     let mut next = {
         let mut t = tally.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         t.streams.push(Instant::now());

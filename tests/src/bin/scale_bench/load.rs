@@ -5,13 +5,11 @@
 
 use anyhow::{Context, Result};
 use e2e_tests::bench::{cpu_s, tree_cpu_s};
-use qi_proto::v1::uplink_client::UplinkClient;
-use qi_proto::v1::{EdgeMessage, Hello, Reading, ReadingBatch, edge_message, hub_message};
+use qi_proto::v1::{EdgeMessage, Reading, ReadingBatch, edge_message, hub_message};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 
 /// Readings per batch: `SCALE_BATCH`, default 500 (a large gateway's poll
 /// cycle, as in ha_failover; the agent sends up to `uplink.batch_max`).
@@ -139,21 +137,14 @@ async fn one_stream(
     period: Option<Duration>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    let mut client = UplinkClient::new(channel);
-    let (tx, rx) = mpsc::channel(IN_FLIGHT + 2);
-    tx.send(EdgeMessage {
-        kind: Some(edge_message::Kind::Hello(Hello {
-            gateway_id: id.into(),
-            agent_version: "scale-bench".into(),
-            ..Default::default()
-        })),
-    })
+    let (tx, mut inbound) = e2e_tests::grpc::open_stream(
+        url,
+        id,
+        "scale-bench",
+        IN_FLIGHT + 2,
+        Duration::from_secs(5),
+    )
     .await?;
-    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     let mut next = acked.load(Ordering::Relaxed) + 1;
     let mut outstanding = 0usize;
     let mut tick = period.map(|p| {
