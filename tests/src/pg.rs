@@ -243,6 +243,12 @@ impl PgServer {
         self.url.clone()
     }
 
+    /// Tier citus: the workers' URLs, to look at the shards they hold
+    /// (empty otherwise).
+    pub fn worker_urls(&self) -> Vec<String> {
+        self.workers.iter().map(PgServer::url).collect()
+    }
+
     /// Points this handle at database `name` on the same server (one restored
     /// from a dump, say); the server's lifetime is unchanged.
     pub fn switch_database(&mut self, name: &str) -> Result<()> {
