@@ -97,6 +97,14 @@ impl Columns {
     }
 }
 
+/// Tries of one batch's transaction when the database cancels it as a deadlock.
+const DEADLOCK_TRIES: u32 = 3;
+
+/// 40P01: the database broke a deadlock by cancelling this transaction.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
@@ -260,6 +268,38 @@ impl Store {
             });
         }
         let ids = self.series_ids(gateway_id, readings).await?;
+        let mut attempt = 1;
+        loop {
+            match self
+                .write_batch(gateway_id, readings, &ids, events, run_events)
+                .await
+            {
+                // PostgreSQL rolled the whole transaction back: running it
+                // again is safe. On tier citus two transactions writing the
+                // same readings at once (a redelivery racing the original)
+                // take the shards' rows in different orders over parallel
+                // connections, and Citus cancels one as a distributed
+                // deadlock; its retry then finds the rows stored.
+                Err(StoreError::Db(e)) if is_deadlock(&e) && attempt < DEADLOCK_TRIES => {
+                    metrics::counter!(crate::metric_names::HUB_INGEST_DEADLOCK_RETRIES_TOTAL)
+                        .increment(1);
+                    tracing::warn!(gateway = gateway_id, attempt, error = %e, "batch deadlocked; writing it again");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One try at [`Store::insert_batch_with_events`]' transaction.
+    async fn write_batch(
+        &self,
+        gateway_id: &str,
+        readings: &[Reading],
+        ids: &[i32],
+        events: &[AuditEvent],
+        run_events: &[RunEvent],
+    ) -> Result<BatchStored, StoreError> {
         // Fast path: a batch the hub has never seen goes in by binary COPY
         // (TCP_NODELAY is set on the connections, see `nodelay`). A duplicate
         // makes the COPY fail as a whole; the slow path then skips exactly
@@ -267,10 +307,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         if self.ingest == super::IngestMethod::Insert {
             let inserted = self
-                .insert_skipping_duplicates(&mut tx, &Columns::of(readings), &ids)
+                .insert_skipping_duplicates(&mut tx, &Columns::of(readings), ids)
                 .await?;
             self.note_devices(&mut tx, gateway_id, readings).await?;
-            note_latest(&mut tx, readings, &ids).await?;
+            note_latest(&mut tx, readings, ids).await?;
             let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
             let runs =
                 super::run_events::record(&mut tx, gateway_id, run_events, readings, inserted > 0)
@@ -279,12 +319,12 @@ impl Store {
             return Ok(BatchStored {
                 readings: inserted,
                 events: new,
-                series_ids: ids,
+                series_ids: ids.to_vec(),
                 runs,
             });
         }
         let copied = {
-            let data = encode_copy(readings, &ids);
+            let data = encode_copy(readings, ids);
             match tx.copy_in_raw(COPY_SQL).await {
                 Ok(mut copy) => match copy.send(data).await {
                     Ok(_) => copy.finish().await,
@@ -304,13 +344,12 @@ impl Store {
                     .increment(1);
                 tx = self.pool.begin().await?;
                 let cols = Columns::of(readings);
-                self.insert_skipping_duplicates(&mut tx, &cols, &ids)
-                    .await?
+                self.insert_skipping_duplicates(&mut tx, &cols, ids).await?
             }
             Err(e) => return Err(e.into()),
         };
         self.note_devices(&mut tx, gateway_id, readings).await?;
-        note_latest(&mut tx, readings, &ids).await?;
+        note_latest(&mut tx, readings, ids).await?;
         let new = super::gateway_events::record(&mut tx, gateway_id, events).await?;
         let runs =
             super::run_events::record(&mut tx, gateway_id, run_events, readings, inserted > 0)
@@ -319,7 +358,7 @@ impl Store {
         Ok(BatchStored {
             readings: inserted,
             events: new,
-            series_ids: ids,
+            series_ids: ids.to_vec(),
             runs,
         })
     }
