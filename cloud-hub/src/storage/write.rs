@@ -291,6 +291,22 @@ impl Store {
         }
     }
 
+    /// A batch's transaction. Tier citus: over one connection per worker
+    /// (Citus' sequential mode). In parallel mode a COPY spread over the
+    /// shards opens a connection per shard, and the worker forks a backend
+    /// for each one Citus does not keep cached: a 20-reading batch took
+    /// 17 ms instead of 1.9 ms (5,000 readings: 38 ms instead of 25 ms) on
+    /// a coordinator and two workers on this 2-core machine.
+    async fn begin_batch(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.tier == super::StorageTier::Citus {
+            sqlx::query("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// One try at [`Store::insert_batch_with_events`]' transaction.
     async fn write_batch(
         &self,
@@ -304,7 +320,7 @@ impl Store {
         // (TCP_NODELAY is set on the connections, see `nodelay`). A duplicate
         // makes the COPY fail as a whole; the slow path then skips exactly
         // the readings already stored.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_batch().await?;
         if self.ingest == super::IngestMethod::Insert {
             let inserted = self
                 .insert_skipping_duplicates(&mut tx, &Columns::of(readings), ids)
@@ -342,7 +358,7 @@ impl Store {
                 tx.rollback().await?;
                 metrics::counter!(crate::metric_names::HUB_INGEST_DUPLICATE_BATCHES_TOTAL)
                     .increment(1);
-                tx = self.pool.begin().await?;
+                tx = self.begin_batch().await?;
                 let cols = Columns::of(readings);
                 self.insert_skipping_duplicates(&mut tx, &cols, ids).await?
             }
