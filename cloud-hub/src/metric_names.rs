@@ -14,6 +14,8 @@ qi_common::metric_names! {
         "Redelivered readings ignored because the hub already holds them.";
     HUB_INGEST_DUPLICATE_BATCHES_TOTAL = Counter "hub_ingest_duplicate_batches_total" []
         "Batches whose bulk copy hit readings already stored and were written again row by row.";
+    HUB_INGEST_DEADLOCK_RETRIES_TOTAL = Counter "hub_ingest_deadlock_retries_total" []
+        "Batch transactions the database cancelled as a deadlock and the hub wrote again (tier citus: a redelivery racing its original).";
     HUB_INGEST_COMMIT_SECONDS = Histogram "hub_ingest_commit_seconds" []
         "Time to write one batch to the database, insert to commit.";
     HUB_INGEST_REJECTED_TOTAL = Counter "hub_ingest_rejected_total" ["reason"]

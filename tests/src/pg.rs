@@ -130,6 +130,17 @@ pub fn skip_on_shared_server(test: &str, needs: &str) -> bool {
     shared
 }
 
+/// Tests whose subject a tier's server does not offer (a single-cluster
+/// backup on tier citus, say) call this first and return when it says so,
+/// after a line saying why (the rest of the suite still runs on that tier).
+pub fn skip_on_tier(tier: &str, test: &str, needs: &str) -> bool {
+    let skip = test_tier() == tier;
+    if skip {
+        eprintln!("SKIPPED {test}: it {needs}, which tier {tier} does not offer");
+    }
+    skip
+}
+
 /// The tier under test (`QI_TEST_TIER`): none, apache, citus or timescale.
 pub fn test_tier() -> String {
     std::env::var("QI_TEST_TIER").unwrap_or_else(|_| "none".into())
@@ -243,6 +254,12 @@ impl PgServer {
 
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// Tier citus: the workers' URLs, to look at the shards they hold
+    /// (empty otherwise).
+    pub fn worker_urls(&self) -> Vec<String> {
+        self.workers.iter().map(PgServer::url).collect()
     }
 
     /// Points this handle at database `name` on the same server (one restored

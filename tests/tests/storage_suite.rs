@@ -1,7 +1,8 @@
 //! The hub's storage interface, the same tests on every tier that runs here:
 //! `QI_TEST_TIER` = none (plain PostgreSQL 15), apache (TimescaleDB's Apache-2
-//! build on PostgreSQL 15) or timescale (TimescaleDB with compression and
-//! continuous aggregates, on PGlite). See tests/src/pg.rs.
+//! build on PostgreSQL 15), timescale (TimescaleDB with compression and
+//! continuous aggregates, on PGlite) or citus (a coordinator and two workers).
+//! See tests/src/pg.rs.
 //!
 //! These drive `cloud_hub::storage::Store` directly, on the store's own pool:
 //! PGlite takes one connection at a time, so nothing else may hold one.
@@ -257,10 +258,11 @@ async fn dedupe_rollups_late_data_compression_and_retention() -> Result<()> {
         "old hours rolled up: {before:?}"
     );
 
-    if matches!(tier, StorageTier::None | StorageTier::Citus) {
-        // Day partitions: tests/storage_tiers.rs ages a partitioned table
-        // (tier none; citus runs the same upkeep code, see below).
-        return Ok(());
+    let partitioned = matches!(tier, StorageTier::None | StorageTier::Citus);
+    if partitioned {
+        // The hub has run for 400 days (simulated): the old rows sit in
+        // their own day partitions, on the workers on tier citus.
+        age_day_partitions(&store, t0, d40, d400).await?;
     }
     // Time has passed: retention is now raw 30 days, minutes 365 days,
     // hours forever (a restart with the new config).
@@ -272,9 +274,47 @@ async fn dedupe_rollups_late_data_compression_and_retention() -> Result<()> {
     };
     store.pool().close().await;
     let store = Store::open(&options(pg.url(), retention)).await?;
+    let (old_days, kept_day) = (
+        [day_table(d400), day_table(d40)],
+        day_table(t0 + Days::hours(1)),
+    );
+    if partitioned {
+        assert_eq!(
+            scalar_i64(&store, "SELECT count(*) FROM samples").await?,
+            723
+        );
+        for t in old_days.iter().chain([&kept_day]) {
+            ensure!(shards_on_workers(&pg, t).await? > 0, "{t} has shards");
+        }
+    }
     match tier {
         StorageTier::Timescale => run_jobs(&store, "policy_retention").await?,
         _ => store.maintain(&retention).await?,
+    }
+    if partitioned {
+        let parts = partitions(&store).await?;
+        for gone in old_days.iter().chain([&"samples_before".to_string()]) {
+            ensure!(!parts.contains(gone), "{gone} dropped: {parts:?}");
+            assert_eq!(shards_on_workers(&pg, gone).await?, 0, "{gone}'s shards");
+        }
+        ensure!(
+            parts.contains(&kept_day) && parts.contains(&"samples_default".to_string()),
+            "{parts:?}"
+        );
+        ensure!(shards_on_workers(&pg, &kept_day).await? > 0);
+        // A backlog reading older than every partition left lands in the
+        // default partition; the next upkeep deletes it there.
+        let stale = reading(3000, "ramp", t0 - Days::days(100), 0.0);
+        assert_eq!(store.insert_batch("gw-s", &[stale]).await?, 1);
+        assert_eq!(
+            scalar_i64(&store, "SELECT count(*) FROM samples_default").await?,
+            1
+        );
+        store.maintain(&retention).await?;
+        assert_eq!(
+            scalar_i64(&store, "SELECT count(*) FROM samples_default").await?,
+            0
+        );
     }
     let left: Vec<i64> =
         sqlx::query_scalar("SELECT seq FROM samples WHERE ts < now() - interval '30 days'")
@@ -421,6 +461,92 @@ async fn citus_layout(pool: &sqlx::PgPool) -> Result<()> {
         "samples' shards on every worker"
     );
     Ok(())
+}
+
+/// `samples_YYYYMMDD` of the day of `t`.
+fn day_table(t: DateTime<Utc>) -> String {
+    format!("samples_{}", t.format("%Y%m%d"))
+}
+
+async fn partitions(store: &Store) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'samples'::regclass ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await?)
+}
+
+/// Rewrites the layout the first start made (everything before tomorrow in
+/// `samples_before`) into the one 400 days of upkeep would have left: an
+/// empty `samples_before` up to the oldest day, then one partition per day
+/// holding rows (gaps are immaterial to the upkeep). The same DDL the hub
+/// runs; on tier citus the new partitions are distributed like the hub's.
+async fn age_day_partitions(
+    store: &Store,
+    t0: DateTime<Utc>,
+    d40: DateTime<Utc>,
+    d400: DateTime<Utc>,
+) -> Result<()> {
+    let today = Utc::now().date_naive();
+    let mut days = vec![d400.date_naive(), d40.date_naive()];
+    days.extend(t0.date_naive().iter_days().take_while(|d| *d <= today));
+    let mut stmts = vec![
+        "CREATE TABLE samples_aside AS SELECT * FROM samples_before".to_string(),
+        "DROP TABLE samples_before".into(),
+        format!(
+            "CREATE TABLE samples_before PARTITION OF samples FOR VALUES FROM (MINVALUE) TO ('{}')",
+            days[0]
+        ),
+    ];
+    for d in &days {
+        stmts.push(format!(
+            "CREATE TABLE samples_{} PARTITION OF samples FOR VALUES FROM ('{d}') TO ('{}')",
+            d.format("%Y%m%d"),
+            *d + Days::days(1)
+        ));
+    }
+    stmts.push("INSERT INTO samples SELECT * FROM samples_aside".into());
+    stmts.push("DROP TABLE samples_aside".into());
+    for stmt in stmts {
+        sqlx::query(sqlx::AssertSqlSafe(stmt.clone()))
+            .execute(store.pool())
+            .await
+            .with_context(|| stmt)?;
+    }
+    let waiting = scalar_i64(store, "SELECT count(*) FROM samples_default").await?;
+    ensure!(
+        waiting == 0,
+        "every aged row has its day: {waiting} in default"
+    );
+    Ok(())
+}
+
+/// Tier citus: shard tables of partition `table` on all workers (Citus names
+/// them `<table>_<shard id>`; the workers' metadata copy of the table itself
+/// is not counted). Tier none: 1 if the table exists (the setting below is
+/// then a harmless placeholder).
+async fn shards_on_workers(pg: &PgServer, table: &str) -> Result<i64> {
+    use sqlx::Connection;
+    let (urls, pattern) = match pg.worker_urls() {
+        urls if urls.is_empty() => (vec![pg.url()], table.to_string()),
+        urls => (urls, format!("{table}\\_%")),
+    };
+    let mut n = 0;
+    for url in urls {
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        // Citus hides shards from pg_class unless told otherwise.
+        sqlx::query("SET citus.override_table_visibility TO off")
+            .execute(&mut conn)
+            .await?;
+        n += sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE $1",
+        )
+        .bind(&pattern)
+        .fetch_one(&mut conn)
+        .await?;
+    }
+    Ok(n)
 }
 
 async fn one_hour(store: &Store, id: i32, t: DateTime<Utc>) -> Result<Vec<BucketRow>> {

@@ -168,14 +168,22 @@ pub async fn readings(
     limit: i64,
 ) -> Result<Vec<RunReading>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT x.seq, s.run_series AS series, s.series_id, s.device_id, s.metric, s.unit,
+        // The page first, then each row's step: on tier citus `samples` is
+        // distributed, and Citus refuses a subquery on a coordinator table
+        // correlated with it ("direct joins between distributed and local
+        // tables"); over the materialized page it is an ordinary local query.
+        "WITH x AS MATERIALIZED (
+            SELECT x.seq, s.run_series AS series, s.series_id, s.device_id, s.metric, s.unit,
+                   x.ts, x.value, x.quality
+              FROM series s JOIN samples x ON x.series_id = s.series_id
+             WHERE s.run_id = $1::uuid AND ($2::text IS NULL OR s.run_series = $2) AND x.seq > $3
+             ORDER BY x.seq LIMIT $4)
+         SELECT x.seq, x.series, x.series_id, x.device_id, x.metric, x.unit,
                 (SELECT e.step FROM run_events e
                   WHERE e.run_id = $1::uuid AND e.kind = 'step_started' AND e.seq < x.seq
                   ORDER BY e.seq DESC LIMIT 1) AS step,
                 x.ts, x.value, x.quality
-           FROM series s JOIN samples x ON x.series_id = s.series_id
-          WHERE s.run_id = $1::uuid AND ($2::text IS NULL OR s.run_series = $2) AND x.seq > $3
-          ORDER BY x.seq LIMIT $4",
+           FROM x ORDER BY x.seq",
     )
     .bind(run_id)
     .bind(series)

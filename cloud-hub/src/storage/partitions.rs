@@ -5,7 +5,8 @@
 //! partition covering everything before tomorrow (no data is copied); new
 //! days get their own partitions from then on. A `samples_default` partition
 //! catches timestamps beyond the days created (a device clock far ahead);
-//! when their day's partition is created, those rows move into it.
+//! when their day's partition is created, those rows move into it; rows
+//! there older than the raw retention are deleted (the partition itself stays).
 
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -151,6 +152,21 @@ pub async fn maintain(
                     .await?;
                 dropped += 1;
             }
+        }
+        // A reading older than every partition left (a backlog arriving after
+        // retention dropped its day) lands in the default partition, which is
+        // never dropped: its old rows go one by one, or they would stay forever.
+        let expired = sqlx::query("DELETE FROM samples_default WHERE ts < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if expired > 0 {
+            tracing::info!(
+                rows = expired,
+                days = retention_days,
+                "raw retention: old rows deleted from samples_default"
+            );
         }
     }
     tx.commit().await?;
