@@ -222,18 +222,18 @@ impl FrontDoor {
         let (mut urd, mut uwr) = upstream.into_split();
         // MQTT 3.1.1 3.1.2.10: close after 1.5 x keep-alive without a packet.
         // A client asking for none (0) or more than the maximum gets the
-        // maximum; the broker is told the same (rumqttd refuses 0 outright).
+        // maximum. The front door enforces it (and counts it); the broker is
+        // told twice that, as a backstop only: with the same value both
+        // timers fire together and the one that wins is a coin toss, so a
+        // silent client would sometimes leave uncounted. rumqttd refuses 0.
         let max_ka = self.cfg.max_keep_alive_s;
         let ka = match c.keep_alive {
             0 => max_ka,
             k => u64::from(k).min(max_ka),
         };
-        if ka != u64::from(c.keep_alive) {
-            uwr.write_all(&frame::with_keep_alive(&connect, ka as u16)?)
-                .await?;
-        } else {
-            uwr.write_all(&connect.bytes).await?;
-        }
+        let broker_ka = (ka * 2).min(u64::from(u16::MAX)) as u16;
+        uwr.write_all(&frame::with_keep_alive(&connect, broker_ka)?)
+            .await?;
 
         // One writer owns the client's socket: broker traffic and the agent's
         // own acks both go through it.
