@@ -31,6 +31,7 @@ pub mod process;
 pub mod pv_rig;
 pub mod runs;
 pub mod sse;
+pub mod storage_probe;
 pub mod util;
 pub mod webhook_receiver;
 
@@ -185,11 +186,47 @@ impl Stack {
         Ok(cfg)
     }
 
+    /// A counter or gauge of the agent's /metrics, summed over its series
+    /// whose labels contain every one of `labels` (`device="meter"`, ...).
+    pub async fn agent_metric(&self, name: &str, labels: &[&str]) -> Result<f64> {
+        let text = http::get(format!("{}/metrics", self.agent_url()))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter(|l| labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// One device's state from the agent's local API.
     pub async fn device(&self, id: &str) -> Result<serde_json::Value> {
         let (status, body) = get_json(&format!("{}/api/v1/devices/{id}", self.agent_url())).await?;
         anyhow::ensure!(status == 200, "device {id}: {status} {body}");
         Ok(body)
+    }
+
+    /// Device `id`'s state once it reports a value for at least `points`
+    /// points (waiting up to `timeout`; the stack's logs on failure).
+    pub async fn device_with_values(
+        &self,
+        id: &str,
+        points: usize,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        wait_for(
+            &format!("values of every point of {id}"),
+            timeout,
+            || async {
+                let d = self.device(id).await?;
+                let n = d["values"].as_object().map(|m| m.len()).unwrap_or(0);
+                Ok((n >= points).then_some(d))
+            },
+        )
+        .await
+        .with_context(|| self.logs())
     }
 
     /// Writes an agent config (one SDM630 on the simulator's port) and returns its path.

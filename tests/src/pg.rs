@@ -10,8 +10,12 @@
 //!   `scripts/setup-citus.sh` (a coordinator and `QI_TEST_CITUS_WORKERS`
 //!   workers, default 2, all preloading `citus`); the hub gets the coordinator.
 
+mod citus;
+mod replica;
+
 use crate::process::Proc;
 use anyhow::{Context, Result, bail};
+pub use citus::citus_workers;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -171,40 +175,6 @@ fn apache_bindir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The relocated PostgreSQL with Citus: `QI_CITUS_BINDIR`, else where
-/// `scripts/setup-citus.sh` recorded it (`target/citus/bindir`).
-fn citus_bindir() -> Result<PathBuf> {
-    let dir = match std::env::var_os("QI_CITUS_BINDIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let out = std::env::var_os("QI_CITUS_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| crate::workspace_root().join("target/citus"));
-            match std::fs::read_to_string(out.join("bindir")) {
-                Ok(recorded) => PathBuf::from(recorded.trim()),
-                Err(_) => out.join("pg/lib/postgresql/15/bin"),
-            }
-        }
-    };
-    if !dir.join("postgres").is_file() {
-        bail!(
-            "QI_TEST_TIER=citus needs PostgreSQL with Citus in {}; run scripts/setup-citus.sh",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
-/// Workers of a tier-citus test cluster (`QI_TEST_CITUS_WORKERS`, default 2).
-pub fn citus_workers() -> Result<usize> {
-    match std::env::var("QI_TEST_CITUS_WORKERS") {
-        Ok(n) => n
-            .parse()
-            .with_context(|| format!("QI_TEST_CITUS_WORKERS must be a number, not {n:?}")),
-        Err(_) => Ok(2),
-    }
-}
-
 /// Checks up front that the cluster's owner can run the binaries in
 /// `bindir`: run as root, the tests start PostgreSQL as `postgres`, which
 /// cannot enter a checkout in a mode-700 directory; initdb would then fail
@@ -312,43 +282,6 @@ impl PgServer {
         self.url.replacen("@127.0.0.1:", &format!("@{addr}:"), 1)
     }
 
-    /// A Citus coordinator with `workers` workers (0: the coordinator holds
-    /// every shard), each a throwaway cluster of its own; the URL is the
-    /// coordinator's. `citus` is created in the `postgres` database of each,
-    /// so the hub finds it there and lays out tier citus.
-    pub async fn start_citus(workers: usize) -> Result<PgServer> {
-        use sqlx::Connection;
-        let bindir = citus_bindir()?;
-        let mut nodes = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            nodes.push(Self::start_local(bindir.clone(), Preload::Citus, None).await?);
-        }
-        let mut coordinator = Self::start_local(bindir, Preload::Citus, None).await?;
-        for node in nodes.iter().chain(std::iter::once(&coordinator)) {
-            let mut conn = sqlx::PgConnection::connect(&node.url).await?;
-            sqlx::query("CREATE EXTENSION IF NOT EXISTS citus")
-                .execute(&mut conn)
-                .await
-                .with_context(|| format!("CREATE EXTENSION citus on {}", node.url))?;
-        }
-        let mut conn = sqlx::PgConnection::connect(&coordinator.url).await?;
-        let port = |s: &PgServer| s.local.as_ref().map(|l| i32::from(l.port)).unwrap_or(0);
-        sqlx::query("SELECT citus_set_coordinator_host('127.0.0.1', $1)")
-            .bind(port(&coordinator))
-            .execute(&mut conn)
-            .await
-            .context("citus_set_coordinator_host")?;
-        for node in &nodes {
-            sqlx::query("SELECT citus_add_node('127.0.0.1', $1)")
-                .bind(port(node))
-                .execute(&mut conn)
-                .await
-                .with_context(|| format!("citus_add_node for {}", node.url))?;
-        }
-        coordinator.workers = nodes;
-        Ok(coordinator)
-    }
-
     async fn start_local(
         bindir: PathBuf,
         preload: Preload,
@@ -411,74 +344,6 @@ impl PgServer {
         let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
         let server = PgServer {
             url,
-            local: Some(local),
-            _proc: Some(proc),
-            _dir: Some(dir),
-            workers: Vec::new(),
-        };
-        server.wait_ready().await?;
-        Ok(server)
-    }
-
-    /// A streaming replica of this local cluster (`pg_basebackup -R`), on a
-    /// port of its own, started with the same binaries and settings; its
-    /// [`PgServer::stop`] stops the replica only.
-    pub async fn start_replica(&self) -> Result<PgServer> {
-        let Some(primary) = &self.local else {
-            bail!("a replica needs the local cluster, not QI_TEST_DATABASE_URL");
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("qi-pg-replica-")
-            .tempdir()?;
-        if let Some((uid, gid)) = primary.ids {
-            nix::unistd::chown(
-                dir.path(),
-                Some(nix::unistd::Uid::from_raw(uid)),
-                Some(nix::unistd::Gid::from_raw(gid)),
-            )?;
-        }
-        let data = dir.path().join("data");
-        let tool = match primary.bindir.join("pg_basebackup") {
-            p if p.is_file() => p,
-            _ => pg_bindir()?.join("pg_basebackup"),
-        };
-        let mut backup = Command::new(tool);
-        backup
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &primary.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .arg("-D")
-            .arg(&data)
-            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"]);
-        if let Some((uid, gid)) = primary.ids {
-            backup.uid(uid).gid(gid);
-        }
-        let out = backup.output().context("cannot run pg_basebackup")?;
-        if !out.status.success() {
-            bail!(
-                "pg_basebackup failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let port = crate::free_port();
-        let local = Local {
-            bindir: primary.bindir.clone(),
-            preload: primary.preload,
-            data,
-            sock: dir.path().to_path_buf(),
-            port,
-            ids: primary.ids,
-            log: dir.path().join("postgres.log"),
-            listen: "127.0.0.1".into(),
-        };
-        let proc = local.spawn()?;
-        let server = PgServer {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             local: Some(local),
             _proc: Some(proc),
             _dir: Some(dir),

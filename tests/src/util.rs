@@ -110,3 +110,30 @@ pub async fn get_json(url: &str) -> Result<(u16, serde_json::Value)> {
         .with_context(|| format!("GET {url}: body is not JSON: {body}"))?;
     Ok((status, json))
 }
+
+/// `sim.base` of every numeric point of a firmware profile, as its register
+/// type carries it (an f32 register rounds it): what a freshly started
+/// simulator serves.
+pub fn profile_sim_bases(profile: &str) -> std::collections::BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(profiles_dir().join(format!("{profile}.toml"))).unwrap();
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("type").and_then(|t| t.as_str()) != Some("string"))
+        .map(|p| {
+            let base = p
+                .get("sim")
+                .and_then(|s| s.get("base"))
+                .and_then(|b| b.as_float())
+                .unwrap_or(0.0);
+            let v = if p["type"].as_str() == Some("f32") {
+                f64::from(base as f32)
+            } else {
+                base
+            };
+            (p["name"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}

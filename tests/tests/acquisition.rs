@@ -12,65 +12,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// `edge_writes_total` for one device and result ("ok" / "error") in the agent's /metrics.
-async fn writes_counted(stack: &Stack, device: &str, result: &str) -> Result<f64> {
-    let text = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
-        .await?
-        .text()
-        .await?;
-    let (d, r) = (
-        format!("device=\"{device}\""),
-        format!("result=\"{result}\""),
-    );
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with("edge_writes_total{") && l.contains(&d) && l.contains(&r))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
-}
-
-/// `sim.base` of every point of a profile, as its register type carries it.
-fn expected(profile: &str) -> BTreeMap<String, f64> {
-    let text =
-        std::fs::read_to_string(e2e_tests::profiles_dir().join(format!("{profile}.toml"))).unwrap();
-    let v: toml::Value = toml::from_str(&text).unwrap();
-    v["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p.get("type").and_then(|t| t.as_str()) != Some("string"))
-        .map(|p| {
-            let base = p
-                .get("sim")
-                .and_then(|s| s.get("base"))
-                .and_then(|b| b.as_float())
-                .unwrap_or(0.0);
-            let v = if p["type"].as_str() == Some("f32") {
-                f64::from(base as f32)
-            } else {
-                base
-            };
-            (p["name"].as_str().unwrap().to_string(), v)
-        })
-        .collect()
-}
-
-/// Waits until the device reports a value for every point in `want`.
-async fn values_of(stack: &Stack, id: &str, want: usize) -> Result<Value> {
-    wait_for(
-        &format!("values of every point of {id}"),
-        Duration::from_secs(20),
-        || async {
-            let d = stack.device(id).await?;
-            let n = d["values"].as_object().map(|m| m.len()).unwrap_or(0);
-            Ok((n >= want).then_some(d))
-        },
-    )
-    .await
-    .with_context(|| stack.logs())
-}
-
 fn assert_values(dev: &Value, want: &BTreeMap<String, f64>) {
     for (name, v) in want {
         let got = dev["values"][name]["value"].as_f64();
@@ -99,8 +40,10 @@ async fn sdm630_via(
         "[[devices]]\nid = \"meter\"\nprofile = \"eastron-sdm630\"\ntransport = {transport}\npoll_interval_ms = 200\n"
     ))?;
     stack.start_agent(&cfg).await?;
-    let dev = values_of(&stack, "meter", 13).await?;
-    assert_values(&dev, &expected("eastron-sdm630"));
+    let dev = stack
+        .device_with_values("meter", 13, Duration::from_secs(20))
+        .await?;
+    assert_values(&dev, &e2e_tests::util::profile_sim_bases("eastron-sdm630"));
     assert_eq!(dev["state"], "online", "{dev}");
     // Gap tolerance 40 bridges the SDM630's holes: 3 requests instead of 13.
     assert_eq!(dev["requests_per_cycle"], 3, "{dev}");
@@ -124,8 +67,10 @@ async fn pymodbus_tcp_values_match_and_mbpoll_agrees() -> Result<()> {
         "[[devices]]\nid = \"meter\"\nprofile = \"eastron-sdm630\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = 200\n"
     ))?;
     stack.start_agent(&cfg).await?;
-    let dev = values_of(&stack, "meter", 13).await?;
-    assert_values(&dev, &expected("eastron-sdm630"));
+    let dev = stack
+        .device_with_values("meter", 13, Duration::from_secs(20))
+        .await?;
+    assert_values(&dev, &e2e_tests::util::profile_sim_bases("eastron-sdm630"));
     assert_eq!(dev["requests_per_cycle"], 3, "{dev}");
     // A second master reads the same registers: same numbers.
     let vals = mbpoll_read(port, "3:float", 0, 7, true)?;
@@ -216,8 +161,10 @@ async fn a_refused_address_costs_only_its_point() -> Result<()> {
         "[[devices]]\nid = \"meter\"\nprofile = \"eastron-sdm630\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = 200\n"
     ))?;
     stack.start_agent(&cfg).await?;
-    let dev = values_of(&stack, "meter", 12).await?;
-    let mut want = expected("eastron-sdm630");
+    let dev = stack
+        .device_with_values("meter", 12, Duration::from_secs(20))
+        .await?;
+    let mut want = e2e_tests::util::profile_sim_bases("eastron-sdm630");
     want.remove("current_l2");
     assert_values(&dev, &want);
     assert_eq!(dev["state"], "degraded", "{dev}");
@@ -291,7 +238,9 @@ async fn libmodbus_fault_injection() -> Result<()> {
     stack.start_agent(&cfg).await?;
 
     // Busy exception: that point only is skipped; the slow one is read (500 ms < 2 s timeout).
-    let dev = values_of(&stack, "faults", 2).await?;
+    let dev = stack
+        .device_with_values("faults", 2, Duration::from_secs(20))
+        .await?;
     assert_eq!(dev["state"], "degraded", "{dev}");
     assert_eq!(dev["bad_points"][0]["point"], "busy", "{dev}");
     assert!(
@@ -432,7 +381,9 @@ async fn ascii_chamber_error_replies_and_writes() -> Result<()> {
         "[[devices]]\nid = \"chamber\"\nprofile = \"espec-sh641\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = 200\n"
     ))?;
     stack.start_agent(&cfg).await?;
-    let dev = values_of(&stack, "chamber", 5).await?;
+    let dev = stack
+        .device_with_values("chamber", 5, Duration::from_secs(20))
+        .await?;
     assert_eq!(dev["values"]["temperature"]["value"], 23.5);
     assert_eq!(dev["values"]["temperature_setpoint"]["value"], 25.0);
     assert_eq!(dev["values"]["humidity"]["value"], 45.0);
@@ -475,8 +426,24 @@ async fn ascii_chamber_error_replies_and_writes() -> Result<()> {
     .await?;
     // Every write the poller answers is counted, SCPI like Modbus: one done,
     // two refused (the device's NA reply, the read-only point).
-    assert_eq!(writes_counted(&stack, "chamber", "ok").await?, 1.0);
-    assert_eq!(writes_counted(&stack, "chamber", "error").await?, 2.0);
+    assert_eq!(
+        stack
+            .agent_metric(
+                "edge_writes_total",
+                &["device=\"chamber\"", "result=\"ok\""]
+            )
+            .await?,
+        1.0
+    );
+    assert_eq!(
+        stack
+            .agent_metric(
+                "edge_writes_total",
+                &["device=\"chamber\"", "result=\"error\""]
+            )
+            .await?,
+        2.0
+    );
     Ok(())
 }
 
@@ -491,7 +458,9 @@ async fn modbus_writes_honour_type_scale_and_word_order() -> Result<()> {
         "[[devices]]\nid = \"chamber\"\nprofile = \"binder-mk53\"\ntransport = {{ tcp = \"127.0.0.1:{port}\" }}\npoll_interval_ms = 200\n"
     ))?;
     stack.start_agent(&cfg).await?;
-    values_of(&stack, "chamber", 3).await?;
+    stack
+        .device_with_values("chamber", 3, Duration::from_secs(20))
+        .await?;
     let client = e2e_tests::http::Client::new();
     let url = format!("{}/api/v1/devices/chamber/write", stack.agent_url());
     let post = |body: Value| {
@@ -536,8 +505,24 @@ async fn modbus_writes_honour_type_scale_and_word_order() -> Result<()> {
     assert_eq!(mbpoll_holding(port, "4", 0x1A22)?, vec![(0x1A22, 3.0)]);
     // Two writes done; five refused by the poller (the bad body and the
     // unknown device never reach it).
-    assert_eq!(writes_counted(&stack, "chamber", "ok").await?, 2.0);
-    assert_eq!(writes_counted(&stack, "chamber", "error").await?, 5.0);
+    assert_eq!(
+        stack
+            .agent_metric(
+                "edge_writes_total",
+                &["device=\"chamber\"", "result=\"ok\""]
+            )
+            .await?,
+        2.0
+    );
+    assert_eq!(
+        stack
+            .agent_metric(
+                "edge_writes_total",
+                &["device=\"chamber\"", "result=\"error\""]
+            )
+            .await?,
+        5.0
+    );
     Ok(())
 }
 
@@ -627,63 +612,6 @@ async fn deadband_reports_by_exception() -> Result<()> {
     assert_eq!(
         d["values"]["temperature"]["value"].as_f64(),
         Some(f64::from(23.5f32))
-    );
-    Ok(())
-}
-
-#[test]
-fn profiles_check_reports_errors_with_lines_and_coalescing_savings() -> Result<()> {
-    let dir = e2e_tests::profiles_dir();
-    let out = std::process::Command::new(bin("edge-agent")?)
-        .args(["profiles", "check"])
-        .arg(dir.join("eastron-sdm630.toml"))
-        .arg(dir.join("sunspec-inverter-103.toml"))
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(
-        stdout.contains("3 Modbus requests per full cycle (13 without coalescing)"),
-        "{stdout}"
-    );
-    let tmp = tempfile::tempdir()?;
-    let bad = tmp.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "format_version = 1\n[model]\nid = \"bad\"\nmanufacturer = \"x\"\nname = \"y\"\ndevice_type = \"z\"\n[modbus]\n[[points]]\nname = \"a\"\nregister = \"input\"\naddress = 70000\ntype = \"f32\"\n",
-    )?;
-    let out = std::process::Command::new(bin("edge-agent")?)
-        .args(["profiles", "check"])
-        .arg(&bad)
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
-    assert!(
-        stdout.contains("line 11") && stdout.contains("address"),
-        "{stdout}"
-    );
-    Ok(())
-}
-
-#[test]
-fn the_example_config_is_valid() -> Result<()> {
-    let text =
-        std::fs::read_to_string(e2e_tests::workspace_root().join("examples/edge-agent.toml"))?
-            .replace(
-                "/usr/share/edge-agent/firmware-profiles",
-                &e2e_tests::profiles_dir().display().to_string(),
-            );
-    let tmp = tempfile::tempdir()?;
-    let path = tmp.path().join("edge-agent.toml");
-    std::fs::write(&path, text)?;
-    let out = std::process::Command::new(bin("edge-agent")?)
-        .arg("--check")
-        .arg("--config")
-        .arg(&path)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }

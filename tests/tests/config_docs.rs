@@ -11,6 +11,7 @@
 // qi-test: tier-independent (the documentation against the config parsers): scripts/test.sh runs it once, on tier none.
 
 use anyhow::{Context, Result, bail};
+use e2e_tests::bin;
 use serde_reflection::{ContainerFormat, Format, Named, Registry, Tracer, TracerConfig};
 use std::collections::BTreeMap;
 
@@ -206,5 +207,65 @@ fn the_hubs_documented_keys_are_exactly_the_accepted_ones() -> Result<()> {
     })?;
     assert!(accepted.contains_key("database.url"), "{accepted:?}");
     compare(&accepted, &documented("## cloud-hub", "## instrument-sim")?);
+    Ok(())
+}
+
+/// The shipped profiles pass `edge-agent profiles check`, which reports what
+/// coalescing saves and points at the line of a bad profile.
+#[test]
+fn profiles_check_reports_errors_with_lines_and_coalescing_savings() -> Result<()> {
+    let dir = e2e_tests::profiles_dir();
+    let out = std::process::Command::new(bin("edge-agent")?)
+        .args(["profiles", "check"])
+        .arg(dir.join("eastron-sdm630.toml"))
+        .arg(dir.join("sunspec-inverter-103.toml"))
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("3 Modbus requests per full cycle (13 without coalescing)"),
+        "{stdout}"
+    );
+    let tmp = tempfile::tempdir()?;
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "format_version = 1\n[model]\nid = \"bad\"\nmanufacturer = \"x\"\nname = \"y\"\ndevice_type = \"z\"\n[modbus]\n[[points]]\nname = \"a\"\nregister = \"input\"\naddress = 70000\ntype = \"f32\"\n",
+    )?;
+    let out = std::process::Command::new(bin("edge-agent")?)
+        .args(["profiles", "check"])
+        .arg(&bad)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("line 11") && stdout.contains("address"),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+/// The example config the docs point technicians to passes `--check`.
+#[test]
+fn the_example_config_is_valid() -> Result<()> {
+    let text =
+        std::fs::read_to_string(e2e_tests::workspace_root().join("examples/edge-agent.toml"))?
+            .replace(
+                "/usr/share/edge-agent/firmware-profiles",
+                &e2e_tests::profiles_dir().display().to_string(),
+            );
+    let tmp = tempfile::tempdir()?;
+    let path = tmp.path().join("edge-agent.toml");
+    std::fs::write(&path, text)?;
+    let out = std::process::Command::new(bin("edge-agent")?)
+        .arg("--check")
+        .arg("--config")
+        .arg(&path)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

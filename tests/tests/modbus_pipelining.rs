@@ -96,32 +96,11 @@ async fn fleet_sim(stack: &Stack, dir: &Path, port: u16, concurrent: bool) -> Re
     Ok(sim)
 }
 
-/// A counter or gauge of the agent's /metrics whose line has every label given.
-async fn metric(stack: &Stack, name: &str, labels: &[&str]) -> Result<f64> {
-    let text = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
 /// Waits until device `id` has a value for every point, then checks each.
 async fn assert_unit_values(stack: &Stack, id: &str, unit: u8) -> Result<()> {
-    let dev: Value = wait_for(
-        &format!("values of every point of {id}"),
-        Duration::from_secs(60),
-        || async {
-            let d = stack.device(id).await?;
-            let n = d["values"].as_object().map(|m| m.len()).unwrap_or(0);
-            Ok((n >= POINTS.len()).then_some(d))
-        },
-    )
-    .await
-    .with_context(|| stack.logs())?;
+    let dev = stack
+        .device_with_values(id, POINTS.len(), Duration::from_secs(60))
+        .await?;
     for (name, _, base) in POINTS {
         let want = base + f64::from(unit) * STEP;
         let got = dev["values"][name]["value"].as_f64();
@@ -141,14 +120,13 @@ async fn every_unit_reads_its_own_values(concurrent: bool) -> Result<()> {
     }
     let endpoint = format!("endpoint=\"tcp://127.0.0.1:{port}\"");
     // The pipelined path carried the polls, and nothing was dropped or mismatched.
-    let sent = metric(&stack, "edge_modbus_pipeline_requests_total", &[&endpoint]).await?;
+    let sent = stack
+        .agent_metric("edge_modbus_pipeline_requests_total", &[&endpoint])
+        .await?;
     assert!(sent >= f64::from(UNITS) * 3.0, "{sent} requests");
-    let bad = metric(
-        &stack,
-        "edge_modbus_pipeline_bad_frames_total",
-        &[&endpoint],
-    )
-    .await?;
+    let bad = stack
+        .agent_metric("edge_modbus_pipeline_bad_frames_total", &[&endpoint])
+        .await?;
     assert_eq!(bad, 0.0, "{}", stack.logs());
     let agent_log = stack.agent.as_ref().context("agent")?.log_text();
     assert!(
@@ -186,7 +164,9 @@ async fn one_serial_device_keeps_its_address_serial_and_rtu_refuses_the_key() ->
     }
     let endpoint = format!("endpoint=\"tcp://127.0.0.1:{port}\"");
     assert_eq!(
-        metric(&stack, "edge_modbus_pipeline_requests_total", &[&endpoint]).await?,
+        stack
+            .agent_metric("edge_modbus_pipeline_requests_total", &[&endpoint])
+            .await?,
         0.0
     );
     let agent_log = stack.agent.as_ref().context("agent")?.log_text();
@@ -354,12 +334,12 @@ async fn answers_that_match_no_request_are_counted_and_never_delivered() -> Resu
             Lie::Short => "short",
             Lie::WrongUnit => "mismatch",
         };
-        let counted = metric(
-            &stack,
-            "edge_modbus_pipeline_bad_frames_total",
-            &[&endpoint, &format!("reason=\"{reason}\"")],
-        )
-        .await?;
+        let counted = stack
+            .agent_metric(
+                "edge_modbus_pipeline_bad_frames_total",
+                &[&endpoint, &format!("reason=\"{reason}\"")],
+            )
+            .await?;
         assert_eq!(counted, 1.0, "{lie:?}");
         let _ = go.send(());
     }
@@ -456,14 +436,13 @@ async fn writes_over_a_pipelined_link_reach_a_pymodbus_device() -> Result<()> {
     // The writes and the polls went over the pipelined link, and no answer
     // was taken for another request.
     let endpoint = format!("endpoint=\"tcp://127.0.0.1:{port}\"");
-    let sent = metric(&stack, "edge_modbus_pipeline_requests_total", &[&endpoint]).await?;
+    let sent = stack
+        .agent_metric("edge_modbus_pipeline_requests_total", &[&endpoint])
+        .await?;
     assert!(sent >= 2.0, "{sent} pipelined requests");
-    let bad = metric(
-        &stack,
-        "edge_modbus_pipeline_bad_frames_total",
-        &[&endpoint],
-    )
-    .await?;
+    let bad = stack
+        .agent_metric("edge_modbus_pipeline_bad_frames_total", &[&endpoint])
+        .await?;
     assert_eq!(bad, 0.0, "{}", stack.logs());
     Ok(())
 }

@@ -67,20 +67,6 @@ fn login<'a>(user: &'a str, client_id: &'a str) -> Connect<'a> {
     }
 }
 
-/// The value of one metric line (`name{labels} value`) in the agent's /metrics.
-async fn metric(stack: &Stack, line_start: &str) -> Result<f64> {
-    let text = e2e_tests::http::get(format!("{}/metrics", stack.agent_url()))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wills_are_held_to_the_users_publish_rules() -> Result<()> {
     let b = bus("gw-door-will", "", false).await?;
@@ -125,7 +111,9 @@ async fn wills_are_held_to_the_users_publish_rules() -> Result<()> {
         assert_eq!(Raw::login(b.addr, &c).await?.1, 0, "{user}");
     }
     assert_eq!(
-        metric(&b.stack, "edge_mqtt_denied_total{what=\"will\"}").await?,
+        b.stack
+            .agent_metric("edge_mqtt_denied_total", &["what=\"will\""])
+            .await?,
         6.0
     );
     // Retained publishes need the retain right too.
@@ -145,7 +133,9 @@ async fn wills_are_held_to_the_users_publish_rules() -> Result<()> {
         Some(4)
     );
     assert_eq!(
-        metric(&b.stack, "edge_mqtt_denied_total{what=\"retain\"}").await?,
+        b.stack
+            .agent_metric("edge_mqtt_denied_total", &["what=\"retain\""])
+            .await?,
         1.0
     );
     Ok(())
@@ -179,11 +169,12 @@ async fn a_client_id_cannot_be_taken_over_by_another_user() -> Result<()> {
         assert_eq!(code, 2, "identifier rejected (clean session {clean})");
     }
     assert_eq!(
-        metric(
-            &b.stack,
-            "edge_mqtt_connections_total{result=\"client_id_of_another_user\"}"
-        )
-        .await?,
+        b.stack
+            .agent_metric(
+                "edge_mqtt_connections_total",
+                &["result=\"client_id_of_another_user\""]
+            )
+            .await?,
         2.0
     );
     // The owner comes back and resumes; a second connection of the same
@@ -253,26 +244,24 @@ async fn silent_sockets_cannot_lock_the_bus_out() -> Result<()> {
         "{:?}",
         start.elapsed()
     );
-    let refused = metric(
-        &b.stack,
-        "edge_mqtt_connections_total{result=\"too_many_from_address\"}",
-    )
-    .await?;
+    let refused = b
+        .stack
+        .agent_metric(
+            "edge_mqtt_connections_total",
+            &["result=\"too_many_from_address\""],
+        )
+        .await?;
     assert!(refused >= 30.0, "refused {refused}");
     assert!(
-        metric(
-            &b.stack,
-            "edge_mqtt_timeouts_total{phase=\"tls_handshake\"}"
-        )
-        .await?
+        b.stack
+            .agent_metric("edge_mqtt_timeouts_total", &["phase=\"tls_handshake\""])
+            .await?
             >= 5.0
     );
     assert!(
-        metric(
-            &b.stack,
-            "edge_mqtt_timeouts_total{phase=\"websocket_upgrade\"}"
-        )
-        .await?
+        b.stack
+            .agent_metric("edge_mqtt_timeouts_total", &["phase=\"websocket_upgrade\""])
+            .await?
             >= 1.0
     );
     // The address's places are free again once its sockets are gone.
@@ -329,7 +318,12 @@ async fn clients_silent_past_their_keep_alive_are_disconnected() -> Result<()> {
         let pong = c.next(Duration::from_secs(2)).await?.context("PINGRESP")?;
         assert_eq!(pong.kind(), 13);
     }
-    assert!(metric(&b.stack, "edge_mqtt_timeouts_total{phase=\"keep_alive\"}").await? >= 2.0);
+    assert!(
+        b.stack
+            .agent_metric("edge_mqtt_timeouts_total", &["phase=\"keep_alive\""])
+            .await?
+            >= 2.0
+    );
     Ok(())
 }
 
@@ -413,7 +407,12 @@ async fn a_resent_qos2_publish_is_stored_once() -> Result<()> {
     .fetch_one(&pool)
     .await?;
     assert_eq!((values, again), (vec![1.0, 2.0, 3.0], 3));
-    assert_eq!(metric(&b.stack, "edge_mqtt_duplicates_total").await?, 2.0);
+    assert_eq!(
+        b.stack
+            .agent_metric("edge_mqtt_duplicates_total", &[])
+            .await?,
+        2.0
+    );
     Ok(())
 }
 
@@ -439,10 +438,17 @@ async fn topic_names_with_wildcards_are_refused() -> Result<()> {
         assert_eq!(ack.kind(), 4);
     }
     assert_eq!(
-        metric(&b.stack, "edge_mqtt_rejected_total{reason=\"bad_topic\"}").await?,
+        b.stack
+            .agent_metric("edge_mqtt_rejected_total", &["reason=\"bad_topic\""])
+            .await?,
         2.0
     );
-    assert_eq!(metric(&b.stack, "edge_mqtt_readings_total").await?, 0.0);
+    assert_eq!(
+        b.stack
+            .agent_metric("edge_mqtt_readings_total", &[])
+            .await?,
+        0.0
+    );
     // A proper topic on the same connection still works.
     c.send(&mqtt_raw::publish(TELEMETRY, 1, 9, false, false, b"w=1"))
         .await?;
@@ -450,7 +456,12 @@ async fn topic_names_with_wildcards_are_refused() -> Result<()> {
         c.next(Duration::from_secs(5)).await?.map(|p| p.kind()),
         Some(4)
     );
-    assert_eq!(metric(&b.stack, "edge_mqtt_readings_total").await?, 1.0);
+    assert_eq!(
+        b.stack
+            .agent_metric("edge_mqtt_readings_total", &[])
+            .await?,
+        1.0
+    );
     Ok(())
 }
 
@@ -483,7 +494,10 @@ async fn running_short_of_descriptors_refuses_clients_not_the_agent() -> Result<
     .with_context(|| stack.logs())?;
     e2e_tests::agent_auth::login_and_remember(&stack.agent_url()).await?;
     // 512 descriptors: 256 kept aside, 64 pending, (512-256-64)/3 = 64 clients.
-    assert_eq!(metric(&stack, "edge_mqtt_max_connections").await?, 64.0);
+    assert_eq!(
+        stack.agent_metric("edge_mqtt_max_connections", &[]).await?,
+        64.0
+    );
     let mut clients = Vec::new();
     let mut refused = 0;
     for i in 0..300 {

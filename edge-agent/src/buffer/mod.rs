@@ -54,6 +54,8 @@ mod recycle;
 mod run_state;
 mod sequence;
 #[cfg(test)]
+mod sequence_tests;
+#[cfg(test)]
 mod tests;
 mod verdicts;
 
