@@ -8,23 +8,29 @@
 #   scripts/soak-agent-starts.sh [STARTS (default 60)] [BIN_DIR (default target/release)]
 #
 # A start that prints no row within 45 s is a hang: the agent's thread stacks
-# go to target/soak/hang-N.txt (gdb, when installed) and the script exits 1.
+# go to target/soak/hang-N.txt (gdb, when installed) and the script exits 1,
+# leaving the hung agent running for a closer look.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 starts=${1:-60}
 bin=$(cd "${2:-$root/target/release}" && pwd)
 out=$root/target/soak
 mkdir -p "$out"
+# Each start's files (the agent's config and buffer) live in a directory of
+# its own, removed after the start: a stopped bench leaves its temp dir behind.
+work=$out/work
 cleanup() {
-    pkill -f "edge-agent --config /tmp/qi-bench" 2>/dev/null || true
+    pkill -f "edge-agent --config $work" 2>/dev/null || true
     pkill -f "fleet-sim modbus" 2>/dev/null || true
+    rm -rf "$work"
 }
-trap cleanup EXIT
+trap 'trap - EXIT; [ "${hung:-}" ] || cleanup' EXIT
 ok=0
 for i in $(seq 1 "$starts"); do
     log=$out/start-$i.log
     # The bench goes on to other layouts after its first row: stop it there.
-    QI_BIN_DIR=$bin "$bin/poll_fleet_bench" 3 1000 >"$log" 2>&1 &
+    mkdir -p "$work"
+    TMPDIR=$work QI_BIN_DIR=$bin "$bin/poll_fleet_bench" 3 1000 >"$log" 2>&1 &
     bench=$!
     for _ in $(seq 1 90); do
         grep -q "1000 ports x 1 unit ids" "$log" && break
@@ -39,14 +45,14 @@ for i in $(seq 1 "$starts"); do
         rm -f "$log"
     else
         echo "start $i: NO ROW within 45 s ($ok of $((i - 1)) before it were fine)"
-        for pid in $(pgrep -f "edge-agent --config /tmp/qi-bench" || true); do
+        for pid in $(pgrep -f "edge-agent --config $work" || true); do
             if command -v gdb >/dev/null; then
                 gdb -p "$pid" -batch -ex "thread apply all bt" >"$out/hang-$i.txt" 2>&1 || true
                 echo "  stacks of agent $pid: $out/hang-$i.txt"
             fi
         done
         tail -5 "$log"
-        kill "$bench" 2>/dev/null || true
+        hung=1
         exit 1
     fi
     cleanup
