@@ -341,7 +341,6 @@ pub async fn update(
     by: &Actor<'_>,
 ) -> Result<Twin, TwinError> {
     let before = get_for_update(conn, id).await?;
-    check_version(&before, expected_version)?;
     let kind = parse_kind(&before.kind)?;
     let mut t = before.clone();
     if let Some(n) = p.name {
@@ -383,6 +382,9 @@ pub async fn update(
         t.discovered = d;
     }
     check_fields(conn, &t, kind, true).await?;
+    // After the body's checks: a patch invalid in itself is refused as such
+    // (400/422) whatever version it names, and only a valid one can be stale.
+    check_version(&before, expected_version)?;
     let after: Twin = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE twins SET type_id = $2, name = $3, serial_number = $4, attributes = $5,
                 metadata = $6, latitude = $7, longitude = $8, gateway_id = $9, device_id = $10,

@@ -204,6 +204,9 @@ pub async fn replace(
     expected_version: Option<i64>,
     by: &Actor<'_>,
 ) -> Result<TwinType, TwinError> {
+    // The definition's own checks first: an invalid one is refused as such
+    // whatever version it names.
+    check(&t)?;
     let before = locked(conn, &t.type_id).await?;
     if let Some(v) = expected_version
         && v != before.version
@@ -220,7 +223,6 @@ pub async fn replace(
             t.type_id, before.kind
         )));
     }
-    check(&t)?;
     let row: TwinType = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE twin_types SET name = $2, attributes = $3, metrics = $4, manufacturer = $5,
                 device_type = $6, description = $7, version = version + 1, updated_at = now()
