@@ -140,6 +140,9 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() -> Result<()>
             .unwrap_or_default();
         move || {
             Command::new(&st)
+                // Which operations serve a deleted twin's record (see the file).
+                .arg("--config-file")
+                .arg(e2e_tests::peers::peer_script("schemathesis.toml"))
                 .args(["run", &schema, "--url", &base, "-H", &auth])
                 .args(["--checks", "all", "--max-examples", "40", "--seed", "7"])
                 // One worker: Python 3.11.7's ast module is not thread-safe

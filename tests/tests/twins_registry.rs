@@ -391,6 +391,28 @@ async fn discovered_instruments_are_placed_queried_and_kept_consistent() -> Resu
     )
     .await?;
     ensure!(v["count"] == 1, "unless asked for: {v}");
+    // The twin itself is gone (an API client must not act on it), its
+    // record is not: the 404 says when and where that record is.
+    let (s, v) = call(
+        Method::GET,
+        &format!("{api}/twins/pv-001"),
+        Some(&viewer),
+        None,
+    )
+    .await?;
+    let msg = v["message"].as_str().unwrap_or_default();
+    ensure!(
+        s == 404 && msg.contains("was deleted at") && msg.contains("/api/v1/twins/pv-001/history"),
+        "a deleted twin: {s} {v}"
+    );
+    let (s, v) = call(
+        Method::GET,
+        &format!("{api}/twins/never-created/history"),
+        Some(&viewer),
+        None,
+    )
+    .await?;
+    ensure!(s == 404, "history of an id never created: {s} {v}");
     let (_, h) = call(
         Method::GET,
         &format!("{api}/twins/pv-001/history"),

@@ -308,6 +308,14 @@ async fn read(
     let t = store::get(&mut conn, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no twin {id:?}")))?;
+    // The twin is gone, the record of it is not: say where that lives.
+    if let Some(at) = t.deleted_at {
+        return Err(ApiError::not_found(format!(
+            "twin {id:?} was deleted at {}: its changes stay at /api/v1/twins/{id}/history, \
+             its last state in GET /api/v1/twins?deleted=true",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
     let ty = match &t.type_id {
         Some(tid) => types::get(&mut conn, tid).await?,
         None => None,
@@ -495,6 +503,13 @@ async fn history(
         })?),
     };
     let limit = parse_limit(&q.limit, 100, s.max_page_size.min(1000))?;
+    // A deleted twin's history stays readable; an id never created has none.
+    if store::get(&mut *s.identity.pool.acquire().await?, &id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no twin {id:?}")));
+    }
     let entries = crate::audit::query(
         &s.identity.pool,
         &crate::audit::AuditQuery {
