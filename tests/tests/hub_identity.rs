@@ -464,3 +464,41 @@ async fn brute_force_scope_escalation_injection_and_hostile_bodies() -> Result<(
     assert_eq!(counts(&pool).await?, before);
     Ok(())
 }
+
+/// An API key revoked through the API stops working at once, whoever revokes
+/// it (here: itself, as a leaked key's owner would); other keys are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_api_key_is_refused_from_the_next_request() -> Result<()> {
+    let stack = hub().await?;
+    let url = stack.hub_url();
+    let admin = admin_token(&stack);
+    let (s, k) = call(
+        Method::POST,
+        &format!("{url}/api/v1/keys"),
+        Some(&admin),
+        Some(&json!({"name": "script", "role": "admin"})),
+    )
+    .await?;
+    assert_eq!(s, 201, "{k}");
+    let (id, secret) = (
+        k["id"].as_str().context("id")?,
+        k["key"].as_str().context("key")?,
+    );
+    let twins = format!("{url}/api/v1/twins");
+    let (s, _) = call(Method::GET, &twins, Some(secret), None).await?;
+    assert_eq!(s, 200, "the new key works");
+    let (s, v) = call(
+        Method::DELETE,
+        &format!("{url}/api/v1/keys/{id}"),
+        Some(secret),
+        None,
+    )
+    .await?;
+    assert_eq!(s, 204, "a key revokes itself: {v}");
+    let (s, v) = call(Method::GET, &twins, Some(secret), None).await?;
+    assert_eq!(s, 401, "{v}");
+    assert!(v.to_string().contains("revoked"), "says why: {v}");
+    let (s, _) = call(Method::GET, &twins, Some(&admin), None).await?;
+    assert_eq!(s, 200, "the other keys still work");
+    Ok(())
+}
