@@ -364,6 +364,7 @@ async fn discovered_instruments_are_placed_queried_and_kept_consistent() -> Resu
     )
     .await?;
     ensure!(s == 409, "delete a bench with an instrument on it: {s} {v}");
+    let before_delete = chrono::Utc::now();
     let (s, v) = call(
         Method::DELETE,
         &format!("{api}/twins/pv-001"),
@@ -431,6 +432,29 @@ async fn discovered_instruments_are_placed_queried_and_kept_consistent() -> Resu
             && actions.contains(&"twin.create")
             && actions.contains(&"relation.create"),
         "{actions:?}"
+    );
+    // Its current views are gone with it; its records and its dated past stay.
+    for (path, want) in [("desired", 404), ("ancestors", 404), ("calibrations", 200)] {
+        let (s, v) = call(
+            Method::GET,
+            &format!("{api}/twins/pv-001/{path}"),
+            Some(&viewer),
+            None,
+        )
+        .await?;
+        ensure!(s == want, "{path} of a deleted twin: {s} {v}");
+    }
+    let at = before_delete.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (s, a) = call(
+        Method::GET,
+        &format!("{api}/twins/pv-001/ancestors?at={}", urlencode(&at)),
+        Some(&viewer),
+        None,
+    )
+    .await?;
+    ensure!(
+        s == 200 && a["ancestors"][0]["twin_id"] == "bench-3",
+        "a deleted twin's place before its deletion: {s} {a}"
     );
     // The serial number is free again once its sample is deleted.
     let (s, v) =
